@@ -1,0 +1,87 @@
+"""Exact rewrites of CA blocks, applied to an `ExportedProgram`.
+
+Per block, in order: ``pool_to_reduce`` (strip pools that are right at every size),
+``distribute_stem`` (no concat/split/transpose left), ``drop_expand`` (no shape
+arithmetic on the gates). Dead nodes are removed and the graph is linted. The pass
+is idempotent: a rewritten graph has no concat left for the detector to match.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch.export import ExportedProgram
+from torch.fx import Node
+
+from ca_export.fx import names
+from ca_export.patterns import CABlock, Rejection, find
+from ca_export.rewrites.distribute_stem import distribute_stem
+from ca_export.rewrites.drop_expand import drop_expand
+from ca_export.rewrites.pool_to_reduce import pool_to_reduce
+
+aten = torch.ops.aten
+
+
+@dataclass
+class BlockRewrite:
+    """What happened to one block: its module, output node, and the nodes it now has."""
+
+    module: str
+    output: str
+    nodes: set[str] = field(default_factory=set)
+
+
+@dataclass
+class RewriteResult:
+    """A pass result: the program after the pass and whether anything changed."""
+
+    program: ExportedProgram
+    blocks: list[BlockRewrite]
+    rejections: list[Rejection]
+
+    @property
+    def modified(self) -> bool:
+        """Whether the pass changed the program."""
+        return bool(self.blocks)
+
+
+def rewrite_block(program: ExportedProgram, block: CABlock, static: bool) -> BlockRewrite:
+    """Apply every rewrite to one block of ``program``'s graph, in place."""
+    graph = program.graph
+    pooled = {b.axis: pool_to_reduce(graph, b, static) for b in block.branches}
+    added = distribute_stem(graph, block, pooled)
+    drop_expand(graph, block)
+    kept = [*pooled.values(), *added]
+    for branch in block.branches:
+        node = branch.gate
+        while node is not branch.gate_conv:
+            kept.append(node)
+            node = node.args[0]
+        kept.append(node)
+    kept += _product(block)
+    return BlockRewrite(block.module, block.output.name, names(kept))
+
+
+def _product(block: CABlock) -> list[Node]:
+    """The multiplies (and any expands kept) between the gates and the block's output."""
+    nodes = []
+    todo = [block.output]
+    while todo:
+        node = todo.pop()
+        if node.target in (aten.mul.Tensor, aten.expand.default, aten.expand_as.default):
+            nodes.append(node)
+            todo += [a for a in node.args[:2] if isinstance(a, Node)]
+    return nodes
+
+
+def rewrite(program: ExportedProgram, static: bool) -> RewriteResult:
+    """Rewrite every CA block of a copy of ``program``; the input is left untouched."""
+    program = copy.deepcopy(program)
+    blocks, rejections = find(program.graph)
+    done = [rewrite_block(program, block, static) for block in blocks]
+    program.graph.eliminate_dead_code()
+    program.graph.lint()
+    program.graph_module.recompile()
+    return RewriteResult(program, done, rejections)
