@@ -8,7 +8,7 @@ running their op on the fake values of their arguments, so that the edited
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -124,6 +124,19 @@ def topo_index(graph: Graph) -> dict[Node, int]:
     return {n: i for i, n in enumerate(graph.nodes)}
 
 
-def names(nodes: Iterable[Node]) -> set[str]:
-    """The names of the given nodes."""
-    return {n.name for n in nodes}
+def region(graph: Graph, output: str, source: str) -> set[str]:
+    """Names of the nodes ``output`` depends on without going through ``source``.
+
+    For a CA block this is the block: pools, shared branch, gates, multiplies, and the
+    size arithmetic only the block uses.
+    """
+    by_name = {n.name: n for n in graph.nodes}
+    seen: set[str] = set()
+    todo = [by_name[output]]
+    while todo:
+        node = todo.pop()
+        if node.name in seen or node.name == source or node.op in ("placeholder", "get_attr"):
+            continue
+        seen.add(node.name)
+        todo += node.all_input_nodes
+    return seen

@@ -204,35 +204,43 @@ def _is_split(node: Node, cat: Node) -> bool:
 
 
 def _pieces(splits: list[Node], cat: Node) -> list[Node]:
-    """The two pieces of the split, in concat input order."""
+    """The two pieces of the split, in concat input order.
+
+    Splits count as one when they cut the same sizes (export may duplicate a split
+    whose input was written in place, one per piece used).
+    """
     inputs = cat.args[0]
     dim = norm_dim(cat.args[1], 4)
-    if len(splits) == 1 and splits[0].target in SPLIT_OPS:
-        items = sorted((u for u in splits[0].users if is_getitem(u)), key=lambda u: u.args[1])
-        if len(items) != 2 or [u.args[1] for u in items] != [0, 1]:
-            raise NoMatch("the split does not give exactly two used pieces")
-        for item, src in zip(items, inputs, strict=True):
-            if not same_size(shape(item)[dim], shape(src)[dim]):
+    sizes = [shape(i)[dim] for i in inputs]
+    ordered: list[list[Node]] = [[], []]
+    for split in splits:
+        if split.target in SPLIT_OPS:
+            for item in split.users:
+                if not is_getitem(item) or item.args[1] not in (0, 1):
+                    raise NoMatch("the split does not give back exactly two pieces")
+                ordered[item.args[1]].append(item)
+            cut = [shape(u)[dim] for u in split.meta["val"]] if split.meta.get("val") else []
+            if len(cut) != 2 or not all(map(same_size, cut, sizes)):
                 raise NoMatch("the split sizes do not undo the concat")
-        return items
-    if len(splits) == 2 and all(s.target == aten.slice.Tensor for s in splits):
-        ordered: list[Node | None] = [None, None]
-        for piece in splits:
-            start = piece.args[2] if len(piece.args) > 2 else 0
-            end = piece.args[3] if len(piece.args) > 3 else INT_MAX
-            step = piece.args[4] if len(piece.args) > 4 else 1
-            if step != 1:
-                raise NoMatch("a slice of the shared branch has a step")
-            if start in (0, None) and same_size(shape(piece)[dim], shape(inputs[0])[dim]):
-                ordered[0] = piece
-            elif same_size(start, shape(inputs[0])[dim]) and (
-                end == INT_MAX or same_size(shape(piece)[dim], shape(inputs[1])[dim])
-            ):
-                ordered[1] = piece
-        if None in ordered:
-            raise NoMatch("the slices do not undo the concat")
-        return [p for p in ordered if p is not None]
-    raise NoMatch("the concatenated tensor is split in an unsupported way")
+        else:
+            ordered[_slice_index(split, dim, sizes)].append(split)
+    if any(len(p) != 1 for p in ordered):
+        raise NoMatch("the split does not give back each concat input exactly once")
+    return [ordered[0][0], ordered[1][0]]
+
+
+def _slice_index(piece: Node, dim: int, sizes: list) -> int:
+    """Which concat input a slice along the concat axis gives back."""
+    start = piece.args[2] if len(piece.args) > 2 else 0
+    end = piece.args[3] if len(piece.args) > 3 else INT_MAX
+    step = piece.args[4] if len(piece.args) > 4 else 1
+    if step != 1:
+        raise NoMatch("a slice of the shared branch has a step")
+    if start in (0, None) and same_size(shape(piece)[dim], sizes[0]):
+        return 0
+    if same_size(start, sizes[0]) and (end == INT_MAX or same_size(shape(piece)[dim], sizes[1])):
+        return 1
+    raise NoMatch("the slices do not undo the concat")
 
 
 def _gate(piece: Node, channels: int) -> tuple[Node, tuple[int, ...], Node, Node, str, Node]:

@@ -9,28 +9,23 @@ is idempotent: a rewritten graph has no concat left for the detector to match.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import torch
 from torch.export import ExportedProgram
-from torch.fx import Node
 
-from ca_export.fx import names
 from ca_export.patterns import CABlock, Rejection, find
 from ca_export.rewrites.distribute_stem import distribute_stem
 from ca_export.rewrites.drop_expand import drop_expand
 from ca_export.rewrites.pool_to_reduce import pool_to_reduce
 
-aten = torch.ops.aten
-
 
 @dataclass
 class BlockRewrite:
-    """What happened to one block: its module, output node, and the nodes it now has."""
+    """One rewritten block: its module, and the nodes that bound it in the new graph."""
 
     module: str
+    source: str
     output: str
-    nodes: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -51,29 +46,9 @@ def rewrite_block(program: ExportedProgram, block: CABlock, static: bool) -> Blo
     """Apply every rewrite to one block of ``program``'s graph, in place."""
     graph = program.graph
     pooled = {b.axis: pool_to_reduce(graph, b, static) for b in block.branches}
-    added = distribute_stem(graph, block, pooled)
+    distribute_stem(graph, block, pooled)
     drop_expand(graph, block)
-    kept = [*pooled.values(), *added]
-    for branch in block.branches:
-        node = branch.gate
-        while node is not branch.gate_conv:
-            kept.append(node)
-            node = node.args[0]
-        kept.append(node)
-    kept += _product(block)
-    return BlockRewrite(block.module, block.output.name, names(kept))
-
-
-def _product(block: CABlock) -> list[Node]:
-    """The multiplies (and any expands kept) between the gates and the block's output."""
-    nodes = []
-    todo = [block.output]
-    while todo:
-        node = todo.pop()
-        if node.target in (aten.mul.Tensor, aten.expand.default, aten.expand_as.default):
-            nodes.append(node)
-            todo += [a for a in node.args[:2] if isinstance(a, Node)]
-    return nodes
+    return BlockRewrite(block.module, block.source.name, block.output.name)
 
 
 def rewrite(program: ExportedProgram, static: bool) -> RewriteResult:

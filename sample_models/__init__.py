@@ -1,0 +1,56 @@
+"""Registry of sample networks with Coordinate Attention (CA) blocks.
+
+Each factory returns an eval-mode network with deterministic, calibrated weights (see
+``sample_models.calibration``); each network uses its own way of writing the CA block.
+
+- ``seed_ca``: small 10-class classifier with the seed repository's CA block (in-place
+  ``transpose_``, cat/split on dim 3, gates never transposed back, so square inputs only).
+- ``mobilenetv2_ca``: MobileNetV2-1.0, 1000 classes, 16 CA blocks in the official flavour
+  (``nn.AdaptiveAvgPool2d``, ``permute``, BN + h_swish written out, sigmoid gates).
+- ``mobilenext_ca``: reduced-depth MobileNeXt-1.0, 1000 classes, 13 CA blocks in a timm-like
+  flavour (``mean`` pools, ``transpose``, bias-free conv1 + BN + ``nn.Hardswish``, slicing).
+- ``ca_segnet``: 5-class segmentation network, output at input resolution, 3 CA blocks without
+  BN (``F.adaptive_avg_pool2d``, SiLU, ``F.hardsigmoid`` gates, ``expand_as``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from sample_models.mobilenetv2 import mobilenetv2_ca
+from sample_models.mobilenext import mobilenext_ca
+from sample_models.seed import seed_ca
+from sample_models.segnet import ca_segnet
+
+__all__ = ["REGISTRY", "build"]
+
+REGISTRY: dict[str, Callable[[], nn.Module]] = {
+    "seed_ca": seed_ca,
+    "mobilenetv2_ca": mobilenetv2_ca,
+    "mobilenext_ca": mobilenext_ca,
+    "ca_segnet": ca_segnet,
+}
+"""Sample network factories by name."""
+
+
+def build(name: str) -> nn.Module:
+    """Build the sample network registered as ``name``.
+
+    Args:
+        name: A key of ``REGISTRY``.
+
+    Returns:
+        The network, in eval mode with deterministic weights.
+
+    Raises:
+        KeyError: If ``name`` is not registered; the message lists the known names.
+    """
+    try:
+        factory = REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown sample model {name!r}; known: {', '.join(sorted(REGISTRY))}"
+        ) from None
+    return factory()
