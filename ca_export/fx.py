@@ -122,21 +122,3 @@ def single_user(node: Node) -> Node | None:
 def topo_index(graph: Graph) -> dict[Node, int]:
     """Each node's position in the graph."""
     return {n: i for i, n in enumerate(graph.nodes)}
-
-
-def region(graph: Graph, output: str, source: str) -> set[str]:
-    """Names of the nodes ``output`` depends on without going through ``source``.
-
-    For a CA block this is the block: pools, shared branch, gates, multiplies, and the
-    size arithmetic only the block uses.
-    """
-    by_name = {n.name: n for n in graph.nodes}
-    seen: set[str] = set()
-    todo = [by_name[output]]
-    while todo:
-        node = todo.pop()
-        if node.name in seen or node.name == source or node.op in ("placeholder", "get_attr"):
-            continue
-        seen.add(node.name)
-        todo += node.all_input_nodes
-    return seen

@@ -1,9 +1,9 @@
 """Deterministic, input-sensitive weights for the sample networks.
 
-``calibrate`` turns a freshly constructed network into the one every build returns:
+``build_calibrated`` constructs a network and turns it into the one every build returns:
 
-1. ``init_weights``: every parameter is drawn from a local ``torch.Generator``; the global RNG is
-   never used.
+1. ``init_weights``: every parameter is drawn from a local ``torch.Generator``; the global RNG
+   state is left as it was.
 2. ``calibrate_batchnorm``: BN running statistics become the cumulative average of the batch
    statistics over a few seeded random batches.
 3. ``standardize_output``: the output layer's weight and bias are shifted and scaled so each
@@ -16,9 +16,14 @@ The network is returned in eval mode.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 CALIBRATION_SIZE: tuple[int, int] = (64, 64)
 """Default ``(H, W)`` of the calibration batches."""
@@ -133,30 +138,36 @@ def standardize_output(
     layer.weight.div_(std)
 
 
-def calibrate(
-    model: nn.Module,
+def build_calibrated(
+    make: Callable[[], ModelT],
     *,
     seed: int,
-    output_layer: nn.Linear | nn.Conv2d,
+    output_layer: Callable[[ModelT], nn.Linear | nn.Conv2d],
     input_size: tuple[int, int] = CALIBRATION_SIZE,
     in_channels: int = 3,
-) -> nn.Module:
-    """Seed-initialise ``model``, calibrate its BN layers and output layer, return it in eval mode.
+) -> ModelT:
+    """Construct a network, seed-initialise it, calibrate its BN and output layers.
+
+    The constructor runs under ``torch.random.fork_rng``, so PyTorch's default initialisation
+    leaves the global RNG state as it was; every weight is then redrawn from a generator seeded
+    with ``seed``, which also draws the calibration inputs.
 
     Args:
-        model: Freshly constructed network.
+        make: Constructor of the network.
         seed: Seed of the generator behind the weights and the calibration inputs.
-        output_layer: Layer producing the network output (see ``standardize_output``).
+        output_layer: Picks the layer producing the network output (see ``standardize_output``).
         input_size: ``(H, W)`` of the calibration inputs.
         in_channels: Channels of the network input.
 
     Returns:
-        ``model`` itself, in eval mode.
+        The network, in eval mode.
     """
+    with torch.random.fork_rng(devices=[]):
+        model = make()
     generator = torch.Generator().manual_seed(seed)
     init_weights(model, generator)
     calibrate_batchnorm(model, _calibration_batches(generator, in_channels, input_size))
     standardize_output(
-        model, output_layer, _calibration_batches(generator, in_channels, input_size)
+        model, output_layer(model), _calibration_batches(generator, in_channels, input_size)
     )
     return model.eval()

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sample_models.calibration import calibrate
+from sample_models.calibration import build_calibrated
 
 _SEED = 2
 
@@ -175,5 +175,4 @@ def mobilenetv2_ca() -> nn.Module:
     dim 2, conv1 with bias + BN + h_swish written out, sigmoid gates), after the depthwise conv
     of every block with expansion 6.
     """
-    model = MobileNetV2CA()
-    return calibrate(model, seed=_SEED, output_layer=model.classifier)
+    return build_calibrated(MobileNetV2CA, seed=_SEED, output_layer=lambda net: net.classifier)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sample_models.calibration import calibrate
+from sample_models.calibration import build_calibrated
 
 _SEED = 1
 
@@ -97,5 +97,4 @@ def seed_ca() -> nn.Module:
     CA flavour: the seed block (``F.adaptive_avg_pool2d``, in-place ``transpose_``, cat/split on
     dim 3, BN + ReLU, sigmoid gates never transposed back, so square inputs only).
     """
-    model = SeedNet()
-    return calibrate(model, seed=_SEED, output_layer=model.fc)
+    return build_calibrated(SeedNet, seed=_SEED, output_layer=lambda net: net.fc)

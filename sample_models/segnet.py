@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sample_models.calibration import calibrate
+from sample_models.calibration import build_calibrated
 
 _SEED = 4
 
@@ -103,5 +103,4 @@ def ca_segnet() -> nn.Module:
     CA flavour: ``F.adaptive_avg_pool2d`` with ``None`` sizes, ``permute``, ``torch.split``,
     conv1 with bias and no BN, ``nn.SiLU``, ``F.hardsigmoid`` gates expanded with ``expand_as``.
     """
-    model = CASegNet()
-    return calibrate(model, seed=_SEED, output_layer=model.classifier)
+    return build_calibrated(CASegNet, seed=_SEED, output_layer=lambda net: net.classifier)

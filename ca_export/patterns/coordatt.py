@@ -339,8 +339,20 @@ def match(graph: Graph, cat: Node, order: dict[Node, int]) -> CABlock:
     for (info, pool, perm, cat_input), piece in zip(pools, pieces, strict=True):
         gate_input, out_perm, conv, gate, kind, leaf = _gate(piece, channels)
         branches.append(
-            Branch(AXIS_NAME[info[1]], pool, info[2], cat_input, perm, piece,
-                   gate_input, out_perm, conv, gate, kind, leaf)
+            Branch(
+                AXIS_NAME[info[1]],
+                pool,
+                info[2],
+                cat_input,
+                perm,
+                piece,
+                gate_input,
+                out_perm,
+                conv,
+                gate,
+                kind,
+                leaf,
+            )
         )
     by_axis = {b.axis: b for b in branches}
     output = _output(src_a, by_axis["h"].gate_leaf, by_axis["w"].gate_leaf)
@@ -429,4 +441,3 @@ def find(graph: Graph) -> tuple[list[CABlock], list[Rejection]]:
         except NoMatch as why:
             rejections.append(Rejection(module_path(cat) or "<model>", cat.name, str(why)))
     return blocks, rejections
-

@@ -1,0 +1,128 @@
+"""Emit ONNX from an `ExportedProgram` with the dynamo-based exporter, then simplify.
+
+The exporter records each node's module scope; ``attribute`` uses it to tell which
+ONNX nodes a CA block produced, so that the structural check counts per block.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import logging
+from collections import Counter
+
+import onnx
+import torch
+from torch.export import ExportedProgram
+
+from ca_export.errors import BadInputError, CheckFailedError
+from ca_export.tracing import Traced
+
+CA_ONLY_OPS = ("Transpose", "Concat", "Split", "Slice", "Shape", "Gather")
+
+
+def emit(program: ExportedProgram, traced: Traced, opset: int) -> onnx.ModelProto:
+    """Export ``program`` to an ONNX model at opset ``opset`` with the traced names."""
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            exported = torch.onnx.export(
+                program,
+                (traced.example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=traced.input_names,
+                output_names=traced.output_names,
+                optimize=True,
+                verbose=False,
+            )
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise BadInputError(f"ONNX export failed at opset {opset}: {first}") from None
+    return exported.model_proto
+
+
+def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """onnxsim's simplification; on failure the model is kept as it is, with a warning."""
+    import onnxsim
+
+    try:
+        simplified, ok = onnxsim.simplify(model, check_n=0)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        return model, [f"onnxsim failed, kept the unsimplified model: {first}"]
+    if not ok:
+        return model, ["onnxsim could not validate its result; kept the unsimplified model"]
+    return simplified, []
+
+
+def check(model: onnx.ModelProto) -> None:
+    """The ONNX checker with shape inference; a failure is a failed check."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise CheckFailedError(f"the ONNX checker rejects the model: {first}") from None
+
+
+def scopes(node: onnx.NodeProto) -> list[str]:
+    """The module paths an ONNX node was emitted under (from the exporter's metadata)."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            return [str(s) for s in ast.literal_eval(prop.value)]
+    return []
+
+
+def attribute(model: onnx.ModelProto, modules: list[str]) -> dict[str, int]:
+    """Map ONNX node names to the index of the CA block (by owning module) they belong to.
+
+    Nodes the exporter emitted under a block's module belong to it; so do unscoped
+    nodes (the optimizer's Split, shape arithmetic) whose consumers all belong to it,
+    or whose inputs all come from it. Read this on the model before simplification,
+    which drops scopes but keeps node names.
+    """
+    owner: dict[str, int] = {}
+    for node in model.graph.node:
+        found = [i for i, module in enumerate(modules) if module in scopes(node)]
+        if found:
+            owner[node.name] = found[-1]
+    producer = {out: n for n in model.graph.node for out in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    changed = True
+    while changed:
+        changed = False
+        for node in model.graph.node:
+            if node.name in owner or scopes(node):
+                continue
+            after = {owner.get(c.name) for out in node.output for c in consumers.get(out, [])}
+            before = {owner.get(producer[i].name) for i in node.input if i in producer}
+            for side in (after, before):
+                if len(side) == 1 and None not in side:
+                    owner[node.name] = side.pop()
+                    changed = True
+                    break
+    return owner
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """Node counts by op type, most frequent first."""
+    return dict(Counter(n.op_type for n in model.graph.node).most_common())
+
+
+def ca_only_nodes(model: onnx.ModelProto, owner: dict[str, int], block: int) -> dict[str, int]:
+    """Counts of Transpose/Concat/Split/Slice/Shape/Gather that belong to one block."""
+    nodes = model.graph.node
+    return dict(
+        Counter(n.op_type for n in nodes if n.op_type in CA_ONLY_OPS and owner.get(n.name) == block)
+    )
+
+
+def set_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> None:
+    """Replace the model's metadata_props with ``entries`` (sorted for stable output)."""
+    del model.metadata_props[:]
+    for key in sorted(entries):
+        model.metadata_props.add(key=key, value=entries[key])

@@ -1,0 +1,152 @@
+"""Result objects of each run, as JSON and as the text summary the CLI prints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ca_export.patterns import CABlock, Rejection
+from ca_export.verify.parity import GateResult
+
+
+@dataclass
+class BlockReport:
+    """One CA block as the user sees it."""
+
+    module: str
+    channels: int
+    mip: int
+    variant: dict[str, str]
+    findings: list[str]
+    rewritten: bool = False
+    ca_only_nodes_before: dict[str, int] = field(default_factory=dict)
+    ca_only_nodes_after: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, block: CABlock) -> BlockReport:
+        """The report entry of a matched block."""
+        return cls(block.module, block.channels, block.mip, dict(block.variant), block.findings)
+
+
+@dataclass
+class InspectReport:
+    """What ``inspect`` found in a model."""
+
+    source: str
+    input_shape: list[int]
+    ca_blocks: list[BlockReport]
+    rejected: list[Rejection]
+    notices: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ExportReport:
+    """Everything one export run did, measured and decided."""
+
+    source: str
+    tool_version: str
+    format: str
+    input_shape: list[int]
+    dynamic: bool
+    rewrite: bool
+    opset: int
+    ca_blocks: list[BlockReport] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    op_counts_before: dict[str, int] = field(default_factory=dict)
+    op_counts_after: dict[str, int] = field(default_factory=dict)
+    structure: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    artifact: dict[str, Any] | None = None
+    stages: dict[str, float] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Whether every gate and check passed."""
+        return bool(self.parity.get("passed")) and bool(self.structure.get("passed", True))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+def gate_summary(gate: GateResult) -> dict[str, Any]:
+    """A gate's verdict, worst figures and per-case comparisons as plain data."""
+    return {
+        "backend": gate.backend,
+        "passed": gate.passed,
+        "max_abs_err": gate.worst("max_abs_err"),
+        "max_rel_err": gate.worst("rel_err"),
+        "min_cosine": gate.min_cosine,
+        "failures": gate.failures(),
+        "cases": [dataclasses.asdict(case) for case in gate.cases],
+    }
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    """Write a report as indented JSON."""
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def render_inspect(report: InspectReport) -> str:
+    """The text table ``inspect`` prints."""
+    lines = [f"{len(report.ca_blocks)} CA block(s) in {report.source}"]
+    for i, block in enumerate(report.ca_blocks):
+        variant = ", ".join(f"{k}={v}" for k, v in block.variant.items())
+        lines.append(f"  [{i}] {block.module}: C={block.channels} mip={block.mip} ({variant})")
+        lines += [f"      {finding}" for finding in block.findings]
+    if report.rejected:
+        lines.append("not CA:")
+        lines += [f"  {r.module} ({r.node}): {r.reason}" for r in report.rejected]
+    return "\n".join(lines + report.notices)
+
+
+def render_export(report: ExportReport) -> str:
+    """The summary printed after an export."""
+    rewritten = sum(b.rewritten for b in report.ca_blocks)
+    lines = [f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten"]
+    lines += [f"  {b.module}: {f}" for b in report.ca_blocks for f in b.findings]
+    lines.append(f"nodes before: {_counts(report.op_counts_before)}")
+    lines.append(f"nodes after:  {_counts(report.op_counts_after)}")
+    if report.structure:
+        left = report.structure.get("ca_only_nodes_after", 0)
+        lines.append(f"CA-only nodes (Transpose/Concat/Split/Slice/Shape/Gather) left: {left}")
+    parity = report.parity
+    if parity:
+        verdict = "FAILED" if parity["failures"] else "passed"
+        lines.append(
+            f"parity vs PyTorch ({parity['backend']}, {parity['inputs']} inputs): {verdict}; "
+            f"max abs err {parity['max_abs_err']:.3g}, rel err {parity['max_rel_err']:.3g}, "
+            f"min cosine {parity['min_cosine']:.9f}"
+        )
+        blocks = parity.get("blocks")
+        if blocks:
+            verdict = "passed" if blocks["passed"] else "FAILED"
+            worst = blocks["max_rel_err"]
+            lines.append(f"per-block parity (torch): {verdict}; rel err {worst:.3g}")
+        lines += [f"  failed: {line}" for line in parity.get("failures", [])]
+        lines += [f"  failed: {line}" for line in (blocks or {}).get("failures", [])]
+    if report.artifact:
+        size = report.artifact["bytes"] / 1e6
+        lines.append(f"wrote {report.artifact['path']} ({size:.2f} MB)")
+    else:
+        lines.append("no artifact written")
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in report.stages.items())
+    lines.append(f"time: {stages}")
+    lines += [f"notice: {n}" for n in report.notices]
+    lines += [f"warning: {w}" for w in report.warnings]
+    return "\n".join(lines)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    """``Conv 52, Mul 48, ...`` with the total first."""
+    total = sum(counts.values())
+    return f"{total} total: " + ", ".join(f"{k} {v}" for k, v in counts.items())

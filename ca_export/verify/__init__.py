@@ -1,0 +1,1 @@
+"""Parity: metrics, the tolerance table, and the gates that compare artifacts with PyTorch."""

@@ -1,0 +1,173 @@
+"""Gates: ONNX Runtime against the original model, and each rewritten block against its original.
+
+Both gates run on several seeded inputs and, for dynamic exports, at sizes other than
+the traced one. A block's output is compared where the rewrite acts, so a wrong
+rewrite is caught even when the network's output would hide it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+from torch.export import ExportedProgram
+
+from ca_export.tracing import Traced, example_input
+from ca_export.verify.metrics import Comparison, compare
+from ca_export.verify.tolerances import tolerance
+
+SEEDS = (1, 2, 3)
+
+
+@dataclass
+class CaseResult:
+    """The comparisons of every output (or block) for one input."""
+
+    input_shape: tuple[int, ...]
+    seed: int
+    comparisons: list[Comparison]
+
+
+@dataclass
+class GateResult:
+    """A gate's verdict with the worst figures and every case."""
+
+    backend: str
+    cases: list[CaseResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Whether every comparison of every case passed."""
+        return all(c.passed for case in self.cases for c in case.comparisons)
+
+    def worst(self, attr: str) -> float:
+        """The largest value of a metric over all comparisons."""
+        values = [getattr(c, attr) for case in self.cases for c in case.comparisons]
+        return max(values, default=0.0)
+
+    @property
+    def min_cosine(self) -> float:
+        """The smallest cosine over all comparisons."""
+        values = [c.cosine for case in self.cases for c in case.comparisons]
+        return min(values, default=1.0)
+
+    def failures(self) -> list[str]:
+        """One line per failed comparison, naming the output or block and the input."""
+        lines = []
+        for case in self.cases:
+            shape = "x".join(map(str, case.input_shape))
+            for c in case.comparisons:
+                if not c.passed:
+                    lines.append(
+                        f"{c.name} at {shape} (seed {case.seed}): rel err {c.rel_err:.3g}, "
+                        f"max abs err {c.max_abs_err:.3g}, cosine {c.cosine:.9f}"
+                    )
+        return lines
+
+
+def gate_inputs(traced: Traced, input_shape: tuple[int, ...]) -> list[tuple[int, torch.Tensor]]:
+    """Seeded inputs: several at the traced size and, if dynamic, one at each other size."""
+    _, c, h, w = input_shape
+    cases = [(seed, example_input(input_shape, seed)) for seed in SEEDS]
+    if traced.dynamic:
+        if traced.square_only:
+            others = [(2, c, h + 32, h + 32), (1, c, h + 64, h + 64)]
+        else:
+            others = [(2, c, h + 32, w + 64), (1, c, h + 64, w + 32)]
+        cases += [(seed, example_input(s, seed)) for seed, s in zip(SEEDS, others, strict=False)]
+    return cases
+
+
+def _flatten(out: Any) -> list[np.ndarray]:
+    """Model outputs (a tensor or nested tuple/list of them) as a flat list of arrays."""
+    if isinstance(out, torch.Tensor):
+        return [out.detach().numpy()]
+    if isinstance(out, (tuple, list)):
+        return [a for item in out for a in _flatten(item)]
+    if isinstance(out, dict):
+        return [a for item in out.values() for a in _flatten(item)]
+    raise TypeError(f"unsupported model output type {type(out).__name__}")
+
+
+def onnx_gate(
+    model: nn.Module,
+    onnx_model: onnx.ModelProto,
+    traced: Traced,
+    inputs: Sequence[tuple[int, torch.Tensor]],
+) -> GateResult:
+    """Compare ONNX Runtime (CPU) with the original PyTorch model, output by output."""
+    tol = tolerance("float32", "onnxruntime-cpu")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        onnx_model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    result = GateResult("onnxruntime-cpu")
+    for seed, x in inputs:
+        with torch.no_grad():
+            expected = _flatten(model(x))
+        got = session.run(traced.output_names, {traced.input_names[0]: x.numpy()})
+        comparisons = [
+            compare(name, ref, out, tol)
+            for name, ref, out in zip(traced.output_names, expected, got, strict=True)
+        ]
+        result.cases.append(CaseResult(tuple(x.shape), seed, comparisons))
+    return result
+
+
+class _Recorder(torch.fx.Interpreter):
+    """Runs a graph module, keeps the values of ``wanted`` nodes, substitutes ``given`` ones."""
+
+    def __init__(
+        self,
+        module: torch.fx.GraphModule,
+        wanted: set[str],
+        given: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__(module)
+        self.wanted = wanted
+        self.given = given or {}
+        self.seen: dict[str, torch.Tensor] = {}
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        value = self.given[n.name] if n.name in self.given else super().run_node(n)
+        if n.name in self.wanted:
+            self.seen[n.name] = value
+        return value
+
+
+def block_gate(
+    original: ExportedProgram,
+    rewritten: ExportedProgram,
+    blocks: Sequence[tuple[str, str, str]],
+    inputs: Sequence[tuple[int, torch.Tensor]],
+) -> GateResult:
+    """Compare each rewritten block (module, source node, output node) with the original.
+
+    Every rewritten block reads the original block's input, so each comparison shows
+    that block's own error, not what earlier layers accumulated.
+    """
+    tol = tolerance("float32", "torch")
+    sources = {source for _, source, _ in blocks}
+    outputs = {output for _, _, output in blocks}
+    before_module, after_module = original.module(), rewritten.module()
+    result = GateResult("torch")
+    for seed, x in inputs:
+        with torch.no_grad():
+            before = _Recorder(before_module, sources | outputs)
+            before.run(x)
+            given = {name: before.seen[name] for name in sources}
+            after = _Recorder(after_module, outputs, given)
+            after.run(x)
+        comparisons = [
+            compare(f"block {module}", before.seen[out].numpy(), after.seen[out].numpy(), tol)
+            for module, _, out in blocks
+        ]
+        result.cases.append(CaseResult(tuple(x.shape), seed, comparisons))
+    return result

@@ -1,0 +1,37 @@
+"""The one table of parity tolerances, keyed by (dtype, backend).
+
+Errors are measured relative to the reference signal's scale (its RMS), so one
+tolerance fits logits, feature maps and segmentation maps alike. The fp32 figures sit
+a few times above rounding measured on the sample models (MobileNetV2-CA at 224: a
+rewritten block differs from the original by up to 2e-5 of its RMS, since a 1x1 conv
+over 960 channels sums in another order; ONNX Runtime's logits by up to 6e-5) and far
+below what a wrong rewrite gives (a swapped or mis-broadcast gate: 1e-1 and more).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ca_export.errors import BadInputError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Largest allowed max-abs error over the reference's RMS, and smallest cosine."""
+
+    rel: float
+    cosine: float
+
+
+TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    ("float32", "torch"): Tolerance(rel=1e-4, cosine=1 - 1e-8),
+    ("float32", "onnxruntime-cpu"): Tolerance(rel=3e-4, cosine=1 - 1e-7),
+}
+
+
+def tolerance(dtype: str, backend: str) -> Tolerance:
+    """The tolerance for comparing a ``dtype`` artifact run on ``backend`` with PyTorch."""
+    try:
+        return TOLERANCES[(dtype, backend)]
+    except KeyError:
+        raise BadInputError(f"no parity tolerance defined for {dtype} on {backend}") from None

@@ -1,0 +1,1 @@
+"""The ``ca-export`` command line: parses options, calls the library, prints, exits."""

@@ -1,0 +1,54 @@
+"""``ca-export onnx``: rewrite CA blocks and export ONNX behind the parity gate."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ca_export.pipeline import OnnxJob, check_writable, export_onnx
+from ca_export.report import render_export, write_json
+from cli.main import EXIT_CHECK_FAILED, handle_errors, progress
+from cli.options import model_options, report_option
+
+EPILOG = """\b
+Examples:
+  ca-export onnx mobilenetv2_ca -o mnv2_ca.onnx
+  ca-export onnx mobilenetv2_ca -o mnv2_ca.onnx --dynamic --report report.json
+  ca-export onnx my_net.py:build --weights ckpt.pt -o net.onnx --no-rewrite
+"""
+
+
+@click.command(epilog=EPILOG)
+@model_options
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="ONNX file to write."
+)
+@click.option("--opset", type=click.IntRange(13, 23), default=18, show_default=True)
+@click.option("--dynamic", is_flag=True, help="Make batch, H and W dynamic.")
+@click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
+@click.option("--simplify/--no-simplify", default=True, show_default=True, help="Run onnxsim.")
+@report_option
+@handle_errors
+def onnx(
+    model: str,
+    weights: Path | None,
+    input_shape: tuple[int, int, int, int],
+    output: Path,
+    opset: int,
+    dynamic: bool,
+    rewrite: bool,
+    simplify: bool,
+    report_path: Path | None,
+) -> None:
+    """Export MODEL to ONNX, rewriting its CA blocks, and gate it against PyTorch."""
+    if report_path is not None:
+        check_writable(report_path)
+    job = OnnxJob(model, output, weights, input_shape, opset, dynamic, rewrite, simplify)
+    report = export_onnx(job, progress=progress)
+    if report_path is not None:
+        write_json(report.to_dict(), report_path)
+    click.echo(render_export(report))
+    if not report.passed:
+        sys.exit(EXIT_CHECK_FAILED)
