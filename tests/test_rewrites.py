@@ -28,7 +28,7 @@ MODES = [pytest.param(False, id="static"), pytest.param(True, id="dynamic")]
 
 
 def _other_size(case: ZooCase) -> tuple[int, int, int, int]:
-    n, c, h, w = case.input_shape
+    _, c, h, w = case.input_shape
     return (2, c, h + 8, h + 8) if case.name == "seed" else (2, c, h + 8, w + 16)
 
 
