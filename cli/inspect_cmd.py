@@ -9,7 +9,7 @@ import click
 
 from ca_export.pipeline import inspect_model
 from ca_export.report import render_inspect
-from cli.main import handle_errors, progress
+from cli.common import handle_errors, progress
 from cli.options import model_options
 
 EPILOG = """\b

@@ -10,7 +10,7 @@ import click
 from ca_export.pipeline import OnnxJob, export_onnx
 from ca_export.pipeline.common import check_writable
 from ca_export.report import render_export, write_json
-from cli.main import EXIT_CHECK_FAILED, handle_errors, progress
+from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
 from cli.options import model_options, report_option
 
 EPILOG = """\b

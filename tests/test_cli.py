@@ -1,0 +1,135 @@
+"""The command line: help, success, and every error path, through Click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner, Result
+from torch.fx import Graph
+
+import ca_export.rewrites as rewrites
+from ca_export.patterns import CABlock
+from cli.main import cli
+
+SMALL = ["--input-shape", "1,3,32,32"]
+
+USER_MODELS = """
+import torch
+import torch.nn as nn
+
+class Noisy(nn.Module):
+    def forward(self, x):
+        return x + torch.rand_like(x)
+
+def noisy():
+    return Noisy()
+
+def broken():
+    raise RuntimeError("no weights here")
+
+def not_a_module():
+    return 42
+"""
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.fixture
+def user_models(tmp_path: Path) -> Path:
+    path = tmp_path / "user_models.py"
+    path.write_text(USER_MODELS)
+    return path
+
+
+@pytest.mark.parametrize("command", [[], ["inspect"], ["onnx"]])
+def test_help(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+
+
+def test_inspect_json() -> None:
+    result = run("inspect", "seed_ca", *SMALL, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [b["module"] for b in data["ca_blocks"]] == ["stages.1", "stages.3", "stages.5"]
+    assert all(b["channels"] and b["mip"] and b["variant"] for b in data["ca_blocks"])
+    assert all("square inputs only" in b["findings"][0] for b in data["ca_blocks"])
+
+
+def test_inspect_text_lists_blocks() -> None:
+    result = run("inspect", "ca_segnet", "--input-shape", "1,3,64,64")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("3 CA block(s) in ca_segnet")
+
+
+def test_onnx_writes_file_report_and_summary(tmp_path: Path) -> None:
+    out, report = tmp_path / "seed.onnx", tmp_path / "report.json"
+    result = run("onnx", "seed_ca", *SMALL, "-o", str(out), "--report", str(report))
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+    data = json.loads(report.read_text())
+    assert data["parity"]["passed"] is True and data["parity"]["max_abs_err"] < 1e-3
+    assert data["artifact"]["path"] == str(out)
+    assert all(b["rewritten"] for b in data["ca_blocks"]) and len(data["ca_blocks"]) == 3
+    assert set(data["stages"]) >= {"load", "trace", "detect", "rewrite", "export", "gate"}
+    for stage in ("[trace]", "[detect]", "[rewrite]", "[export]", "[simplify]", "[gate]"):
+        assert stage in result.stderr
+    assert "CA blocks: 3 found, 3 rewritten" in result.stdout
+    assert "nodes before:" in result.stdout and "nodes after:" in result.stdout
+
+
+def _bad(result: Result, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) <= 4
+
+
+def test_bad_inputs_exit_2(tmp_path: Path, user_models: Path) -> None:
+    out = str(tmp_path / "m.onnx")
+    _bad(run("onnx", "nope", "-o", out), "unknown model 'nope'")
+    _bad(run("onnx", "missing.py:build", "-o", out), "does not exist")
+    _bad(run("onnx", f"{user_models}:broken", "-o", out), "RuntimeError: no weights here")
+    _bad(run("onnx", f"{user_models}:not_a_module", "-o", out), "not a torch.nn.Module")
+    _bad(run("onnx", "seed_ca", "--input-shape", "1,3,x", "-o", out), "four comma-separated")
+    _bad(run("onnx", "seed_ca", *SMALL, "-o", str(tmp_path / "no" / "m.onnx")), "does not exist")
+    _bad(run("onnx", "seed_ca", *SMALL, "-o", str(tmp_path)), "is a directory")
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"stem.weight": torch.zeros(1)}, ckpt)
+    _bad(run("onnx", "seed_ca", *SMALL, "--weights", str(ckpt), "-o", out), "does not fit")
+    _bad(run("inspect", "seed_ca", "--input-shape", "1,3,32,48"), "cannot trace the model")
+    assert list(tmp_path.glob("*.onnx")) == []
+
+
+def test_failed_gate_exits_1_and_writes_nothing(tmp_path: Path, user_models: Path) -> None:
+    out, report = tmp_path / "noisy.onnx", tmp_path / "r.json"
+    result = run("onnx", f"{user_models}:noisy", *SMALL, "-o", str(out), "--report", str(report))
+    assert result.exit_code == 1, result.output
+    assert "failed: output at 1x3x32x32" in result.stdout
+    assert not out.exists() and list(tmp_path.glob(".noisy*")) == []
+    assert json.loads(report.read_text())["parity"]["passed"] is False
+
+
+def test_wrong_rewrite_is_caught_per_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = rewrites.distribute_stem
+
+    def swapped_gates(graph: Graph, block: CABlock, pooled: dict) -> list:
+        added = original(graph, block, pooled)
+        conv_h, conv_w = (b.gate_conv for b in block.branches)
+        in_h, in_w = conv_h.args[0], conv_w.args[0]
+        conv_h.replace_input_with(in_h, in_w)
+        conv_w.replace_input_with(in_w, in_h)
+        return added
+
+    monkeypatch.setattr(rewrites, "distribute_stem", swapped_gates)
+    out = tmp_path / "wrong.onnx"
+    result = run("onnx", "seed_ca", *SMALL, "-o", str(out))
+    assert result.exit_code == 1, result.output
+    assert "failed: block stages.1" in result.stdout
+    assert not out.exists()

@@ -1,0 +1,95 @@
+"""Every sample model exports, passes its gate, and keeps no CA-only node."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from ca_export.export.onnx import CA_ONLY_OPS
+from ca_export.pipeline import OnnxJob, export_onnx
+from ca_export.report import ExportReport
+from ca_export.tracing import example_input
+from sample_models import build
+
+Exported = Callable[[str, bool], tuple[ExportReport, Path]]
+CASES = [
+    pytest.param("seed_ca", False, id="seed_ca-static"),
+    pytest.param("mobilenetv2_ca", False, id="mobilenetv2_ca-static"),
+    pytest.param("mobilenetv2_ca", True, id="mobilenetv2_ca-dynamic"),
+    pytest.param("mobilenext_ca", False, id="mobilenext_ca-static"),
+    pytest.param("mobilenext_ca", True, id="mobilenext_ca-dynamic"),
+    pytest.param("ca_segnet", False, id="ca_segnet-static"),
+    pytest.param("ca_segnet", True, id="ca_segnet-dynamic"),
+]
+BLOCKS = {"seed_ca": 3, "mobilenetv2_ca": 16, "mobilenext_ca": 13, "ca_segnet": 3}
+
+
+@pytest.mark.parametrize(("name", "dynamic"), CASES)
+def test_sample_exports_pass_the_gate(exported: Exported, name: str, dynamic: bool) -> None:
+    report, path = exported(name, dynamic)
+    assert report.passed, report.parity.get("failures")
+    assert len(report.ca_blocks) == BLOCKS[name]
+    assert all(b.rewritten and b.ca_only_nodes_after == {} for b in report.ca_blocks)
+    assert report.structure == {"passed": True, "ca_only_nodes_after": 0}
+    assert report.parity["blocks"]["passed"]
+    assert report.artifact is not None and Path(report.artifact["path"]) == path
+    model = onnx.load(path)
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["ca_export.blocks_rewritten"] == str(BLOCKS[name])
+    assert props["ca_export.source_model"] == name
+    assert [i.name for i in model.graph.input] == ["x"]
+
+
+@pytest.mark.parametrize(("name", "dynamic"), CASES)
+def test_stock_export_had_ca_only_nodes(exported: Exported, name: str, dynamic: bool) -> None:
+    report, _ = exported(name, dynamic)
+    if not report.op_counts_before:
+        assert any("stock export" in w for w in report.warnings)
+        return
+    assert all(sum(b.ca_only_nodes_before.values()) >= 2 for b in report.ca_blocks)
+    assert not any(op in report.op_counts_after for op in ("Transpose", "Concat", "Split"))
+
+
+def test_dynamic_export_is_right_at_other_sizes(exported: Exported) -> None:
+    _, path = exported("ca_segnet", True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model = build("ca_segnet")
+    for shape in [(1, 3, 96, 160), (3, 3, 128, 64)]:
+        x = example_input(shape, seed=7)
+        (got,) = session.run(None, {"x": x.numpy()})
+        with torch.no_grad():
+            want = model(x).numpy()
+        assert got.shape == want.shape
+        assert np.max(np.abs(got - want)) / np.sqrt(np.mean(want**2)) < 3e-4
+
+
+def test_dynamic_report_names_the_sizes_checked(exported: Exported) -> None:
+    report, _ = exported("mobilenetv2_ca", True)
+    shapes = {tuple(case["input_shape"]) for case in report.parity["cases"]}
+    assert (1, 3, 64, 64) in shapes and len(shapes) == 3
+    assert any(s[2] != s[3] for s in shapes)
+
+
+def test_no_rewrite_keeps_the_stock_graph(tmp_path: Path) -> None:
+    job = OnnxJob("seed_ca", tmp_path / "stock.onnx", input_shape=(1, 3, 32, 32), rewrite=False)
+    report = export_onnx(job)
+    assert report.passed
+    assert not any(b.rewritten for b in report.ca_blocks)
+    assert "blocks" not in report.parity
+    ops = {n.op_type for n in onnx.load(tmp_path / "stock.onnx").graph.node}
+    assert {"Transpose", "Concat", "Split"} <= ops and set(CA_ONLY_OPS) & ops
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "dynamic"), CASES)
+def test_full_size_exports(tmp_path: Path, name: str, dynamic: bool) -> None:
+    job = OnnxJob(name, tmp_path / f"{name}.onnx", input_shape=(1, 3, 224, 224), dynamic=dynamic)
+    report = export_onnx(job)
+    assert report.passed, report.parity.get("failures")
+    assert report.structure["passed"]

@@ -1,0 +1,50 @@
+"""Parity metrics and the tolerance table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ca_export.errors import BadInputError
+from ca_export.verify.metrics import compare
+from ca_export.verify.tolerances import TOLERANCES, tolerance
+
+TOL = tolerance("float32", "onnxruntime-cpu")
+
+
+def test_identical_outputs_pass_with_zero_error() -> None:
+    ref = np.random.default_rng(0).normal(size=(2, 10)).astype(np.float32)
+    result = compare("logits", ref, ref.copy(), TOL)
+    assert result.passed and result.max_abs_err == 0 and result.cosine == pytest.approx(1)
+
+
+def test_error_is_relative_to_the_signal_scale() -> None:
+    ref = np.full((4,), 1000.0, dtype=np.float32)
+    small = compare("y", ref, ref + 0.01, TOL)
+    assert small.rel_err == pytest.approx(1e-5, rel=1e-3)
+    assert small.passed
+    tiny = compare("y", ref / 1000, ref / 1000 + 0.01, TOL)
+    assert not tiny.passed
+
+
+def test_rounding_passes_but_a_real_difference_fails() -> None:
+    ref = np.random.default_rng(1).normal(size=(1, 32, 8, 8)).astype(np.float32)
+    rounding = ref * (1 + np.float32(1e-6))
+    assert compare("y", ref, rounding, TOL).passed
+    swapped = ref.copy()
+    swapped[:, :, 0] = ref[:, :, 1]
+    assert not compare("y", ref, swapped, TOL).passed
+
+
+def test_shape_mismatch_and_nan_fail() -> None:
+    ref = np.ones((2, 3), dtype=np.float32)
+    assert not compare("y", ref, np.ones((3, 2), dtype=np.float32), TOL).passed
+    assert not compare("y", ref, np.full((2, 3), np.nan, dtype=np.float32), TOL).passed
+
+
+def test_tolerance_table_has_no_loose_defaults() -> None:
+    assert all(
+        t.rel <= 1e-3 and t.cosine >= 1 - 1e-5 for k, t in TOLERANCES.items() if k[0] == "float32"
+    )
+    with pytest.raises(BadInputError, match="no parity tolerance"):
+        tolerance("int8", "onnxruntime-cpu")
