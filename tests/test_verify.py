@@ -48,3 +48,13 @@ def test_tolerance_table_has_no_loose_defaults() -> None:
     )
     with pytest.raises(BadInputError, match="no parity tolerance"):
         tolerance("int8", "onnxruntime-cpu")
+
+
+def test_model_noise_widens_the_bound_only_by_its_factor() -> None:
+    ref = np.random.default_rng(2).normal(size=(1, 1000)).astype(np.float32)
+    scale = float(np.sqrt(np.mean(ref.astype(np.float64) ** 2)))
+    got = ref.copy()
+    got[0, 0] += 1e-3 * scale
+    assert not compare("y", ref, got, TOL).passed
+    assert not compare("y", ref, got, TOL, noise=1e-4).passed
+    assert compare("y", ref, got, TOL, noise=5e-4).passed

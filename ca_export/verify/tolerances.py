@@ -6,6 +6,8 @@ a few times above rounding measured on the sample models (MobileNetV2-CA at 224:
 rewritten block differs from the original by up to 2e-5 of its RMS, since a 1x1 conv
 over 960 channels sums in another order; ONNX Runtime's logits by up to 6e-5) and far
 below what a wrong rewrite gives (a swapped or mis-broadcast gate: 1e-1 and more).
+MobileNetV2-CA at 64x64 is noisier on its own: PyTorch fp32 differs from fp64 by up
+to 5e-4 of the RMS, and ONNX Runtime by 6e-4; ``noise_factor`` covers that case.
 """
 
 from __future__ import annotations
@@ -17,15 +19,26 @@ from ca_export.errors import BadInputError
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Largest allowed max-abs error over the reference's RMS, and smallest cosine."""
+    """Largest allowed max-abs error over the reference's RMS, and smallest cosine.
+
+    ``noise_factor`` widens ``rel`` to that many times the model's own fp32 noise
+    (PyTorch fp32 against PyTorch fp64 on the same input) where that noise is larger:
+    a deep network at a small input size can be that ill-conditioned by itself.
+    """
 
     rel: float
     cosine: float
+    noise_factor: float = 0.0
+
+    def allowed(self, noise: float) -> tuple[float, float]:
+        """The (rel, cosine) bounds given the model's own fp32 noise on this input."""
+        rel = max(self.rel, self.noise_factor * noise)
+        return rel, min(self.cosine, 1 - rel * rel / 2)
 
 
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("float32", "torch"): Tolerance(rel=1e-4, cosine=1 - 1e-8),
-    ("float32", "onnxruntime-cpu"): Tolerance(rel=3e-4, cosine=1 - 1e-7),
+    ("float32", "onnxruntime-cpu"): Tolerance(rel=3e-4, cosine=1 - 1e-7, noise_factor=4.0),
 }
 
 

@@ -1,0 +1,251 @@
+"""ONNX Runtime CPU timing: several models side by side, interleaved, with an op breakdown.
+
+Within one thread count, every round runs each model once, in turn, so that drift of a
+shared machine (other jobs, clocks) hits all models alike; compare models by the ratio
+of their figures from the same run. Thread counts are timed one after the other, never
+interleaved: an idle ORT pool keeps spinning for a while and would steal cores from the
+next session. The op breakdown comes from ORT's own profiler (``enable_profiling``),
+in separate sessions, so that profiling does not slow the timed runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ca_export.errors import BadInputError
+
+BenchProgress = Callable[[str, int, int], None]
+"""Called as ``(phase, done, total)``; phases are ``warmup@N``, ``time@N`` and ``profile``."""
+
+DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+
+
+def no_progress(phase: str, done: int, total: int) -> None:
+    """A progress callback that says nothing."""
+
+
+def default_threads() -> tuple[int, ...]:
+    """One thread, and every core of the machine."""
+    return tuple(sorted({1, os.cpu_count() or 1}))
+
+
+@dataclass
+class BenchConfig:
+    """How to time: warm-up runs, then at least ``runs`` rounds and ``min_time`` seconds."""
+
+    warmup: int = 10
+    runs: int = 50
+    min_time: float = 0.0
+    threads: tuple[int, ...] = field(default_factory=default_threads)
+    profile_runs: int = 20
+    seed: int = 0
+
+
+@dataclass
+class Timing:
+    """One model at one thread count: latency percentiles in ms and throughput."""
+
+    name: str
+    threads: int
+    runs: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    throughput: float
+    """Samples per second (batch size / mean latency)."""
+
+    @classmethod
+    def of(cls, name: str, threads: int, seconds: list[float], batch: int) -> Timing:
+        """Summarise per-run wall times (seconds)."""
+        ms = np.asarray(seconds) * 1e3
+        p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+        mean = float(ms.mean())
+        return cls(name, threads, len(ms), mean, p50, p90, p99, float(ms.min()), batch * 1e3 / mean)
+
+
+@dataclass
+class BenchReport:
+    """Timings of every model at every thread count, and each model's op breakdown."""
+
+    input_shape: list[int]
+    models: dict[str, str]
+    config: dict[str, Any]
+    timings: list[Timing] = field(default_factory=list)
+    breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per model: ms per run by ONNX Runtime op type (after ORT's graph optimisations)."""
+
+    def timing(self, name: str, threads: int) -> Timing:
+        """The timing of one model at one thread count."""
+        return next(t for t in self.timings if t.name == name and t.threads == threads)
+
+    def ratio(self, name: str, reference: str, threads: int, stat: str = "p50_ms") -> float:
+        """``name``'s latency over ``reference``'s, from the same run and thread count."""
+        ref = getattr(self.timing(reference, threads), stat)
+        return float(getattr(self.timing(name, threads), stat) / ref)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def session(path: Path, threads: int, profile_dir: Path | None = None) -> ort.InferenceSession:
+    """A CPU session with ``threads`` intra-op threads, sequential, all graph optimisations."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    if profile_dir is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_dir / path.stem)
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise BadInputError(f"ONNX Runtime cannot load {str(path)!r}: {first}") from None
+
+
+def make_feeds(
+    sess: ort.InferenceSession, input_shape: tuple[int, ...] | None, seed: int
+) -> dict[str, np.ndarray]:
+    """Seeded random inputs; the first input takes ``input_shape``, others their own shape."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for i, arg in enumerate(sess.get_inputs()):
+        declared = list(arg.shape)
+        dims = list(input_shape) if i == 0 and input_shape is not None else declared
+        if len(dims) != len(declared):
+            raise BadInputError(f"input {arg.name!r} has rank {len(declared)}, not {len(dims)}")
+        for got, want in zip(dims, declared, strict=True):
+            if not isinstance(got, int):
+                raise BadInputError(f"input {arg.name!r} has dynamic dims; give an input shape")
+            if isinstance(want, int) and want != got:
+                raise BadInputError(f"input {arg.name!r} is {declared}, cannot feed {dims}")
+        dtype = DTYPES.get(arg.type)
+        if dtype is None:
+            raise BadInputError(f"input {arg.name!r} has unsupported type {arg.type}")
+        feeds[arg.name] = rng.standard_normal(dims).astype(dtype)
+    return feeds
+
+
+def time_interleaved(
+    sessions: dict[str, ort.InferenceSession],
+    feeds: dict[str, dict[str, np.ndarray]],
+    config: BenchConfig,
+    progress: BenchProgress = no_progress,
+    label: str = "",
+) -> dict[str, list[float]]:
+    """Per-run wall times (s) of each session, run round-robin.
+
+    After the warm-up rounds, the number of rounds is ``config.runs`` or enough for
+    ``config.min_time`` seconds at the warm-up pace, whichever is larger.
+    """
+    names = list(sessions)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+
+    def one_round() -> float:
+        start_round = time.perf_counter()
+        for name in names:
+            start = time.perf_counter()
+            sessions[name].run(None, feeds[name])
+            samples[name].append(time.perf_counter() - start)
+        return time.perf_counter() - start_round
+
+    warm = max(config.warmup, 1)
+    spent = 0.0
+    for i in range(warm):
+        spent += one_round()
+        progress(f"warmup{label}", i + 1, warm)
+    pace = spent / warm
+    rounds = max(config.runs, math.ceil(config.min_time / pace) if pace > 0 else 0, 1)
+    for values in samples.values():
+        values.clear()
+    for i in range(rounds):
+        one_round()
+        progress(f"time{label}", i + 1, rounds)
+    return samples
+
+
+def op_breakdown(
+    path: Path, feeds: dict[str, np.ndarray], threads: int, warmup: int, runs: int
+) -> dict[str, float]:
+    """ms per run by op type, from ORT's profile of ``runs`` runs after ``warmup`` runs.
+
+    The trace's ``Node`` events named ``*_kernel_time`` are summed by ``args.op_name``
+    over the runs after the warm-up (ORT's ``model_run`` events mark each run).
+    """
+    with tempfile.TemporaryDirectory(prefix="ca-export-profile-") as folder:
+        sess = session(path, threads, Path(folder))
+        for _ in range(warmup + runs):
+            sess.run(None, feeds)
+        trace = Path(sess.end_profiling())
+        events = json.loads(trace.read_text())
+    run_starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")
+    since = run_starts[-runs] if len(run_starts) >= runs else 0
+    totals: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
+            continue
+        if event["ts"] < since:
+            continue
+        op = event.get("args", {}).get("op_name", "?")
+        totals[op] = totals.get(op, 0.0) + event["dur"] / 1e3 / runs
+    return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+
+def bench(
+    models: dict[str, Path],
+    input_shape: tuple[int, ...] | None = None,
+    config: BenchConfig | None = None,
+    progress: BenchProgress = no_progress,
+) -> BenchReport:
+    """Time every model at every thread count, interleaved; profile each at the first count."""
+    config = config or BenchConfig()
+    if not models:
+        raise BadInputError("nothing to time")
+    for path in models.values():
+        if not Path(path).is_file():
+            raise BadInputError(f"ONNX file {str(path)!r} does not exist")
+    if not config.threads or any(t < 1 for t in config.threads):
+        raise BadInputError("thread counts must be positive integers")
+    feeds: dict[str, dict[str, np.ndarray]] = {}
+    report = BenchReport(
+        list(input_shape or []), {k: str(v) for k, v in models.items()}, asdict(config)
+    )
+    for threads in config.threads:
+        sessions = {name: session(Path(path), threads) for name, path in models.items()}
+        for name, sess in sessions.items():
+            feeds.setdefault(name, make_feeds(sess, input_shape, config.seed))
+        if not report.input_shape:
+            first = next(iter(feeds.values()))
+            report.input_shape = list(next(iter(first.values())).shape)
+        samples = time_interleaved(sessions, feeds, config, progress, f"@{threads}")
+        batch = report.input_shape[0] if report.input_shape else 1
+        report.timings += [Timing.of(n, threads, s, batch) for n, s in samples.items()]
+        del sessions
+    if config.profile_runs > 0:
+        for i, (name, path) in enumerate(models.items()):
+            report.breakdown[name] = op_breakdown(
+                Path(path), feeds[name], config.threads[0], config.warmup, config.profile_runs
+            )
+            progress("profile", i + 1, len(models))
+    return report
