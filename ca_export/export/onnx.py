@@ -19,6 +19,7 @@ from torch.export import ExportedProgram
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.tracing import Traced
 
+SCOPE_KEY = "pkg.torch.onnx.name_scopes"
 CA_ONLY_OPS = ("Transpose", "Concat", "Split", "Slice", "Shape", "Gather")
 
 
@@ -57,6 +58,19 @@ def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     return simplified, []
 
 
+def keep_scopes(model: onnx.ModelProto, raw: onnx.ModelProto) -> None:
+    """Keep only each node's module scope, copied from ``raw`` by node name.
+
+    Simplification drops node metadata but keeps names; scopes let later checks and
+    ``verify`` tell which module a node belongs to. Stack traces (machine paths) go.
+    """
+    found = {n.name: scopes(n) for n in raw.graph.node}
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        if found.get(node.name):
+            node.metadata_props.add(key=SCOPE_KEY, value=repr(found[node.name]))
+
+
 def check(model: onnx.ModelProto) -> None:
     """The ONNX checker with shape inference; a failure is a failed check."""
     try:
@@ -69,7 +83,7 @@ def check(model: onnx.ModelProto) -> None:
 def scopes(node: onnx.NodeProto) -> list[str]:
     """The module paths an ONNX node was emitted under (from the exporter's metadata)."""
     for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
+        if prop.key == SCOPE_KEY:
             return [str(s) for s in ast.literal_eval(prop.value)]
     return []
 

@@ -91,6 +91,7 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
             model, warnings = onnx_export.simplify(raw)
             report.warnings += warnings
     with stage("check"):
+        onnx_export.keep_scopes(model, raw)
         onnx_export.check(model)
         owner = onnx_export.attribute(raw, modules)
         for i, entry in enumerate(report.ca_blocks):
