@@ -150,3 +150,73 @@ def _counts(counts: dict[str, int]) -> str:
     """``Conv 52, Mul 48, ...`` with the total first."""
     total = sum(counts.values())
     return f"{total} total: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+@dataclass
+class OptimizeReport:
+    """Everything one ``optimize`` run found, rewrote, skipped, measured and wrote."""
+
+    source: str
+    tool_version: str
+    opset: int
+    input_shapes: dict[str, list[int]]
+    ca_blocks: list[BlockReport] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    dynamic: dict[str, Any] = field(default_factory=dict)
+    op_counts_before: dict[str, int] = field(default_factory=dict)
+    op_counts_after: dict[str, int] = field(default_factory=dict)
+    structure: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    artifact: dict[str, Any] | None = None
+    stages: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Whether every gate and check passed (nothing to check passes)."""
+        checks = [self.parity.get("passed", True), self.structure.get("passed", True)]
+        return all(bool(c) for c in checks) and bool(self.dynamic.get("passed", True))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+def render_optimize(report: OptimizeReport) -> str:
+    """The summary printed after ``optimize``."""
+    rewritten = sum(b.rewritten for b in report.ca_blocks)
+    lines = [f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten"]
+    for b in report.ca_blocks:
+        variant = ", ".join(f"{k}={v}" for k, v in b.variant.items())
+        lines.append(f"  {b.module}: C={b.channels} mip={b.mip} ({variant})")
+        lines += [f"    {f}" for f in b.findings]
+    lines += [f"  skipped {s['node']}: {s['reason']}" for s in report.skipped]
+    if report.op_counts_after:
+        lines.append(f"nodes before: {_counts(report.op_counts_before)}")
+        lines.append(f"nodes after:  {_counts(report.op_counts_after)}")
+    if report.structure:
+        left = report.structure["ca_only_nodes_after"]
+        lines.append(f"CA-only nodes (Transpose/Concat/Split/Slice/Shape/Gather) left: {left}")
+    if report.dynamic.get("requested"):
+        if report.dynamic.get("applied"):
+            dyn = report.dynamic
+            verdict = "ran" if dyn.get("passed") else "FAILED to run"
+            lines.append(f"dynamic H/W: {dyn['dims']}; {verdict} at {dyn.get('ran_at')}")
+        else:
+            lines.append(f"dynamic H/W not applied: {report.dynamic['reason']}")
+    parity = report.parity
+    if parity:
+        verdict = "passed" if parity["passed"] else "FAILED"
+        lines.append(
+            f"parity OUT vs IN ({parity['backend']}, {parity['inputs']} inputs): {verdict}; "
+            f"max abs err {parity['max_abs_err']:.3g}, rel err {parity['max_rel_err']:.3g}, "
+            f"min cosine {parity['min_cosine']:.9f}"
+        )
+        lines += [f"  failed: {line}" for line in parity["failures"]]
+    if report.artifact:
+        lines.append(f"wrote {report.artifact['path']} ({report.artifact['bytes'] / 1e6:.2f} MB)")
+    else:
+        lines.append("no file written")
+    lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.stages.items()))
+    lines += [f"warning: {w}" for w in report.warnings]
+    return "\n".join(lines)

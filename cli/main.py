@@ -10,6 +10,7 @@ import click
 from ca_export import __version__
 from cli.inspect_cmd import inspect
 from cli.onnx_cmd import onnx
+from cli.optimize_cmd import optimize
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,6 +27,7 @@ def cli() -> None:
 
 cli.add_command(inspect)
 cli.add_command(onnx)
+cli.add_command(optimize)
 
 
 def main() -> None:

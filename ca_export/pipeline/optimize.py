@@ -1,0 +1,221 @@
+"""The ``optimize`` pipeline for ONNX files: load -> detect -> rewrite -> [dynamic] -> check
+-> gate -> write.
+
+The gate runs the input file and the rewritten one in ONNX Runtime on the same seeded
+inputs at the file's input size; the output file is written (atomically) only when it
+passes. A file without CA blocks is left alone unless ``force_write`` is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from google.protobuf.message import DecodeError
+from onnx import helper
+
+from ca_export import __version__
+from ca_export.errors import BadInputError, CheckFailedError
+from ca_export.export import onnx as onnx_export
+from ca_export.onnx_graph import OnnxBlock, make_dynamic, rewrite_model
+from ca_export.pipeline.common import Progress, Stages, check_writable, quiet, write_atomic
+from ca_export.report import BlockReport, OptimizeReport, gate_summary
+from ca_export.verify.metrics import compare
+from ca_export.verify.parity import SEEDS, CaseResult, GateResult
+from ca_export.verify.tolerances import tolerance
+
+Feeds = dict[str, np.ndarray]
+
+
+@dataclass
+class OptimizeJob:
+    """What the user asked ``ca-export optimize`` for."""
+
+    source: Path
+    output: Path
+    dynamic: bool = False
+    force_write: bool = False
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    """Read (with any external data beside it) and validate an ONNX file."""
+    if not path.is_file():
+        raise BadInputError(f"cannot read {str(path)!r}: no such file")
+    try:
+        model = onnx.load(str(path))
+    except OSError as err:
+        raise BadInputError(f"cannot read {str(path)!r}: {err.strerror}") from None
+    except (DecodeError, ValueError, RuntimeError):
+        raise BadInputError(f"{str(path)!r} is not an ONNX model (or is truncated)") from None
+    if not model.graph.node or not model.graph.output:
+        raise BadInputError(f"{str(path)!r} is not an ONNX model (no graph)")
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise BadInputError(f"{str(path)!r} is not a valid ONNX model: {first}") from None
+    return model
+
+
+def input_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Static shapes of the graph inputs; a symbolic batch counts as 1."""
+    initializers = {i.name for i in model.graph.initializer}
+    shapes = {}
+    for info in model.graph.input:
+        if info.name in initializers:
+            continue
+        dims = []
+        for i, d in enumerate(info.type.tensor_type.shape.dim):
+            if d.HasField("dim_value"):
+                dims.append(d.dim_value)
+            elif i == 0:
+                dims.append(1)
+            else:
+                raise BadInputError(
+                    f"input {info.name!r} has a symbolic dim {i} ({d.dim_param or '?'}); "
+                    "optimize needs the file's H and W"
+                )
+        shapes[info.name] = dims
+    return shapes
+
+
+def seeded_feeds(model: onnx.ModelProto, shapes: dict[str, list[int]], seed: int) -> Feeds:
+    """Standard-normal inputs of the given shapes, one generator per seed."""
+    rng = np.random.default_rng(seed)
+    types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    feeds = {}
+    for name, shape in shapes.items():
+        dtype = helper.tensor_dtype_to_np_dtype(types[name])
+        if not np.issubdtype(dtype, np.floating):
+            raise BadInputError(f"input {name!r} is {dtype}; only float inputs can be gated")
+        feeds[name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+def session(model: onnx.ModelProto, what: str) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session; a model it cannot load fails the run."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise CheckFailedError(f"ONNX Runtime cannot load {what}: {first}") from None
+
+
+def file_gate(
+    before: onnx.ModelProto, after: onnx.ModelProto, shapes: dict[str, list[int]]
+) -> GateResult:
+    """Run both models on seeded inputs and compare every output of ``after`` with ``before``."""
+    tol = tolerance("float32", "onnxruntime-cpu")
+    reference, candidate = session(before, "the input file"), session(after, "the result")
+    names = [o.name for o in before.graph.output]
+    result = GateResult("onnxruntime-cpu")
+    for seed in SEEDS:
+        feeds = seeded_feeds(before, shapes, seed)
+        expected = reference.run(names, feeds)
+        got = candidate.run(names, feeds)
+        comparisons = [compare(n, e, g, tol) for n, e, g in zip(names, expected, got, strict=True)]
+        shape = tuple(next(iter(shapes.values())))
+        result.cases.append(CaseResult(shape, seed, comparisons))
+    return result
+
+
+def other_size(shapes: dict[str, list[int]], square: bool) -> dict[str, list[int]]:
+    """Input shapes at a second size: H and W scaled differently unless square only."""
+    out = {}
+    for name, (n, c, h, w) in ((k, v) for k, v in shapes.items() if len(v) == 4):
+        h2 = h + max(h // 2, 1)
+        out[name] = [n, c, h2, h2] if square else [n, c, h2, w + max(w // 4, 1)]
+    return out
+
+
+def dynamic_check(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[str, object]:
+    """Run the dynamic model at another size: it must load, run and give finite outputs."""
+    feeds = seeded_feeds(model, shapes, SEEDS[0])
+    try:
+        outs = session(model, "the dynamic result").run(None, feeds)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        return {"passed": False, "error": first}
+    finite = all(np.isfinite(o).all() for o in outs)
+    return {"passed": finite, "output_shapes": [list(o.shape) for o in outs]}
+
+
+def _block_report(block: OnnxBlock, left: dict[str, int]) -> BlockReport:
+    """The report entry of a rewritten block."""
+    entry = BlockReport(block.name, block.channels, block.mip, dict(block.variant), block.findings)
+    entry.rewritten = True
+    entry.ca_only_nodes_before = block.ca_only_nodes()
+    entry.ca_only_nodes_after = left
+    return entry
+
+
+def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeReport:
+    """Rewrite the CA blocks of an ONNX file; the report says what was found and checked."""
+    check_writable(job.output)
+    stage = Stages(progress)
+    with stage("load"):
+        source = load_onnx(job.source)
+        shapes = input_shapes(source)
+    opset = next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 0)
+    report = OptimizeReport(str(job.source), __version__, opset, shapes)
+    report.dynamic = {"requested": job.dynamic}
+    with stage("rewrite"):
+        result = rewrite_model(source, static=not job.dynamic)
+    report.skipped = [{"node": r.node, "reason": r.reason} for r in result.rejections]
+    report.ca_blocks = [_block_report(b, result.left[b.name]) for b in result.blocks]
+    if not result.blocks:
+        report.warnings.append("no CA block found; the model is left as it is")
+        if job.force_write:
+            with stage("write"):
+                report.artifact = write_atomic(source.SerializeToString(), job.output)
+        report.stages = stage.times
+        return report
+    model = result.model
+    if job.dynamic:
+        with stage("dynamic"):
+            square = any(b.findings for b in result.blocks)
+            dyn = make_dynamic(model, square)
+            report.dynamic |= {"applied": dyn.applied, "reason": dyn.reason, "dims": dyn.dims}
+            if dyn.applied:
+                model = dyn.model
+            else:
+                report.warnings.append(f"H/W kept static: {dyn.reason}")
+    with stage("check"):
+        onnx_export.check(model)
+        left = sum(sum(b.ca_only_nodes_after.values()) for b in report.ca_blocks)
+        report.structure = {"passed": left == 0, "ca_only_nodes_after": left}
+        report.op_counts_before = onnx_export.op_counts(source)
+        report.op_counts_after = onnx_export.op_counts(model)
+    with stage("gate"):
+        gate = file_gate(source, model, shapes)
+        report.parity = gate_summary(gate) | {"inputs": len(gate.cases)}
+        if report.dynamic.get("applied"):
+            second = other_size(shapes, square)
+            ran = dynamic_check(model, second)
+            report.dynamic |= {"ran_at": second, **ran}
+    entries = {p.key: p.value for p in source.metadata_props}
+    entries |= _metadata(job, report)
+    onnx_export.set_metadata(model, entries)
+    if report.passed:
+        with stage("write"):
+            report.artifact = write_atomic(model.SerializeToString(), job.output)
+    report.stages = stage.times
+    return report
+
+
+def _metadata(job: OptimizeJob, report: OptimizeReport) -> dict[str, str]:
+    """The ca_export entries added to the file's own metadata_props."""
+    return {
+        "ca_export.tool_version": f"ca-export {__version__}",
+        "ca_export.optimized_from": job.source.name,
+        "ca_export.dynamic": str(bool(report.dynamic.get("applied"))).lower(),
+        "ca_export.blocks_found": str(len(report.ca_blocks)),
+        "ca_export.blocks_rewritten": str(sum(b.rewritten for b in report.ca_blocks)),
+    }
