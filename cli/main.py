@@ -11,6 +11,7 @@ from ca_export import __version__
 from cli.inspect_cmd import inspect
 from cli.onnx_cmd import onnx
 from cli.optimize_cmd import optimize
+from cli.verify_cmd import verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +29,7 @@ def cli() -> None:
 cli.add_command(inspect)
 cli.add_command(onnx)
 cli.add_command(optimize)
+cli.add_command(verify)
 
 
 def main() -> None:

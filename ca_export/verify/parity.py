@@ -85,14 +85,14 @@ def gate_inputs(traced: Traced, input_shape: tuple[int, ...]) -> list[tuple[int,
     return cases
 
 
-def _flatten(out: Any) -> list[np.ndarray]:
+def flatten_outputs(out: Any) -> list[np.ndarray]:
     """Model outputs (a tensor or nested tuple/list of them) as a flat list of arrays."""
     if isinstance(out, torch.Tensor):
         return [out.detach().numpy()]
     if isinstance(out, (tuple, list)):
-        return [a for item in out for a in _flatten(item)]
+        return [a for item in out for a in flatten_outputs(item)]
     if isinstance(out, dict):
-        return [a for item in out.values() for a in _flatten(item)]
+        return [a for item in out.values() for a in flatten_outputs(item)]
     raise TypeError(f"unsupported model output type {type(out).__name__}")
 
 
@@ -110,11 +110,11 @@ def onnx_gate(
         onnx_model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
     result = GateResult("onnxruntime-cpu")
-    precise = _float64_copy(model)
+    precise = float64_copy(model)
     for seed, x in inputs:
         with torch.no_grad():
-            expected = _flatten(model(x))
-            exact = _run_float64(precise, x) or expected
+            expected = flatten_outputs(model(x))
+            exact = run_float64(precise, x) or expected
         got = session.run(traced.output_names, {traced.input_names[0]: x.numpy()})
         comparisons = [
             compare(name, ref, out, tol, noise=relative_error(ref64, ref))
@@ -124,7 +124,7 @@ def onnx_gate(
     return result
 
 
-def _float64_copy(model: nn.Module) -> nn.Module | None:
+def float64_copy(model: nn.Module) -> nn.Module | None:
     """A float64 copy of the model to measure its own fp32 noise, or None if it cannot run."""
     try:
         return copy.deepcopy(model).double()
@@ -132,12 +132,12 @@ def _float64_copy(model: nn.Module) -> nn.Module | None:
         return None
 
 
-def _run_float64(model: nn.Module | None, x: torch.Tensor) -> list[np.ndarray] | None:
+def run_float64(model: nn.Module | None, x: torch.Tensor) -> list[np.ndarray] | None:
     """The float64 model's outputs, or None where the model cannot run in float64."""
     if model is None:
         return None
     try:
-        return _flatten(model(x.double()))
+        return flatten_outputs(model(x.double()))
     except Exception:
         return None
 

@@ -1,0 +1,177 @@
+"""The verify pipeline: each artifact against the original PyTorch model, then localisation.
+
+Inputs are seeded tensors at every shape the artifact takes (its own static shape, or
+for a dynamic artifact the input shape, a larger non-square one and batch 2), plus the
+user's files. Where outputs diverge, the first diverging module is named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ca_export.errors import BadInputError
+from ca_export.loading import load_model
+from ca_export.patterns import find
+from ca_export.pipeline.common import Progress, Stages, quiet
+from ca_export.tracing import example_input, trace
+from ca_export.verify.artifacts import OnnxArtifact, open_onnx
+from ca_export.verify.inputs import load_inputs
+from ca_export.verify.localize import Localization, localize
+from ca_export.verify.metrics import Comparison, compare, relative_error
+from ca_export.verify.parity import SEEDS, flatten_outputs, float64_copy, run_float64
+from ca_export.verify.tolerances import Tolerance, tolerance, user_tolerance
+
+
+@dataclass
+class VerifyJob:
+    """What the user asked ``ca-export verify`` for."""
+
+    model: str
+    artifacts: list[Path]
+    weights: Path | None = None
+    input_shape: tuple[int, int, int, int] = (1, 3, 224, 224)
+    shapes: list[tuple[int, int, int, int]] | None = None
+    inputs: list[Path] = field(default_factory=list)
+    rtol: float | None = None
+    atol: float | None = None
+
+
+@dataclass
+class VerifyCase:
+    """One input through one artifact: its comparisons, or why it was skipped."""
+
+    input: str
+    input_shape: tuple[int, ...]
+    comparisons: list[Comparison] = field(default_factory=list)
+    skipped: str | None = None
+
+
+@dataclass
+class ArtifactResult:
+    """Every case of one artifact, the tolerance used, and where outputs diverge."""
+
+    path: str
+    dtype: str
+    tolerance: Tolerance
+    cases: list[VerifyCase] = field(default_factory=list)
+    localization: Localization | None = None
+
+    @property
+    def passed(self) -> bool:
+        """Whether every comparison passed and at least one case ran."""
+        ran = [c for c in self.cases if c.skipped is None]
+        return bool(ran) and all(x.passed for c in ran for x in c.comparisons)
+
+
+@dataclass
+class VerifyReport:
+    """The verdict over all artifacts."""
+
+    source: str
+    artifacts: list[ArtifactResult] = field(default_factory=list)
+    ca_blocks: list[str] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Whether every artifact passed."""
+        return bool(self.artifacts) and all(a.passed for a in self.artifacts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        import dataclasses
+
+        data = dataclasses.asdict(self)
+        data["passed"] = self.passed
+        for entry, result in zip(data["artifacts"], self.artifacts, strict=True):
+            entry["passed"] = result.passed
+        return data
+
+
+def default_shapes(artifact: OnnxArtifact, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The artifact's static shape, or for a dynamic one three shapes incl. non-square, batch 2."""
+    if not artifact.dynamic:
+        return [tuple(int(d) for d in artifact.input_dims)]
+    n, c, h, w = input_shape
+    return [tuple(input_shape), (max(2, n), c, h + 32, w + 64), (max(2, n), c, h + 64, w + 32)]
+
+
+def ca_modules(model: torch.nn.Module, input_shape: tuple[int, int, int, int]) -> list[str]:
+    """The owning modules of the model's CA blocks, to flag them in a localisation."""
+    try:
+        return [b.module for b in find(trace(model, input_shape, dynamic=False).program.graph)[0]]
+    except BadInputError:
+        return []
+
+
+def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
+    """Verify every artifact against the original model; the report says what passed."""
+    stage = Stages(progress)
+    report = VerifyReport(job.model)
+    with stage("load"):
+        loaded = load_model(job.model, job.weights)
+        report.notices += loaded.notices
+        model = loaded.module
+        artifacts = [open_onnx(path) for path in job.artifacts]
+        user_inputs = load_inputs(job.inputs, job.input_shape)
+    for artifact in artifacts:
+        with stage(f"verify {artifact.path.name}"):
+            report.artifacts.append(_verify_one(job, model, artifact, user_inputs, report))
+    report.stages = stage.times
+    return report
+
+
+def _verify_one(
+    job: VerifyJob,
+    model: torch.nn.Module,
+    artifact: OnnxArtifact,
+    user_inputs: list[tuple[str, np.ndarray]],
+    report: VerifyReport,
+) -> ArtifactResult:
+    """Run every case through one artifact, then localise the first failing one."""
+    tol = user_tolerance(tolerance(artifact.dtype, "onnxruntime-cpu"), job.rtol, job.atol)
+    result = ArtifactResult(str(artifact.path), artifact.dtype, tol)
+    seeded = [
+        (f"seed {seed}", example_input(shape, seed).numpy())
+        for shape in (job.shapes or default_shapes(artifact, job.input_shape))
+        for seed in SEEDS
+    ]
+    failing: tuple[np.ndarray, float] | None = None
+    precise = float64_copy(model)
+    for label, x in seeded + user_inputs:
+        case = VerifyCase(label, tuple(x.shape))
+        result.cases.append(case)
+        case.skipped = artifact.refuses(tuple(x.shape))
+        if case.skipped:
+            continue
+        try:
+            with torch.no_grad():
+                expected = flatten_outputs(model(torch.from_numpy(x)))
+        except Exception as err:
+            case.skipped = f"the PyTorch model cannot run at this shape: {type(err).__name__}"
+            continue
+        exact = run_float64(precise, torch.from_numpy(x)) or expected
+        got = artifact.run(x)
+        if len(got) != len(expected):
+            raise BadInputError(
+                f"{artifact.path.name} has {len(got)} outputs, the model {len(expected)}"
+            )
+        for name, ref, ref64, out in zip(artifact.output_names, expected, exact, got, strict=True):
+            noise = relative_error(ref, ref64)
+            case.comparisons.append(compare(name, ref, out.astype(np.float32), tol, noise))
+        if failing is None and not all(c.passed for c in case.comparisons):
+            failing = (x, max(tol.allowed(c.noise)[0] for c in case.comparisons))
+    if failing is not None:
+        x, bound = failing
+        if not report.ca_blocks:
+            report.ca_blocks = ca_modules(model, job.input_shape)
+        result.localization = localize(
+            model, artifact, torch.from_numpy(x), bound, set(report.ca_blocks)
+        )
+    return result

@@ -1,0 +1,75 @@
+"""Artifacts to verify: open an ONNX file for ONNX Runtime and say which inputs it takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ca_export.errors import BadInputError
+
+DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
+
+
+@dataclass
+class OnnxArtifact:
+    """An ONNX file loaded for ONNX Runtime on the CPU."""
+
+    path: Path
+    model: onnx.ModelProto
+    session: ort.InferenceSession
+    input_name: str
+    input_dims: list[int | str]
+    output_names: list[str]
+    dtype: str
+
+    def refuses(self, shape: tuple[int, ...]) -> str | None:
+        """Why the artifact cannot take an input of ``shape``, or None if it can."""
+        if len(shape) != len(self.input_dims):
+            return f"artifact takes rank-{len(self.input_dims)} input"
+        fixed = [d for d, s in zip(self.input_dims, shape, strict=True) if isinstance(d, int)]
+        wanted = [s for d, s in zip(self.input_dims, shape, strict=True) if isinstance(d, int)]
+        if fixed != wanted:
+            return "artifact's input is static " + "x".join(map(str, self.input_dims))
+        return None
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether any input dimension is symbolic."""
+        return any(isinstance(d, str) for d in self.input_dims)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run the artifact on one input (cast to its dtype)."""
+        return self.session.run(self.output_names, {self.input_name: x.astype(self.dtype)})
+
+
+def open_onnx(path: Path) -> OnnxArtifact:
+    """Load and check an ONNX file; a file that is not ONNX gives one clear error."""
+    if not path.is_file():
+        raise BadInputError(f"artifact {str(path)!r} does not exist")
+    try:
+        model = onnx.load(path)
+        onnx.checker.check_model(model)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise BadInputError(f"{str(path)!r} is not a valid ONNX model: {first}") from None
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise BadInputError(f"{str(path)!r} has {len(inputs)} inputs; verify handles one image")
+    tensor = inputs[0].type.tensor_type
+    if tensor.elem_type not in DTYPES:
+        raise BadInputError(f"{str(path)!r} takes {tensor.elem_type}, not float32 or float16")
+    dims: list[int | str] = [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim
+    ]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in model.graph.output]
+    return OnnxArtifact(
+        path, model, session, inputs[0].name, dims, outputs, DTYPES[tensor.elem_type]
+    )

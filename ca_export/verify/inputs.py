@@ -1,0 +1,85 @@
+"""Inputs for verification: seeded tensors, ``--shapes`` lists, and user files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ca_export.errors import BadInputError
+from ca_export.loading import parse_input_shape
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def parse_shapes(text: str) -> list[tuple[int, int, int, int]]:
+    """``"1x3x224x224,2x3x256x320"`` as a list of N,C,H,W tuples."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise BadInputError("--shapes needs at least one NxCxHxW shape")
+    return [parse_input_shape(item.replace("x", ",")) for item in items]
+
+
+def load_inputs(
+    paths: list[Path],
+    input_shape: tuple[int, int, int, int],
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> list[tuple[str, np.ndarray]]:
+    """Arrays from .npy/.npz files (N,C,H,W or C,H,W) and images, as float32 N,C,H,W."""
+    loaded: list[tuple[str, np.ndarray]] = []
+    for path in paths:
+        if not path.is_file():
+            raise BadInputError(f"input file {str(path)!r} does not exist")
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            loaded.append((path.name, _as_batch(_load_npy(path), path.name)))
+        elif suffix == ".npz":
+            with np.load(path) as archive:
+                for key in archive.files:
+                    name = f"{path.name}:{key}"
+                    loaded.append((name, _as_batch(archive[key], name)))
+        elif suffix in IMAGE_SUFFIXES:
+            loaded.append((path.name, _load_image(path, input_shape, mean, std)))
+        else:
+            raise BadInputError(f"input {str(path)!r}: expected .npy, .npz or an image file")
+    return loaded
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """An array from a .npy file; a file that is not one gives one clear error."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise BadInputError(f"cannot read {str(path)!r}: {err}") from None
+
+
+def _as_batch(array: np.ndarray, name: str) -> np.ndarray:
+    """A C,H,W or N,C,H,W numeric array as float32 N,C,H,W."""
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or not np.issubdtype(array.dtype, np.number):
+        raise BadInputError(f"input {name}: expected a numeric N,C,H,W array, got {array.shape}")
+    return array.astype(np.float32)
+
+
+def _load_image(
+    path: Path, shape: tuple[int, int, int, int], mean: tuple[float, ...], std: tuple[float, ...]
+) -> np.ndarray:
+    """An RGB image resized to H,W, scaled to [0, 1] and normalised per channel."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise BadInputError("image inputs need Pillow: pip install pillow") from None
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB").resize((shape[3], shape[2]), Image.Resampling.BILINEAR)
+    except OSError as err:
+        raise BadInputError(f"cannot read image {str(path)!r}: {err}") from None
+    array = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    array = (array - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[
+        :, None, None
+    ]
+    return array[None]

@@ -1,0 +1,141 @@
+"""Find where an artifact's outputs start to diverge from PyTorch, module by module.
+
+PyTorch side: a forward hook on every module records its output. ONNX side: each
+node carries the module scopes it was exported under; a module's output is the one
+value that leaves the set of nodes in its scope. Both are compared in the order the
+modules ran; the first module whose error passes the bound is where it starts.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from ca_export.export.onnx import SCOPE_KEY
+from ca_export.verify.artifacts import OnnxArtifact
+from ca_export.verify.metrics import relative_error
+
+
+@dataclass
+class LayerError:
+    """One module's output error, in the order the modules ran."""
+
+    module: str
+    rel_err: float
+    diverged: bool
+    ca_block: bool
+
+
+@dataclass
+class Localization:
+    """Per-module errors and the first module past the bound (None if none is)."""
+
+    layers: list[LayerError] = field(default_factory=list)
+    first_divergence: str | None = None
+    note: str = ""
+
+
+def scope_exits(model: onnx.ModelProto) -> dict[str, str]:
+    """For each module scope, the single value that leaves it (scopes with several skipped)."""
+    members: dict[str, set[int]] = {}
+    for index, node in enumerate(model.graph.node):
+        for prop in node.metadata_props:
+            if prop.key == SCOPE_KEY:
+                for scope in ast.literal_eval(prop.value)[1:-1]:
+                    members.setdefault(str(scope), set()).add(index)
+    consumers: dict[str, set[int]] = {}
+    for index, node in enumerate(model.graph.node):
+        for name in node.input:
+            consumers.setdefault(name, set()).add(index)
+    graph_outputs = {o.name for o in model.graph.output}
+    exits = {}
+    for scope, nodes in members.items():
+        leaving = {
+            out
+            for i in nodes
+            for out in model.graph.node[i].output
+            if out in graph_outputs or consumers.get(out, set()) - nodes
+        }
+        if len(leaving) == 1:
+            exits[scope] = leaving.pop()
+    return exits
+
+
+def torch_module_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """Outputs of every module that ran exactly once and returned one tensor, in run order."""
+    outputs: dict[str, np.ndarray] = {}
+    calls: dict[str, int] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def hook(_: nn.Module, __: object, out: object, name: str = name) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            if isinstance(out, torch.Tensor):
+                outputs[name] = out.detach().numpy().copy()
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: value for name, value in outputs.items() if calls[name] == 1}
+
+
+def localize(
+    model: nn.Module,
+    artifact: OnnxArtifact,
+    x: torch.Tensor,
+    bound: float,
+    ca_modules: set[str],
+) -> Localization:
+    """Compare every matchable module output of ``artifact`` with ``model``'s on ``x``."""
+    exits = scope_exits(artifact.model)
+    if not exits:
+        return Localization(
+            note="the artifact carries no module scopes (not exported by ca-export)"
+        )
+    reference = torch_module_outputs(model, x)
+    matched = [(name, exits[name]) for name in reference if name in exits]
+    probe = copy.deepcopy(artifact.model)
+    known = {o.name for o in probe.graph.output}
+    elem = probe.graph.input[0].type.tensor_type.elem_type
+    for _, value in matched:
+        if value not in known:
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(value, elem, None))
+            known.add(value)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    values = [value for _, value in matched]
+    got = dict(
+        zip(
+            values,
+            session.run(values, {artifact.input_name: x.numpy().astype(artifact.dtype)}),
+            strict=True,
+        )
+    )
+    result = Localization()
+    for name, value in matched:
+        if got[value].shape != reference[name].shape:
+            continue
+        error = relative_error(reference[name], got[value])
+        in_ca = any(name == m or name.startswith(m + ".") for m in ca_modules)
+        result.layers.append(LayerError(name, error, error > bound, in_ca))
+        if error > bound and result.first_divergence is None:
+            result.first_divergence = name
+    if not result.layers:
+        result.note = "no module output could be matched between PyTorch and the artifact"
+    return result

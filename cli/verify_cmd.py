@@ -1,0 +1,133 @@
+"""``ca-export verify``: compare artifacts with the original PyTorch model, for CI."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ca_export.pipeline.common import check_writable
+from ca_export.pipeline.verify import VerifyJob, VerifyReport, run_verify
+from ca_export.verify.ci_reports import junit_xml, markdown
+from ca_export.verify.inputs import parse_shapes
+from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
+from cli.options import model_options, report_option
+
+EPILOG = """\b
+Examples:
+  ca-export verify mobilenetv2_ca mnv2_ca.onnx
+  ca-export verify mobilenetv2_ca mnv2_dyn.onnx --shapes 1x3x224x224,2x3x256x320
+  ca-export verify my_net.py:build net.onnx --weights ckpt.pt --inputs batch.npz \\
+      --junit verify.xml --markdown verify.md
+"""
+
+
+class Shapes(click.ParamType):
+    """``NxCxHxW[,NxCxHxW...]``."""
+
+    name = "SHAPES"
+
+    def convert(self, value: object, param: object, ctx: object) -> list[tuple[int, ...]]:
+        if isinstance(value, list):
+            return value
+        try:
+            return parse_shapes(str(value))
+        except Exception as err:
+            self.fail(str(err), param, ctx)  # type: ignore[arg-type]
+
+
+@click.command(epilog=EPILOG)
+@model_options
+@click.argument(
+    "artifacts", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="ARTIFACT..."
+)
+@click.option("--shapes", type=Shapes(), default=None, help="Input shapes to check.")
+@click.option(
+    "--inputs",
+    "input_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Inputs: .npy/.npz arrays (N,C,H,W) or images (resized, ImageNet-normalised).",
+)
+@click.option(
+    "--rtol", type=click.FloatRange(min=0, min_open=True), help="Max abs error over output RMS."
+)
+@click.option("--atol", type=click.FloatRange(min=0, min_open=True), help="Max abs error.")
+@report_option
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="JUnit XML here.")
+@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), help="Markdown.")
+@handle_errors
+def verify(
+    model: str,
+    weights: Path | None,
+    input_shape: tuple[int, int, int, int],
+    artifacts: tuple[Path, ...],
+    shapes: list[tuple[int, int, int, int]] | None,
+    input_files: tuple[Path, ...],
+    rtol: float | None,
+    atol: float | None,
+    report_path: Path | None,
+    junit_path: Path | None,
+    markdown_path: Path | None,
+) -> None:
+    """Check that each ARTIFACT (.onnx) computes what MODEL computes.
+
+    Exit 0 when every output passes, 1 on a mismatch (the first diverging module is
+    named), 2 on bad input. Writes the Markdown summary to $GITHUB_STEP_SUMMARY too
+    when that is set.
+    """
+    for path in (report_path, junit_path, markdown_path):
+        if path is not None:
+            check_writable(path)
+    job = VerifyJob(
+        model, list(artifacts), weights, input_shape, shapes, list(input_files), rtol, atol
+    )
+    report = run_verify(job, progress=progress)
+    summary = markdown(report)
+    if report_path is not None:
+        report_path.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    if junit_path is not None:
+        junit_path.write_text(junit_xml(report))
+    if markdown_path is not None:
+        markdown_path.write_text(summary)
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as handle:
+            handle.write(summary)
+    click.echo(render(report))
+    if not report.passed:
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+def render(report: VerifyReport) -> str:
+    """One line per artifact and shape, the failures, and where outputs diverge."""
+    lines = []
+    for artifact in report.artifacts:
+        verdict = "passed" if artifact.passed else "FAILED"
+        lines.append(f"{artifact.path} ({artifact.dtype}): {verdict}")
+        for case in artifact.cases:
+            shape = "x".join(map(str, case.input_shape))
+            if case.skipped:
+                lines.append(f"  {shape} {case.input}: skipped ({case.skipped})")
+                continue
+            for c in case.comparisons:
+                mark = "ok  " if c.passed else "FAIL"
+                top = "" if c.top1 is None else f", top-1 {c.top1:.2f}, top-5 {c.top5:.2f}"
+                lines.append(
+                    f"  {mark} {shape} {case.input} {c.name}: rel err {c.rel_err:.3g}, "
+                    f"max abs {c.max_abs_err:.3g}, cosine {c.cosine:.9f}, PSNR {c.psnr:.1f} dB{top}"
+                )
+        loc = artifact.localization
+        if loc is not None:
+            if loc.first_divergence:
+                layer = next(x for x in loc.layers if x.module == loc.first_divergence)
+                where = " (inside a CA block)" if layer.ca_block else ""
+                lines.append(
+                    f"  first divergence: module {loc.first_divergence}{where}, "
+                    f"rel err {layer.rel_err:.3g}"
+                )
+            else:
+                lines.append(f"  localisation: {loc.note or 'no module diverges past the bound'}")
+    return "\n".join(lines)
