@@ -7,6 +7,7 @@ Each factory returns an eval-mode network with deterministic, calibrated weights
   ``transpose_``, cat/split on dim 3, gates never transposed back, so square inputs only).
 - ``mobilenetv2_ca``: MobileNetV2-1.0, 1000 classes, 16 CA blocks in the official flavour
   (``nn.AdaptiveAvgPool2d``, ``permute``, BN + h_swish written out, sigmoid gates).
+- ``mobilenetv2``: the same network without CA (the baseline for what CA costs).
 - ``mobilenext_ca``: reduced-depth MobileNeXt-1.0, 1000 classes, 13 CA blocks in a timm-like
   flavour (``mean`` pools, ``transpose``, bias-free conv1 + BN + ``nn.Hardswish``, slicing).
 - ``ca_segnet``: 5-class segmentation network, output at input resolution, 3 CA blocks without
@@ -19,7 +20,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from sample_models.mobilenetv2 import mobilenetv2_ca
+from sample_models.mobilenetv2 import mobilenetv2, mobilenetv2_ca
 from sample_models.mobilenext import mobilenext_ca
 from sample_models.seed import seed_ca
 from sample_models.segnet import ca_segnet
@@ -29,6 +30,7 @@ __all__ = ["REGISTRY", "build"]
 REGISTRY: dict[str, Callable[[], nn.Module]] = {
     "seed_ca": seed_ca,
     "mobilenetv2_ca": mobilenetv2_ca,
+    "mobilenetv2": mobilenetv2,
     "mobilenext_ca": mobilenext_ca,
     "ca_segnet": ca_segnet,
 }

@@ -1,4 +1,7 @@
-"""``mobilenetv2_ca``: MobileNetV2-1.0 with CA as in the CA paper's official reference model."""
+"""``mobilenetv2_ca``: MobileNetV2-1.0 with CA as in the CA paper's official reference model.
+
+``mobilenetv2`` is the same network without CA, the reference for what CA costs.
+"""
 
 from __future__ import annotations
 
@@ -110,7 +113,9 @@ class InvertedResidual(nn.Module):
     is added back when the stride is 1 and the channel count is unchanged.
     """
 
-    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int) -> None:
+    def __init__(
+        self, inp: int, oup: int, stride: int, expand_ratio: int, attention: bool = True
+    ) -> None:
         """Build the block.
 
         Args:
@@ -118,6 +123,7 @@ class InvertedResidual(nn.Module):
             oup: Output channels.
             stride: Stride of the depthwise conv, 1 or 2.
             expand_ratio: Hidden channels are ``inp * expand_ratio``.
+            attention: Whether the block has its CA block.
         """
         super().__init__()
         hidden = inp * expand_ratio
@@ -126,7 +132,7 @@ class InvertedResidual(nn.Module):
         if expand_ratio != 1:
             layers += _conv_bn_relu6(inp, hidden, 1)
         layers += _conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden)
-        if expand_ratio != 1:
+        if expand_ratio != 1 and attention:
             layers.append(CoordAtt(hidden, hidden))
         layers += [nn.Conv2d(hidden, oup, 1, bias=False), nn.BatchNorm2d(oup)]
         self.conv = nn.Sequential(*layers)
@@ -142,19 +148,22 @@ class MobileNetV2CA(nn.Module):
     """MobileNetV2-1.0 (stem 32, ``INVERTED_RESIDUAL_SETTINGS``, 1x1 conv to 1280, global
     average pool, dropout, linear) with a CA block in each of the 16 expanded blocks."""
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
+    def __init__(
+        self, num_classes: int = 1000, dropout: float = 0.2, attention: bool = True
+    ) -> None:
         """Build the network.
 
         Args:
             num_classes: Number of output logits.
             dropout: Dropout probability before the classifier (inactive in eval mode).
+            attention: Whether the expanded blocks have their CA block (False: plain MobileNetV2).
         """
         super().__init__()
         channels = 32
         layers: list[nn.Module] = [nn.Sequential(*_conv_bn_relu6(3, channels, 3, 2))]
         for t, c, n, s in INVERTED_RESIDUAL_SETTINGS:
             for i in range(n):
-                layers.append(InvertedResidual(channels, c, s if i == 0 else 1, t))
+                layers.append(InvertedResidual(channels, c, s if i == 0 else 1, t, attention))
                 channels = c
         self.features = nn.Sequential(*layers)
         self.conv = nn.Sequential(*_conv_bn_relu6(channels, 1280, 1))
@@ -176,3 +185,16 @@ def mobilenetv2_ca() -> nn.Module:
     of every block with expansion 6.
     """
     return build_calibrated(MobileNetV2CA, seed=_SEED, output_layer=lambda net: net.classifier)
+
+
+def mobilenetv2() -> nn.Module:
+    """MobileNetV2-1.0 without CA, 1000 classes, drawn and calibrated like ``mobilenetv2_ca``.
+
+    The weights come from the same seed; with no CA parameters in the draw order they are not
+    those of ``mobilenetv2_ca``. It is the baseline that tells what the CA blocks cost.
+    """
+    return build_calibrated(
+        lambda: MobileNetV2CA(attention=False),
+        seed=_SEED,
+        output_layer=lambda net: net.classifier,
+    )

@@ -23,10 +23,12 @@ NON_SQUARE = (64, 96)
 CA_BLOCKS: dict[str, tuple[type[nn.Module], int]] = {
     "seed_ca": (SeedCoordAtt, 3),
     "mobilenetv2_ca": (CoordAtt, 16),
+    "mobilenetv2": (CoordAtt, 0),
     "mobilenext_ca": (MeanPoolCoordAtt, 13),
     "ca_segnet": (HardsigmoidCoordAtt, 3),
 }
-"""Per model: its CA block class and how many it holds (MobileNetV2: one per expanded block)."""
+"""Per model: its CA block class and how many it holds (MobileNetV2: one per expanded block;
+``mobilenetv2`` is the no-CA baseline)."""
 
 GATE_CONVS: dict[type[nn.Module], tuple[str, str]] = {
     SeedCoordAtt: ("xfc", "yfc"),
@@ -36,7 +38,13 @@ GATE_CONVS: dict[type[nn.Module], tuple[str, str]] = {
 }
 """Per CA class: the 1x1 convs whose outputs go into the gate nonlinearity."""
 
-NUM_CLASSES = {"seed_ca": 10, "mobilenetv2_ca": 1000, "mobilenext_ca": 1000, "ca_segnet": 5}
+NUM_CLASSES = {
+    "seed_ca": 10,
+    "mobilenetv2_ca": 1000,
+    "mobilenetv2": 1000,
+    "mobilenext_ca": 1000,
+    "ca_segnet": 5,
+}
 DENSE = {"ca_segnet"}
 """Models that output one map per class at the input resolution."""
 
@@ -77,7 +85,13 @@ def _ca_blocks(model: nn.Module, cls: type[nn.Module]) -> list[nn.Module]:
 
 
 def test_registry_names() -> None:
-    assert set(REGISTRY) == {"seed_ca", "mobilenetv2_ca", "mobilenext_ca", "ca_segnet"}
+    assert set(REGISTRY) == {
+        "seed_ca",
+        "mobilenetv2_ca",
+        "mobilenetv2",
+        "mobilenext_ca",
+        "ca_segnet",
+    }
 
 
 def test_build_unknown_name_raises_key_error() -> None:
