@@ -13,6 +13,7 @@ import torch
 
 from ca_export.export.onnx import CA_ONLY_OPS
 from ca_export.pipeline import OnnxJob, export_onnx
+from ca_export.pipeline.common import write_onnx
 from ca_export.report import ExportReport
 from ca_export.tracing import example_input
 from sample_models import build
@@ -93,3 +94,25 @@ def test_full_size_exports(tmp_path: Path, name: str, dynamic: bool) -> None:
     report = export_onnx(job)
     assert report.passed, report.parity.get("failures")
     assert report.structure["passed"]
+
+
+def test_same_input_gives_a_byte_identical_file(exported: Exported, tmp_path: Path) -> None:
+    report, path = exported("seed_ca", False)
+    again = export_onnx(OnnxJob("seed_ca", tmp_path / "again.onnx", input_shape=(1, 3, 32, 32)))
+    assert again.artifact is not None and report.artifact is not None
+    assert again.artifact["sha256"] == report.artifact["sha256"]
+    assert (tmp_path / "again.onnx").read_bytes() == path.read_bytes()
+
+
+def test_large_models_are_written_with_external_data(exported: Exported, tmp_path: Path) -> None:
+    _, path = exported("seed_ca", False)
+    model = onnx.load(path)
+    out = tmp_path / "big.onnx"
+    info = write_onnx(model, out, limit=1000)
+    assert info["external_data"] == "big.onnx.data"
+    assert (tmp_path / "big.onnx.data").stat().st_size > out.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = example_input((1, 3, 32, 32), seed=1).numpy()
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], reference.run(None, {"x": x})[0])

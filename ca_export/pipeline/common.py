@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnx
 from torch import nn
 from torch.export import ExportedProgram
 
@@ -128,3 +129,35 @@ def write_atomic(data: bytes, path: Path) -> dict[str, object]:
         Path(tmp).unlink(missing_ok=True)
         raise BadInputError(f"cannot write {str(path)!r}: {err.strerror}") from None
     return {"path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+PROTOBUF_LIMIT = 2**31 - 2**24
+"""Largest ONNX file written as one protobuf (protobuf caps at 2 GiB; 16 MiB headroom)."""
+
+
+def write_onnx(
+    model: onnx.ModelProto, path: Path, limit: int = PROTOBUF_LIMIT
+) -> dict[str, object]:
+    """Write an ONNX model atomically; past ``limit`` its tensors go to ``<path>.data``."""
+    if model.ByteSize() < limit:
+        return write_atomic(model.SerializeToString(), path)
+    folder = path.resolve().parent
+    data_name = f"{path.name}.data"
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=folder) as tmp:
+            staged = Path(tmp) / path.name
+            onnx.save_model(
+                model,
+                staged,
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
+            os.replace(Path(tmp) / data_name, folder / data_name)
+            os.replace(staged, path)
+    except OSError as err:
+        raise BadInputError(f"cannot write {str(path)!r}: {err.strerror}") from None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    size = path.stat().st_size + (folder / data_name).stat().st_size
+    return {"path": str(path), "bytes": size, "sha256": digest, "external_data": data_name}

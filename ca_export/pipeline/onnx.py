@@ -20,7 +20,7 @@ from ca_export.pipeline.common import (
     check_writable,
     prepare,
     quiet,
-    write_atomic,
+    write_onnx,
 )
 from ca_export.report import ExportReport, gate_summary
 from ca_export.verify.parity import block_gate, gate_inputs, onnx_gate
@@ -104,7 +104,7 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     onnx_export.set_metadata(model, _metadata(job, traced.dynamic, report))
     if report.passed:
         with stage("write"):
-            report.artifact = write_atomic(model.SerializeToString(), job.output)
+            report.artifact = write_onnx(model, job.output)
     report.stages = stage.times
     return report
 

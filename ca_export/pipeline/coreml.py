@@ -1,0 +1,278 @@
+"""The Core ML pipeline: prepare -> convert -> save (temporary) -> load back and check -> rename.
+
+The model is saved under a temporary name in the output folder, read back from disk
+and checked there; it takes the requested name only when every check that ran passed.
+Prediction parity runs on macOS only; elsewhere the report says it did not run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ca_export import __version__
+from ca_export.errors import BadInputError
+from ca_export.export import coreml as coreml_export
+from ca_export.export.coreml import ImageInput, InputSpec, Target
+from ca_export.pipeline.common import Prepared, Progress, Stages, check_writable, prepare, quiet
+from ca_export.report import ExportReport, gate_summary
+from ca_export.verify.parity import flatten_outputs
+
+DEFAULT_HW_RANGE = (32, 1024)
+METADATA_FIELDS = ("author", "license", "version", "short_description")
+
+
+@dataclass
+class CoreMLJob:
+    """What the user asked ``ca-export coreml`` for.
+
+    ``precision`` and ``min_target`` default by format (mlprogram: fp16, iOS15;
+    neuralnetwork: fp32, iOS13). ``hw_range`` or ``shapes`` need ``dynamic``; dynamic
+    without either gets ``DEFAULT_HW_RANGE``. ``metadata`` keys: ``METADATA_FIELDS``.
+    """
+
+    model: str
+    output: Path
+    weights: Path | None = None
+    input_shape: tuple[int, int, int, int] = (1, 3, 224, 224)
+    format: str = "mlprogram"
+    precision: str | None = None
+    min_target: str | None = None
+    dynamic: bool = False
+    hw_range: tuple[int, int] | None = None
+    shapes: tuple[tuple[int, int], ...] = ()
+    image: ImageInput | None = None
+    labels: tuple[str, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
+    rewrite: bool = True
+
+    @property
+    def target(self) -> Target:
+        """Format, precision and deployment target, with the format's defaults filled in."""
+        program = self.format == "mlprogram"
+        precision = self.precision or ("fp16" if program else "fp32")
+        return Target(self.format, precision, self.min_target or ("iOS15" if program else "iOS13"))
+
+    def input_spec(self, name: str) -> InputSpec:
+        """The converted model's input under ``name``."""
+        hw_range = self.hw_range or (DEFAULT_HW_RANGE if self.dynamic and not self.shapes else None)
+        return InputSpec(name, self.input_shape, hw_range, self.shapes, self.image)
+
+
+def validate(job: CoreMLJob) -> None:
+    """Refuse, before any heavy work, what cannot be converted or saved as asked."""
+    target = job.target
+    if target.format not in coreml_export.EXTENSIONS:
+        raise BadInputError(f"unknown Core ML format {target.format!r}")
+    suffix = coreml_export.EXTENSIONS[target.format]
+    if job.output.suffix != suffix:
+        raise BadInputError(
+            f"a {target.format} model is saved as {suffix}, not {job.output.name!r}"
+        )
+    if target.format == "neuralnetwork" and target.precision != "fp32":
+        raise BadInputError(
+            "a neuralnetwork model computes in fp32; --precision fp16 needs mlprogram"
+        )
+    level = coreml_export.TARGETS.index(target.min_target)
+    if target.format == "mlprogram" and level < coreml_export.TARGETS.index("iOS15"):
+        raise BadInputError(f"mlprogram needs --min-target iOS15 or later, not {target.min_target}")
+    if target.format == "neuralnetwork" and level > coreml_export.TARGETS.index("iOS14"):
+        raise BadInputError(
+            f"neuralnetwork needs --min-target iOS14 or earlier, not {target.min_target}"
+        )
+    _validate_sizes(job)
+    if job.image is not None and (job.input_shape[0] != 1 or job.input_shape[1] != 3):
+        raise BadInputError("an image input is one RGB image: --input-shape must be 1,3,H,W")
+    if job.output.is_dir() and suffix == ".mlpackage":
+        check_writable(_temporary_sibling(job.output))
+    else:
+        check_writable(job.output)
+
+
+def _validate_sizes(job: CoreMLJob) -> None:
+    """Flexible sizes need --dynamic, one kind at a time, and must hold the traced size."""
+    _, _, h, w = job.input_shape
+    if (job.hw_range or job.shapes) and not job.dynamic:
+        raise BadInputError("--hw-range and --shapes need --dynamic")
+    if job.hw_range and job.shapes:
+        raise BadInputError("give --hw-range or --shapes, not both")
+    low, high = job.hw_range or DEFAULT_HW_RANGE
+    if job.dynamic and not job.shapes and not 1 <= low <= min(h, w) <= max(h, w) <= high:
+        raise BadInputError(f"--hw-range {low}:{high} must hold the input size {h}x{w}")
+    if job.shapes and (h, w) not in job.shapes:
+        raise BadInputError(f"--shapes must include the input size {h}x{w}")
+
+
+def read_labels(path: Path) -> tuple[str, ...]:
+    """Class labels: the non-empty lines of a text file."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as err:
+        raise BadInputError(f"cannot read labels {str(path)!r}: {err.strerror}") from None
+    labels = tuple(line.strip() for line in lines if line.strip())
+    if not labels:
+        raise BadInputError(f"labels file {str(path)!r} has no labels")
+    return labels
+
+
+def _temporary_sibling(path: Path) -> Path:
+    """A name next to ``path`` (only used to ask whether its folder is writable)."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
+    """Run the whole Core ML pipeline; the report says which checks ran and passed."""
+    validate(job)
+    stage = Stages(progress)
+    target = job.target
+    report = ExportReport(
+        job.model,
+        __version__,
+        f"coreml-{target.format}",
+        list(job.input_shape),
+        job.dynamic,
+        job.rewrite,
+        0,
+    )
+    prepared = prepare(
+        job.model, job.weights, job.input_shape, job.dynamic, job.rewrite, stage, report
+    )
+    spec = job.input_spec(prepared.traced.input_names[0])
+    names = prepared.traced.output_names
+    shapes = _output_shapes(prepared, job.input_shape)
+    _validate_traced(job, prepared, spec, shapes)
+    modules = [b.module for b in prepared.blocks]
+    with stage("convert"):
+        blocks = coreml_export.tag(prepared.program, modules)
+        model = coreml_export.convert(prepared.program, spec, target, names, job.labels)
+        owner = coreml_export.owners(model, blocks)
+        coreml_export.set_metadata(model, job.metadata, _metadata(job, spec, report))
+    folder = Path(tempfile.mkdtemp(prefix=f".{job.output.name}.", dir=job.output.resolve().parent))
+    try:
+        temporary = folder / job.output.name
+        with stage("save"):
+            coreml_export.save(model, temporary)
+        with stage("check"):
+            _check(report, temporary, target.format, spec, names, shapes, job.labels, owner)
+        if coreml_export.CAN_PREDICT:
+            with stage("predict"):
+                _predict(report, temporary, prepared, spec, names, target.precision, job.labels)
+        else:
+            report.parity = {"ran": False, "reason": coreml_export.NO_PREDICTION}
+            report.checks["prediction"] = dict(report.parity)
+        if report.passed:
+            with stage("write"):
+                report.artifact = _move(temporary, job.output, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    report.stages = stage.times
+    return report
+
+
+def _output_shapes(prepared: Prepared, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The original model's output shapes at the input shape."""
+    with torch.no_grad():
+        outputs = flatten_outputs(prepared.module(torch.zeros(input_shape)))
+    return [tuple(o.shape) for o in outputs]
+
+
+def _validate_traced(
+    job: CoreMLJob, prepared: Prepared, spec: InputSpec, shapes: list[tuple[int, ...]]
+) -> None:
+    """What only the trace tells: square-only models, and labels that fit the output."""
+    if prepared.traced.square_only:
+        if spec.hw_range is not None:
+            raise BadInputError(
+                f"{job.model} runs on square inputs only, and a Core ML size range cannot tie "
+                "H to W; use --shapes with square sizes"
+            )
+        if any(h != w for h, w in spec.shapes):
+            raise BadInputError(f"{job.model} runs on square inputs only; --shapes must be square")
+    if job.labels and (len(shapes) != 1 or len(shapes[0]) != 2 or shapes[0][1] != len(job.labels)):
+        raise BadInputError(
+            f"--labels gives {len(job.labels)} classes, but the model outputs "
+            f"{', '.join('x'.join(map(str, s)) for s in shapes)}, not one (N, classes) tensor"
+        )
+
+
+def _check(
+    report: ExportReport,
+    path: Path,
+    fmt: str,
+    spec: InputSpec,
+    names: list[str],
+    shapes: list[tuple[int, ...]],
+    labels: tuple[str, ...],
+    owner: dict[str, int],
+) -> None:
+    """Load the saved model back; check its inputs/outputs and the CA-only ops per block."""
+    reloaded = coreml_export.reload(path, fmt)
+    report.opset = reloaded.spec.specificationVersion
+    report.checks["load"] = {"ran": True, "passed": True, "ops": len(reloaded.ops)}
+    expected = coreml_export.expected_io(spec, fmt, names, shapes, labels)
+    found = coreml_export.describe(reloaded.spec)
+    problems = coreml_export.io_mismatches(expected, found)
+    report.checks["io"] = {
+        "ran": True,
+        "passed": not problems,
+        "found": found,
+        "problems": problems,
+    }
+    report.op_counts_after = coreml_export.op_counts(reloaded)
+    for i, entry in enumerate(report.ca_blocks):
+        entry.ca_only_nodes_after = coreml_export.ca_only_ops(reloaded, fmt, owner, i)
+    left = sum(sum(b.ca_only_nodes_after.values()) for b in report.ca_blocks)
+    report.structure = {
+        "passed": left == 0,
+        "ca_only_nodes_after": left,
+        "ops": "/".join(coreml_export.CA_ONLY_OPS[fmt]),
+    }
+    report.checks["structure"] = {"ran": True, "passed": left == 0}
+
+
+def _predict(
+    report: ExportReport,
+    path: Path,
+    prepared: Prepared,
+    spec: InputSpec,
+    names: list[str],
+    precision: str,
+    labels: tuple[str, ...],
+) -> None:
+    """Prediction parity against PyTorch (macOS only)."""
+    model = coreml_export.coremltools().models.MLModel(str(path))
+    gate = coreml_export.prediction_gate(model, prepared.module, spec, names, precision, labels)
+    cases = len(coreml_export.prediction_inputs(spec))
+    report.parity = gate_summary(gate) | {"ran": True, "inputs": cases}
+    report.checks["prediction"] = {"ran": True, "passed": gate.passed}
+
+
+def _move(temporary: Path, output: Path, folder: Path) -> dict[str, Any]:
+    """Rename the checked model to ``output``; a package it replaces is moved aside first."""
+    if output.is_dir():
+        os.replace(output, folder / "replaced")
+    os.replace(temporary, output)
+    files = [output] if output.is_file() else [p for p in output.rglob("*") if p.is_file()]
+    return {"path": str(output), "bytes": sum(p.stat().st_size for p in files)}
+
+
+def _metadata(job: CoreMLJob, spec: InputSpec, report: ExportReport) -> dict[str, str]:
+    """The model's user-defined metadata."""
+    entries = {
+        "ca_export.source_model": job.model,
+        "ca_export.tool_version": f"ca-export {__version__}",
+        "ca_export.input_shape": ",".join(map(str, job.input_shape)),
+        "ca_export.blocks_found": str(len(report.ca_blocks)),
+        "ca_export.blocks_rewritten": str(sum(b.rewritten for b in report.ca_blocks)),
+    }
+    if spec.hw_range is not None:
+        entries["ca_export.hw_range"] = "{}:{}".format(*spec.hw_range)
+    if spec.shapes:
+        entries["ca_export.shapes"] = ",".join(f"{h}x{w}" for h, w in spec.shapes)
+    return entries
