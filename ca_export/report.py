@@ -48,7 +48,11 @@ class InspectReport:
 
 @dataclass
 class ExportReport:
-    """Everything one export run did, measured and decided."""
+    """Everything one export run did, measured and decided.
+
+    ``checks`` names each check of the artifact with whether it ran, and its verdict or
+    why it could not run; a ``parity`` that did not run says so (``ran``: false, ``reason``).
+    """
 
     source: str
     tool_version: str
@@ -67,11 +71,14 @@ class ExportReport:
     stages: dict[str, float] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        """Whether every gate and check passed."""
-        return bool(self.parity.get("passed")) and bool(self.structure.get("passed", True))
+        """Whether every gate and check that ran passed."""
+        parity = self.parity.get("passed", self.parity.get("ran") is False)
+        checks = all(c.get("passed") for c in self.checks.values() if c.get("ran"))
+        return bool(parity) and bool(self.structure.get("passed", True)) and checks
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -114,13 +121,19 @@ def render_export(report: ExportReport) -> str:
     rewritten = sum(b.rewritten for b in report.ca_blocks)
     lines = [f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten"]
     lines += [f"  {b.module}: {f}" for b in report.ca_blocks for f in b.findings]
-    lines.append(f"nodes before: {_counts(report.op_counts_before)}")
+    if report.op_counts_before:
+        lines.append(f"nodes before: {_counts(report.op_counts_before)}")
     lines.append(f"nodes after:  {_counts(report.op_counts_after)}")
     if report.structure:
         left = report.structure.get("ca_only_nodes_after", 0)
-        lines.append(f"CA-only nodes (Transpose/Concat/Split/Slice/Shape/Gather) left: {left}")
+        ops = report.structure.get("ops", "Transpose/Concat/Split/Slice/Shape/Gather")
+        lines.append(f"CA-only nodes ({ops}) left: {left}")
+    for name, check in report.checks.items():
+        verdict = ("passed" if check.get("passed") else "FAILED") if check.get("ran") else "not run"
+        reason = f" ({check['reason']})" if "reason" in check else ""
+        lines.append(f"check {name}: {verdict}{reason}")
     parity = report.parity
-    if parity:
+    if parity and parity.get("ran", True):
         verdict = "FAILED" if parity["failures"] else "passed"
         lines.append(
             f"parity vs PyTorch ({parity['backend']}, {parity['inputs']} inputs): {verdict}; "

@@ -195,9 +195,10 @@ def _validate_traced(
         if any(h != w for h, w in spec.shapes):
             raise BadInputError(f"{job.model} runs on square inputs only; --shapes must be square")
     if job.labels and (len(shapes) != 1 or len(shapes[0]) != 2 or shapes[0][1] != len(job.labels)):
+        outputs = ", ".join("x".join(map(str, s)) for s in shapes)
         raise BadInputError(
-            f"--labels gives {len(job.labels)} classes, but the model outputs "
-            f"{', '.join('x'.join(map(str, s)) for s in shapes)}, not one (N, classes) tensor"
+            f"--labels gives {len(job.labels)} labels, but a classifier needs one output of "
+            f"shape (N, {len(job.labels)}); the model outputs {outputs}"
         )
 
 

@@ -1,0 +1,200 @@
+"""``ca-export coreml``: rewrite CA blocks, convert to Core ML, load the result back, check it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ca_export.export.coreml import EXTENSIONS, TARGETS, ImageInput
+from ca_export.pipeline.common import check_writable
+from ca_export.pipeline.coreml import CoreMLJob, export_coreml, read_labels
+from ca_export.report import render_export, write_json
+from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
+from cli.options import model_options, report_option
+
+EPILOG = """\b
+Examples:
+  ca-export coreml mobilenetv2_ca -o mnv2_ca.mlpackage
+  ca-export coreml mobilenetv2_ca -o mnv2_ca.mlpackage --precision fp32 --report report.json
+  ca-export coreml mobilenetv2_ca -o mnv2_ca.mlpackage --dynamic --hw-range 64:1024
+  ca-export coreml mobilenetv2_ca -o mnv2_ca.mlpackage --dynamic --shapes 224x224,256x320
+  ca-export coreml mobilenetv2_ca -o mnv2_ca.mlpackage --image-input --scale 0.0187 \\
+      --bias -2.12,-2.04,-1.80 --labels imagenet.txt --author me --license MIT
+  ca-export coreml seed_ca -o seed.mlmodel --format neuralnetwork --input-shape 1,3,32,32
+"""
+
+
+class FloatList(click.ParamType):
+    """Comma-separated floats."""
+
+    name = "FLOAT[,FLOAT...]"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[float, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(float(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of numbers", param, ctx)
+
+
+class SizeRange(click.ParamType):
+    """``LOW:HIGH`` bounds for H and W."""
+
+    name = "LOW:HIGH"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value  # type: ignore[return-value]
+        try:
+            low, high = (int(v) for v in str(value).split(":"))
+        except ValueError:
+            self.fail(f"{value!r} is not LOW:HIGH", param, ctx)
+        if not 0 < low <= high:
+            self.fail(f"{value!r} needs 0 < LOW <= HIGH", param, ctx)
+        return low, high
+
+
+class SizeList(click.ParamType):
+    """``HxW,HxW,...`` sizes."""
+
+    name = "HxW[,HxW...]"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[tuple[int, int], ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            sizes = tuple(tuple(int(v) for v in s.split("x")) for s in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a list of HxW sizes", param, ctx)
+        if any(len(s) != 2 or min(s) <= 0 for s in sizes):
+            self.fail(f"{value!r} is not a list of positive HxW sizes", param, ctx)
+        return sizes  # type: ignore[return-value]
+
+
+@click.command(epilog=EPILOG)
+@model_options
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Model to write: .mlpackage (mlprogram) or .mlmodel (neuralnetwork).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(list(EXTENSIONS)), default="mlprogram", show_default=True
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp16", "fp32"]),
+    default=None,
+    help="Compute precision (mlprogram: fp16 by default; neuralnetwork: fp32 only).",
+)
+@click.option(
+    "--min-target",
+    type=click.Choice(TARGETS),
+    default=None,
+    help="Minimum deployment target (mlprogram: iOS15 by default; neuralnetwork: iOS13).",
+)
+@click.option("--dynamic", is_flag=True, help="Make H and W flexible (default range 32:1024).")
+@click.option(
+    "--hw-range", type=SizeRange(), default=None, help="Bounds of H and W with --dynamic."
+)
+@click.option(
+    "--shapes",
+    type=SizeList(),
+    default=None,
+    help="With --dynamic: the only allowed sizes, e.g. 224x224,256x320.",
+)
+@click.option("--image-input", is_flag=True, help="Take an RGB image instead of a tensor.")
+@click.option(
+    "--scale",
+    type=FloatList(),
+    default="1",
+    show_default=True,
+    help="Image input: scale for every channel (one value, or three equal ones).",
+)
+@click.option(
+    "--bias",
+    type=FloatList(),
+    default="0,0,0",
+    show_default=True,
+    help="Image input: bias per channel R,G,B, added after scaling.",
+)
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Class labels, one per line: the model becomes a classifier.",
+)
+@click.option("--author", default=None, help="Metadata: author.")
+@click.option("--license", "license_", default=None, help="Metadata: license.")
+@click.option("--version", "version_", default=None, help="Metadata: model version.")
+@click.option("--description", default=None, help="Metadata: short description.")
+@click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
+@report_option
+@handle_errors
+def coreml(
+    model: str,
+    weights: Path | None,
+    input_shape: tuple[int, int, int, int],
+    output: Path,
+    fmt: str,
+    precision: str | None,
+    min_target: str | None,
+    dynamic: bool,
+    hw_range: tuple[int, int] | None,
+    shapes: tuple[tuple[int, int], ...] | None,
+    image_input: bool,
+    scale: tuple[float, ...],
+    bias: tuple[float, ...],
+    labels_path: Path | None,
+    author: str | None,
+    license_: str | None,
+    version_: str | None,
+    description: str | None,
+    rewrite: bool,
+    report_path: Path | None,
+) -> None:
+    """Convert MODEL to Core ML, rewriting its CA blocks, and check the saved model.
+
+    The saved model is loaded back from disk and checked: its inputs and outputs, and
+    that no transpose/concat/split/slice op comes from a CA block. Prediction parity
+    against PyTorch runs on macOS only; elsewhere the report says it did not run.
+    """
+    if report_path is not None:
+        check_writable(report_path)
+    image = ImageInput.of(scale, bias) if image_input else None
+    labels = read_labels(labels_path) if labels_path is not None else ()
+    metadata = {
+        "author": author,
+        "license": license_,
+        "version": version_,
+        "short_description": description,
+    }
+    job = CoreMLJob(
+        model,
+        output,
+        weights,
+        input_shape,
+        fmt,
+        precision,
+        min_target,
+        dynamic,
+        hw_range,
+        shapes or (),
+        image,
+        labels,
+        {k: v for k, v in metadata.items() if v is not None},
+        rewrite,
+    )
+    report = export_coreml(job, progress=progress)
+    if report_path is not None:
+        write_json(report.to_dict(), report_path)
+    click.echo(render_export(report))
+    if not report.passed:
+        sys.exit(EXIT_CHECK_FAILED)
