@@ -1,7 +1,7 @@
 """Rewrite: drop ``Expand`` on a CA gate whose multiply broadcasts to the same shape.
 
-``x * Expand(a_h, shape)`` equals ``x * a_h`` when the expanded gate has x's shape:
-the multiply broadcasts the gate anyway. The Expand only adds shape arithmetic
+``x * Expand(a_h, shape)`` equals ``x * a_h`` when ``shape`` broadcasts into x's shape:
+the multiply tree broadcasts the gate to x's shape anyway. The Expand only adds shape arithmetic
 (Shape/ConstantOfShape/Where) that is baked for one input size.
 
 Before::
@@ -21,29 +21,30 @@ from ca_export.onnx_graph.index import Dim, GraphIndex
 from ca_export.onnx_graph.pattern import OnnxBlock, OnnxBranch
 
 
-def expanded_shape(index: GraphIndex, branch: OnnxBranch) -> tuple[Dim, ...] | None:
-    """The shape an Expand gives, inferred or computed from its constant shape operand."""
+def within(index: GraphIndex, branch: OnnxBranch, source: tuple[Dim, ...]) -> bool:
+    """Whether the Expand's target shape broadcasts into x's shape (so x * gate is unchanged)."""
     assert branch.expand is not None
-    inferred = index.shape(branch.expand.output[0])
-    if inferred is not None and None not in inferred:
-        return inferred
-    gate = index.shape(branch.gate_output)
     target = index.const(branch.expand.input[1])
-    if gate is None or None in gate or target is None:
-        return None
+    dims = (
+        tuple(int(d) for d in target)
+        if target is not None
+        else index.shape(branch.expand.output[0])
+    )
+    if dims is None or None in dims or None in source:
+        return False
     try:
-        return tuple(np.broadcast_shapes(gate, tuple(int(d) for d in target)))  # type: ignore[arg-type]
+        return tuple(np.broadcast_shapes(source, dims)) == source  # type: ignore[arg-type]
     except ValueError:
-        return None
+        return False
 
 
 def drop_expand(index: GraphIndex, block: OnnxBlock) -> int:
-    """Bypass each gate's Expand where the gate broadcasts to x's shape; return how many."""
+    """Bypass each gate's Expand whose target fits in x's shape; return how many."""
     dropped = 0
     source = index.shape(block.source)
     for branch in block.branches:
         expand = branch.expand
-        if expand is None or source is None or expanded_shape(index, branch) != source:
+        if expand is None or source is None or not within(index, branch, source):
             continue
         for user in index.consumers[expand.output[0]]:
             for i, name in enumerate(user.input):

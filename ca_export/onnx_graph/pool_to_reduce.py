@@ -2,7 +2,10 @@
 
 Static: an ``AveragePool`` whose kernel and stride span the whole reduced axis.
 Dynamic (``--dynamic``): a ``ReduceMean`` over that axis with ``keepdims``, which is
-right at every input size where a baked kernel is not. Both are exact.
+right at every input size where a baked kernel is not. Both are exact. A pool that
+already is a ``ReduceMean`` stays one: it holds at every size, and swapping it for an
+AveragePool only changes the summation order (measured: 3e-4 of the output's RMS
+after MobileNeXt's 13 blocks, at the edge of the ONNX Runtime gate).
 
 Before::
 
@@ -27,7 +30,7 @@ def pool_to_reduce(edit: Editor, block: OnnxBlock, branch: OnnxBranch, static: b
     """Append the exact replacement of the branch's pool; return its output name."""
     gone = 3 if branch.axis == "h" else 2
     base = f"{block.name}/ca_{branch.axis}/pool"
-    if static:
+    if static and branch.pool_kind == "AveragePool":
         extent = block.spatial[gone - 2]
         kernel = [1, extent] if gone == 3 else [extent, 1]
         return edit.node(
