@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,3 +57,18 @@ def model_options(func: F) -> F:
     for option in reversed((model_argument, weights_option, input_shape_option)):
         func = option(func)
     return func
+
+
+class PositiveFloat(click.ParamType):
+    """A finite float greater than zero."""
+
+    name = "FLOAT>0"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number <= 0:
+            self.fail(f"{value!r} is not a finite number greater than 0", param, ctx)
+        return number

@@ -14,7 +14,7 @@ from ca_export.pipeline.verify import VerifyJob, VerifyReport, run_verify
 from ca_export.verify.ci_reports import junit_xml, markdown
 from ca_export.verify.inputs import parse_shapes
 from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
-from cli.options import model_options, report_option
+from cli.options import PositiveFloat, model_options, report_option
 
 EPILOG = """\b
 Examples:
@@ -52,10 +52,8 @@ class Shapes(click.ParamType):
     type=click.Path(path_type=Path),
     help="Inputs: .npy/.npz arrays (N,C,H,W) or images (resized, ImageNet-normalised).",
 )
-@click.option(
-    "--rtol", type=click.FloatRange(min=0, min_open=True), help="Max abs error over output RMS."
-)
-@click.option("--atol", type=click.FloatRange(min=0, min_open=True), help="Max abs error.")
+@click.option("--rtol", type=PositiveFloat(), help="Max abs error over the output's RMS.")
+@click.option("--atol", type=PositiveFloat(), help="Max abs error.")
 @report_option
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="JUnit XML here.")
 @click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), help="Markdown.")
