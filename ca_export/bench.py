@@ -249,3 +249,40 @@ def bench(
             )
             progress("profile", i + 1, len(models))
     return report
+
+
+def render_bench(report: BenchReport, top: int = 8) -> str:
+    """The latency table (ratios against the first model) and the op breakdown."""
+    names = list(report.models)
+    first = names[0]
+    width = max(len(n) for n in names) + 2
+    lines = [f"input {report.input_shape}, ratios against {first!r} (same run, same threads)"]
+    for threads in report.config["threads"]:
+        lines.append(f"threads {threads}")
+        lines.append(
+            f"  {'model':{width}}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'mean ms':>9}"
+            f"{'items/s':>9}{'x p50':>8}"
+        )
+        for name in names:
+            t = report.timing(name, threads)
+            lines.append(
+                f"  {name:{width}}{t.p50_ms:9.2f}{t.p90_ms:9.2f}{t.p99_ms:9.2f}{t.mean_ms:9.2f}"
+                f"{t.throughput:9.1f}{report.ratio(name, first, threads):8.3f}"
+            )
+    if report.breakdown:
+        lines.append(f"op time, ms per run (ORT profile, {report.config['threads'][0]} thread(s))")
+        ops: dict[str, float] = {}
+        for per_op in report.breakdown.values():
+            for op, ms in per_op.items():
+                ops[op] = max(ops.get(op, 0.0), ms)
+        shown = sorted(ops, key=lambda op: -ops[op])[:top]
+        cols = [n[: width + 4] for n in names]
+        lines.append(f"  {'op':16}" + "".join(f"{c:>{max(len(c), 8) + 1}}" for c in cols))
+        for op in [*shown, "total"]:
+            row = f"  {op:16}"
+            for name, col in zip(names, cols, strict=True):
+                per_op = report.breakdown[name]
+                ms = sum(per_op.values()) if op == "total" else per_op.get(op, 0.0)
+                row += f"{ms:{max(len(col), 8) + 1}.2f}"
+            lines.append(row)
+    return "\n".join(lines)

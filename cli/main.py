@@ -8,6 +8,7 @@ import warnings
 import click
 
 from ca_export import __version__
+from cli.bench_cmd import bench_cmd
 from cli.coreml_cmd import coreml
 from cli.inspect_cmd import inspect
 from cli.onnx_cmd import onnx
@@ -31,6 +32,7 @@ cli.add_command(inspect)
 cli.add_command(onnx)
 cli.add_command(optimize)
 cli.add_command(verify)
+cli.add_command(bench_cmd)
 cli.add_command(coreml)
 
 

@@ -1,0 +1,161 @@
+"""ONNX Runtime timing: percentiles, interleaving, op breakdown, and ``ca-export bench``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from ca_export.bench import BenchConfig, bench, render_bench, time_interleaved
+from ca_export.errors import BadInputError
+from ca_export.pipeline import OnnxJob
+from cli import bench_cmd
+from cli.main import cli
+
+FAST = BenchConfig(warmup=2, runs=8, threads=(1,), profile_runs=3)
+SHAPE = (1, 8, 16, 16)
+
+
+def _model(path: Path, gates: int) -> Path:
+    """A 1x1 conv whose output multiplies itself ``gates`` times; batch is dynamic."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((8, 8, 1, 1)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"])]
+    last = "c"
+    for i in range(gates):
+        nodes.append(helper.make_node("Mul", [last, "c"], [f"m{i}"]))
+        last = f"m{i}"
+    nodes.append(helper.make_node("Identity", [last], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 16, 16])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> dict[str, Path]:
+    return {"one": _model(tmp_path / "one.onnx", 1), "four": _model(tmp_path / "four.onnx", 4)}
+
+
+def test_bench_reports_ordered_percentiles_per_model_and_thread(tiny: dict[str, Path]) -> None:
+    seen: list[tuple[str, int, int]] = []
+    report = bench(tiny, SHAPE, FAST, progress=lambda *a: seen.append(a))
+    assert [(t.name, t.threads) for t in report.timings] == [("one", 1), ("four", 1)]
+    for t in report.timings:
+        assert t.runs == 8
+        assert 0 < t.min_ms <= t.p50_ms <= t.p90_ms <= t.p99_ms
+        assert t.throughput == pytest.approx(1e3 / t.mean_ms)
+    assert report.ratio("one", "one", 1) == 1.0
+    assert ("time@1", 8, 8) in seen and ("profile", 2, 2) in seen
+    assert json.loads(json.dumps(report.to_dict()))["input_shape"] == list(SHAPE)
+    assert "four" in render_bench(report)
+
+
+def test_breakdown_names_the_ops_and_stays_within_wall_time(tiny: dict[str, Path]) -> None:
+    report = bench(tiny, SHAPE, FAST)
+    one, four = report.breakdown["one"], report.breakdown["four"]
+    assert {"Conv", "Mul"} <= set(four)
+    assert all(ms >= 0 for ms in four.values()) and four["Mul"] > 0
+    assert sum(four.values()) < 20 * report.timing("four", 1).mean_ms
+    assert set(one) <= set(four) | {"Identity"}
+
+
+def test_rounds_interleave_models_and_min_time_extends_them(tiny: dict[str, Path]) -> None:
+    calls: list[str] = []
+
+    class Session:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def run(self, *_: object) -> None:
+            calls.append(self.name)
+
+    sessions = {"a": Session("a"), "b": Session("b")}
+    config = BenchConfig(warmup=1, runs=3, min_time=0.0)
+    samples = time_interleaved(sessions, {"a": {}, "b": {}}, config)  # type: ignore[arg-type]
+    assert calls == ["a", "b"] * 4
+    assert [len(s) for s in samples.values()] == [3, 3]
+
+
+def test_bad_inputs_are_bad_input_errors(tiny: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="does not exist"):
+        bench({"gone": tmp_path / "gone.onnx"}, SHAPE, FAST)
+    with pytest.raises(BadInputError, match="cannot feed"):
+        bench(tiny, (1, 3, 16, 16), FAST)
+    with pytest.raises(BadInputError, match="dynamic"):
+        bench(tiny, None, FAST)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(BadInputError, match="cannot load"):
+        bench({"garbage": garbage}, SHAPE, FAST)
+
+
+def test_cli_times_onnx_files_as_json(tiny: dict[str, Path]) -> None:
+    args = ["bench", "--onnx", str(tiny["one"]), "--onnx", str(tiny["four"])]
+    args += ["--input-shape", "1,8,16,16", "--threads", "1", "--runs", "4", "--warmup", "1"]
+    result = CliRunner().invoke(cli, [*args, "--profile-runs", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [t["name"] for t in data["timings"]] == ["one", "four"]
+    assert set(data["breakdown"]) == {"one", "four"}
+
+
+def _fake_export(passed: bool) -> Callable[..., SimpleNamespace]:
+    """Stands in for the export pipeline: writes a tiny model where the job asks."""
+
+    def export_onnx(job: OnnxJob, progress: object = None) -> SimpleNamespace:
+        _model(job.output, 2 if job.rewrite else 3)
+        artifact = {"path": str(job.output)} if passed else None
+        return SimpleNamespace(passed=passed, artifact=artifact)
+
+    return export_onnx
+
+
+def test_cli_exports_stock_rewritten_and_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_cmd, "export_onnx", _fake_export(passed=True))
+    args = ["bench", "seed_ca", "--baseline", "mobilenetv2", "--input-shape", "1,8,16,16"]
+    result = CliRunner().invoke(cli, [*args, "--threads", "1", "--runs", "3", "--warmup", "1"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split()[0] for line in result.stdout.splitlines() if "." in line]
+    assert rows[:3] == ["stock", "rewritten", "baseline"]
+    assert "op time" in result.stdout
+
+
+def test_cli_failed_export_gate_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_cmd, "export_onnx", _fake_export(passed=False))
+    result = CliRunner().invoke(cli, ["bench", "seed_ca", "--threads", "1"])
+    assert result.exit_code == 1, result.output
+    assert "did not pass" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param([], id="nothing-to-time"),
+        pytest.param(["--onnx", "missing.onnx"], id="missing-file"),
+        pytest.param(["no_such_model"], id="unknown-model"),
+    ],
+)
+def test_cli_bad_input_exits_2(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, ["bench", *args, "--threads", "1"])
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.output
+
+
+def test_cli_rejects_a_bad_thread_list() -> None:
+    result = CliRunner().invoke(cli, ["bench", "seed_ca", "--threads", "1,zero"])
+    assert result.exit_code == 2
+    assert "comma-separated" in result.output
