@@ -116,3 +116,19 @@ def test_large_models_are_written_with_external_data(exported: Exported, tmp_pat
     x = example_input((1, 3, 32, 32), seed=1).numpy()
     reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(session.run(None, {"x": x})[0], reference.run(None, {"x": x})[0])
+
+
+def test_onnxsim_failure_keeps_the_model_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxsim
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("simplifier crashed")
+
+    monkeypatch.setattr(onnxsim, "simplify", broken)
+    job = OnnxJob("seed_ca", tmp_path / "s.onnx", input_shape=(1, 3, 32, 32))
+    report = export_onnx(job)
+    assert report.passed
+    assert any("onnxsim failed" in w and "simplifier crashed" in w for w in report.warnings)
+    assert (tmp_path / "s.onnx").is_file()
