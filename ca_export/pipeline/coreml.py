@@ -89,6 +89,8 @@ def validate(job: CoreMLJob) -> None:
     _validate_sizes(job)
     if job.image is not None and (job.input_shape[0] != 1 or job.input_shape[1] != 3):
         raise BadInputError("an image input is one RGB image: --input-shape must be 1,3,H,W")
+    if suffix == ".mlpackage" and job.output.is_file():
+        raise BadInputError(f"output {str(job.output)!r} is a file, not a package folder")
     if job.output.is_dir() and suffix == ".mlpackage":
         check_writable(_temporary_sibling(job.output))
     else:
