@@ -1,9 +1,11 @@
 """Exact rewrites of CA blocks, applied to an `ExportedProgram`.
 
 Per block, in order: ``pool_to_reduce`` (strip pools that are right at every size),
-``distribute_stem`` (no concat/split/transpose left), ``drop_expand`` (no shape
-arithmetic on the gates). Dead nodes are removed and the graph is linted. The pass
-is idempotent: a rewritten graph has no concat left for the detector to match.
+``distribute_stem`` (no concat/split/transpose left), ``hardswish`` (a written-out
+h_swish in the stem as one op), ``drop_expand`` (no shape arithmetic on the gates),
+``gate_once`` (the H x W gate built once, one same-shape multiply). Dead nodes are
+removed and the graph is linted. The pass is idempotent: a rewritten graph has no
+concat left for the detector to match.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from torch.export import ExportedProgram
 from ca_export.patterns import CABlock, Rejection, find
 from ca_export.rewrites.distribute_stem import distribute_stem
 from ca_export.rewrites.drop_expand import drop_expand
+from ca_export.rewrites.gate_once import gate_once
+from ca_export.rewrites.hardswish import fuse_hardswish
 from ca_export.rewrites.pool_to_reduce import pool_to_reduce
 
 
@@ -46,8 +50,9 @@ def rewrite_block(program: ExportedProgram, block: CABlock, static: bool) -> Blo
     """Apply every rewrite to one block of ``program``'s graph, in place."""
     graph = program.graph
     pooled = {b.axis: pool_to_reduce(graph, b, static) for b in block.branches}
-    distribute_stem(graph, block, pooled)
+    fuse_hardswish(graph, distribute_stem(graph, block, pooled))
     drop_expand(graph, block)
+    gate_once(graph, block)
     return BlockRewrite(block.module, block.source.name, block.output.name)
 
 

@@ -1,0 +1,77 @@
+"""Rewrite ``hardswish``: a written-out ``x * relu6(x + 3) / 6`` becomes one op."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from ca_zoo import seeded_input
+from torch import nn
+
+from ca_export.rewrites.hardswish import fuse_hardswish
+from ca_export.tracing import trace
+
+aten = torch.ops.aten
+SHAPE = (1, 3, 8, 8)
+
+
+class Net(nn.Module):
+    """A 1x1 conv, then ``act(conv(x), x)``."""
+
+    def __init__(self, act: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x), x)
+
+
+def _clip_read_twice(y: torch.Tensor) -> torch.Tensor:
+    """h_swish written out, with its clip also read elsewhere."""
+    clip = F.relu6(y + 3)
+    return y * clip / 6 + clip
+
+
+def _fused(act: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[int, bool]:
+    """How many h_swish were fused, and whether the result matches the module."""
+    torch.manual_seed(0)
+    model = Net(act).eval()
+    program = copy.deepcopy(trace(model, SHAPE, False).program)
+    fused = fuse_hardswish(program.graph, list(program.graph.nodes))
+    program.graph.eliminate_dead_code()
+    program.graph.lint()
+    program.graph_module.recompile()
+    x = seeded_input(SHAPE, 1) * 4
+    with torch.no_grad():
+        close = torch.allclose(program.module()(x), model(x), rtol=1e-6, atol=1e-6)
+    return len(fused), close
+
+
+@pytest.mark.parametrize(
+    "act",
+    [
+        pytest.param(lambda y, _: y * F.relu6(y + 3) / 6, id="relu6"),
+        pytest.param(lambda y, _: F.relu6(y + 3) / 6 * y, id="operands-swapped"),
+        pytest.param(lambda y, _: y * F.hardtanh(y + 3, 0.0, 6.0) / 6, id="hardtanh"),
+    ],
+)
+def test_written_out_hswish_is_fused_exactly(act: Callable) -> None:
+    assert _fused(act) == (1, True)
+
+
+@pytest.mark.parametrize(
+    "act",
+    [
+        pytest.param(lambda y, _: y * F.relu6(y + 3) / 5, id="divisor-5"),
+        pytest.param(lambda y, _: y * F.relu6(y + 2) / 6, id="offset-2"),
+        pytest.param(lambda y, x: x * F.relu6(y + 3) / 6, id="other-multiplicand"),
+        pytest.param(lambda y, _: y * F.hardtanh(y + 3, -1.0, 6.0) / 6, id="clip-from-minus-1"),
+        pytest.param(lambda y, _: _clip_read_twice(y), id="clip-read-twice"),
+    ],
+)
+def test_near_misses_are_left_alone(act: Callable) -> None:
+    assert _fused(act) == (0, True)
