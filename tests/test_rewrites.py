@@ -114,3 +114,12 @@ def test_block_gate_catches_a_wrong_rewrite() -> None:
     gate = block_gate(traced.program, broken, pairs, [(1, seeded_input((1, 3, 16, 16), 1))])
     assert not gate.passed
     assert "block 2" in gate.failures()[0]
+
+
+def test_placeholder_named_like_a_builtin_keeps_its_name() -> None:
+    case = POSITIVE[0]
+    traced = trace(case.build(), case.input_shape, False)
+    assert traced.input_names == ["input"]
+    result = rewrite(traced.program, static=True)
+    names = [n.name for n in result.program.graph.nodes if n.op == "placeholder"]
+    assert names[-1] == "input" == result.program.graph_signature.user_inputs[0]

@@ -56,9 +56,20 @@ def rewrite_block(program: ExportedProgram, block: CABlock, static: bool) -> Blo
     return BlockRewrite(block.module, block.source.name, block.output.name)
 
 
+def _copy(program: ExportedProgram) -> ExportedProgram:
+    """A deep copy whose placeholders keep their names (a copy renames ``input`` to ``input_1``,
+    which no longer matches the graph signature)."""
+    copied = copy.deepcopy(program)
+    for node in copied.graph.nodes:
+        if node.op == "placeholder" and node.name != node.target:
+            node.name = node.target
+    copied.graph_module.recompile()
+    return copied
+
+
 def rewrite(program: ExportedProgram, static: bool) -> RewriteResult:
     """Rewrite every CA block of a copy of ``program``; the input is left untouched."""
-    program = copy.deepcopy(program)
+    program = _copy(program)
     blocks, rejections = find(program.graph)
     done = [rewrite_block(program, block, static) for block in blocks]
     program.graph.eliminate_dead_code()
