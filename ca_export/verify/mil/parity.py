@@ -1,0 +1,127 @@
+"""Core ML parity off macOS: the saved ML program, evaluated in NumPy, against PyTorch.
+
+Errors are judged with the ``coreml`` rows of the tolerance table. The noise that
+widens a bound is the model's own loss at the program's precision: PyTorch fp32
+against fp64 for an fp32 program, PyTorch fp32 against PyTorch fp16 for an fp16 one.
+Where that noise is so large that the bound admits any output (allowed error at or
+above the signal's RMS), parity cannot be judged, and the result says so.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ca_export.errors import CheckFailedError
+from ca_export.export.coreml import PRECISIONS
+from ca_export.verify.metrics import compare, relative_error
+from ca_export.verify.mil.ops import Unsupported
+from ca_export.verify.mil.program import MilProgram, evaluate, load_program, uncovered
+from ca_export.verify.parity import (
+    CaseResult,
+    GateResult,
+    flatten_outputs,
+    float64_copy,
+    run_float64,
+)
+from ca_export.verify.tolerances import tolerance
+
+BACKEND = "coreml-mil-numpy"
+
+
+@dataclass(frozen=True)
+class NotVerified:
+    """Parity could not be judged, and why (never a pass)."""
+
+    reason: str
+
+
+def model_noise(
+    model: nn.Module, other: nn.Module | None, x: torch.Tensor, dtype: str
+) -> tuple[list[np.ndarray], list[float]]:
+    """The model's outputs on ``x`` and its own error at ``dtype``, output by output.
+
+    ``other`` is ``reference_copy(model, dtype)``; where it cannot run, the noise is 0.
+    """
+    with torch.no_grad():
+        expected = flatten_outputs(model(x))
+        try:
+            if dtype == "float16" and other is not None:
+                alike = flatten_outputs(other(x.half()))
+            else:
+                alike = run_float64(other, x) or expected
+        except Exception:
+            alike = expected
+    return expected, [relative_error(ref, a) for ref, a in zip(expected, alike, strict=True)]
+
+
+def reference_copy(model: nn.Module, dtype: str) -> nn.Module | None:
+    """The copy of ``model`` that measures its own noise at ``dtype`` (fp16, or fp64 for fp32)."""
+    if dtype != "float16":
+        return float64_copy(model)
+    try:
+        return copy.deepcopy(model).half()
+    except Exception:
+        return None
+
+
+def mil_parity(
+    package: Path,
+    model: nn.Module,
+    inputs: Sequence[tuple[int, torch.Tensor]],
+    precision: str,
+) -> GateResult | NotVerified:
+    """Evaluate the saved ML program at ``package`` on each seeded input; compare with ``model``.
+
+    ``precision`` is the conversion's compute precision, "fp16" or "fp32". Returns the
+    gate (backend ``coreml-mil-numpy``), or ``NotVerified`` for a neural network, an op
+    the evaluator does not implement, or an fp16 bound that would pass anything.
+    """
+    dtype = PRECISIONS[precision]
+    try:
+        program = load_program(package)
+    except Unsupported as err:
+        return NotVerified(f"not verified: {err}")
+    gaps = uncovered(program)
+    if gaps:
+        return NotVerified("not verified: op " + ", ".join(gaps))
+    if len(program.input_names) != 1:
+        return NotVerified(f"not verified: the program takes {len(program.input_names)} inputs")
+    tol = tolerance(dtype, "coreml")
+    other = reference_copy(model, dtype)
+    result = GateResult(BACKEND)
+    for seed, x in inputs:
+        expected, noise = model_noise(model, other, x, dtype)
+        try:
+            got = run_program(program, x.numpy())
+        except Unsupported as err:
+            return NotVerified(f"not verified: {err}")
+        if len(got) != len(expected):
+            raise CheckFailedError(
+                f"{package.name} has {len(got)} outputs, the model {len(expected)}"
+            )
+        comparisons = [
+            compare(name, ref, out, tol, n)
+            for name, ref, out, n in zip(program.output_names, expected, got, noise, strict=True)
+        ]
+        vacuous = [c for c in comparisons if tol.allowed(c.noise)[0] >= 1]
+        if vacuous:
+            shape = "x".join(map(str, x.shape))
+            return NotVerified(
+                f"not verified: at {shape} the model itself in {dtype} is off by rel err "
+                f"{vacuous[0].noise:.3g} ({vacuous[0].name}), so any output would pass"
+            )
+        result.cases.append(CaseResult(tuple(x.shape), seed, comparisons))
+    return result
+
+
+def run_program(program: MilProgram, x: np.ndarray) -> list[np.ndarray]:
+    """The program's outputs, in order, on its one input ``x``, as float32."""
+    outputs = evaluate(program, {program.input_names[0]: x})
+    return [outputs[name].astype(np.float32) for name in program.output_names]

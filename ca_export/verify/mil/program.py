@@ -1,0 +1,132 @@
+"""Read a saved Core ML ML program back into MIL and evaluate it op by op in NumPy.
+
+``milproto.load`` (which runs on Linux) turns the package's ``model.mlmodel`` and its
+weight file back into a MIL program. ``evaluate`` walks the main function's ops in
+order: ``const`` values are read as stored, every other op runs its function from
+``ops.OPS`` on float32 copies of its float inputs, and each output is rounded to the
+dtype the program declares for it. An fp16 program therefore holds every activation
+and weight in fp16 between ops, as Core ML does; within one op the sums run in fp32.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ca_export.errors import BadInputError
+from ca_export.verify.mil.ops import OPS, Unsupported
+
+
+@dataclass
+class MilProgram:
+    """A saved ML program: its model description and its main function."""
+
+    path: Path
+    spec: Any
+    function: Any
+
+    @property
+    def input_names(self) -> list[str]:
+        """The function's input names, in order."""
+        return list(self.function.inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        """The function's output names, in order."""
+        return [var.name for var in self.function.outputs]
+
+    @property
+    def dtype(self) -> str:
+        """ "float16" if any op computes in fp16, else "float32"."""
+        fp16 = any(
+            _nptype(out) == np.float16
+            for op in self.function.operations
+            if op.op_type != "const"
+            for out in op.outputs
+        )
+        return "float16" if fp16 else "float32"
+
+
+def load_program(path: Path) -> MilProgram:
+    """Load a saved ``.mlpackage`` back as MIL; a neural network raises ``Unsupported``."""
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto.load import load
+
+    if not path.exists():
+        raise BadInputError(f"artifact {str(path)!r} does not exist")
+    try:
+        spec = ct.utils.load_spec(str(path))
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise BadInputError(f"{str(path)!r} is not a Core ML model: {first}") from None
+    kind = spec.WhichOneof("Type")
+    if kind != "mlProgram":
+        raise Unsupported(f"{kind} format" if kind != "neuralNetwork" else "neuralnetwork format")
+    weights = path / "Data" / "com.apple.CoreML" / "weights"
+    try:
+        program = load(spec, spec.specificationVersion, str(weights))
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise BadInputError(f"{str(path)!r}: the ML program does not load: {first}") from None
+    return MilProgram(path, spec, program.functions["main"])
+
+
+def uncovered(program: MilProgram) -> list[str]:
+    """The program's op types (or op parameters) the evaluator does not implement, sorted."""
+    missing = set()
+    for op in program.function.operations:
+        if op.op_type == "const":
+            continue
+        func = OPS.get(op.op_type)
+        if func is None or op.blocks:
+            missing.add(op.op_type)
+            continue
+        params = inspect.signature(func).parameters
+        missing |= {f"{op.op_type}.{name}" for name in op.inputs if name not in params}
+    return sorted(missing)
+
+
+def evaluate(program: MilProgram, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The program's outputs on ``feeds`` (by input name); raises ``Unsupported`` on a gap."""
+    gaps = uncovered(program)
+    if gaps:
+        raise Unsupported("op " + ", ".join(gaps))
+    values: dict[str, Any] = {}
+    for name, var in program.function.inputs.items():
+        values[name] = np.asarray(feeds[name]).astype(_nptype(var))
+    for op in program.function.operations:
+        if op.op_type == "const":
+            values[op.outputs[0].name] = op.outputs[0].val
+            continue
+        args = {name: _read(var, values) for name, var in op.inputs.items()}
+        try:
+            result = OPS[op.op_type](**args)
+        except Unsupported as err:
+            raise Unsupported(f"op {op.op_type} ({err})") from None
+        results = result if isinstance(result, list) else [result]
+        for var, value in zip(op.outputs, results, strict=True):
+            values[var.name] = np.asarray(value).astype(_nptype(var))
+    return {name: values[name] for name in program.output_names}
+
+
+def _read(var: Any, values: dict[str, Any]) -> Any:
+    """An op input's value (a tuple of vars gives a list), fp16 widened to float32."""
+    if isinstance(var, (list, tuple)):
+        return [_read(v, values) for v in var]
+    value = values[var.name]
+    if isinstance(value, (np.ndarray, np.generic)) and value.dtype == np.float16:
+        return value.astype(np.float32)
+    return value
+
+
+def _nptype(var: Any) -> Any:
+    """The NumPy type of a MIL value's element type."""
+    from coremltools.converters.mil.mil import types
+
+    return types.nptype_from_builtin(var.dtype)
