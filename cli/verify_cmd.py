@@ -20,6 +20,7 @@ EPILOG = """\b
 Examples:
   ca-export verify mobilenetv2_ca mnv2_ca.onnx
   ca-export verify mobilenetv2_ca mnv2_dyn.onnx --shapes 1x3x224x224,2x3x256x320
+  ca-export verify mobilenetv2_ca mnv2_ca.mlpackage --input-shape 1,3,224,224
   ca-export verify my_net.py:build net.onnx --weights ckpt.pt --inputs batch.npz \\
       --junit verify.xml --markdown verify.md
 """
@@ -71,7 +72,11 @@ def verify(
     junit_path: Path | None,
     markdown_path: Path | None,
 ) -> None:
-    """Check that each ARTIFACT (.onnx) computes what MODEL computes.
+    """Check that each ARTIFACT (.onnx, .mlpackage) computes what MODEL computes.
+
+    Core ML models run in Core ML on macOS; elsewhere their ML program is evaluated
+    op by op in NumPy (a neural network, or an op the evaluator lacks, is reported as
+    not verified and fails).
 
     Exit 0 when every output passes, 1 on a mismatch (the first diverging module is
     named), 2 on bad input. Writes the Markdown summary to $GITHUB_STEP_SUMMARY too
@@ -103,8 +108,9 @@ def render(report: VerifyReport) -> str:
     """One line per artifact and shape, the failures, and where outputs diverge."""
     lines = []
     for artifact in report.artifacts:
-        verdict = "passed" if artifact.passed else "FAILED"
-        lines.append(f"{artifact.path} ({artifact.dtype}): {verdict}")
+        ran = any(c.skipped is None for c in artifact.cases)
+        verdict = "passed" if artifact.passed else "FAILED" if ran else "NOT VERIFIED"
+        lines.append(f"{artifact.path} ({artifact.dtype}, {artifact.backend}): {verdict}")
         for case in artifact.cases:
             shape = "x".join(map(str, case.input_shape))
             if case.skipped:
@@ -128,4 +134,4 @@ def render(report: VerifyReport) -> str:
                 )
             else:
                 lines.append(f"  localisation: {loc.note or 'no module diverges past the bound'}")
-    return "\n".join(lines)
+    return "\n".join(lines + [f"notice: {n}" for n in report.notices])

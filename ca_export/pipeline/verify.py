@@ -1,5 +1,8 @@
 """The verify pipeline: each artifact against the original PyTorch model, then localisation.
 
+ONNX files run in ONNX Runtime; Core ML models run in Core ML on macOS and, elsewhere,
+through the NumPy MIL evaluator (``ca_export.verify.mil``), with the ``coreml`` rows
+of the tolerance table and the model's own noise at the artifact's precision.
 Inputs are seeded tensors at every shape the artifact takes (its own static shape, or
 for a dynamic artifact the input shape, a larger non-square one and batch 2), plus the
 user's files. Where outputs diverge, the first diverging module is named.
@@ -15,6 +18,7 @@ import numpy as np
 import torch
 
 from ca_export.errors import BadInputError
+from ca_export.export import coreml as coreml_export
 from ca_export.loading import load_model
 from ca_export.patterns import find
 from ca_export.pipeline.common import Progress, Stages, quiet
@@ -22,9 +26,14 @@ from ca_export.tracing import example_input, trace
 from ca_export.verify.artifacts import OnnxArtifact, open_onnx
 from ca_export.verify.inputs import load_inputs
 from ca_export.verify.localize import Localization, localize
-from ca_export.verify.metrics import Comparison, compare, relative_error
-from ca_export.verify.parity import SEEDS, flatten_outputs, float64_copy, run_float64
+from ca_export.verify.metrics import Comparison, compare
+from ca_export.verify.mil.artifact import SUFFIXES, MilArtifact, open_mil
+from ca_export.verify.mil.ops import Unsupported
+from ca_export.verify.mil.parity import model_noise, reference_copy, vacuous
+from ca_export.verify.parity import SEEDS
 from ca_export.verify.tolerances import Tolerance, tolerance, user_tolerance
+
+Artifact = OnnxArtifact | MilArtifact
 
 
 @dataclass
@@ -58,6 +67,7 @@ class ArtifactResult:
     path: str
     dtype: str
     tolerance: Tolerance
+    backend: str = "onnxruntime-cpu"
     cases: list[VerifyCase] = field(default_factory=list)
     localization: Localization | None = None
 
@@ -94,7 +104,7 @@ class VerifyReport:
         return data
 
 
-def default_shapes(artifact: OnnxArtifact, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+def default_shapes(artifact: Artifact, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     """The artifact's static shape, or for a dynamic one three shapes incl. non-square, batch 2."""
     if not artifact.dynamic:
         return [tuple(int(d) for d in artifact.input_dims)]
@@ -118,7 +128,12 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
         loaded = load_model(job.model, job.weights)
         report.notices += loaded.notices
         model = loaded.module
-        artifacts = [open_onnx(path) for path in job.artifacts]
+        artifacts = [open_artifact(path) for path in job.artifacts]
+        if any(isinstance(a, MilArtifact) for a in artifacts) and not coreml_export.CAN_PREDICT:
+            report.notices.append(
+                f"Core ML prediction did not run ({coreml_export.NO_PREDICTION}); Core ML "
+                "outputs come from the NumPy MIL evaluator"
+            )
         user_inputs = load_inputs(job.inputs, job.input_shape)
     for artifact in artifacts:
         with stage(f"verify {artifact.path.name}"):
@@ -127,23 +142,33 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
     return report
 
 
+def open_artifact(path: Path) -> Artifact:
+    """An ONNX file, or a Core ML model by its suffix."""
+    return open_mil(path) if path.suffix in SUFFIXES else open_onnx(path)
+
+
 def _verify_one(
     job: VerifyJob,
     model: torch.nn.Module,
-    artifact: OnnxArtifact,
+    artifact: Artifact,
     user_inputs: list[tuple[str, np.ndarray]],
     report: VerifyReport,
 ) -> ArtifactResult:
     """Run every case through one artifact, then localise the first failing one."""
-    tol = user_tolerance(tolerance(artifact.dtype, "onnxruntime-cpu"), job.rtol, job.atol)
-    result = ArtifactResult(str(artifact.path), artifact.dtype, tol)
+    coreml = isinstance(artifact, MilArtifact)
+    backend = "coreml" if coreml else "onnxruntime-cpu"
+    tol = user_tolerance(tolerance(artifact.dtype, backend), job.rtol, job.atol)
+    result = ArtifactResult(
+        str(artifact.path), artifact.dtype, tol, artifact.backend if coreml else backend
+    )
     seeded = [
         (f"seed {seed}", example_input(shape, seed).numpy())
         for shape in (job.shapes or default_shapes(artifact, job.input_shape))
         for seed in SEEDS
     ]
     failing: tuple[np.ndarray, float] | None = None
-    precise = float64_copy(model)
+    noise_dtype = artifact.dtype if coreml else "float32"
+    reference = reference_copy(model, noise_dtype)
     for label, x in seeded + user_inputs:
         case = VerifyCase(label, tuple(x.shape))
         result.cases.append(case)
@@ -151,23 +176,30 @@ def _verify_one(
         if case.skipped:
             continue
         try:
-            with torch.no_grad():
-                expected = flatten_outputs(model(torch.from_numpy(x)))
+            expected, noises = model_noise(model, reference, torch.from_numpy(x), noise_dtype)
         except Exception as err:
             case.skipped = f"the PyTorch model cannot run at this shape: {type(err).__name__}"
             continue
-        exact = run_float64(precise, torch.from_numpy(x)) or expected
-        got = artifact.run(x)
+        try:
+            got = artifact.run(x)
+        except Unsupported as err:
+            case.skipped = f"not verified: {err}"
+            continue
         if len(got) != len(expected):
             raise BadInputError(
                 f"{artifact.path.name} has {len(got)} outputs, the model {len(expected)}"
             )
-        for name, ref, ref64, out in zip(artifact.output_names, expected, exact, got, strict=True):
-            noise = relative_error(ref, ref64)
+        for name, ref, noise, out in zip(artifact.output_names, expected, noises, got, strict=True):
             case.comparisons.append(compare(name, ref, out.astype(np.float32), tol, noise))
+        case.skipped = vacuous(tol, case.comparisons, tuple(x.shape)) if coreml else None
+        if case.skipped:
+            case.comparisons = []
+            continue
         if failing is None and not all(c.passed for c in case.comparisons):
             failing = (x, max(tol.allowed(c.noise)[0] for c in case.comparisons))
-    if failing is not None:
+    if failing is not None and coreml:
+        result.localization = Localization(note="localisation covers ONNX artifacts only")
+    elif failing is not None:
         x, bound = failing
         if not report.ca_blocks:
             report.ca_blocks = ca_modules(model, job.input_shape)

@@ -20,9 +20,9 @@ from torch import nn
 
 from ca_export.errors import CheckFailedError
 from ca_export.export.coreml import PRECISIONS
-from ca_export.verify.metrics import compare, relative_error
+from ca_export.verify.metrics import Comparison, compare, relative_error
 from ca_export.verify.mil.ops import Unsupported
-from ca_export.verify.mil.program import MilProgram, evaluate, load_program, uncovered
+from ca_export.verify.mil.program import load_program, run_program, uncovered
 from ca_export.verify.parity import (
     CaseResult,
     GateResult,
@@ -30,7 +30,7 @@ from ca_export.verify.parity import (
     float64_copy,
     run_float64,
 )
-from ca_export.verify.tolerances import tolerance
+from ca_export.verify.tolerances import Tolerance, tolerance
 
 BACKEND = "coreml-mil-numpy"
 
@@ -69,6 +69,19 @@ def reference_copy(model: nn.Module, dtype: str) -> nn.Module | None:
         return copy.deepcopy(model).half()
     except Exception:
         return None
+
+
+def vacuous(
+    tol: Tolerance, comparisons: Sequence[Comparison], shape: tuple[int, ...]
+) -> str | None:
+    """Why these comparisons cannot fail (a bound at or above the signal's RMS), or None."""
+    loose = [c for c in comparisons if tol.allowed(c.noise)[0] >= 1]
+    if not loose:
+        return None
+    return (
+        f"not verified: at {'x'.join(map(str, shape))} the model itself at this precision is "
+        f"off by rel err {loose[0].noise:.3g} ({loose[0].name}), so any output would pass"
+    )
 
 
 def mil_parity(
@@ -110,18 +123,8 @@ def mil_parity(
             compare(name, ref, out, tol, n)
             for name, ref, out, n in zip(program.output_names, expected, got, noise, strict=True)
         ]
-        vacuous = [c for c in comparisons if tol.allowed(c.noise)[0] >= 1]
-        if vacuous:
-            shape = "x".join(map(str, x.shape))
-            return NotVerified(
-                f"not verified: at {shape} the model itself in {dtype} is off by rel err "
-                f"{vacuous[0].noise:.3g} ({vacuous[0].name}), so any output would pass"
-            )
+        reason = vacuous(tol, comparisons, tuple(x.shape))
+        if reason:
+            return NotVerified(reason)
         result.cases.append(CaseResult(tuple(x.shape), seed, comparisons))
     return result
-
-
-def run_program(program: MilProgram, x: np.ndarray) -> list[np.ndarray]:
-    """The program's outputs, in order, on its one input ``x``, as float32."""
-    outputs = evaluate(program, {program.input_names[0]: x})
-    return [outputs[name].astype(np.float32) for name in program.output_names]

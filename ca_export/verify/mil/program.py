@@ -115,6 +115,12 @@ def evaluate(program: MilProgram, feeds: dict[str, np.ndarray]) -> dict[str, np.
     return {name: values[name] for name in program.output_names}
 
 
+def run_program(program: MilProgram, x: np.ndarray) -> list[np.ndarray]:
+    """The program's outputs, in order, on its one input ``x``, as float32."""
+    outputs = evaluate(program, {program.input_names[0]: x})
+    return [outputs[name].astype(np.float32) for name in program.output_names]
+
+
 def _read(var: Any, values: dict[str, Any]) -> Any:
     """An op input's value (a tuple of vars gives a list), fp16 widened to float32."""
     if isinstance(var, (list, tuple)):
