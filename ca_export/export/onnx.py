@@ -10,6 +10,7 @@ import ast
 import contextlib
 import io
 import logging
+import re
 from collections import Counter
 
 import onnx
@@ -39,9 +40,16 @@ def emit(program: ExportedProgram, traced: Traced, opset: int) -> onnx.ModelProt
                 verbose=False,
             )
     except Exception as err:
-        first = (str(err).strip().splitlines() or [""])[0]
-        raise BadInputError(f"ONNX export failed at opset {opset}: {first}") from None
+        raise BadInputError(f"ONNX export failed at opset {opset}: {_root_cause(err)}") from None
     return exported.model_proto
+
+
+def _root_cause(err: BaseException) -> str:
+    """The innermost exception's type and first line (the exporter wraps the real reason)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return re.sub(r"\x1b\[[0-9;]*m", "", f"{type(err).__name__}: {lines[0] if lines else ''}")
 
 
 def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
