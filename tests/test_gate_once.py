@@ -1,4 +1,4 @@
-"""Rewrite ``gate_once``: ``x * a_w * a_h`` becomes ``x * (a_h * a_w)``, exactly."""
+"""Rewrite ``gate_once``: ``x * a_w * a_h`` becomes ``x * (a_h @ a_w)``, exactly."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 import torch
 from ca_zoo import POSITIVE, OfficialCA, _build, _net, seeded_input
 from test_rewrites import assert_same_interface
+from torch.export import ExportedProgram
+from torch.fx import Node
 
 from ca_export.patterns import find
 from ca_export.rewrites.gate_once import gate_once
@@ -18,38 +20,41 @@ SHAPE = (1, 3, 12, 20)
 
 
 class GroupedGateCA(OfficialCA):
-    """The official block with the gate already built once: ``x * (a_h * a_w)``."""
+    """The official block with the gate grouped by a broadcasting multiply."""
 
     def _combine(self, x: torch.Tensor, a_h: torch.Tensor, a_w: torch.Tensor) -> torch.Tensor:
         return x * (a_h * a_w)
 
 
-def _apply(model: torch.nn.Module, dynamic: bool) -> tuple[object, object, list]:
-    """Trace, apply ``gate_once`` alone to every block of a copy; (before, after, gates)."""
-    before = trace(model, SHAPE, dynamic).program
+def _apply(
+    model: torch.nn.Module, shape: tuple[int, ...], dynamic: bool = False, times: int = 1
+) -> tuple[ExportedProgram, ExportedProgram, list[Node | None]]:
+    """Trace, apply ``gate_once`` alone ``times`` times to every block of a copy."""
+    before = trace(model, shape, dynamic).program
     after = copy.deepcopy(before)
     blocks, _ = find(after.graph)
-    gates = [gate_once(after.graph, block) for block in blocks]
+    gates = [gate_once(after.graph, block) for _ in range(times) for block in blocks]
     after.graph.eliminate_dead_code()
     after.graph.lint()
     after.graph_module.recompile()
     return before, after, gates
 
 
+def _official() -> torch.nn.Module:
+    return next(c for c in POSITIVE if c.name == "official").build()
+
+
 @pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
-def test_gate_built_once_is_exact(dynamic: bool) -> None:
-    case = next(c for c in POSITIVE if c.name == "official")
-    model = case.build()
-    before, after, gates = _apply(model, dynamic)
-    assert len(gates) == 1 and gates[0] is not None
-    gate = gates[0]
-    assert gate.target == aten.mul.Tensor and len(gate.users) == 1
-    output = next(iter(gate.users))
-    assert [a.target for a in gate.args] == [aten.sigmoid.default] * 2
-    assert output.args[1] is gate and output.target == aten.mul.Tensor
-    assert tuple(output.meta["val"].shape) == tuple(output.args[0].meta["val"].shape)
-    muls = [n for n in after.graph.nodes if n.target == aten.mul.Tensor]
-    assert len(muls) == len([n for n in before.graph.nodes if n.target == aten.mul.Tensor])
+def test_gate_is_one_matmul_of_the_strips_and_exact(dynamic: bool) -> None:
+    model = _official()
+    before, after, [gate] = _apply(model, SHAPE, dynamic)
+    assert gate is not None and gate.target == aten.matmul.default
+    a_h, a_w = gate.args
+    assert [a.target for a in (a_h, a_w)] == [aten.sigmoid.default] * 2
+    assert a_h.meta["val"].shape[3] == 1 and a_w.meta["val"].shape[2] == 1
+    (output,) = gate.users
+    assert output.target == aten.mul.Tensor and output.args[1] is gate
+    assert output.meta["val"].shape == output.args[0].meta["val"].shape
     assert_same_interface(before, after)
     sizes = [SHAPE] + ([(2, 3, 9, 27)] if dynamic else [])
     for seed, size in enumerate(sizes):
@@ -57,8 +62,25 @@ def test_gate_built_once_is_exact(dynamic: bool) -> None:
         torch.testing.assert_close(after.module()(x), model(x), rtol=1e-6, atol=1e-6)
 
 
-def test_gate_already_built_once_is_left_alone() -> None:
+def test_a_second_application_changes_nothing() -> None:
+    _, after, gates = _apply(_official(), SHAPE, times=2)
+    assert gates[0] is not None and gates[1] is None
+    assert sum(n.target == aten.matmul.default for n in after.graph.nodes) == 1
+
+
+def test_a_grouped_multiply_gate_becomes_a_matmul() -> None:
     model = _build(lambda: _net(32, GroupedGateCA(32, 8)), 1, SHAPE)
-    before, after, gates = _apply(model, False)
-    assert gates == [None]
-    assert after.graph_module.code == before.graph_module.code
+    _, after, [gate] = _apply(model, SHAPE)
+    assert gate is not None and gate.target == aten.matmul.default
+    x = seeded_input(SHAPE, 3)
+    torch.testing.assert_close(after.module()(x), model(x), rtol=1e-6, atol=1e-6)
+
+
+def test_gates_that_are_not_strips_keep_a_multiply() -> None:
+    case = next(c for c in POSITIVE if c.name == "seed")
+    model = case.build()
+    _, after, [gate] = _apply(model, case.input_shape)
+    assert gate is not None and gate.target == aten.mul.Tensor
+    assert not any(n.target == aten.matmul.default for n in after.graph.nodes)
+    x = seeded_input(case.input_shape, 3)
+    torch.testing.assert_close(after.module()(x), model(x), rtol=1e-6, atol=1e-6)
