@@ -22,7 +22,9 @@ from ca_export.export import coreml as coreml_export
 from ca_export.export.coreml import ImageInput, InputSpec, Target
 from ca_export.pipeline.common import Prepared, Progress, Stages, check_writable, prepare, quiet
 from ca_export.report import ExportReport, gate_summary
-from ca_export.verify.parity import flatten_outputs
+from ca_export.tracing import example_input
+from ca_export.verify.mil.parity import NotVerified, mil_parity
+from ca_export.verify.parity import SEEDS, flatten_outputs
 
 DEFAULT_HW_RANGE = (32, 1024)
 METADATA_FIELDS = ("author", "license", "version", "short_description")
@@ -162,12 +164,15 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
             coreml_export.save(model, temporary)
         with stage("check"):
             _check(report, temporary, target.format, spec, names, shapes, job.labels, owner)
+        if target.format == "mlprogram":
+            with stage("mil parity"):
+                _mil_parity(report, temporary, prepared, job.input_shape, target.precision)
         if coreml_export.CAN_PREDICT:
             with stage("predict"):
                 _predict(report, temporary, prepared, spec, names, target.precision, job.labels)
         else:
-            report.parity = {"ran": False, "reason": coreml_export.NO_PREDICTION}
-            report.checks["prediction"] = dict(report.parity)
+            report.checks["prediction"] = {"ran": False, "reason": coreml_export.NO_PREDICTION}
+            report.parity = report.parity or dict(report.checks["prediction"])
         if report.passed:
             with stage("write"):
                 report.artifact = _move(temporary, job.output, folder)
@@ -254,6 +259,25 @@ def _predict(
     cases = len(coreml_export.prediction_inputs(spec))
     report.parity = gate_summary(gate) | {"ran": True, "inputs": cases}
     report.checks["prediction"] = {"ran": True, "passed": gate.passed}
+
+
+def _mil_parity(
+    report: ExportReport,
+    path: Path,
+    prepared: Prepared,
+    input_shape: tuple[int, ...],
+    precision: str,
+) -> None:
+    """The saved ML program evaluated in NumPy against PyTorch (runs on every platform)."""
+    inputs = [(seed, example_input(input_shape, seed)) for seed in SEEDS]
+    result = mil_parity(path, prepared.module, inputs, precision)
+    if isinstance(result, NotVerified):
+        report.checks["mil_parity"] = {"ran": False, "reason": f"not verified: {result.reason}"}
+        report.warnings.append(f"numeric parity not verified: {result.reason}")
+        return
+    summary = gate_summary(result) | {"ran": True, "inputs": len(inputs)}
+    report.checks["mil_parity"] = {"ran": True, "passed": result.passed}
+    report.parity = summary
 
 
 def _move(temporary: Path, output: Path, folder: Path) -> dict[str, Any]:
