@@ -58,3 +58,11 @@ def test_model_noise_widens_the_bound_only_by_its_factor() -> None:
     assert not compare("y", ref, got, TOL).passed
     assert not compare("y", ref, got, TOL, noise=1e-4).passed
     assert compare("y", ref, got, TOL, noise=5e-4).passed
+
+
+def test_noise_widening_stops_at_the_ceiling() -> None:
+    ref = np.random.default_rng(3).normal(size=(1, 100)).astype(np.float32)
+    got = ref + np.float32(0.5)
+    assert TOL.ceiling is not None
+    assert not compare("y", ref, got, TOL, noise=0.9).passed
+    assert TOL.allowed(0.9)[0] == TOL.ceiling

@@ -14,6 +14,8 @@ The Core ML rows are not measured here (coremltools predicts on macOS only): fp1
 the fp16 figures above, since an fp16 ML program also rounds every activation to 11 bits;
 fp32 allows 1e-3, three times ONNX Runtime's, as Core ML may run fp32 programs on the
 GPU, whose kernels sum in other orders, still two decades below a wrong rewrite.
+The Core ML fp16 row has no ceiling: where the model's own fp16 error reaches its
+signal, ``verify.mil.parity`` reports "not verified" instead of a verdict.
 """
 
 from __future__ import annotations
@@ -29,27 +31,32 @@ class Tolerance:
 
     ``noise_factor`` widens ``rel`` to that many times the model's own fp32 noise
     (PyTorch fp32 against PyTorch fp64 on the same input) where that noise is larger:
-    a deep network at a small input size can be that ill-conditioned by itself.
+    a deep network at a small input size can be that ill-conditioned by itself. The
+    widening stops at ``ceiling``: a model whose runs disagree by more (a random op, a
+    float64 run that goes elsewhere) cannot pass on its own noise.
     ``atol``, set only by a user, bounds the max abs error as well.
     """
 
     rel: float
     cosine: float
     noise_factor: float = 0.0
+    ceiling: float | None = None
     atol: float | None = None
 
     def allowed(self, noise: float) -> tuple[float, float]:
-        """The (rel, cosine) bounds given the model's own fp32 noise on this input."""
+        """The (rel, cosine) bounds given the model's own noise on this input."""
         rel = max(self.rel, self.noise_factor * noise)
+        if self.ceiling is not None:
+            rel = min(rel, max(self.ceiling, self.rel))
         return rel, min(self.cosine, 1 - rel * rel / 2)
 
 
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("float32", "torch"): Tolerance(rel=1e-4, cosine=1 - 1e-8),
-    ("float32", "onnxruntime-cpu"): Tolerance(rel=3e-4, cosine=1 - 1e-7, noise_factor=4.0),
-    ("float16", "onnxruntime-cpu"): Tolerance(rel=2e-2, cosine=1 - 1e-4, noise_factor=4.0),
+    ("float32", "onnxruntime-cpu"): Tolerance(3e-4, 1 - 1e-7, noise_factor=4.0, ceiling=2e-3),
+    ("float16", "onnxruntime-cpu"): Tolerance(2e-2, 1 - 1e-4, noise_factor=4.0, ceiling=1e-1),
     ("float16", "coreml"): Tolerance(rel=2e-2, cosine=1 - 1e-4, noise_factor=4.0),
-    ("float32", "coreml"): Tolerance(rel=1e-3, cosine=1 - 1e-6, noise_factor=4.0),
+    ("float32", "coreml"): Tolerance(1e-3, 1 - 1e-6, noise_factor=4.0, ceiling=3e-3),
 }
 
 
@@ -67,4 +74,5 @@ def user_tolerance(base: Tolerance, rtol: float | None, atol: float | None) -> T
         return base
     rel = base.rel if rtol is None else rtol
     cosine = base.cosine if rtol is None else min(base.cosine, 1 - rel * rel / 2)
-    return Tolerance(rel, cosine, 0.0 if rtol is not None else base.noise_factor, atol)
+    factor = 0.0 if rtol is not None else base.noise_factor
+    return Tolerance(rel, cosine, factor, base.ceiling, atol)
