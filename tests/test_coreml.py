@@ -243,15 +243,26 @@ def test_cli_no_rewrite_fails_the_structural_check(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_neuralnetwork_writes_an_mlmodel(tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cli_neuralnetwork_writes_an_mlmodel(tmp_path: Path, precision: str) -> None:
     output = tmp_path / "seed.mlmodel"
     code, text = run(
-        "seed_ca", "-o", str(output), "--input-shape", "1,3,32,32", "--format", "neuralnetwork"
+        "seed_ca",
+        "-o",
+        str(output),
+        "--input-shape",
+        "1,3,32,32",
+        "--format",
+        "neuralnetwork",
+        "--precision",
+        precision,
     )
     assert code == 0, text
     assert "check structure: passed" in text
     spec = coreml_export.coremltools().utils.load_spec(str(output))
     assert spec.WhichOneof("Type") == "neuralNetwork"
+    weights = spec.neuralNetwork.layers[0].convolution.weights
+    assert bool(weights.float16Value) == (precision == "fp16")
     assert list(tmp_path.iterdir()) == [output]
 
 
@@ -262,18 +273,6 @@ def test_cli_neuralnetwork_writes_an_mlmodel(tmp_path: Path) -> None:
         (["seed_ca", "-o", "{dir}/missing/m.mlpackage"], "does not exist"),
         (["seed_ca", "-o", "{dir}/m.mlmodel"], "saved as .mlpackage"),
         (["seed_ca", "-o", "{dir}/m.mlpackage", "--min-target", "iOS14"], "iOS15 or later"),
-        (
-            [
-                "seed_ca",
-                "-o",
-                "{dir}/m.mlmodel",
-                "--format",
-                "neuralnetwork",
-                "--precision",
-                "fp16",
-            ],
-            "computes in fp32",
-        ),
         (["seed_ca", "-o", "{dir}/m.mlpackage", "--hw-range", "32:64"], "need --dynamic"),
         (["seed_ca", "-o", "{dir}/m.mlpackage", "--dynamic", "--shapes", "32x32"], "input size"),
         (

@@ -157,6 +157,16 @@ def convert(
         ) from None
 
 
+def half_weights(model: Any) -> Any:
+    """A neural network with its weights stored in fp16 (it still computes in fp32)."""
+    from coremltools.models.neural_network import quantization_utils
+
+    ct = coremltools()
+    with contextlib.redirect_stdout(io.StringIO()):
+        quantized = quantization_utils.quantize_weights(model, nbits=16)
+    return quantized if isinstance(quantized, ct.models.MLModel) else ct.models.MLModel(quantized)
+
+
 def _input_type(ct: Any, spec: InputSpec) -> Any:
     """The ``ct.TensorType`` or ``ct.ImageType`` of ``spec``, flexible where asked."""
     n, c, h, w = spec.shape

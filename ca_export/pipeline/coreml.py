@@ -35,7 +35,8 @@ class CoreMLJob:
     """What the user asked ``ca-export coreml`` for.
 
     ``precision`` and ``min_target`` default by format (mlprogram: fp16, iOS15;
-    neuralnetwork: fp32, iOS13). ``hw_range`` or ``shapes`` need ``dynamic``; dynamic
+    neuralnetwork: fp32, iOS13; a neuralnetwork in fp16 stores fp16 weights).
+    ``hw_range`` or ``shapes`` need ``dynamic``; dynamic
     without either gets ``DEFAULT_HW_RANGE``. ``metadata`` keys: ``METADATA_FIELDS``.
     """
 
@@ -76,10 +77,6 @@ def validate(job: CoreMLJob) -> None:
     if job.output.suffix != suffix:
         raise BadInputError(
             f"a {target.format} model is saved as {suffix}, not {job.output.name!r}"
-        )
-    if target.format == "neuralnetwork" and target.precision != "fp32":
-        raise BadInputError(
-            "a neuralnetwork model computes in fp32; --precision fp16 needs mlprogram"
         )
     level = coreml_export.TARGETS.index(target.min_target)
     if target.format == "mlprogram" and level < coreml_export.TARGETS.index("iOS15"):
@@ -156,6 +153,8 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
         blocks = coreml_export.tag(prepared.program, modules)
         model = coreml_export.convert(prepared.program, spec, target, names, job.labels)
         owner = coreml_export.owners(model, blocks)
+        if target.format == "neuralnetwork" and target.precision == "fp16":
+            model = coreml_export.half_weights(model)
         coreml_export.set_metadata(model, job.metadata, _metadata(job, spec, report))
     folder = Path(tempfile.mkdtemp(prefix=f".{job.output.name}.", dir=job.output.resolve().parent))
     try:
