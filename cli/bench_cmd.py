@@ -14,7 +14,7 @@ from ca_export.bench import BenchConfig, bench, default_threads, render_bench
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.pipeline import OnnxJob, export_onnx
 from cli.common import handle_errors, progress
-from cli.options import input_shape_option, weights_option
+from cli.options import ThreadList, input_shape_option, weights_option
 
 EPILOG = """\b
 Examples:
@@ -22,23 +22,6 @@ Examples:
   ca-export bench mobilenetv2_ca --dynamic --min-time 20 --json > bench.json
   ca-export bench --onnx a.onnx --onnx b.onnx --input-shape 1,3,224,224
 """
-
-
-class ThreadList(click.ParamType):
-    """``1,2,4`` as a tuple of positive ints."""
-
-    name = "N[,N...]"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, ...]:
-        if isinstance(value, tuple):
-            return value
-        try:
-            threads = tuple(int(p) for p in str(value).split(","))
-        except ValueError:
-            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
-        if not threads or any(t < 1 for t in threads):
-            self.fail(f"{value!r}: thread counts must be positive", param, ctx)
-        return threads
 
 
 class ProgressBar:

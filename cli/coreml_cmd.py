@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -13,7 +12,7 @@ from ca_export.pipeline.common import check_writable
 from ca_export.pipeline.coreml import CoreMLJob, export_coreml, read_labels
 from ca_export.report import render_export, write_json
 from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
-from cli.options import model_options, report_option
+from cli.options import FloatList, SizeList, SizeRange, model_options, report_option
 
 EPILOG = """\b
 Examples:
@@ -25,54 +24,6 @@ Examples:
       --bias -2.12,-2.04,-1.80 --labels imagenet.txt --author me --license MIT
   ca-export coreml seed_ca -o seed.mlmodel --format neuralnetwork --input-shape 1,3,32,32
 """
-
-
-class FloatList(click.ParamType):
-    """Comma-separated floats."""
-
-    name = "FLOAT[,FLOAT...]"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[float, ...]:
-        if isinstance(value, tuple):
-            return value
-        try:
-            return tuple(float(v) for v in str(value).split(","))
-        except ValueError:
-            self.fail(f"{value!r} is not a comma-separated list of numbers", param, ctx)
-
-
-class SizeRange(click.ParamType):
-    """``LOW:HIGH`` bounds for H and W."""
-
-    name = "LOW:HIGH"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, int]:
-        if isinstance(value, tuple):
-            return value  # type: ignore[return-value]
-        try:
-            low, high = (int(v) for v in str(value).split(":"))
-        except ValueError:
-            self.fail(f"{value!r} is not LOW:HIGH", param, ctx)
-        if not 0 < low <= high:
-            self.fail(f"{value!r} needs 0 < LOW <= HIGH", param, ctx)
-        return low, high
-
-
-class SizeList(click.ParamType):
-    """``HxW,HxW,...`` sizes."""
-
-    name = "HxW[,HxW...]"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[tuple[int, int], ...]:
-        if isinstance(value, tuple):
-            return value
-        try:
-            sizes = tuple(tuple(int(v) for v in s.split("x")) for s in str(value).split(","))
-        except ValueError:
-            self.fail(f"{value!r} is not a list of HxW sizes", param, ctx)
-        if any(len(s) != 2 or min(s) <= 0 for s in sizes):
-            self.fail(f"{value!r} is not a list of positive HxW sizes", param, ctx)
-        return sizes  # type: ignore[return-value]
 
 
 @click.command(epilog=EPILOG)

@@ -11,6 +11,7 @@ import click
 
 from ca_export.errors import BadInputError
 from ca_export.loading import parse_input_shape
+from ca_export.verify.inputs import parse_shapes
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,3 +73,82 @@ class PositiveFloat(click.ParamType):
         if not math.isfinite(number) or number <= 0:
             self.fail(f"{value!r} is not a finite number greater than 0", param, ctx)
         return number
+
+
+class ThreadList(click.ParamType):
+    """``1,2,4`` as a tuple of positive ints."""
+
+    name = "N[,N...]"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            threads = tuple(int(p) for p in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+        if not threads or any(t < 1 for t in threads):
+            self.fail(f"{value!r}: thread counts must be positive", param, ctx)
+        return threads
+
+
+class FloatList(click.ParamType):
+    """Comma-separated floats."""
+
+    name = "FLOAT[,FLOAT...]"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[float, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(float(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of numbers", param, ctx)
+
+
+class SizeRange(click.ParamType):
+    """``LOW:HIGH`` bounds for H and W."""
+
+    name = "LOW:HIGH"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value  # type: ignore[return-value]
+        try:
+            low, high = (int(v) for v in str(value).split(":"))
+        except ValueError:
+            self.fail(f"{value!r} is not LOW:HIGH", param, ctx)
+        if not 0 < low <= high:
+            self.fail(f"{value!r} needs 0 < LOW <= HIGH", param, ctx)
+        return low, high
+
+
+class SizeList(click.ParamType):
+    """``HxW,HxW,...`` sizes."""
+
+    name = "HxW[,HxW...]"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[tuple[int, int], ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            sizes = tuple(tuple(int(v) for v in s.split("x")) for s in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a list of HxW sizes", param, ctx)
+        if any(len(s) != 2 or min(s) <= 0 for s in sizes):
+            self.fail(f"{value!r} is not a list of positive HxW sizes", param, ctx)
+        return sizes  # type: ignore[return-value]
+
+
+class Shapes(click.ParamType):
+    """``NxCxHxW[,NxCxHxW...]``."""
+
+    name = "SHAPES"
+
+    def convert(self, value: object, param: object, ctx: object) -> list[tuple[int, ...]]:
+        if isinstance(value, list):
+            return value
+        try:
+            return parse_shapes(str(value))
+        except Exception as err:
+            self.fail(str(err), param, ctx)  # type: ignore[arg-type]

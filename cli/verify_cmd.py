@@ -12,9 +12,8 @@ import click
 from ca_export.pipeline.common import check_writable
 from ca_export.pipeline.verify import VerifyJob, VerifyReport, run_verify
 from ca_export.verify.ci_reports import junit_xml, markdown
-from ca_export.verify.inputs import parse_shapes
 from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
-from cli.options import PositiveFloat, model_options, report_option
+from cli.options import PositiveFloat, Shapes, model_options, report_option
 
 EPILOG = """\b
 Examples:
@@ -24,20 +23,6 @@ Examples:
   ca-export verify my_net.py:build net.onnx --weights ckpt.pt --inputs batch.npz \\
       --junit verify.xml --markdown verify.md
 """
-
-
-class Shapes(click.ParamType):
-    """``NxCxHxW[,NxCxHxW...]``."""
-
-    name = "SHAPES"
-
-    def convert(self, value: object, param: object, ctx: object) -> list[tuple[int, ...]]:
-        if isinstance(value, list):
-            return value
-        try:
-            return parse_shapes(str(value))
-        except Exception as err:
-            self.fail(str(err), param, ctx)  # type: ignore[arg-type]
 
 
 @click.command(epilog=EPILOG)
