@@ -21,7 +21,7 @@ from cli.verify_cmd import verify
 def cli() -> None:
     """Find Coordinate Attention blocks, rewrite them exactly, export and verify.
 
-    MODEL is a sample model name (seed_ca, mobilenetv2_ca, mobilenext_ca, ca_segnet),
+    MODEL is a sample model name (seed_ca, mobilenetv2_ca, mobilenext_ca, ca_segnet, mobilenetv2),
     path/to/file.py:factory, or package.module:factory.
     """
     warnings.filterwarnings("ignore")
