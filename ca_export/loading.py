@@ -50,12 +50,14 @@ def resolve_factory(spec: str) -> Callable[[], Any]:
             raise BadInputError(f"unknown model {spec!r}; sample models are: {known}")
         return REGISTRY[spec]
     where, name = spec.rsplit(":", 1)
+    if not where or not name:
+        raise BadInputError(f"model spec {spec!r} needs the form file.py:factory or module:factory")
     if where.endswith(".py") or "/" in where or "\\" in where:
         module = _import_file(Path(where))
     else:
         try:
             module = importlib.import_module(where)
-        except ImportError as err:
+        except (ImportError, ValueError, TypeError) as err:
             raise BadInputError(f"cannot import module {where!r}: {err}") from None
     factory = getattr(module, name, None)
     if not callable(factory):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ca_export.errors import BadInputError
@@ -46,6 +46,9 @@ def test_non_positive_dims_are_refused(shape: list[int]) -> None:
 
 @FAST
 @given(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40))
+@example(":x")
+@example(".:x")
+@example("sample_models:")
 def test_model_specs_resolve_or_fail_cleanly(spec: str) -> None:
     try:
         factory = resolve_factory(spec)
