@@ -10,6 +10,7 @@ user's files. Where outputs diverge, the first diverging module is named.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,8 +96,6 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        import dataclasses
-
         data = dataclasses.asdict(self)
         data["passed"] = self.passed
         for entry, result in zip(data["artifacts"], self.artifacts, strict=True):
