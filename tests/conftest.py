@@ -1,4 +1,5 @@
-"""Shared fixtures: sample-model exports are made once per session."""
+"""Shared fixtures: traces, rewrites and exports are made once per session and reused by
+every test file that needs the same one (keyed by model and options)."""
 
 from __future__ import annotations
 
@@ -7,33 +8,115 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from ca_zoo import NEGATIVE, POSITIVE, ZooCase
 
 from ca_export.pipeline import OnnxJob, export_onnx
+from ca_export.pipeline.common import Prepared, Stages, prepare
 from ca_export.report import ExportReport
+from ca_export.rewrites import RewriteResult, rewrite
+from ca_export.tracing import Traced, trace
 
 SMALL_SHAPES = {
     "seed_ca": (1, 3, 32, 32),
     "mobilenetv2_ca": (1, 3, 64, 64),
     "mobilenext_ca": (1, 3, 64, 64),
     "ca_segnet": (1, 3, 64, 64),
+    "mobilenetv2": (1, 3, 64, 64),
 }
+"""The small input each sample model is exported at in the fast tests."""
+
+ZOO: dict[str, ZooCase] = {c.name: c for c in POSITIVE + NEGATIVE}
+
+
+ZOO_FACTORIES = """
+from ca_zoo import POSITIVE
+
+for _case in POSITIVE:
+    globals()[_case.name] = _case.build
+"""
+"""A ``file.py:factory`` module with one factory per positive ca_zoo case."""
 
 
 @pytest.fixture(scope="session")
 def exported(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Callable[[str, bool], tuple[ExportReport, Path]]:
-    """Export a sample model (static or dynamic) once per session; returns report and path."""
+    """``exported(name, dynamic)``: the ONNX pipeline run once per session on a sample model
+    (at its small shape) or a positive ca_zoo case (at its own shape); report and path."""
     cache: dict[tuple[str, bool], tuple[ExportReport, Path]] = {}
     folder = tmp_path_factory.mktemp("exports")
+    factories = folder / "zoo_factories.py"
+    factories.write_text(ZOO_FACTORIES)
 
     def get(name: str, dynamic: bool) -> tuple[ExportReport, Path]:
         if (name, dynamic) not in cache:
             path = folder / f"{name}{'_dyn' if dynamic else ''}.onnx"
+            if name in ZOO:
+                spec, shape = f"{factories}:{name}", ZOO[name].input_shape
+            else:
+                spec, shape = name, SMALL_SHAPES[name]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                report = export_onnx(OnnxJob(name, path, None, SMALL_SHAPES[name], dynamic=dynamic))
+                report = export_onnx(OnnxJob(spec, path, None, shape, dynamic=dynamic))
             cache[(name, dynamic)] = (report, path)
         return cache[(name, dynamic)]
+
+    return get
+
+
+ZooTrace = Callable[..., Traced]
+ZooRewrite = Callable[..., RewriteResult]
+Prepare = Callable[..., Prepared]
+
+
+@pytest.fixture(scope="session")
+def zoo_trace() -> ZooTrace:
+    """``zoo_trace(name, dynamic=False, shape=None)``: the trace of a ca_zoo case (at its own
+    input shape unless ``shape``), made once per session.
+
+    Shared by test_patterns, test_rewrites and test_gate_once; ``find`` and ``rewrite`` leave
+    the program untouched (test_input_program_is_left_untouched checks it).
+    """
+    cache: dict[tuple[str, tuple[int, ...], bool], Traced] = {}
+
+    def get(name: str, dynamic: bool = False, shape: tuple[int, ...] | None = None) -> Traced:
+        key = (name, shape or ZOO[name].input_shape, dynamic)
+        if key not in cache:
+            cache[key] = trace(ZOO[name].build(), key[1], dynamic)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def zoo_rewrite(zoo_trace: ZooTrace) -> ZooRewrite:
+    """``zoo_rewrite(name, dynamic=False)``: ``rewrite`` of a zoo case's trace (static pools
+    unless ``dynamic``), made once per session."""
+    cache: dict[tuple[str, bool], RewriteResult] = {}
+
+    def get(name: str, dynamic: bool = False) -> RewriteResult:
+        if (name, dynamic) not in cache:
+            cache[(name, dynamic)] = rewrite(zoo_trace(name, dynamic).program, static=not dynamic)
+        return cache[(name, dynamic)]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def prepared() -> Prepare:
+    """``prepared(model, shape, dynamic=False, do_rewrite=True)``: a model loaded, traced,
+    searched and rewritten as the Core ML pipeline does it, once per session; shared by
+    test_coreml and test_mil_eval."""
+    cache: dict[tuple[str, tuple[int, ...], bool, bool], Prepared] = {}
+
+    def get(
+        model: str, shape: tuple[int, ...], dynamic: bool = False, do_rewrite: bool = True
+    ) -> Prepared:
+        key = (model, tuple(shape), dynamic, do_rewrite)
+        if key not in cache:
+            report = ExportReport(model, "test", "coreml", list(shape), dynamic, do_rewrite, 0)
+            stages = Stages(lambda _: None)
+            cache[key] = prepare(model, None, key[1], dynamic, do_rewrite, stages, report)
+        return cache[key]
 
     return get

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from ca_zoo import POSITIVE, ZooCase, seeded_input
@@ -9,11 +11,13 @@ from torch.export import ExportedProgram
 
 from ca_export.fx import shape
 from ca_export.patterns import find
-from ca_export.rewrites import rewrite
-from ca_export.tracing import Traced, trace
+from ca_export.rewrites import RewriteResult, rewrite
+from ca_export.tracing import Traced
 from ca_export.verify.parity import block_gate
 
 aten = torch.ops.aten
+ZooTrace = Callable[..., Traced]
+ZooRewrite = Callable[..., RewriteResult]
 CA_ONLY = {
     aten.cat.default,
     aten.split.Tensor,
@@ -32,12 +36,6 @@ def _other_size(case: ZooCase) -> tuple[int, int, int, int]:
     return (2, c, h + 8, h + 8) if case.name == "seed" else (2, c, h + 8, w + 16)
 
 
-def _traced(case: ZooCase, dynamic: bool) -> Traced:
-    if dynamic and case.name == "seed":
-        pytest.skip("the seed's block only runs on square inputs")
-    return trace(case.build(), case.input_shape, dynamic)
-
-
 def assert_same_interface(before: ExportedProgram, after: ExportedProgram) -> None:
     """Input/output names and traced shapes did not change."""
     assert before.graph_signature.user_inputs == after.graph_signature.user_inputs
@@ -49,10 +47,14 @@ def assert_same_interface(before: ExportedProgram, after: ExportedProgram) -> No
 
 @pytest.mark.parametrize("dynamic", MODES)
 @pytest.mark.parametrize("case", POSITIVE, ids=lambda c: c.name)
-def test_rewrite_is_exact_and_complete(case: ZooCase, dynamic: bool) -> None:
-    traced = _traced(case, dynamic)
+def test_rewrite_is_exact_and_complete(
+    case: ZooCase, dynamic: bool, zoo_trace: ZooTrace, zoo_rewrite: ZooRewrite
+) -> None:
+    if dynamic and case.name == "seed":
+        pytest.skip("the seed's block only runs on square inputs")
+    traced = zoo_trace(case.name, dynamic)
     blocks, _ = find(traced.program.graph)
-    result = rewrite(traced.program, static=not dynamic)
+    result = zoo_rewrite(case.name, dynamic)
     assert len(result.blocks) == case.ca_blocks
     assert_same_interface(traced.program, result.program)
     left = [n for n in result.program.graph.nodes if n.target in CA_ONLY]
@@ -68,39 +70,35 @@ def test_rewrite_is_exact_and_complete(case: ZooCase, dynamic: bool) -> None:
 
 
 @pytest.mark.parametrize("case", POSITIVE, ids=lambda c: c.name)
-def test_rewrite_is_idempotent(case: ZooCase) -> None:
-    once = rewrite(trace(case.build(), case.input_shape, False).program, static=True)
+def test_rewrite_is_idempotent(case: ZooCase, zoo_rewrite: ZooRewrite) -> None:
+    once = zoo_rewrite(case.name)
     twice = rewrite(once.program, static=True)
     assert not twice.modified
     assert twice.program.graph_module.code == once.program.graph_module.code
 
 
-def test_input_program_is_left_untouched() -> None:
-    case = POSITIVE[0]
-    traced = trace(case.build(), case.input_shape, False)
+def test_input_program_is_left_untouched(zoo_trace: ZooTrace) -> None:
+    traced = zoo_trace(POSITIVE[0].name)
     code = traced.program.graph_module.code
     rewrite(traced.program, static=True)
     assert traced.program.graph_module.code == code
 
 
-def test_seed_quirk_is_kept_with_a_singleton_swap() -> None:
-    case = next(c for c in POSITIVE if c.name == "seed")
-    result = rewrite(trace(case.build(), case.input_shape, False).program, static=True)
+def test_seed_quirk_is_kept_with_a_singleton_swap(zoo_rewrite: ZooRewrite) -> None:
+    result = zoo_rewrite("seed")
     targets = [n.target for n in result.program.graph.nodes]
     assert aten.squeeze.dims in targets and aten.unsqueeze.default in targets
 
 
-def test_static_pool_is_full_width_average_dynamic_is_mean() -> None:
-    case = next(c for c in POSITIVE if c.name == "official")
-    static = rewrite(trace(case.build(), case.input_shape, False).program, static=True)
-    dynamic = rewrite(trace(case.build(), case.input_shape, True).program, static=False)
+def test_static_pool_is_full_width_average_dynamic_is_mean(zoo_rewrite: ZooRewrite) -> None:
+    static = zoo_rewrite("official")
+    dynamic = zoo_rewrite("official", dynamic=True)
     assert sum(n.target == aten.avg_pool2d.default for n in static.program.graph.nodes) == 2
     assert sum(n.target == aten.mean.dim for n in dynamic.program.graph.nodes) == 2
 
 
-def test_block_gate_catches_a_wrong_rewrite() -> None:
-    case = next(c for c in POSITIVE if c.name == "official")
-    traced = trace(case.build(), (1, 3, 16, 16), False)
+def test_block_gate_catches_a_wrong_rewrite(zoo_trace: ZooTrace) -> None:
+    traced = zoo_trace("official", shape=(1, 3, 16, 16))
     blocks, _ = find(traced.program.graph)
     broken = rewrite(traced.program, static=True).program
     nodes = {n.name: n for n in broken.graph.nodes}
@@ -116,10 +114,11 @@ def test_block_gate_catches_a_wrong_rewrite() -> None:
     assert "block 2" in gate.failures()[0]
 
 
-def test_placeholder_named_like_a_builtin_keeps_its_name() -> None:
-    case = POSITIVE[0]
-    traced = trace(case.build(), case.input_shape, False)
-    assert traced.input_names == ["input"]
-    result = rewrite(traced.program, static=True)
+def test_placeholder_named_like_a_builtin_keeps_its_name(
+    zoo_trace: ZooTrace, zoo_rewrite: ZooRewrite
+) -> None:
+    name = POSITIVE[0].name
+    assert zoo_trace(name).input_names == ["input"]
+    result = zoo_rewrite(name)
     names = [n.name for n in result.program.graph.nodes if n.op == "placeholder"]
     assert names[-1] == "input" == result.program.graph_signature.user_inputs[0]
