@@ -58,7 +58,10 @@ def test_bench_reports_ordered_percentiles_per_model_and_thread(tiny: dict[str, 
         assert t.runs == 8
         assert 0 < t.min_ms <= t.p50_ms <= t.p90_ms <= t.p99_ms
         assert t.throughput == pytest.approx(1e3 / t.mean_ms)
-    assert report.ratio("one", "one", 1) == 1.0
+    one, four = report.timing("one", 1), report.timing("four", 1)
+    assert report.ratio("four", "one", 1) == pytest.approx(four.p50_ms / one.p50_ms)
+    assert report.ratio("four", "one", 1, "mean_ms") == pytest.approx(four.mean_ms / one.mean_ms)
+    assert report.ratio("one", "four", 1) == pytest.approx(1 / report.ratio("four", "one", 1))
     assert ("time@1", 8, 8) in seen and ("profile", 2, 2) in seen
     assert json.loads(json.dumps(report.to_dict()))["input_shape"] == list(SHAPE)
     assert "four" in render_bench(report)

@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from ca_zoo import POSITIVE
 
 from ca_export.export.onnx import CA_ONLY_OPS
 from ca_export.files import write_onnx
@@ -19,35 +20,74 @@ from ca_export.tracing import example_input
 from sample_models import build
 
 Exported = Callable[[str, bool], tuple[ExportReport, Path]]
+FAST = {"seed_ca", "ca_segnet"}
+"""The two cheap samples run in the fast suite (seed quirk; hardsigmoid gates, expand_as, no
+BN); mobilenetv2_ca and mobilenext_ca run with ``-m slow``. Their CA flavours (official
+permute + split; mean pools, transpose and slicing) stay in the fast suite as ca_zoo cases
+(``test_zoo_exports_pass_the_gate``)."""
 CASES = [
-    pytest.param("seed_ca", False, id="seed_ca-static"),
-    pytest.param("mobilenetv2_ca", False, id="mobilenetv2_ca-static"),
-    pytest.param("mobilenetv2_ca", True, id="mobilenetv2_ca-dynamic"),
-    pytest.param("mobilenext_ca", False, id="mobilenext_ca-static"),
-    pytest.param("mobilenext_ca", True, id="mobilenext_ca-dynamic"),
-    pytest.param("ca_segnet", False, id="ca_segnet-static"),
-    pytest.param("ca_segnet", True, id="ca_segnet-dynamic"),
+    pytest.param(
+        name,
+        dynamic,
+        id=f"{name}-{'dynamic' if dynamic else 'static'}",
+        marks=() if name in FAST else pytest.mark.slow,
+    )
+    for name, dynamic in [
+        ("seed_ca", False),
+        ("mobilenetv2_ca", False),
+        ("mobilenetv2_ca", True),
+        ("mobilenext_ca", False),
+        ("mobilenext_ca", True),
+        ("ca_segnet", False),
+        ("ca_segnet", True),
+    ]
 ]
 BLOCKS = {"seed_ca": 3, "mobilenetv2_ca": 16, "mobilenext_ca": 13, "ca_segnet": 3}
+ZOO_CASES = [
+    pytest.param("official", False, id="official-static"),
+    pytest.param("official", True, id="official-dynamic"),
+    pytest.param("timm", True, id="timm-dynamic"),
+    pytest.param("slicing", True, id="slicing-dynamic"),
+]
+ZOO = {c.name: c for c in POSITIVE}
+"""Small modules in the flavours of mobilenetv2_ca (official) and mobilenext_ca (timm-style
+mean pools and transpose; split by slicing)."""
 
 
-@pytest.mark.parametrize(("name", "dynamic"), CASES)
-def test_sample_exports_pass_the_gate(exported: Exported, name: str, dynamic: bool) -> None:
-    report, path = exported(name, dynamic)
+def _assert_gated_and_rewritten(report: ExportReport, path: Path, blocks: int) -> onnx.ModelProto:
+    """Every gate passed, every block was rewritten and left no CA-only node; the file is
+    the reported artifact with the metadata and input name the pipeline sets."""
     assert report.passed, report.parity.get("failures")
-    assert len(report.ca_blocks) == BLOCKS[name]
+    assert len(report.ca_blocks) == blocks
     assert all(b.rewritten and b.ca_only_nodes_after == {} for b in report.ca_blocks)
     assert report.structure == {"passed": True, "ca_only_nodes_after": 0}
     assert report.parity["blocks"]["passed"]
     assert report.artifact is not None and Path(report.artifact["path"]) == path
     model = onnx.load(path)
     props = {p.key: p.value for p in model.metadata_props}
-    assert props["ca_export.blocks_rewritten"] == str(BLOCKS[name])
-    assert props["ca_export.source_model"] == name
+    assert props["ca_export.blocks_rewritten"] == str(blocks)
     assert [i.name for i in model.graph.input] == ["x"]
+    return model
 
 
 @pytest.mark.parametrize(("name", "dynamic"), CASES)
+def test_sample_exports_pass_the_gate(exported: Exported, name: str, dynamic: bool) -> None:
+    report, path = exported(name, dynamic)
+    model = _assert_gated_and_rewritten(report, path, BLOCKS[name])
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["ca_export.source_model"] == name
+
+
+@pytest.mark.parametrize(("name", "dynamic"), ZOO_CASES)
+def test_zoo_exports_pass_the_gate(exported: Exported, name: str, dynamic: bool) -> None:
+    report, path = exported(name, dynamic)
+    _assert_gated_and_rewritten(report, path, ZOO[name].ca_blocks)
+    assert [b.channels for b in report.ca_blocks] == list(ZOO[name].channels)
+    shapes = {tuple(case["input_shape"]) for case in report.parity["cases"]}
+    assert len(shapes) == (3 if dynamic else 1)
+
+
+@pytest.mark.parametrize(("name", "dynamic"), CASES + ZOO_CASES)
 def test_stock_export_had_ca_only_nodes(exported: Exported, name: str, dynamic: bool) -> None:
     report, _ = exported(name, dynamic)
     if not report.op_counts_before:
@@ -74,7 +114,7 @@ def test_dynamic_export_is_right_at_other_sizes(exported: Exported) -> None:
 
 
 def test_dynamic_report_names_the_sizes_checked(exported: Exported) -> None:
-    report, _ = exported("mobilenetv2_ca", True)
+    report, _ = exported("ca_segnet", True)
     shapes = {tuple(case["input_shape"]) for case in report.parity["cases"]}
     assert (1, 3, 64, 64) in shapes and len(shapes) == 3
     assert any(s[2] != s[3] for s in shapes)

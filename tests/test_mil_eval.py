@@ -19,8 +19,7 @@ from click.testing import CliRunner
 
 from ca_export.export import coreml as coreml_export
 from ca_export.export.coreml import InputSpec, Target
-from ca_export.pipeline.common import Stages, prepare
-from ca_export.report import ExportReport
+from ca_export.pipeline.common import Prepared
 from ca_export.tracing import example_input
 from ca_export.verify.mil.ops import OPS, Unsupported
 from ca_export.verify.mil.parity import NotVerified, mil_parity
@@ -396,28 +395,57 @@ def test_mil_parity_says_why_it_did_not_run(tmp_path: Path) -> None:
     assert result == NotVerified("not verified: neuralnetwork format")
 
 
-@pytest.fixture(scope="module")
-def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Any]:
-    """Every sample converted by the project's emitter (fp16, fp32), and its PyTorch module."""
-    folder = tmp_path_factory.mktemp("mil")
-    saved: dict[tuple[str, str], Any] = {}
-    for name, shape in SMALL.items():
-        report = ExportReport(name, "test", "coreml", list(shape), False, True, 0)
-        prep = prepare(name, None, shape, False, True, Stages(lambda _: None), report)
+class _Packages(dict):
+    """``packages[(name, precision)]``: the sample converted by the project's emitter and saved,
+    made on first use (so a case marked slow costs nothing in the fast suite);
+    ``packages[(name, "model")]``: its PyTorch module."""
+
+    def __init__(self, folder: Path, prepared: Callable[..., Prepared]) -> None:
+        super().__init__()
+        self.folder = folder
+        self.prepared = prepared
+
+    def __missing__(self, key: tuple[str, str]) -> Any:
+        name, what = key
+        shape = SMALL[name]
+        prep = self.prepared(name, shape)
+        if what == "model":
+            self[key] = prep.module
+            return prep.module
         coreml_export.tag(prep.program, [b.module for b in prep.blocks])
         spec = InputSpec(prep.traced.input_names[0], shape)
-        saved[(name, "model")] = prep.module
-        for precision in ("fp16", "fp32"):
-            target = Target("mlprogram", precision, "iOS15")
-            model = coreml_export.convert(prep.program, spec, target, prep.traced.output_names)
-            path = folder / f"{name}_{precision}.mlpackage"
-            coreml_export.save(model, path)
-            saved[(name, precision)] = path
-    return saved
+        target = Target("mlprogram", what, "iOS15")
+        model = coreml_export.convert(prep.program, spec, target, prep.traced.output_names)
+        path = self.folder / f"{name}_{what}.mlpackage"
+        coreml_export.save(model, path)
+        self[key] = path
+        return path
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.fixture(scope="module")
+def packages(
+    tmp_path_factory: pytest.TempPathFactory, prepared: Callable[..., Prepared]
+) -> dict[tuple[str, str], Any]:
+    """Samples converted by the project's emitter (fp16, fp32) on first use, and their modules;
+    traces are shared with test_coreml through the session's ``prepared``."""
+    return _Packages(tmp_path_factory.mktemp("mil"), prepared)
+
+
+SLOW_SAMPLES = {"mobilenetv2", "mobilenext_ca"}
+"""Run with ``-m slow``. The fast suite evaluates the rewritten seed_ca, ca_segnet and
+mobilenetv2_ca programs (fp32 and fp16, including mobilenetv2_ca's not-verified fp16 case) and
+every op the evaluator has (``test_op_matches_pytorch``); mobilenetv2 is mobilenetv2_ca without
+its CA blocks, and mobilenext_ca's fp16 case is the same not-verified path."""
+
+
+@pytest.mark.parametrize(
+    ("name", "precision"),
+    [
+        pytest.param(name, precision, marks=pytest.mark.slow if name in SLOW_SAMPLES else ())
+        for name in sorted(SMALL)
+        for precision in ["fp32", "fp16"]
+    ],
+)
 def test_sample_conversion_matches_pytorch(
     packages: dict[tuple[str, str], Any], name: str, precision: str
 ) -> None:
