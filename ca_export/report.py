@@ -119,7 +119,14 @@ def render_inspect(report: InspectReport) -> str:
 def render_export(report: ExportReport) -> str:
     """The summary printed after an export."""
     rewritten = sum(b.rewritten for b in report.ca_blocks)
-    lines = [f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten"]
+    lines = []
+    norm = report.normalize
+    if norm.get("modified"):
+        (c0, c1), (n0, n1) = norm["constants"], norm["nodes"]
+        lines.append(
+            f"normalized: constants folded ({c0} Constant nodes -> {c1}, {n0} nodes -> {n1})"
+        )
+    lines.append(f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten")
     lines += [f"  {b.module}: {f}" for b in report.ca_blocks for f in b.findings]
     if report.op_counts_before:
         lines.append(f"nodes before: {_counts(report.op_counts_before)}")
@@ -175,6 +182,7 @@ class OptimizeReport:
     input_shapes: dict[str, list[int]]
     ca_blocks: list[BlockReport] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    normalize: dict[str, Any] = field(default_factory=dict)
     dynamic: dict[str, Any] = field(default_factory=dict)
     op_counts_before: dict[str, int] = field(default_factory=dict)
     op_counts_after: dict[str, int] = field(default_factory=dict)
@@ -198,7 +206,14 @@ class OptimizeReport:
 def render_optimize(report: OptimizeReport) -> str:
     """The summary printed after ``optimize``."""
     rewritten = sum(b.rewritten for b in report.ca_blocks)
-    lines = [f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten"]
+    lines = []
+    norm = report.normalize
+    if norm.get("modified"):
+        (c0, c1), (n0, n1) = norm["constants"], norm["nodes"]
+        lines.append(
+            f"normalized: constants folded ({c0} Constant nodes -> {c1}, {n0} nodes -> {n1})"
+        )
+    lines.append(f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten")
     for b in report.ca_blocks:
         variant = ", ".join(f"{k}={v}" for k, v in b.variant.items())
         lines.append(f"  {b.module}: C={b.channels} mip={b.mip} ({variant})")

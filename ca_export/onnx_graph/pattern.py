@@ -2,8 +2,9 @@
 
 Match rules, in order (the first one broken is the reason a candidate is rejected):
 
-0. Shapes are known. A concat fed by an ``AveragePool``/``ReduceMean`` whose shapes shape
-   inference could not tell is a candidate too, rejected with where inference stopped.
+0. Shapes are known. A concat fed by an ``AveragePool``/``ReduceMean`` through a
+   ``Transpose``, or whose shapes shape inference could not tell, is a candidate too,
+   and is rejected with the reason (where inference stopped, the rule it broke).
 
 1. A ``Concat`` of two 4-D tensors along a spatial axis (2 or 3).
 2. Each input is a strip pool reached through ``Transpose`` only. A strip pool is an
@@ -583,16 +584,18 @@ def _owned(index: GraphIndex, block: OnnxBlock) -> list[onnx.NodeProto]:
 
 
 def candidates(index: GraphIndex) -> list[onnx.NodeProto]:
-    """Concat nodes with at least one input strip-pooled (through Transposes), or pooled by an
-    AveragePool/ReduceMean whose input shape is unknown (so the matcher can say why)."""
+    """Concat nodes with an input that is strip-pooled (through Transposes), or that comes from
+    an AveragePool/ReduceMean through a Transpose or with an unknown input shape: the pool ->
+    transpose -> concat shape of a CA block, which the matcher then accepts or says why not."""
     found = []
     for node in index.graph.node:
         if node.op_type == "Concat":
             for name in node.input:
-                pool, _, _ = _back_to_pool(index, name)
+                pool, chain, _ = _back_to_pool(index, name)
                 if pool is None or pool.op_type not in POOL_OPS:
                     continue
-                if strip_pool(index, pool) is not None or index.shape(pool.input[0]) is None:
+                unknown = index.shape(pool.input[0]) is None
+                if chain or unknown or strip_pool(index, pool) is not None:
                     found.append(node)
                     break
     return found
