@@ -15,7 +15,8 @@ nodes, constant sub-graphs (shape arithmetic, casts) unevaluated, and writes no
 With ``keep_sizes`` (``--dynamic``), H and W of the 4-D inputs are symbolic while
 folding, so nothing computed from the input size (a ``Shape`` of a feature map, an
 anchor grid) is baked into the file; the static sizes are put back afterwards.
-Graph inputs, outputs, their names, the opset and metadata are untouched.
+Graph inputs, outputs, their names, the opset imports (as written) and metadata are
+untouched.
 
 Before (plain ``torch.onnx.export(..., dynamo=False)``)::
 
@@ -100,4 +101,6 @@ def normalize(model: onnx.ModelProto, keep_sizes: bool = False) -> NormalizeResu
         if value.name in saved:
             value.shape = saved[value.name]
     out = ir.serde.serialize_model(work)
+    del out.opset_import[:]
+    out.opset_import.extend(model.opset_import)
     return NormalizeResult(out, *before, _count(out, "Constant"), _count(out))
