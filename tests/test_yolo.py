@@ -262,7 +262,7 @@ def test_pool_transpose_concat_that_is_not_ca_is_reported(tmp_path: Path) -> Non
     source = tmp_path / "pooled.onnx"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        _quiet_export(_PooledConcat().eval(), source, 17, (1, 3, 8, 8))
+        _quiet_export(_PooledConcat().eval(), source, 17, (1, 3, 8, 4))
     out = tmp_path / "out.onnx"
     result = CliRunner().invoke(cli, ["optimize", str(source), "-o", str(out)])
     assert result.exit_code == 0, result.output

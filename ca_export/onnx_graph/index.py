@@ -69,8 +69,10 @@ class GraphIndex:
         return self.shapes.get(name)
 
     def shape_gap(self, name: str) -> str:
-        """Why the shape of ``name`` is unknown: the first node on its way back whose inputs
-        have shapes and whose output has none, or the failure of shape inference itself."""
+        """Why the shape of ``name`` is unknown: the failure of shape inference itself, or the
+        first node on its way back whose inputs have shapes and whose output has none."""
+        if self.shape_error:
+            return f"shape inference failed: {self.shape_error}"
         seen: set[str] = set()
         stack = [name]
         while stack:
@@ -89,8 +91,6 @@ class GraphIndex:
                     )
                 return f"shape inference stops at {where} ({node.op_type})"
             stack.extend(unknown)
-        if self.shape_error:
-            return f"shape inference failed: {self.shape_error}"
         return f"the shape of '{name}' is unknown"
 
     def single_consumer(self, name: str) -> onnx.NodeProto | None:

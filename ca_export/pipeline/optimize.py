@@ -26,9 +26,11 @@ from onnx import helper
 from ca_export import __version__
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import onnx as onnx_export
+from ca_export.files import Output, guard, write_atomic
 from ca_export.onnx_graph import OnnxBlock, make_dynamic, normalize, rewrite_model
-from ca_export.pipeline.common import Progress, Stages, check_writable, quiet, write_atomic
+from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.report import BlockReport, OptimizeReport, gate_summary
+from ca_export.verify.artifacts import cpu_session
 from ca_export.verify.metrics import compare
 from ca_export.verify.parity import SEEDS, CaseResult, GateResult
 from ca_export.verify.tolerances import tolerance
@@ -45,15 +47,28 @@ class OptimizeJob:
     dynamic: bool = False
     force_write: bool = False
 
+    def reads(self) -> list[Path]:
+        """The files this job reads."""
+        return [self.source]
+
+    def writes(self) -> list[Output]:
+        """The files this job writes (the output may replace the source in place)."""
+        return [Output(self.output, "onnx")]
+
 
 def load_onnx(path: Path) -> onnx.ModelProto:
     """Read (with any external data beside it) and validate an ONNX file."""
+    if path.is_dir():
+        raise BadInputError(f"cannot read {str(path)!r}: it is a folder")
     if not path.is_file():
         raise BadInputError(f"cannot read {str(path)!r}: no such file")
     try:
         model = onnx.load(str(path))
     except OSError as err:
         raise BadInputError(f"cannot read {str(path)!r}: {err.strerror}") from None
+    except onnx.checker.ValidationError as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise BadInputError(f"cannot read {str(path)!r}: {first}") from None
     except (DecodeError, ValueError, RuntimeError):
         raise BadInputError(f"{str(path)!r} is not an ONNX model (or is truncated)") from None
     if not model.graph.node or not model.graph.output:
@@ -164,11 +179,12 @@ def _block_report(block: OnnxBlock, left: dict[str, int]) -> BlockReport:
 
 def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeReport:
     """Rewrite the CA blocks of an ONNX file; the report says what was found and checked."""
-    check_writable(job.output)
+    guard(job.reads(), job.writes(), in_place=[job.output])
     stage = Stages(progress)
     with stage("load"):
         source = load_onnx(job.source)
         shapes = input_shapes(source)
+        cpu_session(source.SerializeToString(), job.source.name)
     opset = next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 0)
     report = OptimizeReport(str(job.source), __version__, opset, shapes)
     report.dynamic = {"requested": job.dynamic}

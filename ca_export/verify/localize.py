@@ -119,7 +119,7 @@ def localize(
     session = ort.InferenceSession(
         probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-    values = [value for _, value in matched]
+    values = list(dict.fromkeys(value for _, value in matched))
     got = dict(
         zip(
             values,
