@@ -117,14 +117,7 @@ def render_inspect(report: InspectReport) -> str:
 def render_export(report: ExportReport) -> str:
     """The summary printed after an export."""
     rewritten = sum(b.rewritten for b in report.ca_blocks)
-    lines = []
-    norm = report.normalize
-    if norm.get("modified"):
-        (c0, c1), (n0, n1) = norm["constants"], norm["nodes"]
-        lines.append(
-            f"normalized: constants folded ({c0} Constant nodes -> {c1}, {n0} nodes -> {n1})"
-        )
-    lines.append(f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten")
+    lines = [f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten"]
     lines += [f"  {b.module}: {f}" for b in report.ca_blocks for f in b.findings]
     lines += [f"  not CA: {r.module} ({r.node}): {r.reason}" for r in report.rejected]
     lines.append(f"nodes: {_counts(report.op_counts_after)}")
