@@ -21,6 +21,7 @@ from sample_models import build
 Exported = Callable[[str, bool], tuple[ExportReport, Path]]
 CASES = [
     pytest.param("seed_ca", False, id="seed_ca-static"),
+    pytest.param("seed_ca", True, id="seed_ca-dynamic"),
     pytest.param("mobilenetv2_ca", False, id="mobilenetv2_ca-static"),
     pytest.param("mobilenetv2_ca", True, id="mobilenetv2_ca-dynamic"),
     pytest.param("mobilenext_ca", False, id="mobilenext_ca-static"),
