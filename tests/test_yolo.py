@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
@@ -321,3 +322,40 @@ def test_optimized_legacy_detector_matches_pytorch(legacy: Legacy, tmp_path: Pat
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     for want, have in zip([predictions, *maps], got, strict=True):
         np.testing.assert_allclose(have, want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------- a fork-style repo
+
+FORK = Path(__file__).parent / "data" / "fork_repo"
+
+
+@pytest.fixture
+def in_fork(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """cwd = the fork's root, with no ``models`` package cached from elsewhere."""
+    for name in [m for m in sys.modules if m == "models" or m.startswith("models.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.chdir(FORK)
+    yield FORK
+    for name in [m for m in sys.modules if m == "models" or m.startswith("models.")]:
+        del sys.modules[name]
+
+
+def test_fork_classifier_exports_from_repo_root(in_fork: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cls.onnx"
+    args = ["onnx", "models/yolo.py:classifier", "-o", str(out), "--input-shape", "1,3,64,64"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "CA blocks: 1 found, 1 rewritten" in result.output
+    assert "parity vs PyTorch (onnxruntime-cpu, 3 inputs): passed" in result.output
+    assert out.exists()
+
+
+def test_fork_detector_legacy_export_optimized(in_fork: Path, tmp_path: Path) -> None:
+    from models.yolo import detector
+
+    source, out = tmp_path / "det.onnx", tmp_path / "det.opt.onnx"
+    _quiet_export(detector(), source, 12, SHAPE)
+    result = CliRunner().invoke(cli, ["optimize", str(source), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "CA blocks: 2 found, 2 rewritten" in result.output
+    assert out.exists()
