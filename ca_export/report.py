@@ -225,7 +225,8 @@ def render_optimize(report: OptimizeReport) -> str:
         if report.dynamic.get("applied"):
             dyn = report.dynamic
             verdict = "ran" if dyn.get("passed") else "FAILED to run"
-            lines.append(f"dynamic H/W: {dyn['dims']}; {verdict} at {dyn.get('ran_at')}")
+            error = f": {dyn['error']}" if dyn.get("error") else ""
+            lines.append(f"dynamic H/W: {dyn['dims']}; {verdict} at {dyn.get('ran_at')}{error}")
         else:
             lines.append(f"dynamic H/W not applied: {report.dynamic['reason']}")
     parity = report.parity

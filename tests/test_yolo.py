@@ -265,12 +265,12 @@ def test_pool_transpose_concat_that_is_not_ca_is_reported(tmp_path: Path) -> Non
     assert not out.exists()
 
 
-def _custom_op_file(legacy: Legacy, tmp_path: Path) -> Path:
-    """The opset-17 detector with its stem's Sigmoid replaced by ONNX Runtime's contrib op
-    ``com.microsoft::QuickGelu`` (``x * sigmoid(x)``): ONNX Runtime runs it, ONNX shape
-    inference does not know it."""
+def _custom_op_file(legacy: Legacy, tmp_path: Path, where: str = "/stem/") -> Path:
+    """The opset-17 detector with the first Sigmoid under ``where`` replaced by ONNX Runtime's
+    contrib op ``com.microsoft::QuickGelu`` (``x * sigmoid(x)``): ONNX Runtime runs it, ONNX
+    shape inference does not know it."""
     model = onnx.load(legacy("yolo_ca", 17, False))
-    node = next(n for n in model.graph.node if n.op_type == "Sigmoid")
+    node = next(n for n in model.graph.node if n.op_type == "Sigmoid" and where in n.name)
     node.op_type, node.domain = "QuickGelu", "com.microsoft"
     node.attribute.append(helper.make_attribute("alpha", 1.0))
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
@@ -288,6 +288,17 @@ def test_custom_domain_op_is_the_reason(legacy: Legacy, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["optimize", str(source), "-o", str(tmp_path / "o.onnx")])
     assert result.exit_code == 0
     assert result.output.count("custom domain 'com.microsoft'") == 4
+
+
+def test_dynamic_kept_static_when_a_pool_shape_is_unknown(legacy: Legacy, tmp_path: Path) -> None:
+    """After the CA blocks, SPPF's max pools read a custom op's output: whether they are baked
+    for 64x64 cannot be told, so H/W stay static and the reason names the op."""
+    source = _custom_op_file(legacy, tmp_path, where="/stage5.3/cv1/")
+    report = optimize_onnx(OptimizeJob(source, tmp_path / "out.onnx", dynamic=True))
+    assert len(report.ca_blocks) == 4 and report.passed
+    assert not report.dynamic["applied"]
+    assert "cannot tell whether MaxPool" in report.dynamic["reason"]
+    assert "custom domain 'com.microsoft' (QuickGelu)" in report.dynamic["reason"]
 
 
 def test_shape_inference_failure_is_reported(
