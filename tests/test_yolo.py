@@ -156,6 +156,21 @@ def test_legacy_export_gives_the_blocks_of_its_simplified_twin(
     assert report.skipped == [] and (tmp_path / "out.onnx").exists()
 
 
+def test_dynamic_legacy_detector_fails_on_its_baked_anchor_grid(
+    legacy: Legacy, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The exporter baked the head's anchor grid for 64x64: the second size (H doubled, W kept,
+    still multiples of 32) fails, with ONNX Runtime's error and without its log line."""
+    out = tmp_path / "dyn.onnx"
+    args = ["optimize", str(legacy("yolo_ca", 17, False)), "-o", str(out), "--dynamic"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert "FAILED to run at {'input.1': [1, 3, 128, 64]}" in result.output
+    assert "'/detect/Add'" in result.output
+    assert "[E:onnxruntime" not in capfd.readouterr().err
+    assert not out.exists()
+
+
 def test_normalize_folds_constants_and_records_shapes(legacy: Legacy) -> None:
     raw = onnx.load(legacy("yolo_ca", 12, False))
     result = normalize(raw)

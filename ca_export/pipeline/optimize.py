@@ -148,11 +148,11 @@ def file_gate(
 
 
 def other_size(shapes: dict[str, list[int]], square: bool) -> dict[str, list[int]]:
-    """Input shapes at a second size: H and W scaled differently unless square only."""
+    """Input shapes at a second size: H doubled and W kept (both doubled if square only), so
+    every divisibility the file's size had holds (a stride-32 detector runs there too)."""
     out = {}
     for name, (n, c, h, w) in ((k, v) for k, v in shapes.items() if len(v) == 4):
-        h2 = h + max(h // 2, 1)
-        out[name] = [n, c, h2, h2] if square else [n, c, h2, w + max(w // 4, 1)]
+        out[name] = [n, c, 2 * h, 2 * w] if square else [n, c, 2 * h, w]
     return out
 
 
