@@ -363,7 +363,7 @@ def _other(node: onnx.NodeProto, name: str) -> str:
     return node.input[1] if node.input[0] == name else node.input[0]
 
 
-def clip_bounds(index: GraphIndex, clip: onnx.NodeProto) -> list[float | None]:
+def _clip_bounds(index: GraphIndex, clip: onnx.NodeProto) -> list[float | None]:
     """A Clip's [min, max]: constant inputs (opset 11+) or attributes (opset 10 and older).
 
     A bound that is absent is infinite; one that is not constant is None.
@@ -389,7 +389,7 @@ def _gate(index: GraphIndex, conv: onnx.NodeProto) -> tuple[list[onnx.NodeProto]
     if act.op_type == "Add" and _scalar(index, _other(act, conv.output[0])) == 3.0:
         clip = index.single_consumer(act.output[0])
         if clip is not None and clip.op_type == "Clip":
-            bounds = clip_bounds(index, clip)
+            bounds = _clip_bounds(index, clip)
             div = index.single_consumer(clip.output[0])
             if bounds == [0.0, 6.0] and div is not None:
                 other = _scalar(index, _other(div, clip.output[0]))
