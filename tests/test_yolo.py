@@ -23,7 +23,7 @@ import onnxsim
 import pytest
 import torch
 import torch.nn.functional as F
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from onnx import TensorProto, helper
 from onnx.shape_inference import InferenceError
 from torch import nn
@@ -360,6 +360,7 @@ def in_fork(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """cwd = the fork's root, with no ``models`` package cached from elsewhere."""
     for name in [m for m in sys.modules if m == "models" or m.startswith("models.")]:
         monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(FORK))
     monkeypatch.chdir(FORK)
     yield FORK
     for name in [m for m in sys.modules if m == "models" or m.startswith("models.")]:
@@ -385,3 +386,30 @@ def test_fork_detector_legacy_export_optimized(in_fork: Path, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert "CA blocks: 2 found, 2 rewritten" in result.output
     assert out.exists()
+
+
+def test_fork_detector_dynamic_core_ml_verify_and_best_pt(in_fork: Path, tmp_path: Path) -> None:
+    from models.yolo import detector
+
+    def run(*args: str | Path) -> Result:
+        return CliRunner().invoke(cli, [str(a) for a in args])
+
+    shape = ["--input-shape", "1,3,64,64"]
+    dyn, package = tmp_path / "det.dyn.onnx", tmp_path / "det.mlpackage"
+    result = run("onnx", "models/yolo.py:detector", *shape, "--dynamic", "-o", dyn)
+    assert result.exit_code == 0, result.output
+    assert "CA blocks: 2 found, 2 rewritten" in result.output
+    result = run("coreml", "models/yolo.py:detector", *shape, "--precision", "fp32", "-o", package)
+    assert result.exit_code == 0, result.output
+    assert "check mil_parity: passed" in result.output
+    result = run("verify", "models/yolo.py:detector", dyn, package, *shape)
+    assert result.exit_code == 0, result.output
+    torch.save({"model": detector().half(), "ema": None}, tmp_path / "best.pt")
+    refused = run("onnx", tmp_path / "best.pt", *shape, "-o", tmp_path / "best.onnx")
+    assert refused.exit_code == 2 and "--trust-pickle" in refused.stderr
+    assert not (tmp_path / "best.onnx").exists()
+    result = run(
+        "onnx", tmp_path / "best.pt", *shape, "--trust-pickle", "-o", tmp_path / "best.onnx"
+    )
+    assert result.exit_code == 0, result.output
+    assert "cast to fp32" in result.output and (tmp_path / "best.onnx").exists()
