@@ -180,7 +180,9 @@ def load_pickled_module(path: Path, trust_pickle: bool, notices: list[str]) -> n
     _checkpoint_file(path)
     try:
         plain = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as err:
+        if not _needs_pickle(err):
+            raise BadInputError(_unreadable(path, err)) from None
         plain = None
     except Exception as err:
         raise BadInputError(_unreadable(path, err)) from None
@@ -235,10 +237,19 @@ def _checkpoint_file(path: Path) -> None:
         raise BadInputError(f"checkpoint {str(path)!r} is empty")
 
 
+def _needs_pickle(err: pickle.UnpicklingError) -> bool:
+    """Whether torch refused a valid checkpoint because it holds more than tensors."""
+    return "Unsupported global" in str(err)
+
+
 def _unreadable(path: Path, err: BaseException) -> str:
     """The error line for a checkpoint torch cannot read."""
     if isinstance(err, EOFError):
         return f"cannot read checkpoint {str(path)!r}: the file is truncated"
+    if "PytorchStreamReader" in str(err):
+        return f"cannot read checkpoint {str(path)!r}: the file is truncated or corrupted"
+    if isinstance(err, pickle.UnpicklingError):
+        return f"cannot read checkpoint {str(path)!r}: not a PyTorch checkpoint"
     return f"cannot read checkpoint {str(path)!r}: {_one_line(err)}"
 
 
@@ -247,7 +258,9 @@ def load_weights(module: nn.Module, path: Path) -> None:
     _checkpoint_file(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as err:
+        if not _needs_pickle(err):
+            raise BadInputError(_unreadable(path, err)) from None
         raise BadInputError(
             f"checkpoint {str(path)!r} holds pickled objects, not only tensors (a whole model?): "
             "give it as MODEL with --trust-pickle, or save the model's state_dict()"

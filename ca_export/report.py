@@ -178,6 +178,7 @@ class OptimizeReport:
     input_shapes: dict[str, list[int]]
     ca_blocks: list[BlockReport] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    normalize: dict[str, Any] = field(default_factory=dict)
     dynamic: dict[str, Any] = field(default_factory=dict)
     op_counts_before: dict[str, int] = field(default_factory=dict)
     op_counts_after: dict[str, int] = field(default_factory=dict)
@@ -201,7 +202,14 @@ class OptimizeReport:
 def render_optimize(report: OptimizeReport) -> str:
     """The summary printed after ``optimize``."""
     rewritten = sum(b.rewritten for b in report.ca_blocks)
-    lines = [f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten"]
+    lines = []
+    norm = report.normalize
+    if norm.get("modified"):
+        (c0, c1), (n0, n1) = norm["constants"], norm["nodes"]
+        lines.append(
+            f"normalized: constants folded ({c0} Constant nodes -> {c1}, {n0} nodes -> {n1})"
+        )
+    lines.append(f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten")
     for b in report.ca_blocks:
         variant = ", ".join(f"{k}={v}" for k, v in b.variant.items())
         lines.append(f"  {b.module}: C={b.channels} mip={b.mip} ({variant})")
@@ -217,7 +225,8 @@ def render_optimize(report: OptimizeReport) -> str:
         if report.dynamic.get("applied"):
             dyn = report.dynamic
             verdict = "ran" if dyn.get("passed") else "FAILED to run"
-            lines.append(f"dynamic H/W: {dyn['dims']}; {verdict} at {dyn.get('ran_at')}")
+            error = f": {dyn['error']}" if dyn.get("error") else ""
+            lines.append(f"dynamic H/W: {dyn['dims']}; {verdict} at {dyn.get('ran_at')}{error}")
         else:
             lines.append(f"dynamic H/W not applied: {report.dynamic['reason']}")
     parity = report.parity

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import os
 import types
 from collections.abc import Mapping
@@ -103,16 +104,22 @@ def output_arrays(out: Any) -> list[np.ndarray]:
 
 
 def traceable_copy(model: nn.Module) -> tuple[nn.Module, list[str]]:
-    """A deep copy of ``model`` whose forward returns its output tensors as a flat tuple."""
+    """A deep copy of ``model`` whose forward (same signature, so the same input names)
+    returns its output tensors as a flat tuple."""
     clone = copy.deepcopy(model)
     forward = clone.forward
     skipped: list[str] = []
 
-    def flat_forward(self: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        tensors, others = tensor_leaves(forward(x))
+    def flat_forward(self: nn.Module, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
+        tensors, others = tensor_leaves(forward(*args, **kwargs))
         skipped[:] = others
         return tuple(tensors)
 
+    own = inspect.signature(forward)
+    this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    flat_forward.__signature__ = own.replace(  # type: ignore[attr-defined]
+        parameters=[this, *own.parameters.values()]
+    )
     clone.forward = types.MethodType(flat_forward, clone)  # type: ignore[method-assign]
     return clone, skipped
 

@@ -9,7 +9,7 @@ import click
 
 from ca_export.export.coreml import EXTENSIONS, TARGETS, ImageInput
 from ca_export.files import Output, guard, write_text
-from ca_export.pipeline.coreml import CoreMLJob, export_coreml, read_labels
+from ca_export.pipeline.coreml import CoreMLJob, export_coreml, read_labels, validate
 from ca_export.report import render_export, to_json
 from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
 from cli.options import FloatList, SizeList, SizeRange, model_options, report_option
@@ -146,6 +146,7 @@ def coreml(
         memory_check,
     )
     reports = [Output(report_path, "json")] if report_path is not None else []
+    validate(job)
     guard(job.reads() + ([labels_path] if labels_path else []), job.writes() + reports)
     report = export_coreml(job, progress=progress)
     if report_path is not None:

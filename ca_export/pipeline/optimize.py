@@ -1,5 +1,11 @@
-"""The ``optimize`` pipeline for ONNX files: load -> detect -> rewrite -> [dynamic] -> check
--> gate -> write.
+"""The ``optimize`` pipeline for ONNX files: load -> normalize -> detect -> rewrite ->
+[dynamic] -> check -> gate -> write.
+
+``normalize`` folds constants (onnxscript's folder) so a file as the TorchScript-based
+exporter writes it, without a simplifier, reads like its simplified twin; the gate
+compares the file as read with the result, so it covers normalisation too. When no
+block is found the report says why: every pooled concat skipped with its reason, and a
+shape inference failure as a warning.
 
 The gate runs the input file and the rewritten one in ONNX Runtime on the same seeded
 inputs at the file's input size; the output file is written (atomically) only when it
@@ -21,7 +27,7 @@ from ca_export import __version__
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import onnx as onnx_export
 from ca_export.files import Output, guard, write_atomic
-from ca_export.onnx_graph import OnnxBlock, make_dynamic, rewrite_model
+from ca_export.onnx_graph import OnnxBlock, make_dynamic, normalize, rewrite_model
 from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.report import BlockReport, OptimizeReport, gate_summary
 from ca_export.verify.artifacts import cpu_session
@@ -142,19 +148,21 @@ def file_gate(
 
 
 def other_size(shapes: dict[str, list[int]], square: bool) -> dict[str, list[int]]:
-    """Input shapes at a second size: H and W scaled differently unless square only."""
+    """Input shapes at a second size: H doubled and W kept (both doubled if square only), so
+    every divisibility the file's size had holds (a stride-32 detector runs there too)."""
     out = {}
     for name, (n, c, h, w) in ((k, v) for k, v in shapes.items() if len(v) == 4):
-        h2 = h + max(h // 2, 1)
-        out[name] = [n, c, h2, h2] if square else [n, c, h2, w + max(w // 4, 1)]
+        out[name] = [n, c, 2 * h, 2 * w] if square else [n, c, 2 * h, w]
     return out
 
 
 def dynamic_check(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[str, object]:
     """Run the dynamic model at another size: it must load, run and give finite outputs."""
     feeds = seeded_feeds(model, shapes, SEEDS[0])
+    quiet_run = ort.RunOptions()
+    quiet_run.log_severity_level = 4
     try:
-        outs = session(model, "the dynamic result").run(None, feeds)
+        outs = session(model, "the dynamic result").run(None, feeds, quiet_run)
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0]
         return {"passed": False, "error": first}
@@ -182,12 +190,25 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
     opset = next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 0)
     report = OptimizeReport(str(job.source), __version__, opset, shapes)
     report.dynamic = {"requested": job.dynamic}
+    with stage("normalize"):
+        norm = normalize(source, keep_sizes=job.dynamic)
+    report.normalize = {
+        "modified": norm.modified,
+        "constants": [norm.constants_before, norm.constants_after],
+        "nodes": [norm.nodes_before, norm.nodes_after],
+        "reason": norm.reason,
+    }
+    if norm.reason:
+        report.warnings.append(f"file matched as written: {norm.reason}")
     with stage("rewrite"):
-        result = rewrite_model(source, static=not job.dynamic)
+        result = rewrite_model(norm.model, static=not job.dynamic)
     report.skipped = [{"node": r.node, "reason": r.reason} for r in result.rejections]
     report.ca_blocks = [_block_report(b, result.left[b.name]) for b in result.blocks]
+    if result.shape_error:
+        report.warnings.append(f"ONNX shape inference failed: {result.shape_error}")
     if not result.blocks:
-        report.warnings.append("no CA block found; the model is left as it is")
+        why = "see the skipped pooled concats" if result.rejections else "no pooled concat"
+        report.warnings.append(f"no CA block found ({why}); the model is left as it is")
         if job.force_write:
             with stage("write"):
                 report.artifact = write_atomic(source.SerializeToString(), job.output)

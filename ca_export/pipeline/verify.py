@@ -130,19 +130,19 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
     stage = Stages(progress)
     report = VerifyReport(job.model)
     with stage("load"):
+        artifacts = [open_artifact(path) for path in job.artifacts]
+        user_inputs = load_inputs(job.inputs, job.input_shape)
         loaded = load_model(job.model, job.weights, job.trust_pickle)
         report.notices += loaded.notices
         model = loaded.module
         if job.check_memory:
             for shape in job.shapes or [job.input_shape]:
                 guard_memory(model, shape)
-        artifacts = [open_artifact(path) for path in job.artifacts]
         if any(isinstance(a, MilArtifact) for a in artifacts) and not coreml_export.CAN_PREDICT:
             report.notices.append(
                 f"Core ML prediction did not run ({coreml_export.NO_PREDICTION}); Core ML "
                 "outputs come from the NumPy MIL evaluator"
             )
-        user_inputs = load_inputs(job.inputs, job.input_shape)
     for artifact in artifacts:
         with stage(f"verify {artifact.path.name}"):
             report.artifacts.append(_verify_one(job, model, artifact, user_inputs, report))
