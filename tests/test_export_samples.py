@@ -55,9 +55,11 @@ ZOO = {c.name: c for c in POSITIVE}
 mean pools and transpose; split by slicing)."""
 
 
-def _assert_gated_and_rewritten(report: ExportReport, path: Path, blocks: int) -> onnx.ModelProto:
+def _assert_gated_and_rewritten(
+    report: ExportReport, path: Path, blocks: int, input_name: str
+) -> onnx.ModelProto:
     """Every gate passed, every block was rewritten and left no CA-only node; the file is
-    the reported artifact with the metadata and input name the pipeline sets."""
+    the reported artifact with the pipeline's metadata and the forward's input name."""
     assert report.passed, report.parity.get("failures")
     assert len(report.ca_blocks) == blocks
     assert all(b.rewritten and b.ca_only_nodes_after == {} for b in report.ca_blocks)
@@ -67,14 +69,14 @@ def _assert_gated_and_rewritten(report: ExportReport, path: Path, blocks: int) -
     model = onnx.load(path)
     props = {p.key: p.value for p in model.metadata_props}
     assert props["ca_export.blocks_rewritten"] == str(blocks)
-    assert [i.name for i in model.graph.input] == ["x"]
+    assert [i.name for i in model.graph.input] == [input_name]
     return model
 
 
 @pytest.mark.parametrize(("name", "dynamic"), CASES)
 def test_sample_exports_pass_the_gate(exported: Exported, name: str, dynamic: bool) -> None:
     report, path = exported(name, dynamic)
-    model = _assert_gated_and_rewritten(report, path, BLOCKS[name])
+    model = _assert_gated_and_rewritten(report, path, BLOCKS[name], "x")
     props = {p.key: p.value for p in model.metadata_props}
     assert props["ca_export.source_model"] == name
 
@@ -82,7 +84,7 @@ def test_sample_exports_pass_the_gate(exported: Exported, name: str, dynamic: bo
 @pytest.mark.parametrize(("name", "dynamic"), ZOO_CASES)
 def test_zoo_exports_pass_the_gate(exported: Exported, name: str, dynamic: bool) -> None:
     report, path = exported(name, dynamic)
-    _assert_gated_and_rewritten(report, path, ZOO[name].ca_blocks)
+    _assert_gated_and_rewritten(report, path, ZOO[name].ca_blocks, "input")
     assert [b.channels for b in report.ca_blocks] == list(ZOO[name].channels)
     shapes = {tuple(case["input_shape"]) for case in report.parity["cases"]}
     assert len(shapes) == (3 if dynamic else 1)
