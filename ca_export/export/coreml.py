@@ -56,6 +56,7 @@ CA_ONLY_OPS = {
     ),
 }
 CLASS_LABEL, PROBABILITIES = "classLabel", "classLabel_probs"
+IMAGE_SCALE, IMAGE_BIAS = "ca_export.image_scale", "ca_export.image_bias"
 CAN_PREDICT = sys.platform == "darwin"
 NO_PREDICTION = "coremltools cannot predict off macOS"
 
@@ -91,6 +92,31 @@ class ImageInput:
         if len(bias) != 3:
             raise BadInputError("--bias takes three values, R,G,B")
         return cls(float(scale[0]), (float(bias[0]), float(bias[1]), float(bias[2])))
+
+    def normalise(self, rgb: torch.Tensor) -> torch.Tensor:
+        """What Core ML feeds the model for RGB pixels (N, 3, H, W): scale * pixel + bias."""
+        return rgb * self.scale + torch.tensor(self.bias).view(1, 3, 1, 1)
+
+    def metadata(self) -> dict[str, str]:
+        """The preprocessing as user-defined metadata entries (``verify`` reads them back)."""
+        return {
+            IMAGE_SCALE: repr(self.scale),
+            IMAGE_BIAS: ",".join(repr(b) for b in self.bias),
+        }
+
+    @classmethod
+    def from_metadata(cls, entries: Any) -> ImageInput | None:
+        """The preprocessing ca-export recorded in a model's metadata, or None."""
+        if IMAGE_SCALE not in entries or IMAGE_BIAS not in entries:
+            return None
+        bias = [float(b) for b in entries[IMAGE_BIAS].split(",")]
+        return cls.of((float(entries[IMAGE_SCALE]),), bias)
+
+
+def pixels(shape: Sequence[int], seed: int) -> torch.Tensor:
+    """A seeded RGB image of ``shape`` (N, 3, H, W): integer pixel values 0..255 as float32."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, tuple(shape), generator=generator).float()
 
 
 @dataclass(frozen=True)
@@ -399,10 +425,9 @@ def prediction_gate(
         x = example_input(shape, seed)
         feed: Any = x.numpy()
         if spec.image is not None:
-            pixels = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed))
-            bias = torch.tensor(spec.image.bias).view(1, 3, 1, 1)
-            x = pixels.float() * spec.image.scale + bias
-            feed = Image.fromarray(pixels[0].permute(1, 2, 0).numpy().astype(np.uint8), "RGB")
+            rgb = pixels(shape, seed)
+            x = spec.image.normalise(rgb)
+            feed = Image.fromarray(rgb[0].permute(1, 2, 0).numpy().astype(np.uint8), "RGB")
         with torch.no_grad():
             expected = flatten_outputs(module(x))
             exact = run_float64(precise, x) or expected

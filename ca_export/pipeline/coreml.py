@@ -165,7 +165,7 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
             _check(report, temporary, target.format, spec, names, shapes, job.labels, owner)
         if target.format == "mlprogram":
             with stage("mil parity"):
-                _mil_parity(report, temporary, prepared, job.input_shape, target.precision)
+                _mil_parity(report, temporary, prepared, spec, target.precision)
         if coreml_export.CAN_PREDICT:
             with stage("predict"):
                 _predict(report, temporary, prepared, spec, names, target.precision, job.labels)
@@ -264,12 +264,16 @@ def _mil_parity(
     report: ExportReport,
     path: Path,
     prepared: Prepared,
-    input_shape: tuple[int, ...],
+    spec: InputSpec,
     precision: str,
 ) -> None:
-    """The saved ML program evaluated in NumPy against PyTorch (runs on every platform)."""
-    inputs = [(seed, example_input(input_shape, seed)) for seed in SEEDS]
-    result = mil_parity(path, prepared.module, inputs, precision)
+    """The saved ML program evaluated in NumPy against PyTorch (runs on every platform).
+
+    An image input gets seeded RGB pixels; PyTorch gets them normalised as the user asked.
+    """
+    make = example_input if spec.image is None else coreml_export.pixels
+    inputs = [(seed, make(spec.shape, seed)) for seed in SEEDS]
+    result = mil_parity(path, prepared.module, inputs, precision, spec.image)
     if isinstance(result, NotVerified):
         report.checks["mil_parity"] = {"ran": False, "reason": f"not verified: {result.reason}"}
         report.warnings.append(f"numeric parity not verified: {result.reason}")
@@ -301,4 +305,6 @@ def _metadata(job: CoreMLJob, spec: InputSpec, report: ExportReport) -> dict[str
         entries["ca_export.hw_range"] = "{}:{}".format(*spec.hw_range)
     if spec.shapes:
         entries["ca_export.shapes"] = ",".join(f"{h}x{w}" for h, w in spec.shapes)
+    if spec.image is not None:
+        entries |= spec.image.metadata()
     return entries

@@ -2,6 +2,8 @@
 
 Off macOS an ``.mlpackage`` runs through the NumPy MIL evaluator; a model it cannot
 evaluate (a neural network, an op it lacks) refuses every input with the reason.
+A model with an image input takes RGB pixels (0..255) and applies its own
+preprocessing; ``recorded`` is the preprocessing ca-export recorded in its metadata.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ca_export.export.coreml import CAN_PREDICT, coremltools
+from ca_export.export.coreml import CAN_PREDICT, ImageInput, coremltools
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import BACKEND
 from ca_export.verify.mil.program import MilProgram, load_program, run_program, uncovered
@@ -32,6 +34,8 @@ class MilArtifact:
     allowed: list[tuple[int, ...]] | None = None
     ranges: list[tuple[int, int]] | None = None
     unverifiable: str | None = None
+    image: bool = False
+    recorded: ImageInput | None = None
 
     @property
     def backend(self) -> str:
@@ -61,7 +65,13 @@ class MilArtifact:
         """The outputs on ``x``: Core ML's prediction on macOS, else the MIL evaluator's."""
         if CAN_PREDICT:
             model = coremltools().models.MLModel(str(self.path))
-            got = model.predict({model.get_spec().description.input[0].name: x})
+            feed: Any = x
+            if self.image:
+                from PIL import Image
+
+                rgb = np.clip(np.round(x[0]), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+                feed = Image.fromarray(rgb, "RGB")
+            got = model.predict({model.get_spec().description.input[0].name: feed})
             return [np.asarray(got[name], dtype=np.float32) for name in self.output_names]
         if self.program is None:
             raise Unsupported(self.unverifiable or "no program")
@@ -85,8 +95,11 @@ def _describe(
 ) -> MilArtifact:
     """The artifact's input sizes and outputs, from its model description."""
     inputs = spec.description.input
-    if len(inputs) != 1 or inputs[0].type.WhichOneof("Type") != "multiArrayType":
-        reason = reason or "not verified: verify feeds one tensor input, not images"
+    kind = inputs[0].type.WhichOneof("Type") if len(inputs) == 1 else None
+    if kind == "imageType":
+        return _describe_image(path, spec, program, dtype, reason)
+    if kind != "multiArrayType":
+        reason = reason or "not verified: verify feeds one tensor or image input"
     array = inputs[0].type.multiArrayType
     flexible = array.WhichOneof("ShapeFlexibility")
     artifact = MilArtifact(
@@ -103,5 +116,33 @@ def _describe(
         artifact.ranges = [
             (r.lowerBound, r.upperBound if r.upperBound > 0 else 1 << 30)
             for r in array.shapeRange.sizeRanges
+        ]
+    return artifact
+
+
+def _describe_image(
+    path: Path, spec: Any, program: MilProgram | None, dtype: str, reason: str | None
+) -> MilArtifact:
+    """An artifact whose one input is an RGB image, sized as its description says."""
+    image = spec.description.input[0].type.imageType
+    if image.colorSpace != image.RGB:
+        reason = reason or "not verified: verify feeds RGB images only"
+    artifact = MilArtifact(
+        path,
+        [1, 3, int(image.height), int(image.width)],
+        [o.name for o in spec.description.output],
+        dtype,
+        program,
+        unverifiable=reason,
+        image=True,
+        recorded=ImageInput.from_metadata(spec.description.metadata.userDefined),
+    )
+    flexible = image.WhichOneof("SizeFlexibility")
+    if flexible == "enumeratedSizes":
+        artifact.allowed = [(1, 3, s.height, s.width) for s in image.enumeratedSizes.sizes]
+    elif flexible == "imageSizeRange":
+        ranges = (image.imageSizeRange.heightRange, image.imageSizeRange.widthRange)
+        artifact.ranges = [(1, 1), (3, 3)] + [
+            (r.lowerBound, r.upperBound if r.upperBound > 0 else 1 << 30) for r in ranges
         ]
     return artifact

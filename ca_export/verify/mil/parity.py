@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ca_export.errors import CheckFailedError
-from ca_export.export.coreml import PRECISIONS
+from ca_export.export.coreml import PRECISIONS, ImageInput
 from ca_export.verify.metrics import Comparison, compare, relative_error
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.program import load_program, run_program, uncovered
@@ -89,10 +89,14 @@ def mil_parity(
     model: nn.Module,
     inputs: Sequence[tuple[int, torch.Tensor]],
     precision: str,
+    image: ImageInput | None = None,
 ) -> GateResult | NotVerified:
     """Evaluate the saved ML program at ``package`` on each seeded input; compare with ``model``.
 
-    ``precision`` is the conversion's compute precision, "fp16" or "fp32". Returns the
+    ``precision`` is the conversion's compute precision, "fp16" or "fp32". For a
+    package with an image input, ``inputs`` are RGB pixels: the program takes them as
+    they are (it applies its own preprocessing), ``model`` takes ``image.normalise``
+    of them, the normalisation the user asked for. Returns the
     gate (backend ``coreml-mil-numpy``), or ``NotVerified`` for a neural network, an op
     the evaluator does not implement, or an fp16 bound that would pass anything.
     """
@@ -110,7 +114,9 @@ def mil_parity(
     other = reference_copy(model, dtype)
     result = GateResult(BACKEND)
     for seed, x in inputs:
-        expected, noise = model_noise(model, other, x, dtype)
+        expected, noise = model_noise(
+            model, other, x if image is None else image.normalise(x), dtype
+        )
         try:
             got = run_program(program, x.numpy())
         except Unsupported as err:
