@@ -221,6 +221,9 @@ def test_cli_report_says_prediction_did_not_run(cli_run: tuple[int, str, Path]) 
     assert report["parity"]["backend"] == "coreml-mil-numpy" and report["parity"]["passed"]
     checks = ("load", "io", "structure", "mil_parity")
     assert {k: report["checks"][k]["passed"] for k in checks} == dict.fromkeys(checks, True)
+    arithmetic = report["checks"]["mil_parity"]["fp32_arithmetic"]
+    assert arithmetic["passed"] and 0 < arithmetic["rel_err"] <= 1e-3, arithmetic
+    assert "  fp32 arithmetic: passed; rel err " in text
     assert report["op_counts_after"]["conv"] > 0
     assert "check prediction: not run (coremltools cannot predict off macOS)" in text
 

@@ -23,6 +23,8 @@ from ca_export.export.coreml import ImageInput, InputSpec, Target
 from ca_export.pipeline.common import Prepared, Progress, Stages, check_writable, prepare, quiet
 from ca_export.report import ExportReport, gate_summary
 from ca_export.tracing import example_input
+from ca_export.verify.mil.fp32_arithmetic import fp32_arithmetic_parity, twin_constants
+from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import NotVerified, mil_parity
 from ca_export.verify.parity import SEEDS, flatten_outputs
 
@@ -153,6 +155,12 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
         blocks = coreml_export.tag(prepared.program, modules)
         model = coreml_export.convert(prepared.program, spec, target, names, job.labels)
         owner = coreml_export.owners(model, blocks)
+        twin: dict[str, Any] = {}
+        if target.format == "mlprogram" and target.precision == "fp16":
+            fp32 = Target(target.format, "fp32", target.min_target)
+            twin = twin_constants(
+                coreml_export.convert(prepared.program, spec, fp32, names, job.labels)
+            )
         if target.format == "neuralnetwork" and target.precision == "fp16":
             model = coreml_export.half_weights(model)
         coreml_export.set_metadata(model, job.metadata, _metadata(job, spec, report))
@@ -165,7 +173,7 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
             _check(report, temporary, target.format, spec, names, shapes, job.labels, owner)
         if target.format == "mlprogram":
             with stage("mil parity"):
-                _mil_parity(report, temporary, prepared, spec, target.precision)
+                _mil_parity(report, temporary, prepared, spec, target.precision, twin)
         if coreml_export.CAN_PREDICT:
             with stage("predict"):
                 _predict(report, temporary, prepared, spec, names, target.precision, job.labels)
@@ -266,21 +274,34 @@ def _mil_parity(
     prepared: Prepared,
     spec: InputSpec,
     precision: str,
+    twin: dict[str, Any],
 ) -> None:
     """The saved ML program evaluated in NumPy against PyTorch (runs on every platform).
 
     An image input gets seeded RGB pixels; PyTorch gets them normalised as the user asked.
+    An fp16 program is also evaluated in fp32 arithmetic against its fp32 ``twin``'s
+    constants (``verify.mil.fp32_arithmetic``); the check passes only if that passes too.
     """
     make = example_input if spec.image is None else coreml_export.pixels
     inputs = [(seed, make(spec.shape, seed)) for seed in SEEDS]
     result = mil_parity(path, prepared.module, inputs, precision, spec.image)
+    check: dict[str, Any] = {"ran": False}
     if isinstance(result, NotVerified):
-        report.checks["mil_parity"] = {"ran": False, "reason": f"not verified: {result.reason}"}
+        check["reason"] = f"{precision} gate {result.reason}"
         report.warnings.append(f"numeric parity not verified: {result.reason}")
-        return
-    summary = gate_summary(result) | {"ran": True, "inputs": len(inputs)}
-    report.checks["mil_parity"] = {"ran": True, "passed": result.passed}
-    report.parity = summary
+    else:
+        check |= {"ran": True, "passed": result.passed}
+        report.parity = gate_summary(result) | {"ran": True, "inputs": len(inputs)}
+    if precision == "fp16":
+        try:
+            arithmetic = fp32_arithmetic_parity(path, prepared.module, inputs, twin, spec.image)
+        except Unsupported as err:
+            check["fp32_arithmetic"] = {"ran": False, "reason": f"not verified: {err}"}
+        else:
+            check["fp32_arithmetic"] = arithmetic.summary()
+            check["passed"] = check.get("passed", True) and arithmetic.passed
+            check["ran"] = True
+    report.checks["mil_parity"] = check
 
 
 def _move(temporary: Path, output: Path, folder: Path) -> dict[str, Any]:

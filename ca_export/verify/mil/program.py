@@ -6,6 +6,10 @@ order: ``const`` values are read as stored, every other op runs its function fro
 ``ops.OPS`` on float32 copies of its float inputs, and each output is rounded to the
 dtype the program declares for it. An fp16 program therefore holds every activation
 and weight in fp16 between ops, as Core ML does; within one op the sums run in fp32.
+
+With ``fp32_arithmetic`` an fp16 program runs a second way: the same ops, every value
+kept in fp32, no rounding between ops, and optionally other ``constants`` (the fp32
+values its fp16 constants were rounded from; see ``verify.mil.fp32_arithmetic``).
 """
 
 from __future__ import annotations
@@ -92,17 +96,33 @@ def uncovered(program: MilProgram) -> list[str]:
     return sorted(missing)
 
 
-def evaluate(program: MilProgram, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The program's outputs on ``feeds`` (by input name); raises ``Unsupported`` on a gap."""
+def evaluate(
+    program: MilProgram,
+    feeds: dict[str, np.ndarray],
+    fp32_arithmetic: bool = False,
+    constants: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """The program's outputs on ``feeds`` (by input name); raises ``Unsupported`` on a gap.
+
+    ``fp32_arithmetic`` keeps values the program declares fp16 in fp32 instead;
+    ``constants`` replaces the values of the ``const`` ops it names.
+    """
+    constants = constants or {}
     gaps = uncovered(program)
     if gaps:
         raise Unsupported("op " + ", ".join(gaps))
+
+    def nptype(var: Any) -> Any:
+        found = _nptype(var)
+        return np.float32 if fp32_arithmetic and found == np.float16 else found
+
     values: dict[str, Any] = {}
     for name, var in program.function.inputs.items():
-        values[name] = np.asarray(feeds[name]).astype(_nptype(var))
+        values[name] = np.asarray(feeds[name]).astype(nptype(var))
     for op in program.function.operations:
         if op.op_type == "const":
-            values[op.outputs[0].name] = op.outputs[0].val
+            name = op.outputs[0].name
+            values[name] = constants[name] if name in constants else op.outputs[0].val
             continue
         args = {name: _read(var, values) for name, var in op.inputs.items()}
         try:
@@ -111,13 +131,18 @@ def evaluate(program: MilProgram, feeds: dict[str, np.ndarray]) -> dict[str, np.
             raise Unsupported(f"op {op.op_type} ({err})") from None
         results = result if isinstance(result, list) else [result]
         for var, value in zip(op.outputs, results, strict=True):
-            values[var.name] = np.asarray(value).astype(_nptype(var))
+            values[var.name] = np.asarray(value).astype(nptype(var))
     return {name: values[name] for name in program.output_names}
 
 
-def run_program(program: MilProgram, x: np.ndarray) -> list[np.ndarray]:
-    """The program's outputs, in order, on its one input ``x``, as float32."""
-    outputs = evaluate(program, {program.input_names[0]: x})
+def run_program(
+    program: MilProgram,
+    x: np.ndarray,
+    fp32_arithmetic: bool = False,
+    constants: dict[str, np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """The program's outputs, in order, on its one input ``x``, as float32 (see ``evaluate``)."""
+    outputs = evaluate(program, {program.input_names[0]: x}, fp32_arithmetic, constants)
     return [outputs[name].astype(np.float32) for name in program.output_names]
 
 

@@ -1,0 +1,136 @@
+"""fp32-arithmetic parity of an fp16 ML program: its ops checked with the fp32 bound.
+
+An fp16 program's own error is fp16 rounding of activations and of constants; on an
+ill-conditioned network that reaches the signal (the sample ``mobilenetv2_ca`` at
+64x64: rounding its weights alone to fp16 moves its output by 1.4 of its RMS), so the
+fp16 gate has to allow so much that a wrong conversion could pass under it. This check
+removes both roundings and judges the program's ops with the fp32 bound:
+
+- The program is converted a second time in fp32 (the "twin"). coremltools' fp16 pass
+  turns each fp32 constant ``X`` into ``X_to_fp16``; every fp16 constant must equal its
+  twin's value rounded to fp16, bit for bit, or the check fails and names it.
+- The saved fp16 program is evaluated again with every value kept in fp32 and its
+  fp16 constants replaced by the fp32 values they were rounded from (the same ops, the
+  same constants before their rounding), and compared with the fp32 PyTorch model
+  under the ``("float32", "coreml")`` tolerance and the model's fp32 noise.
+
+Together they say the fp16 program is the fp32 program with its constants rounded and
+its activations held in fp16; what fp16 rounding does to the outputs is left to the
+fp16 gate. Evaluating with the fp16 constants themselves (no twin) cannot be judged
+with an fp32 bound on the sample models, as measured above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ca_export.export.coreml import ImageInput
+from ca_export.verify.metrics import compare
+from ca_export.verify.mil.parity import BACKEND, model_noise, reference_copy
+from ca_export.verify.mil.program import MilProgram, load_program, run_program
+from ca_export.verify.parity import CaseResult, GateResult
+from ca_export.verify.tolerances import tolerance
+
+FP16_SUFFIX = "_to_fp16"
+
+
+@dataclass
+class Fp32Arithmetic:
+    """The fp32-arithmetic gate and the constant check behind it."""
+
+    gate: GateResult
+    constants: int = 0
+    mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Whether every fp16 constant is its twin rounded and every output passed."""
+        return not self.mismatches and bool(self.gate.cases) and self.gate.passed
+
+    def summary(self) -> dict[str, Any]:
+        """The report entry ``checks.mil_parity.fp32_arithmetic``."""
+        tol = tolerance("float32", "coreml")
+        bounds = [tol.allowed(c.noise)[0] for case in self.gate.cases for c in case.comparisons]
+        return {
+            "ran": True,
+            "passed": self.passed,
+            "rel_err": self.gate.worst("rel_err"),
+            "bound": max(bounds, default=tol.rel),
+            "min_cosine": self.gate.min_cosine,
+            "fp16_constants": self.constants,
+            "constant_mismatches": self.mismatches[:10],
+            "failures": self.gate.failures(),
+        }
+
+
+def twin_constants(model: Any) -> dict[str, np.ndarray]:
+    """The float constants of an in-memory converted ``MLModel`` (the fp32 twin), by name."""
+    function = model._mil_program.functions["main"]
+    found = {}
+    for op in function.operations:
+        value = _float_constant(op)
+        if value is not None and value.dtype.kind == "f":
+            found[op.outputs[0].name] = value
+    return found
+
+
+def _float_constant(op: Any) -> np.ndarray | None:
+    """A ``const`` op's value as an array (scalars too), or None for other ops and values."""
+    value = op.outputs[0].val if op.op_type == "const" else None
+    return np.asarray(value) if isinstance(value, (np.ndarray, np.generic)) else None
+
+
+def unrounded(program: MilProgram, twin: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[str]]:
+    """Each fp16 constant's fp32 value from ``twin``, and the constants that do not match."""
+    values: dict[str, Any] = {}
+    problems = []
+    for op in program.function.operations:
+        value = _float_constant(op)
+        if value is None or value.dtype != np.float16:
+            continue
+        name = op.outputs[0].name
+        source = twin.get(name.removesuffix(FP16_SUFFIX))
+        if source is None or source.shape != value.shape:
+            problems.append(f"{name}: no fp32 constant of shape {value.shape} in the twin")
+        elif not np.array_equal(source.astype(np.float16), value, equal_nan=True):
+            problems.append(f"{name}: not the twin's value rounded to fp16")
+        else:
+            values[name] = source.astype(np.float32)
+    return values, problems
+
+
+def fp32_arithmetic_parity(
+    package: Path,
+    model: nn.Module,
+    inputs: Sequence[tuple[int, torch.Tensor]],
+    twin: dict[str, np.ndarray],
+    image: ImageInput | None = None,
+) -> Fp32Arithmetic:
+    """The saved fp16 program at ``package`` in fp32 arithmetic against the fp32 ``model``.
+
+    ``twin`` holds the constants of the same program converted in fp32
+    (``twin_constants``); ``inputs`` and ``image`` are as for ``mil_parity``.
+    """
+    program = load_program(package)
+    constants, mismatches = unrounded(program, twin)
+    result = Fp32Arithmetic(GateResult(BACKEND), len(constants) + len(mismatches), mismatches)
+    tol = tolerance("float32", "coreml")
+    precise = reference_copy(model, "float32")
+    for seed, x in inputs:
+        expected, noise = model_noise(
+            model, precise, x if image is None else image.normalise(x), "float32"
+        )
+        got = run_program(program, x.numpy(), fp32_arithmetic=True, constants=constants)
+        comparisons = [
+            compare(name, ref, out, tol, n)
+            for name, ref, out, n in zip(program.output_names, expected, got, noise, strict=True)
+        ]
+        result.gate.cases.append(CaseResult(tuple(x.shape), seed, comparisons))
+    return result
