@@ -317,7 +317,8 @@ def _run(program: MilProgram, x: np.ndarray) -> np.ndarray:
 
 
 def test_every_op_has_a_case() -> None:
-    assert set(CASES) == set(OPS)
+    """``classify`` (a label and a dict of scores) is tested in test_coreml_classifier."""
+    assert set(CASES) | {"classify"} == set(OPS)
 
 
 @pytest.mark.parametrize("name", sorted({**CASES, **VARIANTS}))

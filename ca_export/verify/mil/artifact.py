@@ -72,7 +72,13 @@ class MilArtifact:
                 rgb = np.clip(np.round(x[0]), 0, 255).astype(np.uint8).transpose(1, 2, 0)
                 feed = Image.fromarray(rgb, "RGB")
             got = model.predict({model.get_spec().description.input[0].name: feed})
-            return [np.asarray(got[name], dtype=np.float32) for name in self.output_names]
+            classes = self.program.classes if self.program is not None else []
+            return [
+                np.asarray([[got[name][c] for c in classes]], dtype=np.float32)
+                if isinstance(got[name], dict)
+                else np.asarray(got[name], dtype=np.float32)
+                for name in self.output_names
+            ]
         if self.program is None:
             raise Unsupported(self.unverifiable or "no program")
         return run_program(self.program, x)
@@ -105,7 +111,7 @@ def _describe(
     artifact = MilArtifact(
         path,
         [int(d) for d in array.shape],
-        [o.name for o in spec.description.output],
+        _compared_outputs(spec),
         dtype,
         program,
         unverifiable=reason,
@@ -130,7 +136,7 @@ def _describe_image(
     artifact = MilArtifact(
         path,
         [1, 3, int(image.height), int(image.width)],
-        [o.name for o in spec.description.output],
+        _compared_outputs(spec),
         dtype,
         program,
         unverifiable=reason,
@@ -146,3 +152,8 @@ def _describe_image(
             (r.lowerBound, r.upperBound if r.upperBound > 0 else 1 << 30) for r in ranges
         ]
     return artifact
+
+
+def _compared_outputs(spec: Any) -> list[str]:
+    """The outputs compared with PyTorch: all but a classifier's label (a string)."""
+    return [o.name for o in spec.description.output if o.type.WhichOneof("Type") != "stringType"]

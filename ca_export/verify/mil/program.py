@@ -45,6 +45,20 @@ class MilProgram:
         return [var.name for var in self.function.outputs]
 
     @property
+    def compared_outputs(self) -> list[str]:
+        """The outputs compared with PyTorch: all but a classifier's label."""
+        return [var.name for var in self.function.outputs if _nptype(var) is not str]
+
+    @property
+    def classes(self) -> list[Any]:
+        """A classifier's class labels in its score order (empty for other programs)."""
+        for op in self.function.operations:
+            if op.op_type == "classify":
+                value = op.inputs["classes"].val
+                return list(getattr(value, "ls", value))
+        return []
+
+    @property
     def dtype(self) -> str:
         """ "float16" if any op computes in fp16, else "float32"."""
         fp16 = any(
@@ -131,7 +145,8 @@ def evaluate(
             raise Unsupported(f"op {op.op_type} ({err})") from None
         results = result if isinstance(result, list) else [result]
         for var, value in zip(op.outputs, results, strict=True):
-            values[var.name] = np.asarray(value).astype(nptype(var))
+            kind = nptype(var)
+            values[var.name] = value if kind in (str, dict) else np.asarray(value).astype(kind)
     return {name: values[name] for name in program.output_names}
 
 
@@ -141,9 +156,19 @@ def run_program(
     fp32_arithmetic: bool = False,
     constants: dict[str, np.ndarray] | None = None,
 ) -> list[np.ndarray]:
-    """The program's outputs, in order, on its one input ``x``, as float32 (see ``evaluate``)."""
+    """The compared outputs, in order, on its one input ``x``, as float32 (see ``evaluate``).
+
+    A classifier's scores (a dict by class) become one row, in the program's class order.
+    """
     outputs = evaluate(program, {program.input_names[0]: x}, fp32_arithmetic, constants)
-    return [outputs[name].astype(np.float32) for name in program.output_names]
+    return [_array(outputs[name]) for name in program.compared_outputs]
+
+
+def _array(value: Any) -> np.ndarray:
+    """An output as float32; a dict of class scores as a (1, K) row."""
+    if isinstance(value, dict):
+        return np.asarray([list(value.values())], dtype=np.float32)
+    return np.asarray(value).astype(np.float32)
 
 
 def _read(var: Any, values: dict[str, Any]) -> Any:
@@ -157,7 +182,11 @@ def _read(var: Any, values: dict[str, Any]) -> Any:
 
 
 def _nptype(var: Any) -> Any:
-    """The NumPy type of a MIL value's element type."""
+    """The NumPy type of a MIL value's element type (``str`` or ``dict`` for those values)."""
     from coremltools.converters.mil.mil import types
 
+    if types.is_str(var.dtype):
+        return str
+    if types.is_dict(var.dtype):
+        return dict
     return types.nptype_from_builtin(var.dtype)
