@@ -313,7 +313,8 @@ def expected_io(
     """The inputs and outputs the model description must show.
 
     Output shapes are checked for a static ML program only: a flexible model's
-    description shows default sizes, and a neural network's shows none.
+    description shows default sizes, and a neural network's shows none. A neural-network
+    classifier keeps the model's output name for its probabilities, listed first.
     """
     n, c, h, w = spec.shape
     if spec.image is not None:
@@ -328,7 +329,9 @@ def expected_io(
             feature["range"] = [[n, n], [c, c], list(spec.hw_range), list(spec.hw_range)]
         elif spec.shapes:
             feature["shapes"] = [[n, c, sh, sw] for sh, sw in spec.shapes]
-    if labels:
+    if labels and fmt == "neuralnetwork":
+        outputs = {output_names[0]: {"kind": "dictionary"}, CLASS_LABEL: {"kind": "string"}}
+    elif labels:
         outputs = {CLASS_LABEL: {"kind": "string"}, PROBABILITIES: {"kind": "dictionary"}}
     else:
         static = fmt == "mlprogram" and spec.hw_range is None and not spec.shapes
@@ -433,7 +436,8 @@ def prediction_gate(
             exact = run_float64(precise, x) or expected
         got = model.predict({spec.name: feed})
         if labels:
-            values = [[got[PROBABILITIES][label] for label in labels]]
+            scores = got[PROBABILITIES if PROBABILITIES in got else output_names[0]]
+            values = [[scores[label] for label in labels]]
             outputs = [np.asarray(values, dtype=np.float32)]
         else:
             outputs = [np.asarray(got[name]) for name in output_names]

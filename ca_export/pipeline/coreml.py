@@ -171,9 +171,8 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
             coreml_export.save(model, temporary)
         with stage("check"):
             _check(report, temporary, target.format, spec, names, shapes, job.labels, owner)
-        if target.format == "mlprogram":
-            with stage("mil parity"):
-                _mil_parity(report, temporary, prepared, spec, target.precision, twin)
+        with stage("mil parity"):
+            _mil_parity(report, temporary, prepared, spec, target.precision, twin)
         if coreml_export.CAN_PREDICT:
             with stage("predict"):
                 _predict(report, temporary, prepared, spec, names, target.precision, job.labels)
@@ -276,11 +275,12 @@ def _mil_parity(
     precision: str,
     twin: dict[str, Any],
 ) -> None:
-    """The saved ML program evaluated in NumPy against PyTorch (runs on every platform).
+    """The saved model evaluated in NumPy against PyTorch (runs on every platform).
 
-    An image input gets seeded RGB pixels; PyTorch gets them normalised as the user asked.
-    An fp16 program is also evaluated in fp32 arithmetic against its fp32 ``twin``'s
-    constants (``verify.mil.fp32_arithmetic``); the check passes only if that passes too.
+    An ML program runs op by op, a neural network layer by layer. An image input gets
+    seeded RGB pixels; PyTorch gets them normalised as the user asked. An fp16 ML
+    program is also evaluated in fp32 arithmetic against its fp32 ``twin``'s constants
+    (``verify.mil.fp32_arithmetic``); the check passes only if that passes too.
     """
     make = example_input if spec.image is None else coreml_export.pixels
     inputs = [(seed, make(spec.shape, seed)) for seed in SEEDS]
@@ -292,7 +292,7 @@ def _mil_parity(
     else:
         check |= {"ran": True, "passed": result.passed}
         report.parity = gate_summary(result) | {"ran": True, "inputs": len(inputs)}
-    if precision == "fp16":
+    if twin:
         try:
             arithmetic = fp32_arithmetic_parity(path, prepared.module, inputs, twin, spec.image)
         except Unsupported as err:

@@ -1,7 +1,8 @@
 """A saved Core ML model as a ``verify`` artifact: run by Core ML on macOS, else by the evaluator.
 
-Off macOS an ``.mlpackage`` runs through the NumPy MIL evaluator; a model it cannot
-evaluate (a neural network, an op it lacks) refuses every input with the reason.
+Off macOS an ``.mlpackage`` runs through the NumPy MIL evaluator and an ``.mlmodel``
+neural network through the layer evaluator; a model they cannot evaluate (an op or
+layer they lack) refuses every input with the reason.
 A model with an image input takes RGB pixels (0..255) and applies its own
 preprocessing; ``recorded`` is the preprocessing ca-export recorded in its metadata.
 """
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ca_export.export.coreml import CAN_PREDICT, ImageInput, coremltools
+from ca_export.verify.mil.network import NetworkProgram
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import BACKEND
 from ca_export.verify.mil.program import MilProgram, load_program, run_program, uncovered
@@ -30,7 +32,7 @@ class MilArtifact:
     input_dims: list[int | str]
     output_names: list[str]
     dtype: str
-    program: MilProgram | None
+    program: MilProgram | NetworkProgram | None
     allowed: list[tuple[int, ...]] | None = None
     ranges: list[tuple[int, int]] | None = None
     unverifiable: str | None = None
@@ -92,12 +94,18 @@ def open_mil(path: Path) -> MilArtifact:
         spec = coremltools().utils.load_spec(str(path))
         return _describe(path, spec, None, "float32", f"not verified: {err}")
     gaps = uncovered(program)
-    reason = "not verified: op " + ", ".join(gaps) if gaps and not CAN_PREDICT else None
+    reason = (
+        f"not verified: {program.unit} " + ", ".join(gaps) if gaps and not CAN_PREDICT else None
+    )
     return _describe(path, program.spec, program, program.dtype, reason)
 
 
 def _describe(
-    path: Path, spec: Any, program: MilProgram | None, dtype: str, reason: str | None
+    path: Path,
+    spec: Any,
+    program: MilProgram | NetworkProgram | None,
+    dtype: str,
+    reason: str | None,
 ) -> MilArtifact:
     """The artifact's input sizes and outputs, from its model description."""
     inputs = spec.description.input
@@ -127,7 +135,11 @@ def _describe(
 
 
 def _describe_image(
-    path: Path, spec: Any, program: MilProgram | None, dtype: str, reason: str | None
+    path: Path,
+    spec: Any,
+    program: MilProgram | NetworkProgram | None,
+    dtype: str,
+    reason: str | None,
 ) -> MilArtifact:
     """An artifact whose one input is an RGB image, sized as its description says."""
     image = spec.description.input[0].type.imageType

@@ -33,6 +33,7 @@ from torch import nn
 
 from ca_export.export.coreml import ImageInput
 from ca_export.verify.metrics import compare
+from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import BACKEND, model_noise, reference_copy
 from ca_export.verify.mil.program import MilProgram, load_program, run_program
 from ca_export.verify.parity import CaseResult, GateResult
@@ -119,6 +120,8 @@ def fp32_arithmetic_parity(
     (``twin_constants``); ``inputs`` and ``image`` are as for ``mil_parity``.
     """
     program = load_program(package)
+    if not isinstance(program, MilProgram):
+        raise Unsupported("fp32 arithmetic applies to ML programs only")
     constants, mismatches = unrounded(program, twin)
     result = Fp32Arithmetic(GateResult(BACKEND), len(constants) + len(mismatches), mismatches)
     tol = tolerance("float32", "coreml")

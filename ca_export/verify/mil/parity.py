@@ -107,7 +107,7 @@ def mil_parity(
         return NotVerified(f"not verified: {err}")
     gaps = uncovered(program)
     if gaps:
-        return NotVerified("not verified: op " + ", ".join(gaps))
+        return NotVerified(f"not verified: {program.unit} " + ", ".join(gaps))
     if len(program.input_names) != 1:
         return NotVerified(f"not verified: the program takes {len(program.input_names)} inputs")
     tol = tolerance(dtype, "coreml")

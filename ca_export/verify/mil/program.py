@@ -1,7 +1,8 @@
 """Read a saved Core ML ML program back into MIL and evaluate it op by op in NumPy.
 
 ``milproto.load`` (which runs on Linux) turns the package's ``model.mlmodel`` and its
-weight file back into a MIL program. ``evaluate`` walks the main function's ops in
+weight file back into a MIL program (a neural-network ``.mlmodel`` is read as its
+layers instead, see ``network``). ``evaluate`` walks the main function's ops in
 order: ``const`` values are read as stored, every other op runs its function from
 ``ops.OPS`` on float32 copies of its float inputs, and each output is rounded to the
 dtype the program declares for it. An fp16 program therefore holds every activation
@@ -23,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from ca_export.errors import BadInputError
+from ca_export.verify.mil.network import KINDS as NETWORK_KINDS
+from ca_export.verify.mil.network import NetworkProgram
 from ca_export.verify.mil.ops import OPS, Unsupported
 
 
@@ -33,6 +36,7 @@ class MilProgram:
     path: Path
     spec: Any
     function: Any
+    unit = "op"
 
     @property
     def input_names(self) -> list[str]:
@@ -70,8 +74,8 @@ class MilProgram:
         return "float16" if fp16 else "float32"
 
 
-def load_program(path: Path) -> MilProgram:
-    """Load a saved ``.mlpackage`` back as MIL; a neural network raises ``Unsupported``."""
+def load_program(path: Path) -> MilProgram | NetworkProgram:
+    """Load a saved ``.mlpackage`` back as MIL; a neural network is read as its layers."""
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     import coremltools as ct
     from coremltools.converters.mil.frontend.milproto.load import load
@@ -84,8 +88,10 @@ def load_program(path: Path) -> MilProgram:
         first = (str(err).strip().splitlines() or [""])[0]
         raise BadInputError(f"{str(path)!r} is not a Core ML model: {first}") from None
     kind = spec.WhichOneof("Type")
+    if kind in NETWORK_KINDS:
+        return NetworkProgram(path, spec)
     if kind != "mlProgram":
-        raise Unsupported(f"{kind} format" if kind != "neuralNetwork" else "neuralnetwork format")
+        raise Unsupported(f"{kind} format")
     weights = path / "Data" / "com.apple.CoreML" / "weights"
     try:
         program = load(spec, spec.specificationVersion, str(weights))
@@ -95,8 +101,10 @@ def load_program(path: Path) -> MilProgram:
     return MilProgram(path, spec, program.functions["main"])
 
 
-def uncovered(program: MilProgram) -> list[str]:
+def uncovered(program: MilProgram | NetworkProgram) -> list[str]:
     """The program's op types (or op parameters) the evaluator does not implement, sorted."""
+    if isinstance(program, NetworkProgram):
+        return program.uncovered()
     missing = set()
     for op in program.function.operations:
         if op.op_type == "const":
@@ -151,7 +159,7 @@ def evaluate(
 
 
 def run_program(
-    program: MilProgram,
+    program: MilProgram | NetworkProgram,
     x: np.ndarray,
     fp32_arithmetic: bool = False,
     constants: dict[str, np.ndarray] | None = None,
@@ -159,7 +167,10 @@ def run_program(
     """The compared outputs, in order, on its one input ``x``, as float32 (see ``evaluate``).
 
     A classifier's scores (a dict by class) become one row, in the program's class order.
+    A neural network runs its layers (``network``; it always computes in fp32).
     """
+    if isinstance(program, NetworkProgram):
+        return program.run(x)
     outputs = evaluate(program, {program.input_names[0]: x}, fp32_arithmetic, constants)
     return [_array(outputs[name]) for name in program.compared_outputs]
 
