@@ -56,6 +56,7 @@ CA_ONLY_OPS = {
     ),
 }
 CLASS_LABEL, PROBABILITIES = "classLabel", "classLabel_probs"
+HW_MULTIPLE = "ca_export.hw_multiple"
 IMAGE_SCALE, IMAGE_BIAS = "ca_export.image_scale", "ca_export.image_bias"
 CAN_PREDICT = sys.platform == "darwin"
 NO_PREDICTION = "coremltools cannot predict off macOS"
@@ -398,16 +399,30 @@ def set_metadata(model: Any, fields: dict[str, str], entries: dict[str, str]) ->
         model.user_defined_metadata[key] = entries[key]
 
 
-def prediction_inputs(spec: InputSpec) -> list[tuple[int, tuple[int, int, int, int]]]:
-    """(seed, shape) pairs: three at the traced shape, one at each other allowed size."""
+def prediction_inputs(
+    spec: InputSpec, multiple: tuple[int, int] = (1, 1)
+) -> list[tuple[int, tuple[int, int, int, int]]]:
+    """(seed, shape) pairs: three at the traced shape, one at each other allowed size.
+
+    In a range, the other sizes are the smallest and a larger non-square one, rounded
+    up to ``multiple`` (the sizes a rewritten upsample is exact at).
+    """
     n, c, h, w = spec.shape
     cases = [(seed, spec.shape) for seed in (1, 2, 3)]
     if spec.hw_range is not None:
         low, high = spec.hw_range
-        others = [(low, low), (min(h + 32, high), min(w + 64, high))]
+        others = [
+            (_round_up(sh, multiple[0]), _round_up(sw, multiple[1]))
+            for sh, sw in ((low, low), (min(h + 32, high), min(w + 64, high)))
+        ]
+        others = [(sh, sw) for sh, sw in others if max(sh, sw) <= high and (sh, sw) != (h, w)]
     else:
         others = [s for s in spec.shapes if s != (h, w)]
-    return cases + [(4 + i, (n, c, sh, sw)) for i, (sh, sw) in enumerate(others)]
+    return cases + [(4 + i, (n, c, sh, sw)) for i, (sh, sw) in enumerate(dict.fromkeys(others))]
+
+
+def _round_up(size: int, multiple: int) -> int:
+    return -(-size // multiple) * multiple
 
 
 def prediction_gate(
@@ -417,6 +432,7 @@ def prediction_gate(
     output_names: Sequence[str],
     precision: str,
     labels: Sequence[str] | None = None,
+    multiple: tuple[int, int] = (1, 1),
 ) -> GateResult:
     """Core ML's prediction (macOS only) against the original PyTorch model, output by output."""
     from PIL import Image
@@ -424,7 +440,7 @@ def prediction_gate(
     tol = tolerance(PRECISIONS[precision], "coreml")
     precise = float64_copy(module)
     result = GateResult("coreml")
-    for seed, shape in prediction_inputs(spec):
+    for seed, shape in prediction_inputs(spec, multiple):
         x = example_input(shape, seed)
         feed: Any = x.numpy()
         if spec.image is not None:

@@ -111,10 +111,20 @@ class VerifyReport:
 
 
 def default_shapes(artifact: Artifact, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """The artifact's static shape, or for a dynamic one three shapes incl. non-square, batch 2."""
+    """The artifact's static shape, or for a dynamic one three shapes incl. non-square, batch 2.
+
+    A flexible Core ML model keeps its batch and takes its enumerated sizes, or sizes
+    rounded up to the multiples it records.
+    """
     if not artifact.dynamic:
         return [tuple(int(d) for d in artifact.input_dims)]
     n, c, h, w = input_shape
+    if isinstance(artifact, MilArtifact):
+        if artifact.allowed is not None:
+            return list(artifact.allowed)
+        mh, mw = artifact.multiple
+        sizes = [(h, w), (h + 32, w + 64), (h + 64, w + 32)]
+        return [(n, c, -(-sh // mh) * mh, -(-sw // mw) * mw) for sh, sw in sizes]
     return [tuple(input_shape), (max(2, n), c, h + 32, w + 64), (max(2, n), c, h + 64, w + 32)]
 
 

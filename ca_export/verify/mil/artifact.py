@@ -5,6 +5,8 @@ neural network through the layer evaluator; a model they cannot evaluate (an op 
 layer they lack) refuses every input with the reason.
 A model with an image input takes RGB pixels (0..255) and applies its own
 preprocessing; ``recorded`` is the preprocessing ca-export recorded in its metadata.
+A flexible model whose upsamples ca-export turned into scale factors is exact only at
+H, W multiples it records (``ca_export.hw_multiple``); other sizes are refused.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ca_export.export.coreml import CAN_PREDICT, ImageInput, coremltools
+from ca_export.export.coreml import CAN_PREDICT, HW_MULTIPLE, ImageInput, coremltools
 from ca_export.verify.mil.network import NetworkProgram
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import BACKEND
@@ -38,6 +40,7 @@ class MilArtifact:
     unverifiable: str | None = None
     image: bool = False
     recorded: ImageInput | None = None
+    multiple: tuple[int, int] = (1, 1)
 
     @property
     def backend(self) -> str:
@@ -61,7 +64,12 @@ class MilArtifact:
             )
         else:
             ok = list(shape) == self.input_dims
-        return None if ok else "artifact's input does not take " + "x".join(map(str, shape))
+        if not ok:
+            return "artifact's input does not take " + "x".join(map(str, shape))
+        mh, mw = self.multiple
+        if len(shape) == 4 and (shape[2] % mh or shape[3] % mw):
+            return f"the model is exact only where H is a multiple of {mh} and W of {mw}"
+        return None
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """The outputs on ``x``: Core ML's prediction on macOS, else the MIL evaluator's."""
@@ -97,7 +105,12 @@ def open_mil(path: Path) -> MilArtifact:
     reason = (
         f"not verified: {program.unit} " + ", ".join(gaps) if gaps and not CAN_PREDICT else None
     )
-    return _describe(path, program.spec, program, program.dtype, reason)
+    artifact = _describe(path, program.spec, program, program.dtype, reason)
+    recorded = program.spec.description.metadata.userDefined.get(HW_MULTIPLE)
+    if recorded:
+        mh, mw = (int(m) for m in recorded.split("x"))
+        artifact.multiple = (mh, mw)
+    return artifact
 
 
 def _describe(
