@@ -303,13 +303,3 @@ def test_cli_labels_that_do_not_fit_exit_2(tmp_path: Path) -> None:
     assert code == 2, text
     assert "a classifier needs one output of shape (N, 2)" in text
     assert list(tmp_path.iterdir()) == [labels]
-
-
-@pytest.mark.slow
-def test_cli_segnet_dynamic_says_why_coremltools_cannot(tmp_path: Path) -> None:
-    code, text = run(
-        "ca_segnet", "-o", str(tmp_path / "s.mlpackage"), "--input-shape", "1,3,64,64", "--dynamic"
-    )
-    assert code == 2, text
-    assert "coremltools cannot convert the program to mlprogram" in text
-    assert "upsample" in text
