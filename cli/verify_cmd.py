@@ -77,10 +77,11 @@ def verify(
 ) -> None:
     """Check that each ARTIFACT (.onnx, .mlpackage) computes what MODEL computes.
 
-    Core ML models run in Core ML on macOS; elsewhere their ML program is evaluated
-    op by op in NumPy (a neural network, or an op the evaluator lacks, is reported as
-    not verified and fails). A Core ML model with an image input gets RGB pixels;
-    PyTorch gets them as scale * pixel + bias (--scale/--bias, or as recorded).
+    Core ML models run in Core ML on macOS; elsewhere they are evaluated in NumPy, an
+    ML program op by op and a neural network layer by layer (an op or layer the
+    evaluator lacks is reported as not verified and fails). A Core ML model with an
+    image input gets RGB pixels; PyTorch gets them as scale * pixel + bias
+    (--scale/--bias, or as recorded in the model).
 
     Exit 0 when every output passes, 1 on a mismatch (the first diverging module is
     named), 2 on bad input. Writes the Markdown summary to $GITHUB_STEP_SUMMARY too

@@ -1,7 +1,7 @@
 """The verify pipeline: each artifact against the original PyTorch model, then localisation.
 
 ONNX files run in ONNX Runtime; Core ML models run in Core ML on macOS and, elsewhere,
-through the NumPy MIL evaluator (``ca_export.verify.mil``), with the ``coreml`` rows
+through the NumPy evaluators (``ca_export.verify.mil``), with the ``coreml`` rows
 of the tolerance table and the model's own noise at the artifact's precision.
 Inputs are seeded tensors at every shape the artifact takes (its own static shape, or
 for a dynamic artifact the input shape, a larger non-square one and batch 2), plus the
