@@ -5,7 +5,8 @@ through the NumPy evaluators (``ca_export.verify.mil``), with the ``coreml`` row
 of the tolerance table and the model's own noise at the artifact's precision.
 Inputs are seeded tensors at every shape the artifact takes (its own static shape, or
 for a dynamic artifact the input shape, a larger non-square one and batch 2), plus the
-user's files. Where outputs diverge, the first diverging module is named.
+user's files. Where outputs diverge, the first diverging module is named (for an ML
+program off macOS, through the evaluator's per-op values: ``verify.mil.localize``).
 
 A Core ML model with an image input is fed RGB pixels (seeded, or the user's image
 files unnormalised) and applies its own preprocessing; PyTorch gets the same pixels
@@ -35,8 +36,10 @@ from ca_export.verify.inputs import is_image, load_inputs
 from ca_export.verify.localize import Localization, localize
 from ca_export.verify.metrics import Comparison, compare
 from ca_export.verify.mil.artifact import SUFFIXES, MilArtifact, open_mil
+from ca_export.verify.mil.localize import localize_mil
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import model_noise, reference_copy, vacuous
+from ca_export.verify.mil.program import MilProgram
 from ca_export.verify.parity import SEEDS
 from ca_export.verify.tolerances import Tolerance, tolerance, user_tolerance
 
@@ -188,7 +191,7 @@ def _verify_one(
         for shape in (job.shapes or default_shapes(artifact, job.input_shape))
         for seed in SEEDS
     ]
-    failing: tuple[np.ndarray, float] | None = None
+    failing: tuple[np.ndarray, torch.Tensor, float] | None = None
     noise_dtype = artifact.dtype if coreml else "float32"
     reference = reference_copy(model, noise_dtype)
     for i, (label, x) in enumerate(seeded + user_inputs):
@@ -221,15 +224,21 @@ def _verify_one(
             case.comparisons = []
             continue
         if failing is None and not all(c.passed for c in case.comparisons):
-            failing = (x, max(tol.allowed(c.noise)[0] for c in case.comparisons))
-    if failing is not None and coreml:
-        result.localization = Localization(note="localisation covers ONNX artifacts only")
-    elif failing is not None:
-        x, bound = failing
-        if not report.ca_blocks:
-            report.ca_blocks = ca_modules(model, job.input_shape)
-        result.localization = localize(
-            model, artifact, torch.from_numpy(x), bound, set(report.ca_blocks)
+            failing = (x, torch_x, max(tol.allowed(c.noise)[0] for c in case.comparisons))
+    if failing is None:
+        return result
+    x, torch_x, bound = failing
+    if not report.ca_blocks:
+        report.ca_blocks = ca_modules(model, job.input_shape)
+    if isinstance(artifact, OnnxArtifact):
+        result.localization = localize(model, artifact, torch_x, bound, set(report.ca_blocks))
+    elif isinstance(artifact.program, MilProgram) and not coreml_export.CAN_PREDICT:
+        result.localization = localize_mil(
+            model, artifact.program, x, torch_x, bound, set(report.ca_blocks)
+        )
+    else:
+        result.localization = Localization(
+            note="localisation covers ONNX files and, off macOS, Core ML ML programs"
         )
     return result
 

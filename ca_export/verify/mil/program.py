@@ -123,11 +123,13 @@ def evaluate(
     feeds: dict[str, np.ndarray],
     fp32_arithmetic: bool = False,
     constants: dict[str, np.ndarray] | None = None,
+    every: bool = False,
 ) -> dict[str, np.ndarray]:
     """The program's outputs on ``feeds`` (by input name); raises ``Unsupported`` on a gap.
 
     ``fp32_arithmetic`` keeps values the program declares fp16 in fp32 instead;
-    ``constants`` replaces the values of the ``const`` ops it names.
+    ``constants`` replaces the values of the ``const`` ops it names; with ``every``,
+    every array value is returned by name (for localisation).
     """
     constants = constants or {}
     gaps = uncovered(program)
@@ -155,6 +157,8 @@ def evaluate(
         for var, value in zip(op.outputs, results, strict=True):
             kind = nptype(var)
             values[var.name] = value if kind in (str, dict) else np.asarray(value).astype(kind)
+    if every:
+        return {k: v for k, v in values.items() if isinstance(v, np.ndarray)}
     return {name: values[name] for name in program.output_names}
 
 
