@@ -24,7 +24,7 @@ from ca_export.pipeline.common import Prepared, Progress, Stages, check_writable
 from ca_export.report import ExportReport, gate_summary
 from ca_export.rewrites.size_to_scale import size_to_scale
 from ca_export.tracing import example_input
-from ca_export.verify.mil.fp32_arithmetic import fp32_arithmetic_parity, twin_constants
+from ca_export.verify.mil.fp32_arithmetic import fp32_arithmetic_parity, twin_function
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import NotVerified, mil_parity
 from ca_export.verify.parity import flatten_outputs
@@ -157,10 +157,10 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
         blocks = coreml_export.tag(prepared.program, modules)
         model = coreml_export.convert(prepared.program, spec, target, names, job.labels)
         owner = coreml_export.owners(model, blocks)
-        twin: dict[str, Any] = {}
+        twin: Any = None
         if target.format == "mlprogram" and target.precision == "fp16":
             fp32 = Target(target.format, "fp32", target.min_target)
-            twin = twin_constants(
+            twin = twin_function(
                 coreml_export.convert(prepared.program, spec, fp32, names, job.labels)
             )
         if target.format == "neuralnetwork" and target.precision == "fp16":
@@ -324,7 +324,7 @@ def _mil_parity(
     prepared: Prepared,
     spec: InputSpec,
     precision: str,
-    twin: dict[str, Any],
+    twin: Any,
     multiple: tuple[int, int],
 ) -> None:
     """The saved model evaluated in NumPy against PyTorch (runs on every platform).
@@ -346,7 +346,7 @@ def _mil_parity(
     else:
         check |= {"ran": True, "passed": result.passed}
         report.parity = gate_summary(result) | {"ran": True, "inputs": len(inputs)}
-    if twin:
+    if twin is not None:
         try:
             arithmetic = fp32_arithmetic_parity(path, prepared.module, inputs, twin, spec.image)
         except Unsupported as err:

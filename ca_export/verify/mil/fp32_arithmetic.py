@@ -7,8 +7,10 @@ fp16 gate has to allow so much that a wrong conversion could pass under it. This
 removes both roundings and judges the program's ops with the fp32 bound:
 
 - The program is converted a second time in fp32 (the "twin"). coremltools' fp16 pass
-  turns each fp32 constant ``X`` into ``X_to_fp16``; every fp16 constant must equal its
-  twin's value rounded to fp16, bit for bit, or the check fails and names it.
+  only rounds constants and adds ``cast`` ops, so the two programs pair op by op and
+  input by input (names cannot pair them: coremltools numbers constants from a counter
+  that runs across conversions); every fp16 constant must equal its partner rounded to
+  fp16, bit for bit, or the check fails and names it.
 - The saved fp16 program is evaluated again with every value kept in fp32 and its
   fp16 constants replaced by the fp32 values they were rounded from (the same ops, the
   same constants before their rounding), and compared with the fp32 PyTorch model
@@ -38,8 +40,6 @@ from ca_export.verify.mil.parity import BACKEND, model_noise, reference_copy
 from ca_export.verify.mil.program import MilProgram, load_program, run_program
 from ca_export.verify.parity import CaseResult, GateResult
 from ca_export.verify.tolerances import tolerance
-
-FP16_SUFFIX = "_to_fp16"
 
 
 @dataclass
@@ -71,39 +71,64 @@ class Fp32Arithmetic:
         }
 
 
-def twin_constants(model: Any) -> dict[str, np.ndarray]:
-    """The float constants of an in-memory converted ``MLModel`` (the fp32 twin), by name."""
-    function = model._mil_program.functions["main"]
-    found = {}
-    for op in function.operations:
-        value = _float_constant(op)
-        if value is not None and value.dtype.kind == "f":
-            found[op.outputs[0].name] = value
-    return found
+def twin_function(model: Any) -> Any:
+    """The main function of an in-memory converted ``MLModel`` (the fp32 twin)."""
+    return model._mil_program.functions["main"]
 
 
-def _float_constant(op: Any) -> np.ndarray | None:
-    """A ``const`` op's value as an array (scalars too), or None for other ops and values."""
-    value = op.outputs[0].val if op.op_type == "const" else None
-    return np.asarray(value) if isinstance(value, (np.ndarray, np.generic)) else None
+def _computing(function: Any) -> list[Any]:
+    """A function's ops without ``const`` and ``cast`` (the ops fp16 conversion leaves alike)."""
+    return [op for op in function.operations if op.op_type not in ("const", "cast")]
 
 
-def unrounded(program: MilProgram, twin: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[str]]:
-    """Each fp16 constant's fp32 value from ``twin``, and the constants that do not match."""
+def _values(value: Any) -> list[Any]:
+    """An op input's vars (some inputs are tuples of vars)."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _fp16_constant(var: Any) -> np.ndarray | None:
+    """The fp16 value of a var a ``const`` op makes, or None."""
+    if var.op is None or var.op.op_type != "const":
+        return None
+    value = var.val
+    if not isinstance(value, (np.ndarray, np.generic)) or np.asarray(value).dtype != np.float16:
+        return None
+    return np.asarray(value)
+
+
+def unrounded(program: MilProgram, twin: Any) -> tuple[dict[str, Any], list[str]]:
+    """Each fp16 constant's fp32 value in the ``twin`` function, and the ones that do not match.
+
+    The two programs are paired op by op (their ops other than ``const`` and ``cast``
+    must agree in type and order) and input by input; every fp16 constant must be its
+    partner's value rounded to fp16.
+    """
+    ours, theirs = _computing(program.function), _computing(twin)
+    if [op.op_type for op in ours] != [op.op_type for op in theirs]:
+        return {}, ["the fp16 program's ops are not the fp32 twin's ops"]
     values: dict[str, Any] = {}
     problems = []
-    for op in program.function.operations:
-        value = _float_constant(op)
-        if value is None or value.dtype != np.float16:
-            continue
-        name = op.outputs[0].name
-        source = twin.get(name.removesuffix(FP16_SUFFIX))
-        if source is None or source.shape != value.shape:
-            problems.append(f"{name}: no fp32 constant of shape {value.shape} in the twin")
-        elif not np.array_equal(source.astype(np.float16), value, equal_nan=True):
-            problems.append(f"{name}: not the twin's value rounded to fp16")
-        else:
-            values[name] = source.astype(np.float32)
+    for op, partner in zip(ours, theirs, strict=True):
+        for key, value in op.inputs.items():
+            mine = _values(value)
+            others = _values(partner.inputs[key]) if key in partner.inputs else []
+            for var, other in zip(mine, (others + [None] * len(mine))[: len(mine)], strict=True):
+                found = _fp16_constant(var)
+                if found is None:
+                    continue
+                source = getattr(other, "val", None)
+                if not isinstance(source, (np.ndarray, np.generic)):
+                    problems.append(
+                        f"{var.name} ({op.op_type}.{key}): no fp32 constant in the twin"
+                    )
+                elif np.asarray(source).shape != found.shape or not np.array_equal(
+                    np.asarray(source).astype(np.float16), found, equal_nan=True
+                ):
+                    problems.append(
+                        f"{var.name} ({op.op_type}.{key}): not the twin's value rounded"
+                    )
+                else:
+                    values[var.name] = np.asarray(source, dtype=np.float32)
     return values, problems
 
 
@@ -111,13 +136,13 @@ def fp32_arithmetic_parity(
     package: Path,
     model: nn.Module,
     inputs: Sequence[tuple[int, torch.Tensor]],
-    twin: dict[str, np.ndarray],
+    twin: Any,
     image: ImageInput | None = None,
 ) -> Fp32Arithmetic:
     """The saved fp16 program at ``package`` in fp32 arithmetic against the fp32 ``model``.
 
-    ``twin`` holds the constants of the same program converted in fp32
-    (``twin_constants``); ``inputs`` and ``image`` are as for ``mil_parity``.
+    ``twin`` is the same program converted in fp32 (``twin_function``); ``inputs`` and
+    ``image`` are as for ``mil_parity``.
     """
     program = load_program(package)
     if not isinstance(program, MilProgram):
