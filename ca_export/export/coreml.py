@@ -107,11 +107,14 @@ class ImageInput:
 
     @classmethod
     def from_metadata(cls, entries: Any) -> ImageInput | None:
-        """The preprocessing ca-export recorded in a model's metadata, or None."""
+        """The preprocessing ca-export recorded in a model's metadata, or None (also if garbled)."""
         if IMAGE_SCALE not in entries or IMAGE_BIAS not in entries:
             return None
-        bias = [float(b) for b in entries[IMAGE_BIAS].split(",")]
-        return cls.of((float(entries[IMAGE_SCALE]),), bias)
+        try:
+            bias = [float(b) for b in entries[IMAGE_BIAS].split(",")]
+            return cls.of((float(entries[IMAGE_SCALE]),), bias)
+        except (ValueError, BadInputError):
+            return None
 
 
 def pixels(shape: Sequence[int], seed: int) -> torch.Tensor:

@@ -97,7 +97,7 @@ def mil_parity(
     package with an image input, ``inputs`` are RGB pixels: the program takes them as
     they are (it applies its own preprocessing), ``model`` takes ``image.normalise``
     of them, the normalisation the user asked for. Returns the
-    gate (backend ``coreml-mil-numpy``), or ``NotVerified`` for a neural network, an op
+    gate (backend ``coreml-mil-numpy``), or ``NotVerified`` for a format it cannot read, an op
     the evaluator does not implement, or an fp16 bound that would pass anything.
     """
     dtype = PRECISIONS[precision]
