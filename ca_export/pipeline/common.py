@@ -99,8 +99,9 @@ def prepare(
     do_rewrite: bool,
     stage: Stages,
     report: ExportReport,
+    form: str = "onnx",
 ) -> Prepared:
-    """Load, trace, find blocks and (if asked) rewrite them; fill the report as it goes."""
+    """Load, trace, find blocks and (if asked) rewrite them into ``form``; fill the report."""
     with stage("load"):
         loaded = load_model(model, weights)
         report.notices += loaded.notices
@@ -112,7 +113,7 @@ def prepare(
     program = traced.program
     if do_rewrite and blocks:
         with stage("rewrite"):
-            program = rewrite(traced.program, static=not dynamic).program
+            program = rewrite(traced.program, static=not dynamic, form=form).program
             for entry in report.ca_blocks:
                 entry.rewritten = True
     return Prepared(loaded.module, traced, blocks, program)
