@@ -128,6 +128,12 @@ def render_export(report: ExportReport) -> str:
         left = report.structure.get("ca_only_nodes_after", 0)
         ops = report.structure.get("ops", "Transpose/Concat/Split/Slice/Shape/Gather")
         lines.append(f"CA-only nodes ({ops}) left: {left}")
+        if "segments" in report.structure:
+            lines.append(f"XNNPACK delegate segments: {report.structure['segments']}")
+            lines += [
+                f"  outside: {o['op']} ({o['module'] or '<model>'})"
+                for o in report.structure["outside"]
+            ]
     for name, check in report.checks.items():
         verdict = ("passed" if check.get("passed") else "FAILED") if check.get("ran") else "not run"
         reason = f" ({check['reason']})" if "reason" in check else ""
