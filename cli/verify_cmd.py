@@ -20,6 +20,7 @@ Examples:
   ca-export verify mobilenetv2_ca mnv2_ca.onnx
   ca-export verify mobilenetv2_ca mnv2_dyn.onnx --shapes 1x3x224x224,2x3x256x320
   ca-export verify mobilenetv2_ca mnv2_ca.mlpackage --input-shape 1,3,224,224
+  ca-export verify mobilenetv2_ca mnv2_ca.pte mnv2_ca.onnx
   ca-export verify my_net.py:build net.onnx --weights ckpt.pt --inputs batch.npz \\
       --junit verify.xml --markdown verify.md
 """
@@ -57,7 +58,10 @@ def verify(
     junit_path: Path | None,
     markdown_path: Path | None,
 ) -> None:
-    """Check that each ARTIFACT (.onnx, .mlpackage) computes what MODEL computes.
+    """Check that each ARTIFACT (.onnx, .mlpackage, .pte) computes what MODEL computes.
+
+    ExecuTorch programs (.pte) run in ExecuTorch's runtime with XNNPACK (needs the
+    executorch extra).
 
     Core ML models run in Core ML on macOS; elsewhere their ML program is evaluated
     op by op in NumPy (a neural network, or an op the evaluator lacks, is reported as

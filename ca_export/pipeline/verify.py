@@ -1,6 +1,7 @@
 """The verify pipeline: each artifact against the original PyTorch model, then localisation.
 
-ONNX files run in ONNX Runtime; Core ML models run in Core ML on macOS and, elsewhere,
+ONNX files run in ONNX Runtime; ExecuTorch programs (.pte) in ExecuTorch's runtime
+with XNNPACK; Core ML models run in Core ML on macOS and, elsewhere,
 through the NumPy MIL evaluator (``ca_export.verify.mil``), with the ``coreml`` rows
 of the tolerance table and the model's own noise at the artifact's precision.
 Inputs are seeded tensors at every shape the artifact takes (its own static shape, or
@@ -24,7 +25,7 @@ from ca_export.loading import load_model
 from ca_export.patterns import find
 from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.tracing import example_input, trace
-from ca_export.verify.artifacts import OnnxArtifact, open_onnx
+from ca_export.verify.artifacts import OnnxArtifact, PteArtifact, open_onnx, open_pte
 from ca_export.verify.inputs import load_inputs
 from ca_export.verify.localize import Localization, localize
 from ca_export.verify.metrics import Comparison, compare
@@ -34,7 +35,7 @@ from ca_export.verify.mil.parity import model_noise, reference_copy, vacuous
 from ca_export.verify.parity import SEEDS
 from ca_export.verify.tolerances import Tolerance, tolerance, user_tolerance
 
-Artifact = OnnxArtifact | MilArtifact
+Artifact = OnnxArtifact | MilArtifact | PteArtifact
 
 
 @dataclass
@@ -142,7 +143,9 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
 
 
 def open_artifact(path: Path) -> Artifact:
-    """An ONNX file, or a Core ML model by its suffix."""
+    """An ONNX file, or a Core ML model or an ExecuTorch program by its suffix."""
+    if path.suffix == ".pte":
+        return open_pte(path)
     return open_mil(path) if path.suffix in SUFFIXES else open_onnx(path)
 
 
@@ -155,7 +158,8 @@ def _verify_one(
 ) -> ArtifactResult:
     """Run every case through one artifact, then localise the first failing one."""
     coreml = isinstance(artifact, MilArtifact)
-    backend = "coreml" if coreml else "onnxruntime-cpu"
+    pte = isinstance(artifact, PteArtifact)
+    backend = "coreml" if coreml else artifact.backend if pte else "onnxruntime-cpu"
     tol = user_tolerance(tolerance(artifact.dtype, backend), job.rtol, job.atol)
     result = ArtifactResult(
         str(artifact.path), artifact.dtype, tol, artifact.backend if coreml else backend
@@ -196,7 +200,7 @@ def _verify_one(
             continue
         if failing is None and not all(c.passed for c in case.comparisons):
             failing = (x, max(tol.allowed(c.noise)[0] for c in case.comparisons))
-    if failing is not None and coreml:
+    if failing is not None and not isinstance(artifact, OnnxArtifact):
         result.localization = Localization(note="localisation covers ONNX artifacts only")
     elif failing is not None:
         x, bound = failing
