@@ -5,8 +5,8 @@ the XNNPACK partitioner, serialised, loaded back into ExecuTorch's own runtime
 (``executorch.runtime``) and run on seeded inputs against the original PyTorch model;
 each rewritten block is also gated in PyTorch. The .pte takes the requested name only
 when every gate passed. Delegate segments and every op left outside XNNPACK (with its
-CA block) go into the report; CA ops left outside are a warning, not a failure (the
-seed's square-only quirk keeps a squeeze/unsqueeze that XNNPACK does not take).
+CA block) go into the report; CA ops left outside are a warning, not a failure (a
+block the xnnpack form does not cover still exports, slower).
 """
 
 from __future__ import annotations

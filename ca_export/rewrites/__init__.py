@@ -4,8 +4,9 @@ Per block, in order: ``pool_to_reduce`` (strip pools that are right at every siz
 ``distribute_stem`` (no concat/split/transpose left), ``hardswish`` (a written-out
 h_swish in the stem as one op), ``drop_expand`` (no shape arithmetic on the gates),
 then the gate, by target form: ``onnx`` (default) ``gate_once`` (the H x W gate built
-once, one same-shape multiply, fastest on ONNX Runtime), ``xnnpack`` ``broadcast_gate``
-(two broadcasting multiplies, which ExecuTorch lowers into one XNNPACK delegate).
+once, one same-shape multiply, fastest on ONNX Runtime), ``xnnpack`` ``swap_as_view``
+(the seed quirk's squeeze/unsqueeze as one view) and ``broadcast_gate`` (two
+broadcasting multiplies): ops ExecuTorch lowers into one XNNPACK delegate.
 Dead nodes are removed and the graph is linted. The pass is idempotent: a rewritten graph has no
 concat left for the detector to match.
 """
@@ -24,6 +25,7 @@ from ca_export.rewrites.drop_expand import drop_expand
 from ca_export.rewrites.gate_once import gate_once
 from ca_export.rewrites.hardswish import fuse_hardswish
 from ca_export.rewrites.pool_to_reduce import pool_to_reduce
+from ca_export.rewrites.swap_as_view import swap_as_view
 
 FORMS = ("onnx", "xnnpack")
 """Target forms of the rewritten block; they differ in how the gate is applied."""
@@ -61,6 +63,7 @@ def rewrite_block(
     fuse_hardswish(graph, distribute_stem(graph, block, pooled))
     drop_expand(graph, block)
     if form == "xnnpack":
+        swap_as_view(graph, block)
         broadcast_gate(graph, block)
     else:
         gate_once(graph, block)
