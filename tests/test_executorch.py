@@ -128,6 +128,16 @@ def test_cli_writes_a_gated_pte_and_verify_passes_it(tmp_path: Path, tiny_models
     assert json.loads(report.read_text())["artifact"]["path"] == str(out)
     result = run("verify", f"{tiny_models}:tiny", str(out), *shape)
     assert result.exit_code == 0, result.output
+    timing = ["--runs", "3", "--warmup", "1", "--threads", "1", "--json"]
+    result = run("bench", "--pte", str(out), "--pte", str(out), *shape, *timing)
+    assert result.exit_code == 0, result.output
+    names = [t["name"] for t in json.loads(result.stdout)["timings"]]
+    assert names == ["tiny.pte", "tiny.pte'"]
+
+
+def test_cli_bench_executorch_needs_a_model(tmp_path: Path) -> None:
+    result = run("bench", "--onnx", str(tmp_path / "a.onnx"), "--executorch")
+    assert result.exit_code == 2 and "--executorch needs MODEL" in result.stderr
 
 
 def test_cli_perturbed_program_fails_the_gate_and_writes_nothing(
