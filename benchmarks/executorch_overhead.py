@@ -24,6 +24,7 @@ import tempfile
 import warnings
 from argparse import ArgumentParser, Namespace
 from pathlib import Path
+from typing import Any
 
 from ca_export.bench import BenchConfig, bench, render_bench
 from ca_export.export import executorch as et
@@ -44,7 +45,7 @@ VARIANTS: dict[str, tuple[str, str | None]] = {
 """Name: (model, rewrite form or None for the stock program)."""
 
 
-def lower(name: str, folder: Path, args: Namespace) -> tuple[Path, dict[str, object]]:
+def lower(name: str, folder: Path, args: Namespace) -> tuple[Path, dict[str, Any]]:
     """Lower one variant into ``folder`` (reused if there) and describe its delegation."""
     path = folder / f"{name}-{args.size}.pte"
     facts = folder / f"{name}-{args.size}.json"
@@ -91,7 +92,7 @@ def main() -> None:
     )
     print(f"  {'program':14}{'segments':>9}{'CA ops out':>11}{'x no-CA':>9}  ops outside XNNPACK")
     for name, (_, facts) in lowered.items():
-        outside = ", ".join(f"{n} {op}" for op, n in facts["outside"].items()) or "-"  # type: ignore[union-attr]
+        outside = ", ".join(f"{n} {op}" for op, n in facts["outside"].items()) or "-"
         print(
             f"  {name:14}{facts['segments']:9d}{facts['ca_outside']:11d}"
             f"{p50[name] / p50['no-CA']:9.3f}  {outside}"

@@ -81,14 +81,14 @@ def lower(program: ExportedProgram, modules: Sequence[str] = ()) -> Lowered:
         with contextlib.redirect_stderr(io.StringIO()):
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
             graph = edge.exported_program().graph
-            found = Lowered(segments(graph), outside_ops(graph, modules), b"")
-            found.buffer = bytes(edge.to_executorch().buffer)
+            counted, outside = segments(graph), outside_ops(graph, modules)
+            buffer = bytes(edge.to_executorch().buffer)
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0]
         raise BadInputError(
             f"ExecuTorch cannot lower the program: {type(err).__name__}: {first}"
         ) from None
-    return found
+    return Lowered(counted, outside, buffer)
 
 
 def op_name(node: torch.fx.Node) -> str:
