@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ca_export.patterns import CABlock, Rejection
@@ -63,7 +62,6 @@ class ExportReport:
     opset: int
     ca_blocks: list[BlockReport] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
-    op_counts_before: dict[str, int] = field(default_factory=dict)
     op_counts_after: dict[str, int] = field(default_factory=dict)
     structure: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
@@ -98,9 +96,9 @@ def gate_summary(gate: GateResult) -> dict[str, Any]:
     }
 
 
-def write_json(data: dict[str, Any], path: Path) -> None:
-    """Write a report as indented JSON."""
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+def to_json(data: dict[str, Any]) -> str:
+    """A report as indented JSON text."""
+    return json.dumps(data, indent=2, default=str) + "\n"
 
 
 def render_inspect(report: InspectReport) -> str:
@@ -121,18 +119,22 @@ def render_export(report: ExportReport) -> str:
     rewritten = sum(b.rewritten for b in report.ca_blocks)
     lines = [f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten"]
     lines += [f"  {b.module}: {f}" for b in report.ca_blocks for f in b.findings]
-    if report.op_counts_before:
-        lines.append(f"nodes before: {_counts(report.op_counts_before)}")
-    lines.append(f"nodes after:  {_counts(report.op_counts_after)}")
+    lines += [f"  not CA: {r.module} ({r.node}): {r.reason}" for r in report.rejected]
+    lines.append(f"nodes: {_counts(report.op_counts_after)}")
     if report.structure:
-        left = report.structure.get("ca_only_nodes_after", 0)
-        ops = report.structure.get("ops", "Transpose/Concat/Split/Slice/Shape/Gather")
+        structure = report.structure
+        ops = structure.get("ops", "Transpose/Concat/Split/Slice/Shape/Gather")
+        left = structure.get("ca_only_nodes_after", 0)
         lines.append(f"CA-only nodes ({ops}) left: {left}")
-        if "segments" in report.structure:
-            lines.append(f"XNNPACK delegate segments: {report.structure['segments']}")
+        if structure.get("in_blocks_not_rewritten"):
+            lines.append(f"  in blocks not rewritten: {structure['in_blocks_not_rewritten']}")
+        for module, counts in structure.get("in_unmatched_concats", {}).items():
+            listed = ", ".join(f"{k} {v}" for k, v in counts.items())
+            lines.append(f"  in {module} (not matched as CA): {listed}")
+        if "segments" in structure:
+            lines.append(f"XNNPACK delegate segments: {structure['segments']}")
             lines += [
-                f"  outside: {o['op']} ({o['module'] or '<model>'})"
-                for o in report.structure["outside"]
+                f"  outside: {o['op']} ({o['module'] or '<model>'})" for o in structure["outside"]
             ]
     for name, check in report.checks.items():
         verdict = ("passed" if check.get("passed") else "FAILED") if check.get("ran") else "not run"
@@ -181,6 +183,7 @@ class OptimizeReport:
     input_shapes: dict[str, list[int]]
     ca_blocks: list[BlockReport] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    normalize: dict[str, Any] = field(default_factory=dict)
     dynamic: dict[str, Any] = field(default_factory=dict)
     op_counts_before: dict[str, int] = field(default_factory=dict)
     op_counts_after: dict[str, int] = field(default_factory=dict)
@@ -204,7 +207,14 @@ class OptimizeReport:
 def render_optimize(report: OptimizeReport) -> str:
     """The summary printed after ``optimize``."""
     rewritten = sum(b.rewritten for b in report.ca_blocks)
-    lines = [f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten"]
+    lines = []
+    norm = report.normalize
+    if norm.get("modified"):
+        (c0, c1), (n0, n1) = norm["constants"], norm["nodes"]
+        lines.append(
+            f"normalized: constants folded ({c0} Constant nodes -> {c1}, {n0} nodes -> {n1})"
+        )
+    lines.append(f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten")
     for b in report.ca_blocks:
         variant = ", ".join(f"{k}={v}" for k, v in b.variant.items())
         lines.append(f"  {b.module}: C={b.channels} mip={b.mip} ({variant})")
@@ -220,7 +230,8 @@ def render_optimize(report: OptimizeReport) -> str:
         if report.dynamic.get("applied"):
             dyn = report.dynamic
             verdict = "ran" if dyn.get("passed") else "FAILED to run"
-            lines.append(f"dynamic H/W: {dyn['dims']}; {verdict} at {dyn.get('ran_at')}")
+            error = f": {dyn['error']}" if dyn.get("error") else ""
+            lines.append(f"dynamic H/W: {dyn['dims']}; {verdict} at {dyn.get('ran_at')}{error}")
         else:
             lines.append(f"dynamic H/W not applied: {report.dynamic['reason']}")
     parity = report.parity

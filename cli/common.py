@@ -1,19 +1,39 @@
-"""What every command shares: exit codes, error handling, progress lines."""
+"""What every command shares: exit codes, the error boundary, signals, progress lines.
+
+Exit codes: 0 ok, 1 a check failed, 2 bad input, 3 an unexpected error (a bug in
+ca-export or something in the model it does not support), 130 interrupted (SIGINT),
+143 terminated (SIGTERM). Every error is one line on stderr; ``--debug`` adds the
+traceback and torch's own log lines.
+"""
 
 from __future__ import annotations
 
 import functools
+import logging
+import signal
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any, NoReturn, TypeVar
 
 import click
 
-from ca_export.errors import BadInputError, CheckFailedError
+from ca_export.errors import BadInputError, CheckFailedError, StageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_UNEXPECTED = 0, 1, 2, 3
+EXIT_SIGNAL_BASE = 128
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; raised in the main thread so every cleanup block runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
 
 
 def progress(stage: str) -> None:
@@ -21,18 +41,66 @@ def progress(stage: str) -> None:
     click.echo(f"[{stage}]", err=True)
 
 
+def _terminate(signum: int, _frame: FrameType | None) -> NoReturn:
+    raise Terminated(signum)
+
+
+@contextmanager
+def _signals() -> Iterator[None]:
+    """Turn SIGTERM into an exception for the length of a command."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _quiet_torch(debug: bool) -> None:
+    """Keep torch's and the exporters' own log lines out of the output unless debugging."""
+    level = logging.DEBUG if debug else logging.CRITICAL
+    for name in ("torch", "onnxscript", "coremltools"):
+        logging.getLogger(name).setLevel(level)
+
+
+def _fail(code: int, line: str, debug: bool, err: BaseException) -> NoReturn:
+    if debug:
+        traceback.print_exception(err)
+    click.echo(line, err=True)
+    sys.exit(code)
+
+
 def handle_errors(func: F) -> F:
-    """Turn the library's errors into one line and an exit code."""
+    """The error boundary of a command: one line and an exit code for every way out.
+
+    Adds ``--debug`` (print the traceback) to the command.
+    """
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        _quiet_torch(debug)
         try:
-            return func(*args, **kwargs)
+            with _signals():
+                return func(*args, **kwargs)
         except BadInputError as err:
-            click.echo(f"error: {err}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
+            _fail(EXIT_BAD_INPUT, f"error: {err}", debug, err)
         except CheckFailedError as err:
-            click.echo(f"check failed: {err}", err=True)
-            sys.exit(EXIT_CHECK_FAILED)
+            _fail(EXIT_CHECK_FAILED, f"check failed: {err}", debug, err)
+        except StageError as err:
+            _fail(EXIT_UNEXPECTED, f"error: {err} (--debug shows the traceback)", debug, err)
+        except KeyboardInterrupt as err:
+            _fail(EXIT_SIGNAL_BASE + signal.SIGINT, "interrupted (SIGINT)", debug, err)
+        except Terminated as err:
+            _fail(EXIT_SIGNAL_BASE + err.signum, "terminated (SIGTERM)", debug, err)
+        except Exception as err:
+            line = f"error: unexpected {type(err).__name__}: {_first_line(err)}"
+            _fail(EXIT_UNEXPECTED, f"{line} (--debug shows the traceback)", debug, err)
 
-    return wrapper  # type: ignore[return-value]
+    debug_option = click.option(
+        "--debug", is_flag=True, help="On an error, print the traceback and torch's log lines."
+    )
+    return debug_option(wrapper)  # type: ignore[return-value]
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""

@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from ca_export.export.coreml import EXTENSIONS, TARGETS, ImageInput
-from ca_export.pipeline.common import check_writable
-from ca_export.pipeline.coreml import CoreMLJob, export_coreml, read_labels
-from ca_export.report import render_export, write_json
+from ca_export.files import Output, guard, write_text
+from ca_export.pipeline.coreml import CoreMLJob, export_coreml, read_labels, validate
+from ca_export.report import render_export, to_json
 from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
 from cli.options import FloatList, SizeList, SizeRange, model_options, report_option
 
@@ -93,6 +93,8 @@ def coreml(
     model: str,
     weights: Path | None,
     input_shape: tuple[int, int, int, int],
+    trust_pickle: bool,
+    memory_check: bool,
     output: Path,
     fmt: str,
     precision: str | None,
@@ -117,8 +119,6 @@ def coreml(
     that no transpose/concat/split/slice op comes from a CA block. Prediction parity
     against PyTorch runs on macOS only; elsewhere the report says it did not run.
     """
-    if report_path is not None:
-        check_writable(report_path)
     image = ImageInput.of(scale, bias) if image_input else None
     labels = read_labels(labels_path) if labels_path is not None else ()
     metadata = {
@@ -142,10 +142,15 @@ def coreml(
         labels,
         {k: v for k, v in metadata.items() if v is not None},
         rewrite,
+        trust_pickle,
+        memory_check,
     )
+    reports = [Output(report_path, "json")] if report_path is not None else []
+    validate(job)
+    guard(job.reads() + ([labels_path] if labels_path else []), job.writes() + reports)
     report = export_coreml(job, progress=progress)
     if report_path is not None:
-        write_json(report.to_dict(), report_path)
+        write_text(to_json(report.to_dict()), report_path)
     click.echo(render_export(report))
     if not report.passed:
         sys.exit(EXIT_CHECK_FAILED)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from ca_export.pipeline.common import check_writable
+from ca_export.files import Output, guard, write_text
 from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
-from ca_export.report import render_export, write_json
+from ca_export.report import render_export, to_json
 from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
 from cli.options import model_options, report_option
 
@@ -34,6 +34,8 @@ def executorch(
     model: str,
     weights: Path | None,
     input_shape: tuple[int, int, int, int],
+    trust_pickle: bool,
+    memory_check: bool,
     output: Path,
     dynamic: bool,
     rewrite: bool,
@@ -45,12 +47,14 @@ def executorch(
     it matches the original model. The summary gives the XNNPACK delegate segments
     and the ops left outside, by CA block. Needs the extra: pip install -e ".[executorch]".
     """
-    if report_path is not None:
-        check_writable(report_path)
-    job = ExecutorchJob(model, output, weights, input_shape, dynamic, rewrite)
+    job = ExecutorchJob(
+        model, output, weights, input_shape, dynamic, rewrite, trust_pickle, memory_check
+    )
+    reports = [Output(report_path, "json")] if report_path is not None else []
+    guard(job.reads(), job.writes() + reports)
     report = export_executorch(job, progress=progress)
     if report_path is not None:
-        write_json(report.to_dict(), report_path)
+        write_text(to_json(report.to_dict()), report_path)
     click.echo(render_export(report))
     if not report.passed:
         sys.exit(EXIT_CHECK_FAILED)

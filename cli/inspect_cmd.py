@@ -24,8 +24,13 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @handle_errors
 def inspect(
-    model: str, weights: Path | None, input_shape: tuple[int, int, int, int], as_json: bool
+    model: str,
+    weights: Path | None,
+    input_shape: tuple[int, int, int, int],
+    trust_pickle: bool,
+    memory_check: bool,
+    as_json: bool,
 ) -> None:
     """Find the CA blocks of MODEL by graph structure and lint them."""
-    report = inspect_model(model, weights, input_shape, progress=progress)
+    report = inspect_model(model, weights, input_shape, progress, trust_pickle, memory_check)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else render_inspect(report))

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
+from ca_export.files import Output, guard, write_text
 from ca_export.pipeline import OnnxJob, export_onnx
-from ca_export.pipeline.common import check_writable
-from ca_export.report import render_export, write_json
+from ca_export.report import render_export, to_json
 from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
 from cli.options import model_options, report_option
 
@@ -36,6 +36,8 @@ def onnx(
     model: str,
     weights: Path | None,
     input_shape: tuple[int, int, int, int],
+    trust_pickle: bool,
+    memory_check: bool,
     output: Path,
     opset: int,
     dynamic: bool,
@@ -44,12 +46,23 @@ def onnx(
     report_path: Path | None,
 ) -> None:
     """Export MODEL to ONNX, rewriting its CA blocks, and gate it against PyTorch."""
-    if report_path is not None:
-        check_writable(report_path)
-    job = OnnxJob(model, output, weights, input_shape, opset, dynamic, rewrite, simplify)
+    job = OnnxJob(
+        model,
+        output,
+        weights,
+        input_shape,
+        opset,
+        dynamic,
+        rewrite,
+        simplify,
+        trust_pickle,
+        memory_check,
+    )
+    reports = [Output(report_path, "json")] if report_path is not None else []
+    guard(job.reads(), job.writes() + reports)
     report = export_onnx(job, progress=progress)
     if report_path is not None:
-        write_json(report.to_dict(), report_path)
+        write_text(to_json(report.to_dict()), report_path)
     click.echo(render_export(report))
     if not report.passed:
         sys.exit(EXIT_CHECK_FAILED)

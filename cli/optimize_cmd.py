@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from ca_export.pipeline.common import check_writable
+from ca_export.files import Output, guard, write_text
 from ca_export.pipeline.optimize import OptimizeJob, optimize_onnx
-from ca_export.report import render_optimize, write_json
+from ca_export.report import render_optimize, to_json
 from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
 from cli.options import report_option
 
@@ -38,11 +38,12 @@ def optimize(
     source: Path, output: Path, dynamic: bool, force_write: bool, report_path: Path | None
 ) -> None:
     """Rewrite the CA blocks of IN.onnx exactly and write OUT if ONNX Runtime agrees with IN."""
+    job = OptimizeJob(source, output, dynamic, force_write)
+    reports = [Output(report_path, "json")] if report_path is not None else []
+    guard(job.reads(), job.writes() + reports, in_place=[output])
+    report = optimize_onnx(job, progress=progress)
     if report_path is not None:
-        check_writable(report_path)
-    report = optimize_onnx(OptimizeJob(source, output, dynamic, force_write), progress=progress)
-    if report_path is not None:
-        write_json(report.to_dict(), report_path)
+        write_text(to_json(report.to_dict()), report_path)
     click.echo(render_optimize(report))
     if not report.passed:
         sys.exit(EXIT_CHECK_FAILED)

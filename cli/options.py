@@ -44,6 +44,17 @@ input_shape_option = click.option(
     show_default=True,
     help="Example input shape N,C,H,W used for tracing and the gate.",
 )
+trust_pickle_option = click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="Let MODEL be a checkpoint holding a pickled nn.Module (unpickling runs its code).",
+)
+memory_check_option = click.option(
+    "--memory-check/--no-memory-check",
+    default=True,
+    show_default=True,
+    help="Refuse an input shape that needs more memory than is available.",
+)
 report_option = click.option(
     "--report",
     "report_path",
@@ -54,8 +65,15 @@ report_option = click.option(
 
 
 def model_options(func: F) -> F:
-    """MODEL, --weights and --input-shape, stacked."""
-    for option in reversed((model_argument, weights_option, input_shape_option)):
+    """MODEL, --weights, --input-shape, --trust-pickle and --memory-check, stacked."""
+    options = (
+        model_argument,
+        weights_option,
+        input_shape_option,
+        trust_pickle_option,
+        memory_check_option,
+    )
+    for option in reversed(options):
         func = option(func)
     return func
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
 import click
 
-from ca_export.pipeline.common import check_writable
+from ca_export.files import Output, guard, write_text
 from ca_export.pipeline.verify import VerifyJob, VerifyReport, run_verify
+from ca_export.report import to_json
 from ca_export.verify.ci_reports import junit_xml, markdown
 from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
 from cli.options import PositiveFloat, Shapes, model_options, report_option
@@ -49,6 +49,8 @@ def verify(
     model: str,
     weights: Path | None,
     input_shape: tuple[int, int, int, int],
+    trust_pickle: bool,
+    memory_check: bool,
     artifacts: tuple[Path, ...],
     shapes: list[tuple[int, int, int, int]] | None,
     input_files: tuple[Path, ...],
@@ -71,20 +73,36 @@ def verify(
     named), 2 on bad input. Writes the Markdown summary to $GITHUB_STEP_SUMMARY too
     when that is set.
     """
-    for path in (report_path, junit_path, markdown_path):
-        if path is not None:
-            check_writable(path)
     job = VerifyJob(
-        model, list(artifacts), weights, input_shape, shapes, list(input_files), rtol, atol
+        model,
+        list(artifacts),
+        weights,
+        input_shape,
+        shapes,
+        list(input_files),
+        rtol,
+        atol,
+        trust_pickle,
+        memory_check,
     )
+    outputs = [
+        Output(path, kind)
+        for path, kind in (
+            (report_path, "json"),
+            (junit_path, "junit"),
+            (markdown_path, "markdown"),
+        )
+        if path is not None
+    ]
+    guard(job.reads(), outputs)
     report = run_verify(job, progress=progress)
     summary = markdown(report)
     if report_path is not None:
-        report_path.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+        write_text(to_json(report.to_dict()), report_path)
     if junit_path is not None:
-        junit_path.write_text(junit_xml(report))
+        write_text(junit_xml(report), junit_path)
     if markdown_path is not None:
-        markdown_path.write_text(summary)
+        write_text(summary, markdown_path)
     if os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as handle:
             handle.write(summary)

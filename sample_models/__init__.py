@@ -12,6 +12,10 @@ Each factory returns an eval-mode network with deterministic, calibrated weights
   flavour (``mean`` pools, ``transpose``, bias-free conv1 + BN + ``nn.Hardswish``, slicing).
 - ``ca_segnet``: 5-class segmentation network, output at input resolution, 3 CA blocks without
   BN (``F.adaptive_avg_pool2d``, SiLU, ``F.hardsigmoid`` gates, ``expand_as``).
+- ``yolo_ca``: YOLO-style detector, 4 classes, 4 official-flavour CA blocks in the backbone,
+  C2f split/concat and SPPF (not CA), FPN/PAN neck, a head that caches anchors on itself in
+  ``forward`` and returns ``(predictions, [feature maps])``; H and W multiples of 32.
+- ``yolo_cls_ca``: YOLO-style classifier, 10 classes, 2 official-flavour CA blocks.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sample_models.mobilenetv2 import mobilenetv2, mobilenetv2_ca
 from sample_models.mobilenext import mobilenext_ca
 from sample_models.seed import seed_ca
 from sample_models.segnet import ca_segnet
+from sample_models.yolo import yolo_ca, yolo_cls_ca
 
 __all__ = ["REGISTRY", "build"]
 
@@ -33,6 +38,8 @@ REGISTRY: dict[str, Callable[[], nn.Module]] = {
     "mobilenetv2": mobilenetv2,
     "mobilenext_ca": mobilenext_ca,
     "ca_segnet": ca_segnet,
+    "yolo_ca": yolo_ca,
+    "yolo_cls_ca": yolo_cls_ca,
 }
 """Sample network factories by name."""
 

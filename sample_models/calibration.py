@@ -6,8 +6,9 @@
    state is left as it was.
 2. ``calibrate_batchnorm``: BN running statistics become the cumulative average of the batch
    statistics over a few seeded random batches.
-3. ``standardize_output``: the output layer's weight and bias are shifted and scaled so each
-   output channel is zero-mean with unit overall std on seeded random batches. Without it the
+3. ``standardize_output``: the output layer's weight and bias (each output layer's, for a
+   network with several outputs) are shifted and scaled so each output channel is zero-mean
+   with unit overall std on seeded random batches. Without it the
    input-independent part of a randomly initialised classifier (the bias and the mean of the
    pooled features) dominates the logits, and every input gets nearly the same output.
 
@@ -16,7 +17,7 @@ The network is returned in eval mode.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import torch
@@ -24,6 +25,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
+OutputLayer = nn.Linear | nn.Conv2d
 
 CALIBRATION_SIZE: tuple[int, int] = (64, 64)
 """Default ``(H, W)`` of the calibration batches."""
@@ -142,7 +144,7 @@ def build_calibrated(
     make: Callable[[], ModelT],
     *,
     seed: int,
-    output_layer: Callable[[ModelT], nn.Linear | nn.Conv2d],
+    output_layer: Callable[[ModelT], OutputLayer | Sequence[OutputLayer]],
     input_size: tuple[int, int] = CALIBRATION_SIZE,
     in_channels: int = 3,
 ) -> ModelT:
@@ -155,7 +157,10 @@ def build_calibrated(
     Args:
         make: Constructor of the network.
         seed: Seed of the generator behind the weights and the calibration inputs.
-        output_layer: Picks the layer producing the network output (see ``standardize_output``).
+        output_layer: Picks the layer producing the network output (see
+            ``standardize_output``), or the layers producing each output: every one must be a
+            last layer, none reading another's output. All are standardised on the same
+            batches.
         input_size: ``(H, W)`` of the calibration inputs.
         in_channels: Channels of the network input.
 
@@ -167,7 +172,8 @@ def build_calibrated(
     generator = torch.Generator().manual_seed(seed)
     init_weights(model, generator)
     calibrate_batchnorm(model, _calibration_batches(generator, in_channels, input_size))
-    standardize_output(
-        model, output_layer(model), _calibration_batches(generator, in_channels, input_size)
-    )
+    layers = output_layer(model)
+    batches = _calibration_batches(generator, in_channels, input_size)
+    for layer in layers if isinstance(layers, Sequence) else [layers]:
+        standardize_output(model, layer, batches)
     return model.eval()

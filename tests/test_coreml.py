@@ -184,6 +184,7 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, Path]:
     folder = tmp_path_factory.mktemp("cli")
     output = folder / "seed.mlpackage"
     output.mkdir()
+    (output / "Manifest.json").write_text("{}")
     (output / "stale").write_text("old")
     code, text = run(
         "seed_ca", "-o", str(output), "--input-shape", "1,3,32,32", "--report",

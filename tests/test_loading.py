@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,123 @@ def test_input_shape_parsing() -> None:
     for bad in ["1,3,224", "1,3,a,224", "0,3,224,224", "1,3,-4,224", ""]:
         with pytest.raises(BadInputError):
             parse_input_shape(bad)
+
+
+FORK_COMMON = """
+import torch.nn as nn
+
+
+class Block(nn.Module):
+    def __init__(self, c_in, c_out):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.act = nn.SiLU()
+
+    def forward(self, x):
+        return self.act(self.conv(x))
+"""
+
+FORK_MODEL = """
+import torch
+import torch.nn as nn
+
+from models.common import Block
+
+
+class Head(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.grid = torch.empty(0)
+
+    def forward(self, x):
+        if self.grid.shape[-2:] != x.shape[-2:]:
+            self.grid = torch.zeros(x.shape[-2:])
+        return x + self.grid, [x]
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = Block(3, 8)
+        self.head = Head()
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def build():
+    return Net()
+"""
+
+
+@pytest.fixture
+def fork(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A YOLO-fork-like repo (``models/`` package, sibling imports), the current folder."""
+    models = tmp_path / "repo" / "models"
+    models.mkdir(parents=True)
+    (models / "__init__.py").write_text("")
+    (models / "common.py").write_text(FORK_COMMON)
+    (models / "yolo.py").write_text(FORK_MODEL)
+    monkeypatch.chdir(tmp_path / "repo")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in [m for m in sys.modules if m == "models" or m.startswith("models.")]:
+        monkeypatch.delitem(sys.modules, name)
+    return tmp_path / "repo"
+
+
+def test_file_in_a_repo_package_imports_its_siblings(fork: Path) -> None:
+    module = load_model("models/yolo.py:build").module
+    assert type(module).__module__ == "models.yolo"
+
+
+def test_file_outside_the_current_folder_imports_from_its_own_folder(
+    fork: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (fork / "models" / "solo.py").write_text(
+        "from common import Block\n\ndef build():\n    return Block(3, 4)\n"
+    )
+    monkeypatch.chdir(fork.parent)
+    assert isinstance(load_model("repo/models/solo.py:build").module, nn.Module)
+
+
+def test_pickled_fp16_checkpoint_needs_trust_and_loads_as_fp32(fork: Path) -> None:
+    net = load_model("models/yolo.py:build").module
+    torch.save({"epoch": 3, "model": net.half(), "ema": None}, fork / "best.pt")
+    with pytest.raises(BadInputError, match="only with --trust-pickle"):
+        load_model("best.pt")
+    loaded = load_model("best.pt", trust_pickle=True)
+    assert all(p.dtype == torch.float32 for p in loaded.module.parameters())
+    assert any("half precision" in n for n in loaded.notices)
+
+
+def test_pickled_checkpoint_prefers_ema_and_refuses_weights_only(fork: Path) -> None:
+    net = load_model("models/yolo.py:build").module
+    ema = load_model("models/yolo.py:build").module
+    torch.nn.init.constant_(ema.body.conv.weight, 0.25)
+    torch.save({"model": net, "ema": ema}, fork / "last.pt")
+    loaded = load_model("last.pt", trust_pickle=True).module
+    assert torch.equal(loaded.body.conv.weight, ema.body.conv.weight)
+    torch.save(net.state_dict(), fork / "weights.pt")
+    with pytest.raises(BadInputError, match="holds weights only"):
+        load_model("weights.pt", trust_pickle=True)
+
+
+def test_missing_model_module_says_where_to_run_from(fork: Path, tmp_path: Path) -> None:
+    net = load_model("models/yolo.py:build").module
+    torch.save({"model": net}, tmp_path / "elsewhere.pt")
+    (fork / "models" / "yolo.py").rename(fork / "models" / "gone.py")
+    sys.modules.pop("models.yolo")
+    with pytest.raises(BadInputError, match=r"needs the module 'models\.yolo'"):
+        load_model(str(tmp_path / "elsewhere.pt"), trust_pickle=True)
+
+
+def test_a_forward_that_caches_tensors_is_traced_on_a_copy(fork: Path) -> None:
+    from ca_export.tracing import output_arrays, trace
+
+    net = load_model("models/yolo.py:build").module
+    traced = trace(net, (1, 3, 16, 16), dynamic=False)
+    assert net.head.grid.numel() == 0
+    assert traced.notices == []
+    assert len(traced.output_names) == 2
+    arrays = output_arrays(net(torch.zeros(1, 3, 16, 16)))
+    assert [a.shape for a in arrays] == [(1, 8, 16, 16), (1, 8, 16, 16)]

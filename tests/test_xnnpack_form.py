@@ -45,7 +45,7 @@ def test_xnnpack_form_gates_by_two_broadcasting_multiplies_exactly(name: str) ->
     assert not any(n.target == aten.matmul.default for n in after.graph.nodes)
     assert not rewrite(after, static=True, form="xnnpack").modified
     x_in = seeded_input(case.input_shape, 3)
-    torch.testing.assert_close(after.module()(x_in), model(x_in), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(after.module()(x_in), (model(x_in),), rtol=1e-6, atol=1e-6)
 
 
 def test_a_wrong_gate_twin_is_caught_by_the_same_comparison() -> None:
@@ -58,7 +58,7 @@ def test_a_wrong_gate_twin_is_caught_by_the_same_comparison() -> None:
     after.graph_module.recompile()
     x_in = seeded_input(case.input_shape, 3)
     with pytest.raises(AssertionError, match="Mismatched elements"):
-        torch.testing.assert_close(after.module()(x_in), model(x_in), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(after.module()(x_in), (model(x_in),), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("case", NEGATIVE, ids=lambda c: c.name)
@@ -83,7 +83,7 @@ def test_the_seed_quirk_swap_becomes_one_exact_view() -> None:
     assert len(gate_convs) == len(find(before.graph)[0]) == 1
     assert list(views[0].args[1])[2] == 1
     x_in = seeded_input(case.input_shape, 5)
-    torch.testing.assert_close(after.module()(x_in), model(x_in), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(after.module()(x_in), (model(x_in),), rtol=1e-6, atol=1e-6)
 
 
 def test_the_onnx_form_keeps_the_swap_and_a_dynamic_trace_keeps_it_too() -> None:

@@ -34,8 +34,8 @@ from ca_export.verify.metrics import compare, relative_error
 from ca_export.verify.parity import (
     CaseResult,
     GateResult,
-    flatten_outputs,
     float64_copy,
+    output_arrays,
     run_float64,
 )
 from ca_export.verify.tolerances import tolerance
@@ -404,7 +404,7 @@ def prediction_gate(
             x = pixels.float() * spec.image.scale + bias
             feed = Image.fromarray(pixels[0].permute(1, 2, 0).numpy().astype(np.uint8), "RGB")
         with torch.no_grad():
-            expected = flatten_outputs(module(x))
+            expected = output_arrays(module(x))
             exact = run_float64(precise, x) or expected
         got = model.predict({spec.name: feed})
         if labels:

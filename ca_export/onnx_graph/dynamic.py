@@ -3,9 +3,10 @@
 After the CA rewrite with ``static=False`` the blocks hold no size. The rest of the
 graph may: a pool whose kernel spans the whole map (an adaptive pool baked by the
 exporter) or a ``Resize`` to constant sizes gives wrong values elsewhere without
-failing, so either keeps the file static and says why. Otherwise H and W of every
-4-D input get dim_params (one shared name when a block is valid for square inputs
-only), stale value_info is cleared and output shapes are inferred again.
+failing, so either keeps the file static and says why; so does a pool whose input
+shape inference could not tell (the reason names where inference stopped). Otherwise
+H and W of every 4-D input get dim_params (one shared name when a block is valid for
+square inputs only), stale value_info is cleared and output shapes are inferred again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import onnx
+from onnx.checker import ValidationError
+from onnx.shape_inference import InferenceError
 
 from ca_export.onnx_graph.index import GraphIndex
 
@@ -39,6 +42,9 @@ def baked_sizes(index: GraphIndex) -> str | None:
     for node in index.graph.node:
         if node.op_type in POOLS:
             shape = index.shape(node.input[0])
+            if shape is None:
+                gap = index.shape_gap(node.input[0])
+                return f"cannot tell whether {node.op_type} '{node.name}' is baked for HxW: {gap}"
             kernel = list(index.attr(node, "kernel_shape", []))  # type: ignore[arg-type]
             if shape is not None and len(shape) == 4 and len(kernel) == 2:
                 spans = [k == s and k > 1 for k, s in zip(kernel, shape[2:], strict=True)]
@@ -75,8 +81,9 @@ def make_dynamic(model: onnx.ModelProto, square: bool) -> DynamicResult:
         info.type.tensor_type.ClearField("shape")
     try:
         inferred = onnx.shape_inference.infer_shapes(out, strict_mode=False)
-    except Exception:
-        inferred = out
+    except (InferenceError, ValidationError, RuntimeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return DynamicResult(out, True, f"output shapes left unset: {first}", dims)
     for info, new in zip(graph.output, inferred.graph.output, strict=True):
         if new.type.tensor_type.HasField("shape"):
             info.type.tensor_type.shape.CopyFrom(new.type.tensor_type.shape)

@@ -1,6 +1,10 @@
 """A read-mostly view of an ONNX graph: producers, consumers, inferred shapes, constants.
 
-Shapes come from ONNX shape inference on a copy of the model. A tensor is constant
+Shapes come from ONNX shape inference on a copy of the model (with data propagation,
+then without it if that fails, then from the file's own ``value_info``). A failure is
+kept (``shape_error``), and ``shape_gap`` says where inference stopped for a tensor
+whose shape is unknown (a custom-domain op, say): callers report it as the reason,
+never as "no match". A tensor is constant
 when it is an initializer, a ``Constant`` output, a ``Shape`` of a tensor whose shape
 is static, or the output of a small shape-arithmetic op whose inputs are all constant
 (evaluated with ``onnx.reference``); this is how Slice bounds computed from ``Shape``
@@ -14,6 +18,8 @@ from collections import defaultdict
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from onnx.checker import ValidationError
+from onnx.shape_inference import InferenceError
 
 Dim = int | None
 SHAPE_ARITHMETIC = frozenset(
@@ -55,12 +61,37 @@ class GraphIndex:
                     self.consumers[name].append(node)
         self.outputs = {o.name for o in self.graph.output}
         self.initializers = {i.name: i for i in self.graph.initializer}
-        self.shapes = _inferred_shapes(model)
+        self.shapes, self.shape_error = _inferred_shapes(model)
         self._values: dict[str, np.ndarray | None] = {}
 
     def shape(self, name: str) -> tuple[Dim, ...] | None:
         """The inferred shape of a tensor (None where unknown)."""
         return self.shapes.get(name)
+
+    def shape_gap(self, name: str) -> str:
+        """Why the shape of ``name`` is unknown: the failure of shape inference itself, or the
+        first node on its way back whose inputs have shapes and whose output has none."""
+        if self.shape_error:
+            return f"shape inference failed: {self.shape_error}"
+        seen: set[str] = set()
+        stack = [name]
+        while stack:
+            current = stack.pop()
+            node = self.producer.get(current)
+            if current in seen or node is None:
+                continue
+            seen.add(current)
+            unknown = [i for i in node.input if i and self.shape(i) is None]
+            if not unknown:
+                where = f"'{node.name or node.output[0]}'"
+                if node.domain not in ("", "ai.onnx"):
+                    return (
+                        f"shape inference stops at {where}, an op of the custom domain "
+                        f"'{node.domain}' ({node.op_type})"
+                    )
+                return f"shape inference stops at {where} ({node.op_type})"
+            stack.extend(unknown)
+        return f"the shape of '{name}' is unknown"
 
     def single_consumer(self, name: str) -> onnx.NodeProto | None:
         """The only node reading ``name``, if it is not also a graph output."""
@@ -108,11 +139,20 @@ class GraphIndex:
         return default
 
 
-def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[Dim, ...]]:
-    """Shapes of every tensor ONNX shape inference can tell."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception:
+def _inferred_shapes(model: onnx.ModelProto) -> tuple[dict[str, tuple[Dim, ...]], str | None]:
+    """Shapes of every tensor ONNX shape inference can tell, and why inference failed (if it
+    did; the file's own value_info is then all there is)."""
+    inferred, error = model, None
+    for data_prop in (True, False):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(
+                model, strict_mode=False, data_prop=data_prop
+            )
+        except (InferenceError, ValidationError, RuntimeError) as err:
+            error = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            continue
+        break
+    else:
         inferred = model
     shapes: dict[str, tuple[Dim, ...]] = {}
     graph = inferred.graph
@@ -124,7 +164,7 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[Dim, ...]]:
             )
     for init in graph.initializer:
         shapes[init.name] = tuple(init.dims)
-    return shapes
+    return shapes, error if inferred is model else None
 
 
 def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:

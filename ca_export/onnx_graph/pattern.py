@@ -2,6 +2,10 @@
 
 Match rules, in order (the first one broken is the reason a candidate is rejected):
 
+0. Shapes are known. A concat fed by an ``AveragePool``/``ReduceMean`` through a
+   ``Transpose``, or whose shapes shape inference could not tell, is a candidate too,
+   and is rejected with the reason (where inference stopped, the rule it broke).
+
 1. A ``Concat`` of two 4-D tensors along a spatial axis (2 or 3).
 2. Each input is a strip pool reached through ``Transpose`` only. A strip pool is an
    ``AveragePool`` whose kernel spans the whole W (or H) and 1 on the other axis, with
@@ -18,7 +22,8 @@ Match rules, in order (the first one broken is the reason a candidate is rejecte
    concat inputs.
 5. Each piece reaches, through ``Transpose`` only, a 1x1 ``Conv`` with C output
    channels and a gate: ``Sigmoid``, ``HardSigmoid`` or ``Add(3)``/``Clip(0, 6)``/
-   ``Div(6)``, optionally followed by ``Expand``.
+   ``Div(6)`` (Clip bounds as inputs, or as attributes up to opset 10), optionally
+   followed by ``Expand``.
 6. A tree of ``Mul`` nodes multiplies ``x`` by both gates, in any order.
 
 Before (TorchScript-based export of the official block)::
@@ -65,6 +70,7 @@ UNARY = frozenset(
     }
 )
 BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu"})
+POOL_OPS = frozenset({"AveragePool", "ReduceMean"})
 CA_ONLY_OPS = frozenset({"Transpose", "Concat", "Split", "Slice", "Shape", "Gather"})
 
 
@@ -357,6 +363,20 @@ def _other(node: onnx.NodeProto, name: str) -> str:
     return node.input[1] if node.input[0] == name else node.input[0]
 
 
+def _clip_bounds(index: GraphIndex, clip: onnx.NodeProto) -> list[float | None]:
+    """A Clip's [min, max]: constant inputs (opset 11+) or attributes (opset 10 and older).
+
+    A bound that is absent is infinite; one that is not constant is None.
+    """
+    if index.opset <= 10:
+        lo = index.attr(clip, "min", -np.inf)
+        hi = index.attr(clip, "max", np.inf)
+        return [float(lo), float(hi)]  # type: ignore[arg-type]
+    names = [*clip.input[1:3], "", ""][:2]
+    defaults = (-np.inf, np.inf)
+    return [_scalar(index, n) if n else d for n, d in zip(names, defaults, strict=True)]
+
+
 def _gate(index: GraphIndex, conv: onnx.NodeProto) -> tuple[list[onnx.NodeProto], str]:
     """The gate nodes after a gate conv and their kind."""
     act = index.single_consumer(conv.output[0])
@@ -369,9 +389,7 @@ def _gate(index: GraphIndex, conv: onnx.NodeProto) -> tuple[list[onnx.NodeProto]
     if act.op_type == "Add" and _scalar(index, _other(act, conv.output[0])) == 3.0:
         clip = index.single_consumer(act.output[0])
         if clip is not None and clip.op_type == "Clip":
-            bounds = [_scalar(index, i) for i in clip.input[1:3]]
-            if len(bounds) == 1 and index.attr(clip, "min") is not None:
-                bounds = [index.attr(clip, "min"), index.attr(clip, "max")]  # type: ignore[list-item]
+            bounds = _clip_bounds(index, clip)
             div = index.single_consumer(clip.output[0])
             if bounds == [0.0, 6.0] and div is not None:
                 other = _scalar(index, _other(div, clip.output[0]))
@@ -434,6 +452,11 @@ def match(index: GraphIndex, concat: onnx.NodeProto) -> OnnxBlock:
     """Match a CA block whose concat is ``concat``; raise NoMatch with the reason otherwise."""
     inputs = list(concat.input)
     shapes = [index.shape(i) for i in inputs]
+    unknown = [i for i in inputs if index.shape(i) is None]
+    if unknown:
+        raise NoMatch(
+            f"shapes unknown, so the pools cannot be checked: {index.shape_gap(unknown[0])}"
+        )
     if len(inputs) != 2 or any(s is None or len(s) != 4 for s in shapes):
         raise NoMatch("the concat does not join two 4-D tensors")
     axis = int(index.attr(concat, "axis", 0)) % 4  # type: ignore[arg-type]
@@ -441,6 +464,10 @@ def match(index: GraphIndex, concat: onnx.NodeProto) -> OnnxBlock:
         name = "batch" if axis == 0 else "channels"
         raise NoMatch(f"pool over one spatial axis found, but the concat axis is {name}")
     traced = [_back_to_pool(index, i) for i in inputs]
+    for pool, _, _ in traced:
+        if pool is not None and pool.op_type in POOL_OPS and index.shape(pool.input[0]) is None:
+            gap = index.shape_gap(pool.input[0])
+            raise NoMatch(f"shapes unknown, so the pools cannot be checked: {gap}")
     infos = [strip_pool(index, p) if p is not None else None for p, _, _ in traced]
     if any(info is None for info in infos):
         raise NoMatch("a concat input is not a pool over one spatial axis")
@@ -557,13 +584,18 @@ def _owned(index: GraphIndex, block: OnnxBlock) -> list[onnx.NodeProto]:
 
 
 def candidates(index: GraphIndex) -> list[onnx.NodeProto]:
-    """Concat nodes with at least one input strip-pooled (through Transposes)."""
+    """Concat nodes with an input that is strip-pooled (through Transposes), or that comes from
+    an AveragePool/ReduceMean through a Transpose or with an unknown input shape: the pool ->
+    transpose -> concat shape of a CA block, which the matcher then accepts or says why not."""
     found = []
     for node in index.graph.node:
         if node.op_type == "Concat":
             for name in node.input:
-                pool, _, _ = _back_to_pool(index, name)
-                if pool is not None and strip_pool(index, pool) is not None:
+                pool, chain, _ = _back_to_pool(index, name)
+                if pool is None or pool.op_type not in POOL_OPS:
+                    continue
+                unknown = index.shape(pool.input[0]) is None
+                if chain or unknown or strip_pool(index, pool) is not None:
                     found.append(node)
                     break
     return found

@@ -29,6 +29,7 @@ class RewriteResult:
     model: onnx.ModelProto
     blocks: list[OnnxBlock]
     rejections: list[OnnxRejection]
+    shape_error: str | None = None
     removed_nodes: int = 0
     removed_initializers: int = 0
     expands_dropped: int = 0
@@ -46,7 +47,7 @@ def rewrite_model(model: onnx.ModelProto, static: bool) -> RewriteResult:
     out.CopyFrom(model)
     index = GraphIndex(out)
     blocks, rejections = find(index)
-    result = RewriteResult(out, blocks, rejections)
+    result = RewriteResult(out, blocks, rejections, index.shape_error)
     if not blocks:
         return result
     edit = Editor(index)

@@ -103,6 +103,32 @@ class CABlock:
         """The branch that keeps the given spatial axis ("h" or "w")."""
         return next(b for b in self.branches if b.axis == axis)
 
+    @property
+    def square_only(self) -> bool:
+        """Whether a gate lands on the other spatial axis (no transpose back), so the block
+        is valid for square inputs only."""
+        return any(b.perm != IDENTITY for b in self.branches)
+
+    def ca_only_nodes(self) -> dict[str, int]:
+        """The block's transposes, concat and split in the traced graph, by ONNX op name."""
+        counts = {"Concat": 1, "Transpose": 0}
+        for split in self.splits:
+            name = "Split" if split.target in SPLIT_OPS else "Slice"
+            counts[name] = counts.get(name, 0) + 1
+        for b in self.branches:
+            counts["Transpose"] += _layout_steps(b.cat_input, b.pool)
+            counts["Transpose"] += _layout_steps(b.gate_input, b.piece)
+        return {k: v for k, v in counts.items() if v}
+
+
+def _layout_steps(end: Node, start: Node) -> int:
+    """How many permutes lead back from ``end`` to ``start``."""
+    steps = 0
+    while end is not start and end.op == "call_function" and end.target in LAYOUT_OPS:
+        steps += 1
+        end = end.args[0]
+    return steps
+
 
 @dataclass
 class Rejection:
@@ -419,13 +445,28 @@ def lint(block: CABlock) -> list[str]:
     return findings
 
 
+def _tiny_pool(node: Node) -> bool:
+    """A pool over a map with a spatial size of 1, where the kept axis cannot be told."""
+    if node.op != "call_function" or node.target not in (*POOL_OPS, aten.mean.dim):
+        return False
+    dims = shape(node.args[0])
+    return len(dims) == 4 and (same_size(dims[2], 1) or same_size(dims[3], 1))
+
+
+TINY_MAP = (
+    "its pools read a map with a spatial size of 1 at this input size, so which axis each "
+    "keeps cannot be told; trace at a larger --input-shape"
+)
+
+
 def candidates(graph: Graph) -> list[Node]:
-    """Concat nodes with at least one input pooled over a spatial axis."""
+    """Concat nodes with at least one input pooled over a spatial axis (or over a map too
+    small to tell which)."""
     found = []
     for node in graph.nodes:
         if node.op == "call_function" and node.target == aten.cat.default:
-            inputs = node.args[0]
-            if any(pool_of(_back_to_pool(i)[0]) is not None for i in inputs):
+            sources = [_back_to_pool(i)[0] for i in node.args[0]]
+            if any(pool_of(s) is not None or _tiny_pool(s) for s in sources):
                 found.append(node)
     return found
 
@@ -437,6 +478,8 @@ def find(graph: Graph) -> tuple[list[CABlock], list[Rejection]]:
     rejections: list[Rejection] = []
     for cat in candidates(graph):
         try:
+            if any(_tiny_pool(_back_to_pool(i)[0]) for i in cat.args[0]):
+                raise NoMatch(TINY_MAP)
             blocks.append(match(graph, cat, order))
         except NoMatch as why:
             rejections.append(Rejection(module_path(cat) or "<model>", cat.name, str(why)))

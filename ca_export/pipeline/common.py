@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,17 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import onnx
 import torch
 from torch import nn
 from torch.export import ExportedProgram
 
-from ca_export.errors import BadInputError
+from ca_export.errors import BadInputError, CAExportError, StageError
 from ca_export.loading import load_model
 from ca_export.patterns import CABlock, find
 from ca_export.report import BlockReport, ExportReport, InspectReport, gate_summary
 from ca_export.rewrites import rewrite
-from ca_export.tracing import Traced, trace
+from ca_export.tracing import Traced, guard_memory, trace
 from ca_export.verify.parity import GateResult, block_gate
 
 Progress = Callable[[str], None]
@@ -41,12 +37,36 @@ class Stages:
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
+        """Time the stage; an unexpected exception becomes a ``StageError`` naming it."""
         self.progress(name)
         start = time.perf_counter()
         try:
             yield
+        except CAExportError:
+            raise
+        except Exception as err:
+            raise StageError(name, err) from err
         finally:
             self.times[name] = round(self.times.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+def trace_or_explain(model: nn.Module, input_shape: tuple[int, ...], dynamic: bool) -> Traced:
+    """Trace; when a non-square size fails, name a square-only CA block if that is the cause."""
+    try:
+        return trace(model, input_shape, dynamic)
+    except BadInputError:
+        n, c, h, w = input_shape
+        if h == w:
+            raise
+        square = trace(model, (n, c, h, h), dynamic=False)
+        quirky = [b.module for b in find(square.program.graph)[0] if b.square_only]
+        if not quirky:
+            raise
+        raise BadInputError(
+            f"{', '.join(quirky)}: a CA gate is applied along the other spatial axis (no "
+            f"transpose back after the split), so the model runs on square inputs only, "
+            f"not {h}x{w}; use a square --input-shape"
+        ) from None
 
 
 def inspect_model(
@@ -54,29 +74,23 @@ def inspect_model(
     weights: Path | None = None,
     input_shape: tuple[int, int, int, int] = (1, 3, 224, 224),
     progress: Progress = quiet,
+    trust_pickle: bool = False,
+    check_memory: bool = True,
 ) -> InspectReport:
     """Trace a model and report its CA blocks and the pooled concats that are not CA."""
     stage = Stages(progress)
     with stage("load"):
-        loaded = load_model(model, weights)
+        loaded = load_model(model, weights, trust_pickle)
+        if check_memory:
+            guard_memory(loaded.module, input_shape)
     with stage("trace"):
-        traced = trace(loaded.module, input_shape, dynamic=False)
+        traced = trace_or_explain(loaded.module, input_shape, dynamic=False)
     with stage("detect"):
         blocks, rejected = find(traced.program.graph)
+    notices = loaded.notices + traced.notices
     return InspectReport(
-        model, list(input_shape), [BlockReport.of(b) for b in blocks], rejected, loaded.notices
+        model, list(input_shape), [BlockReport.of(b) for b in blocks], rejected, notices
     )
-
-
-def check_writable(path: Path) -> None:
-    """Fail early, before any heavy work, if ``path`` cannot be written."""
-    parent = path.resolve().parent
-    if path.is_dir():
-        raise BadInputError(f"output {str(path)!r} is a directory")
-    if not parent.is_dir():
-        raise BadInputError(f"output folder {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise BadInputError(f"output folder {str(parent)!r} is not writable")
 
 
 @dataclass
@@ -87,6 +101,11 @@ class Prepared:
     traced: Traced
     blocks: list[CABlock]
     program: ExportedProgram
+
+    @property
+    def square_only(self) -> bool:
+        """Whether the model runs on square inputs only (by its trace or a block's quirk)."""
+        return self.traced.square_only or any(b.square_only for b in self.blocks)
 
     @property
     def rewritten(self) -> bool:
@@ -102,17 +121,24 @@ def prepare(
     do_rewrite: bool,
     stage: Stages,
     report: ExportReport,
+    trust_pickle: bool = False,
+    check_memory: bool = True,
     form: str = "onnx",
 ) -> Prepared:
     """Load, trace, find blocks and (if asked) rewrite them into ``form``; fill the report."""
     with stage("load"):
-        loaded = load_model(model, weights)
+        loaded = load_model(model, weights, trust_pickle)
         report.notices += loaded.notices
+        if check_memory:
+            guard_memory(loaded.module, input_shape)
     with stage("trace"):
-        traced = trace(loaded.module, input_shape, dynamic)
+        traced = trace_or_explain(loaded.module, input_shape, dynamic)
+        report.notices += traced.notices
     with stage("detect"):
         blocks, report.rejected = find(traced.program.graph)
         report.ca_blocks = [BlockReport.of(b) for b in blocks]
+        for entry, block in zip(report.ca_blocks, blocks, strict=True):
+            entry.ca_only_nodes_before = block.ca_only_nodes()
     program = traced.program
     if do_rewrite and blocks:
         with stage("rewrite"):
@@ -133,48 +159,3 @@ def with_block_gate(
         parity["blocks"] = gate_summary(blocks)
         parity["passed"] = gate.passed and blocks.passed
     return parity
-
-
-def write_atomic(data: bytes, path: Path) -> dict[str, object]:
-    """Write atomically: a temporary file in the same folder, then a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise BadInputError(f"cannot write {str(path)!r}: {err.strerror}") from None
-    return {"path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-PROTOBUF_LIMIT = 2**31 - 2**24
-"""Largest ONNX file written as one protobuf (protobuf caps at 2 GiB; 16 MiB headroom)."""
-
-
-def write_onnx(
-    model: onnx.ModelProto, path: Path, limit: int = PROTOBUF_LIMIT
-) -> dict[str, object]:
-    """Write an ONNX model atomically; past ``limit`` its tensors go to ``<path>.data``."""
-    if model.ByteSize() < limit:
-        return write_atomic(model.SerializeToString(), path)
-    folder = path.resolve().parent
-    data_name = f"{path.name}.data"
-    try:
-        with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=folder) as tmp:
-            staged = Path(tmp) / path.name
-            onnx.save_model(
-                model,
-                staged,
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=data_name,
-                size_threshold=1024,
-            )
-            os.replace(Path(tmp) / data_name, folder / data_name)
-            os.replace(staged, path)
-    except OSError as err:
-        raise BadInputError(f"cannot write {str(path)!r}: {err.strerror}") from None
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    size = path.stat().st_size + (folder / data_name).stat().st_size
-    return {"path": str(path), "bytes": size, "sha256": digest, "external_data": data_name}

@@ -7,9 +7,6 @@ Prediction parity runs on macOS only; elsewhere the report says it did not run.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +17,13 @@ from ca_export import __version__
 from ca_export.errors import BadInputError
 from ca_export.export import coreml as coreml_export
 from ca_export.export.coreml import ImageInput, InputSpec, Target
-from ca_export.pipeline.common import Prepared, Progress, Stages, check_writable, prepare, quiet
+from ca_export.files import Output, guard, publish, remove_tree, scratch_folder
+from ca_export.loading import model_files
+from ca_export.pipeline.common import Prepared, Progress, Stages, prepare, quiet
 from ca_export.report import ExportReport, gate_summary
 from ca_export.tracing import example_input
 from ca_export.verify.mil.parity import NotVerified, mil_parity
-from ca_export.verify.parity import SEEDS, flatten_outputs
+from ca_export.verify.parity import SEEDS, output_arrays
 
 DEFAULT_HW_RANGE = (32, 1024)
 METADATA_FIELDS = ("author", "license", "version", "short_description")
@@ -54,6 +53,17 @@ class CoreMLJob:
     labels: tuple[str, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
     rewrite: bool = True
+    trust_pickle: bool = False
+    check_memory: bool = True
+
+    def reads(self) -> list[Path]:
+        """The files this job reads."""
+        return model_files(self.model, self.weights)
+
+    def writes(self) -> list[Output]:
+        """The files this job writes."""
+        kind = "mlpackage" if self.output.suffix == ".mlpackage" else "mlmodel"
+        return [Output(self.output, kind)]
 
     @property
     def target(self) -> Target:
@@ -88,12 +98,7 @@ def validate(job: CoreMLJob) -> None:
     _validate_sizes(job)
     if job.image is not None and (job.input_shape[0] != 1 or job.input_shape[1] != 3):
         raise BadInputError("an image input is one RGB image: --input-shape must be 1,3,H,W")
-    if suffix == ".mlpackage" and job.output.is_file():
-        raise BadInputError(f"output {str(job.output)!r} is a file, not a package folder")
-    if job.output.is_dir() and suffix == ".mlpackage":
-        check_writable(_temporary_sibling(job.output))
-    else:
-        check_writable(job.output)
+    guard(job.reads(), job.writes())
 
 
 def _validate_sizes(job: CoreMLJob) -> None:
@@ -122,11 +127,6 @@ def read_labels(path: Path) -> tuple[str, ...]:
     return labels
 
 
-def _temporary_sibling(path: Path) -> Path:
-    """A name next to ``path`` (only used to ask whether its folder is writable)."""
-    return path.with_name(f".{path.name}.tmp")
-
-
 def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
     """Run the whole Core ML pipeline; the report says which checks ran and passed."""
     validate(job)
@@ -142,7 +142,15 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
         0,
     )
     prepared = prepare(
-        job.model, job.weights, job.input_shape, job.dynamic, job.rewrite, stage, report
+        job.model,
+        job.weights,
+        job.input_shape,
+        job.dynamic,
+        job.rewrite,
+        stage,
+        report,
+        job.trust_pickle,
+        job.check_memory,
     )
     spec = job.input_spec(prepared.traced.input_names[0])
     names = prepared.traced.output_names
@@ -156,7 +164,7 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
         if target.format == "neuralnetwork" and target.precision == "fp16":
             model = coreml_export.half_weights(model)
         coreml_export.set_metadata(model, job.metadata, _metadata(job, spec, report))
-    folder = Path(tempfile.mkdtemp(prefix=f".{job.output.name}.", dir=job.output.resolve().parent))
+    folder = scratch_folder(job.output)
     try:
         temporary = folder / job.output.name
         with stage("save"):
@@ -176,7 +184,7 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
             with stage("write"):
                 report.artifact = _move(temporary, job.output, folder)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_tree(folder)
     report.stages = stage.times
     return report
 
@@ -184,7 +192,7 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
 def _output_shapes(prepared: Prepared, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     """The original model's output shapes at the input shape."""
     with torch.no_grad():
-        outputs = flatten_outputs(prepared.module(torch.zeros(input_shape)))
+        outputs = output_arrays(prepared.module(torch.zeros(input_shape)))
     return [tuple(o.shape) for o in outputs]
 
 
@@ -192,7 +200,7 @@ def _validate_traced(
     job: CoreMLJob, prepared: Prepared, spec: InputSpec, shapes: list[tuple[int, ...]]
 ) -> None:
     """What only the trace tells: square-only models, and labels that fit the output."""
-    if prepared.traced.square_only:
+    if prepared.square_only:
         if spec.hw_range is not None:
             raise BadInputError(
                 f"{job.model} runs on square inputs only, and a Core ML size range cannot tie "
@@ -281,9 +289,7 @@ def _mil_parity(
 
 def _move(temporary: Path, output: Path, folder: Path) -> dict[str, Any]:
     """Rename the checked model to ``output``; a package it replaces is moved aside first."""
-    if output.is_dir():
-        os.replace(output, folder / "replaced")
-    os.replace(temporary, output)
+    publish(temporary, output, folder)
     files = [output] if output.is_file() else [p for p in output.rglob("*") if p.is_file()]
     return {"path": str(output), "bytes": sum(p.stat().st_size for p in files)}
 

@@ -18,15 +18,9 @@ from pathlib import Path
 from ca_export import __version__
 from ca_export.errors import BadInputError
 from ca_export.export import executorch as et
-from ca_export.pipeline.common import (
-    Progress,
-    Stages,
-    check_writable,
-    prepare,
-    quiet,
-    with_block_gate,
-    write_atomic,
-)
+from ca_export.files import Output, guard, write_atomic
+from ca_export.loading import model_files
+from ca_export.pipeline.common import Progress, Stages, prepare, quiet, with_block_gate
 from ca_export.report import ExportReport
 from ca_export.verify.parity import gate_inputs, runner_gate
 
@@ -43,6 +37,16 @@ class ExecutorchJob:
     input_shape: tuple[int, int, int, int] = (1, 3, 224, 224)
     dynamic: bool = False
     rewrite: bool = True
+    trust_pickle: bool = False
+    check_memory: bool = True
+
+    def reads(self) -> list[Path]:
+        """The files this job reads."""
+        return model_files(self.model, self.weights)
+
+    def writes(self) -> list[Output]:
+        """The files this job writes."""
+        return [Output(self.output, "pte")]
 
 
 def validate(job: ExecutorchJob) -> None:
@@ -54,7 +58,7 @@ def validate(job: ExecutorchJob) -> None:
             "ca-export executorch --dynamic is not supported yet: export one .pte per input "
             "size with --input-shape"
         )
-    check_writable(job.output)
+    guard(job.reads(), job.writes())
     if not et.available():
         raise BadInputError(et.INSTALL_HINT)
 
@@ -74,6 +78,8 @@ def export_executorch(job: ExecutorchJob, progress: Progress = quiet) -> ExportR
         job.rewrite,
         stage,
         report,
+        job.trust_pickle,
+        job.check_memory,
         form="xnnpack",
     )
     modules = [b.module for b in prepared.blocks]
@@ -98,7 +104,7 @@ def export_executorch(job: ExecutorchJob, progress: Progress = quiet) -> ExportR
         )
     with stage("gate"):
         runner = et.PteRunner(lowered.buffer)
-        inputs = gate_inputs(prepared.traced, job.input_shape)
+        inputs = gate_inputs(prepared.traced, job.input_shape, prepared.square_only)
         names = prepared.traced.output_names
         gate = runner_gate(prepared.module, runner.run, names, inputs, et.BACKEND)
         report.parity = with_block_gate(prepared, gate, inputs)

@@ -11,17 +11,16 @@ from pathlib import Path
 import onnx
 
 from ca_export import __version__
-from ca_export.errors import BadInputError
 from ca_export.export import onnx as onnx_export
+from ca_export.files import Output, guard, write_onnx
+from ca_export.loading import model_files
 from ca_export.pipeline.common import (
     Prepared,
     Progress,
     Stages,
-    check_writable,
     prepare,
     quiet,
     with_block_gate,
-    write_onnx,
 )
 from ca_export.report import ExportReport
 from ca_export.verify.parity import gate_inputs, onnx_gate
@@ -39,47 +38,46 @@ class OnnxJob:
     dynamic: bool = False
     rewrite: bool = True
     simplify: bool = True
+    trust_pickle: bool = False
+    check_memory: bool = True
+
+    def reads(self) -> list[Path]:
+        """The files this job reads."""
+        return model_files(self.model, self.weights)
+
+    def writes(self) -> list[Output]:
+        """The files this job writes."""
+        return [Output(self.output, "onnx")]
 
 
 def parity_gates(prepared: Prepared, onnx_model: onnx.ModelProto, shape: tuple[int, ...]) -> dict:
     """ONNX Runtime against the original model, and each rewritten block against its original."""
-    inputs = gate_inputs(prepared.traced, shape)
+    inputs = gate_inputs(prepared.traced, shape, prepared.square_only)
     gate = onnx_gate(prepared.module, onnx_model, prepared.traced, inputs)
     return with_block_gate(prepared, gate, inputs)
 
 
 def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     """Run the whole ONNX pipeline; the report says whether every gate passed."""
-    check_writable(job.output)
+    guard(job.reads(), job.writes())
     stage = Stages(progress)
     report = ExportReport(
         job.model, __version__, "onnx", list(job.input_shape), job.dynamic, job.rewrite, job.opset
     )
     prepared = prepare(
-        job.model, job.weights, job.input_shape, job.dynamic, job.rewrite, stage, report
+        job.model,
+        job.weights,
+        job.input_shape,
+        job.dynamic,
+        job.rewrite,
+        stage,
+        report,
+        job.trust_pickle,
+        job.check_memory,
     )
     traced = prepared.traced
-    modules = [b.module for b in prepared.blocks]
-    stock = None
-    with stage("export stock"):
-        try:
-            stock = onnx_export.emit(traced.program, traced, job.opset)
-        except BadInputError as err:
-            if prepared.rewritten:
-                report.warnings.append(f"stock export (for comparison) failed: {err}")
-            else:
-                raise
-    if stock is not None:
-        stock_owner = onnx_export.attribute(stock, modules)
-        report.op_counts_before = onnx_export.op_counts(stock)
-        for i, entry in enumerate(report.ca_blocks):
-            entry.ca_only_nodes_before = onnx_export.ca_only_nodes(stock, stock_owner, i)
-    if prepared.rewritten:
-        with stage("export"):
-            raw = onnx_export.emit(prepared.program, traced, job.opset)
-    else:
-        assert stock is not None
-        raw = stock
+    with stage("export"):
+        raw = onnx_export.emit(prepared.program, traced, job.opset)
     model = raw
     if job.simplify:
         with stage("simplify"):
@@ -88,11 +86,7 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     with stage("check"):
         onnx_export.keep_scopes(model, raw)
         onnx_export.check(model)
-        owner = onnx_export.attribute(raw, modules)
-        for i, entry in enumerate(report.ca_blocks):
-            entry.ca_only_nodes_after = onnx_export.ca_only_nodes(model, owner, i)
-        left = sum(sum(b.ca_only_nodes_after.values()) for b in report.ca_blocks if b.rewritten)
-        report.structure = {"passed": left == 0, "ca_only_nodes_after": left}
+        report.structure = structure(report, model, raw, [b.module for b in prepared.blocks])
         report.op_counts_after = onnx_export.op_counts(model)
     with stage("gate"):
         report.parity = parity_gates(prepared, model, job.input_shape)
@@ -102,6 +96,37 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
             report.artifact = write_onnx(model, job.output)
     report.stages = stage.times
     return report
+
+
+def structure(
+    report: ExportReport, model: onnx.ModelProto, raw: onnx.ModelProto, modules: list[str]
+) -> dict:
+    """CA-only nodes left per block, and in each pooled concat the detector did not match.
+
+    The check gates only rewritten blocks; what is left elsewhere is counted and named.
+    """
+    unmatched = [
+        r.module for r in report.rejected if r.module not in modules and r.module != "<model>"
+    ]
+    owner = onnx_export.attribute(raw, modules + unmatched)
+    for i, entry in enumerate(report.ca_blocks):
+        entry.ca_only_nodes_after = onnx_export.ca_only_nodes(model, owner, i)
+    gated = sum(sum(b.ca_only_nodes_after.values()) for b in report.ca_blocks if b.rewritten)
+    others = sum(sum(b.ca_only_nodes_after.values()) for b in report.ca_blocks if not b.rewritten)
+    left_unmatched = {}
+    for i, module in enumerate(unmatched, start=len(modules)):
+        counts = onnx_export.ca_only_nodes(model, owner, i)
+        if counts:
+            left_unmatched[module] = counts
+    return {
+        "passed": gated == 0,
+        "ca_only_nodes_after": gated
+        + others
+        + sum(sum(c.values()) for c in left_unmatched.values()),
+        "in_rewritten_blocks": gated,
+        "in_blocks_not_rewritten": others,
+        "in_unmatched_concats": left_unmatched,
+    }
 
 
 def _metadata(job: OnnxJob, dynamic: bool, report: ExportReport) -> dict[str, str]:

@@ -1,5 +1,11 @@
-"""The ``optimize`` pipeline for ONNX files: load -> detect -> rewrite -> [dynamic] -> check
--> gate -> write.
+"""The ``optimize`` pipeline for ONNX files: load -> normalize -> detect -> rewrite ->
+[dynamic] -> check -> gate -> write.
+
+``normalize`` folds constants (onnxscript's folder) so a file as the TorchScript-based
+exporter writes it, without a simplifier, reads like its simplified twin; the gate
+compares the file as read with the result, so it covers normalisation too. When no
+block is found the report says why: every pooled concat skipped with its reason, and a
+shape inference failure as a warning.
 
 The gate runs the input file and the rewritten one in ONNX Runtime on the same seeded
 inputs at the file's input size; the output file is written (atomically) only when it
@@ -20,9 +26,11 @@ from onnx import helper
 from ca_export import __version__
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import onnx as onnx_export
-from ca_export.onnx_graph import OnnxBlock, make_dynamic, rewrite_model
-from ca_export.pipeline.common import Progress, Stages, check_writable, quiet, write_atomic
+from ca_export.files import Output, guard, write_atomic
+from ca_export.onnx_graph import OnnxBlock, make_dynamic, normalize, rewrite_model
+from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.report import BlockReport, OptimizeReport, gate_summary
+from ca_export.verify.artifacts import cpu_session
 from ca_export.verify.metrics import compare
 from ca_export.verify.parity import SEEDS, CaseResult, GateResult
 from ca_export.verify.tolerances import tolerance
@@ -39,15 +47,28 @@ class OptimizeJob:
     dynamic: bool = False
     force_write: bool = False
 
+    def reads(self) -> list[Path]:
+        """The files this job reads."""
+        return [self.source]
+
+    def writes(self) -> list[Output]:
+        """The files this job writes (the output may replace the source in place)."""
+        return [Output(self.output, "onnx")]
+
 
 def load_onnx(path: Path) -> onnx.ModelProto:
     """Read (with any external data beside it) and validate an ONNX file."""
+    if path.is_dir():
+        raise BadInputError(f"cannot read {str(path)!r}: it is a folder")
     if not path.is_file():
         raise BadInputError(f"cannot read {str(path)!r}: no such file")
     try:
         model = onnx.load(str(path))
     except OSError as err:
         raise BadInputError(f"cannot read {str(path)!r}: {err.strerror}") from None
+    except onnx.checker.ValidationError as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise BadInputError(f"cannot read {str(path)!r}: {first}") from None
     except (DecodeError, ValueError, RuntimeError):
         raise BadInputError(f"{str(path)!r} is not an ONNX model (or is truncated)") from None
     if not model.graph.node or not model.graph.output:
@@ -127,19 +148,21 @@ def file_gate(
 
 
 def other_size(shapes: dict[str, list[int]], square: bool) -> dict[str, list[int]]:
-    """Input shapes at a second size: H and W scaled differently unless square only."""
+    """Input shapes at a second size: H doubled and W kept (both doubled if square only), so
+    every divisibility the file's size had holds (a stride-32 detector runs there too)."""
     out = {}
     for name, (n, c, h, w) in ((k, v) for k, v in shapes.items() if len(v) == 4):
-        h2 = h + max(h // 2, 1)
-        out[name] = [n, c, h2, h2] if square else [n, c, h2, w + max(w // 4, 1)]
+        out[name] = [n, c, 2 * h, 2 * w] if square else [n, c, 2 * h, w]
     return out
 
 
 def dynamic_check(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[str, object]:
     """Run the dynamic model at another size: it must load, run and give finite outputs."""
     feeds = seeded_feeds(model, shapes, SEEDS[0])
+    quiet_run = ort.RunOptions()
+    quiet_run.log_severity_level = 4
     try:
-        outs = session(model, "the dynamic result").run(None, feeds)
+        outs = session(model, "the dynamic result").run(None, feeds, quiet_run)
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0]
         return {"passed": False, "error": first}
@@ -158,20 +181,34 @@ def _block_report(block: OnnxBlock, left: dict[str, int]) -> BlockReport:
 
 def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeReport:
     """Rewrite the CA blocks of an ONNX file; the report says what was found and checked."""
-    check_writable(job.output)
+    guard(job.reads(), job.writes(), in_place=[job.output])
     stage = Stages(progress)
     with stage("load"):
         source = load_onnx(job.source)
         shapes = input_shapes(source)
+        cpu_session(source.SerializeToString(), job.source.name)
     opset = next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 0)
     report = OptimizeReport(str(job.source), __version__, opset, shapes)
     report.dynamic = {"requested": job.dynamic}
+    with stage("normalize"):
+        norm = normalize(source, keep_sizes=job.dynamic)
+    report.normalize = {
+        "modified": norm.modified,
+        "constants": [norm.constants_before, norm.constants_after],
+        "nodes": [norm.nodes_before, norm.nodes_after],
+        "reason": norm.reason,
+    }
+    if norm.reason:
+        report.warnings.append(f"file matched as written: {norm.reason}")
     with stage("rewrite"):
-        result = rewrite_model(source, static=not job.dynamic)
+        result = rewrite_model(norm.model, static=not job.dynamic)
     report.skipped = [{"node": r.node, "reason": r.reason} for r in result.rejections]
     report.ca_blocks = [_block_report(b, result.left[b.name]) for b in result.blocks]
+    if result.shape_error:
+        report.warnings.append(f"ONNX shape inference failed: {result.shape_error}")
     if not result.blocks:
-        report.warnings.append("no CA block found; the model is left as it is")
+        why = "see the skipped pooled concats" if result.rejections else "no pooled concat"
+        report.warnings.append(f"no CA block found ({why}); the model is left as it is")
         if job.force_write:
             with stage("write"):
                 report.artifact = write_atomic(source.SerializeToString(), job.output)

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ca_export.errors import BadInputError
+from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import coreml as coreml_export
-from ca_export.loading import load_model
+from ca_export.loading import load_model, model_files
 from ca_export.patterns import find
 from ca_export.pipeline.common import Progress, Stages, quiet
-from ca_export.tracing import example_input, trace
+from ca_export.tracing import example_input, guard_memory, trace
 from ca_export.verify.artifacts import OnnxArtifact, PteArtifact, open_onnx, open_pte
 from ca_export.verify.inputs import load_inputs
 from ca_export.verify.localize import Localization, localize
@@ -50,6 +50,12 @@ class VerifyJob:
     inputs: list[Path] = field(default_factory=list)
     rtol: float | None = None
     atol: float | None = None
+    trust_pickle: bool = False
+    check_memory: bool = True
+
+    def reads(self) -> list[Path]:
+        """The files this job reads."""
+        return [*model_files(self.model, self.weights), *self.artifacts, *self.inputs]
 
 
 @dataclass
@@ -125,16 +131,19 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
     stage = Stages(progress)
     report = VerifyReport(job.model)
     with stage("load"):
-        loaded = load_model(job.model, job.weights)
+        artifacts = [open_artifact(path) for path in job.artifacts]
+        user_inputs = load_inputs(job.inputs, job.input_shape)
+        loaded = load_model(job.model, job.weights, job.trust_pickle)
         report.notices += loaded.notices
         model = loaded.module
-        artifacts = [open_artifact(path) for path in job.artifacts]
+        if job.check_memory:
+            for shape in job.shapes or [job.input_shape]:
+                guard_memory(model, shape)
         if any(isinstance(a, MilArtifact) for a in artifacts) and not coreml_export.CAN_PREDICT:
             report.notices.append(
                 f"Core ML prediction did not run ({coreml_export.NO_PREDICTION}); Core ML "
                 "outputs come from the NumPy MIL evaluator"
             )
-        user_inputs = load_inputs(job.inputs, job.input_shape)
     for artifact in artifacts:
         with stage(f"verify {artifact.path.name}"):
             report.artifacts.append(_verify_one(job, model, artifact, user_inputs, report))
@@ -189,8 +198,9 @@ def _verify_one(
             case.skipped = f"not verified: {err}"
             continue
         if len(got) != len(expected):
-            raise BadInputError(
-                f"{artifact.path.name} has {len(got)} outputs, the model {len(expected)}"
+            raise CheckFailedError(
+                f"{artifact.path.name} has {len(got)} outputs and the model {len(expected)}: "
+                "it is not an artifact of this model"
             )
         for name, ref, noise, out in zip(artifact.output_names, expected, noises, got, strict=True):
             case.comparisons.append(compare(name, ref, out.astype(np.float32), tol, noise))

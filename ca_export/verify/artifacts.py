@@ -50,6 +50,8 @@ class OnnxArtifact:
 
 def open_onnx(path: Path) -> OnnxArtifact:
     """Load and check an ONNX file; a file that is not ONNX gives one clear error."""
+    if path.is_dir():
+        raise BadInputError(f"artifact {str(path)!r} is a folder, not an ONNX file")
     if not path.is_file():
         raise BadInputError(f"artifact {str(path)!r} does not exist")
     try:
@@ -68,13 +70,24 @@ def open_onnx(path: Path) -> OnnxArtifact:
     dims: list[int | str] = [
         d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim
     ]
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(str(path), path.name)
     outputs = [o.name for o in model.graph.output]
     return OnnxArtifact(
         path, model, session, inputs[0].name, dims, outputs, DTYPES[tensor.elem_type]
     )
+
+
+def cpu_session(model: str | bytes, name: str) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session; a model it cannot load is bad input (one line)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        lines = [line for line in str(err).strip().splitlines() if line.strip()]
+        raise BadInputError(
+            f"ONNX Runtime cannot load {name}: {lines[0] if lines else type(err).__name__}"
+        ) from None
 
 
 @dataclass

@@ -6,6 +6,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ca_export.files import MARKDOWN_HEADING
+
 if TYPE_CHECKING:
     from ca_export.pipeline.verify import ArtifactResult, VerifyReport
 
@@ -69,7 +71,7 @@ def markdown(report: VerifyReport) -> str:
     """A Markdown table of every comparison, and the verdict."""
     verdict = "passed" if report.passed else "FAILED"
     lines = [
-        f"### ca-export verify: {report.source} — {verdict}",
+        f"{MARKDOWN_HEADING} {report.source} — {verdict}",
         "",
         "| artifact | input | shape | output | max abs err | rel err | cosine | PSNR dB "
         "| top-1 | result |",

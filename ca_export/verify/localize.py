@@ -107,6 +107,10 @@ def localize(
         )
     reference = torch_module_outputs(model, x)
     matched = [(name, exits[name]) for name in reference if name in exits]
+    if not matched:
+        return Localization(
+            note="no module output could be matched between PyTorch and the artifact"
+        )
     probe = copy.deepcopy(artifact.model)
     known = {o.name for o in probe.graph.output}
     elem = probe.graph.input[0].type.tensor_type.elem_type
@@ -119,7 +123,7 @@ def localize(
     session = ort.InferenceSession(
         probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-    values = [value for _, value in matched]
+    values = list(dict.fromkeys(value for _, value in matched))
     got = dict(
         zip(
             values,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.export import ExportedProgram
 
-from ca_export.tracing import Traced, example_input
+from ca_export.tracing import Traced, example_input, output_arrays
 from ca_export.verify.metrics import Comparison, compare, relative_error
 from ca_export.verify.tolerances import tolerance
 
@@ -72,28 +72,20 @@ class GateResult:
         return lines
 
 
-def gate_inputs(traced: Traced, input_shape: tuple[int, ...]) -> list[tuple[int, torch.Tensor]]:
-    """Seeded inputs: several at the traced size and, if dynamic, one at each other size."""
+def gate_inputs(
+    traced: Traced, input_shape: tuple[int, ...], square_only: bool
+) -> list[tuple[int, torch.Tensor]]:
+    """Seeded inputs: several at the traced size and, if dynamic, one at each other size
+    (square ones where the model runs on square inputs only)."""
     _, c, h, w = input_shape
     cases = [(seed, example_input(input_shape, seed)) for seed in SEEDS]
     if traced.dynamic:
-        if traced.square_only:
+        if square_only:
             others = [(2, c, h + 32, h + 32), (1, c, h + 64, h + 64)]
         else:
             others = [(2, c, h + 32, w + 64), (1, c, h + 64, w + 32)]
         cases += [(seed, example_input(s, seed)) for seed, s in zip(SEEDS, others, strict=False)]
     return cases
-
-
-def flatten_outputs(out: Any) -> list[np.ndarray]:
-    """Model outputs (a tensor or nested tuple/list of them) as a flat list of arrays."""
-    if isinstance(out, torch.Tensor):
-        return [out.detach().numpy()]
-    if isinstance(out, (tuple, list)):
-        return [a for item in out for a in flatten_outputs(item)]
-    if isinstance(out, dict):
-        return [a for item in out.values() for a in flatten_outputs(item)]
-    raise TypeError(f"unsupported model output type {type(out).__name__}")
 
 
 def onnx_gate(
@@ -128,7 +120,7 @@ def runner_gate(
     precise = float64_copy(model)
     for seed, x in inputs:
         with torch.no_grad():
-            expected = flatten_outputs(model(x))
+            expected = output_arrays(model(x))
             exact = run_float64(precise, x) or expected
         got = run(x.numpy())
         comparisons = [
@@ -152,7 +144,7 @@ def run_float64(model: nn.Module | None, x: torch.Tensor) -> list[np.ndarray] | 
     if model is None:
         return None
     try:
-        return flatten_outputs(model(x.double()))
+        return output_arrays(model(x.double()))
     except Exception:
         return None
 

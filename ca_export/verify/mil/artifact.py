@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ca_export.errors import BadInputError
 from ca_export.export.coreml import CAN_PREDICT, coremltools
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import BACKEND
@@ -85,6 +86,8 @@ def _describe(
 ) -> MilArtifact:
     """The artifact's input sizes and outputs, from its model description."""
     inputs = spec.description.input
+    if not inputs or not spec.description.output:
+        raise BadInputError(f"{str(path)!r} is not a usable Core ML model (no inputs or outputs)")
     if len(inputs) != 1 or inputs[0].type.WhichOneof("Type") != "multiArrayType":
         reason = reason or "not verified: verify feeds one tensor input, not images"
     array = inputs[0].type.multiArrayType

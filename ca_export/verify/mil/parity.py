@@ -26,8 +26,8 @@ from ca_export.verify.mil.program import load_program, run_program, uncovered
 from ca_export.verify.parity import (
     CaseResult,
     GateResult,
-    flatten_outputs,
     float64_copy,
+    output_arrays,
     run_float64,
 )
 from ca_export.verify.tolerances import Tolerance, tolerance
@@ -50,10 +50,10 @@ def model_noise(
     ``other`` is ``reference_copy(model, dtype)``; where it cannot run, the noise is 0.
     """
     with torch.no_grad():
-        expected = flatten_outputs(model(x))
+        expected = output_arrays(model(x))
         try:
             if dtype == "float16" and other is not None:
-                alike = flatten_outputs(other(x.half()))
+                alike = output_arrays(other(x.half()))
             else:
                 alike = run_float64(other, x) or expected
         except Exception:

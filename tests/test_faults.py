@@ -1,0 +1,443 @@
+"""Fault injection: every command against bad paths, bad files, odd models and signals.
+
+Each case asserts the exit code, one clear error line, no traceback, no user file
+changed and no stray file left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner, Result
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from ca_export.errors import BadInputError
+from ca_export.files import Output, guard
+from cli.main import cli
+
+SMALL = ["--input-shape", "1,3,32,32"]
+
+USER_MODELS = """
+import sys
+import torch
+import torch.nn as nn
+
+
+class Pair(nn.Module):
+    def __init__(self, outputs=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, outputs, 3)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3)), None
+
+
+class Nothing(nn.Module):
+    def forward(self, x):
+        return None
+
+
+class FailsWhenRun(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        if not torch.compiler.is_exporting():
+            raise RuntimeError("only traceable")
+        return self.conv(x)
+
+
+def pair():
+    return Pair()
+
+
+def five_classes():
+    return Pair(5)
+
+
+def nothing():
+    return Nothing()
+
+
+def exits():
+    sys.exit(3)
+
+
+def fails_when_run():
+    return FailsWhenRun()
+"""
+
+
+def run(*args: str | Path) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def one_error(result: Result, code: int, pattern: str) -> None:
+    """The run exited with ``code`` and said why in one line matching ``pattern``."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("[")]
+    assert len(errors) == 1, result.stderr
+    assert pattern in errors[0], errors[0]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    """Every file under ``folder`` (hidden ones too) with its digest and mode."""
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def work(tmp_path: Path, exported: Callable) -> Path:
+    """A folder with a seed export (``seed.onnx``), user models and a notes file."""
+    _, onnx_path = exported("seed_ca", False)
+    shutil.copy(onnx_path, tmp_path / "seed.onnx")
+    (tmp_path / "models.py").write_text(USER_MODELS)
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["onnx", "seed_ca", *SMALL, "-o", "seed.onnx", "--report", "seed.onnx"],
+        ["onnx", "seed_ca", *SMALL, "-o", "out.onnx", "--report", "seed.onnx"],
+        ["onnx", "models.py:pair", *SMALL, "-o", "models.py"],
+        ["onnx", "seed_ca", *SMALL, "-o", "out.onnx", "--weights", "out.onnx"],
+        ["optimize", "seed.onnx", "-o", "opt.onnx", "--report", "seed.onnx"],
+        ["verify", "seed_ca", "seed.onnx", *SMALL, "--report", "seed.onnx"],
+        ["verify", "seed_ca", "seed.onnx", *SMALL, "--junit", "seed.onnx"],
+        ["verify", "seed_ca", "seed.onnx", *SMALL, "--markdown", "seed.onnx"],
+        ["verify", "seed_ca", "seed.onnx", *SMALL, "--report", "r.json", "--junit", "r.json"],
+        ["coreml", "seed_ca", *SMALL, "-o", "x.mlpackage", "--report", "models.py"],
+    ],
+    ids=[
+        "onnx-report-is-output",
+        "onnx-report-is-other-file",
+        "onnx-output-is-model-file",
+        "onnx-output-is-weights",
+        "optimize-report-is-input",
+        "verify-report-is-artifact",
+        "verify-junit-is-artifact",
+        "verify-markdown-is-artifact",
+        "verify-two-reports-one-path",
+        "coreml-report-is-model-file",
+    ],
+)
+def test_path_clash_exits_2_and_changes_nothing(
+    work: Path, args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    before = snapshot(work)
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert snapshot(work) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["onnx", "seed_ca", *SMALL, "-o", "notes.txt"], "is not a onnx file"),
+        (["onnx", "seed_ca", *SMALL, "-o", "o.onnx", "--report", "notes.txt"], "not a json"),
+        (["verify", "seed_ca", "seed.onnx", *SMALL, "--junit", "notes.txt"], "not a junit"),
+        (["verify", "seed_ca", "seed.onnx", *SMALL, "--markdown", "notes.txt"], "markdown"),
+        (["coreml", "seed_ca", *SMALL, "-o", "notes.txt"], "is saved as .mlpackage"),
+    ],
+)
+def test_only_a_file_of_the_written_kind_is_replaced(
+    work: Path, args: list[str], pattern: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    before = snapshot(work)
+    one_error(run(*args), 2, pattern)
+    assert snapshot(work) == before
+
+
+def test_coreml_keeps_a_folder_that_is_not_a_package(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    (work / "full.mlpackage").mkdir()
+    (work / "full.mlpackage" / "keep.txt").write_text("keep\n")
+    before = snapshot(work)
+    one_error(run("coreml", "seed_ca", *SMALL, "-o", "full.mlpackage"), 2, "no Manifest.json")
+    assert snapshot(work) == before
+
+
+def _truncated(work: Path) -> Path:
+    path = work / "half.onnx"
+    data = (work / "seed.onnx").read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _empty(work: Path) -> Path:
+    path = work / "empty.onnx"
+    path.write_bytes(b"")
+    return path
+
+
+def _text(work: Path) -> Path:
+    path = work / "text.onnx"
+    path.write_text("hello\n")
+    return path
+
+
+def _folder(work: Path) -> Path:
+    path = work / "folder.onnx"
+    path.mkdir()
+    return path
+
+
+def _missing_data(work: Path) -> Path:
+    model = onnx.load(work / "seed.onnx")
+    onnx.save_model(model, work / "ext.onnx", save_as_external_data=True, location="ext.onnx.data")
+    (work / "ext.onnx.data").unlink()
+    return work / "ext.onnx"
+
+
+def _custom_op(work: Path) -> Path:
+    model = onnx.load(work / "seed.onnx")
+    node = model.graph.node[0]
+    node.op_type, node.domain = "NoSuchOp", "com.example"
+    model.opset_import.append(onnx.helper.make_opsetid("com.example", 1))
+    onnx.save(model, work / "custom.onnx")
+    return work / "custom.onnx"
+
+
+BAD_ONNX = {
+    "truncated": _truncated,
+    "empty": _empty,
+    "text": _text,
+    "folder": _folder,
+    "missing-external-data": _missing_data,
+    "unknown-op": _custom_op,
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_ONNX))
+@pytest.mark.parametrize("command", ["optimize", "verify"])
+def test_bad_onnx_files_exit_2(
+    work: Path, kind: str, command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    bad = BAD_ONNX[kind](work)
+    before = snapshot(work)
+    if command == "optimize":
+        result = run("optimize", bad, "-o", "out.onnx")
+    else:
+        result = run("verify", "seed_ca", bad, *SMALL)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert snapshot(work) == before
+
+
+def test_core_ml_package_with_an_empty_model_exits_2(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    package = work / "s.mlpackage" / "Data" / "com.apple.CoreML"
+    package.mkdir(parents=True)
+    (package / "model.mlmodel").write_bytes(b"")
+    (work / "s.mlpackage" / "Manifest.json").write_text("{}")
+    result = run("verify", "seed_ca", "s.mlpackage", *SMALL)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        (b"", "is empty"),
+        (b"not a checkpoint", "not a PyTorch checkpoint"),
+        ("module", "--trust-pickle"),
+        ("truncated", "truncated or corrupted"),
+        ("missing-key", "missing "),
+    ],
+)
+def test_bad_weights_exit_2_with_one_line(
+    work: Path, content: bytes | str, pattern: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    path = work / "w.pt"
+    if content == "module":
+        torch.save(nn.Conv2d(3, 4, 1), path)
+    elif content == "truncated":
+        torch.save({"conv.weight": torch.zeros(10, 3, 3, 3)}, path)
+        path.write_bytes(path.read_bytes()[:100])
+    elif content == "missing-key":
+        torch.save({"conv.weight": torch.zeros(10, 3, 3, 3)}, path)
+    else:
+        path.write_bytes(content)  # type: ignore[arg-type]
+    result = run("inspect", "models.py:pair", *SMALL, "--weights", path)
+    one_error(result, 2, pattern)
+    assert "none" not in result.stderr
+
+
+def test_pickled_model_refusal_is_whole_and_names_the_flag(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    torch.save({"model": nn.Sequential(nn.Conv2d(3, 4, 1))}, work / "best.pt")
+    before = snapshot(work)
+    result = run("onnx", "best.pt", *SMALL, "-o", "out.onnx")
+    one_error(result, 2, "only with --trust-pickle")
+    assert result.stderr.rstrip().endswith(")")
+    assert snapshot(work) == before
+
+
+@pytest.mark.parametrize(
+    ("spec", "code", "pattern"),
+    [
+        ("models.py:exits", 2, "SystemExit: 3"),
+        ("models.py:nothing", 2, "returns no tensor"),
+        ("no_such_dir/", 2, "unknown model"),
+    ],
+)
+def test_odd_factories_and_models(
+    work: Path, spec: str, code: int, pattern: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    before = snapshot(work)
+    one_error(run("onnx", spec, *SMALL, "-o", "out.onnx"), code, pattern)
+    assert snapshot(work) == before
+
+
+def test_output_with_none_exports_its_tensors(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(work)
+    result = run("onnx", "models.py:pair", *SMALL, "-o", "pair.onnx")
+    assert result.exit_code == 0, result.output
+    assert "output[1] (NoneType) is not a tensor" in result.output
+    assert [o.name for o in onnx.load(work / "pair.onnx").graph.output] == ["output"]
+
+
+def test_unexpected_error_is_exit_3_with_the_stage_and_debug_shows_the_traceback(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    args = ["onnx", "models.py:fails_when_run", *SMALL, "-o", "o.onnx"]
+    result = run(*args)
+    one_error(result, 3, "error: stage")
+    assert not (work / "o.onnx").exists()
+    debug = run(*args, "--debug")
+    assert debug.exit_code == 3
+    assert "Traceback" in debug.stderr
+
+
+def test_artifact_of_another_model_fails_the_check(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    result = run("verify", "models.py:five_classes", "seed.onnx", *SMALL)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "seed.onnx (float32, onnxruntime-cpu): FAILED" in result.stdout
+
+
+def test_input_shape_too_large_for_memory_exits_2_before_tracing(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    result = run("onnx", "seed_ca", "--input-shape", "1,3,32768,32768", "-o", "big.onnx")
+    one_error(result, 2, "GiB")
+    assert "[trace]" not in result.stderr
+
+
+def test_artifacts_get_the_umask_and_in_place_optimize_keeps_the_mode(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    old = os.umask(0o022)
+    try:
+        result = run("optimize", "seed.onnx", "-o", "copy.onnx", "--force-write")
+        assert result.exit_code == 0, result.output
+        assert (work / "copy.onnx").stat().st_mode & 0o777 == 0o644
+        os.chmod(work / "copy.onnx", 0o640)
+        result = run("optimize", "copy.onnx", "-o", "copy.onnx", "--force-write")
+        assert result.exit_code == 0, result.output
+        assert (work / "copy.onnx").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
+def _signalled(args: list[str], stage: str, signum: int, cwd: Path) -> int:
+    """Run the CLI in a subprocess, send ``signum`` when ``stage`` starts, return its code."""
+    code = "from cli.main import main; main()"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with subprocess.Popen(
+        [sys.executable, "-c", code, *args], cwd=cwd, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.strip() == f"[{stage}]":
+                proc.send_signal(signum)
+                break
+        else:
+            pytest.fail(f"stage {stage} never started")
+        proc.stderr.read()
+        return proc.wait(timeout=120)
+
+
+def test_sigterm_during_core_ml_parity_cleans_up_and_exits_143(work: Path) -> None:
+    args = ["coreml", "seed_ca", "--input-shape", "1,3,96,96", "-o", "s.mlpackage"]
+    before = snapshot(work)
+    assert _signalled(args, "mil parity", signal.SIGTERM, work) == 143
+    assert snapshot(work) == before
+    assert sorted(p.name for p in work.iterdir()) == sorted(["seed.onnx", "models.py", "notes.txt"])
+
+
+def test_sigint_during_the_onnx_gate_exits_130_and_writes_nothing(work: Path) -> None:
+    args = ["onnx", "seed_ca", "--input-shape", "1,3,96,96", "-o", "s.onnx"]
+    before = snapshot(work)
+    assert _signalled(args, "gate", signal.SIGINT, work) == 130
+    assert snapshot(work) == before
+
+
+NAMES = st.sampled_from(["a.onnx", "b.onnx", "c.json", "sub/../a.onnx"])
+
+
+@given(reads=st.lists(NAMES, max_size=3), writes=st.lists(NAMES, max_size=3))
+def test_guard_refuses_exactly_the_clashes(reads: list[str], writes: list[str]) -> None:
+    keys = [os.path.normpath(w) for w in writes]
+    clash = len(set(keys)) < len(keys) or bool(set(keys) & {os.path.normpath(r) for r in reads})
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "sub").mkdir()
+        outputs = [Output(folder / w, "json" if w.endswith(".json") else "onnx") for w in writes]
+        try:
+            guard([folder / r for r in reads], outputs)
+        except BadInputError:
+            assert clash
+        else:
+            assert not clash
+
+
+def test_user_inputs_that_are_not_arrays_exit_2(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    (work / "bad.npy").write_bytes(b"\x93NUMPY garbage")
+    np.save(work / "wrong.npy", np.zeros((2, 2), np.float32))
+    for name in ("bad.npy", "wrong.npy"):
+        result = run("verify", "seed_ca", "seed.onnx", *SMALL, "--inputs", name)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
