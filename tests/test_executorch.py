@@ -180,3 +180,11 @@ def test_cli_bad_input_exits_2(tmp_path: Path, args: list[str], message: str) ->
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_does_not_replace_a_file_that_is_not_a_pte(tmp_path: Path) -> None:
+    mine = tmp_path / "notes.pte"
+    mine.write_text("my notes")
+    result = run("executorch", "seed_ca", "-o", str(mine))
+    assert result.exit_code == 2, result.output
+    assert mine.read_text() == "my notes"
