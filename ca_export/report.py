@@ -131,6 +131,11 @@ def render_export(report: ExportReport) -> str:
         for module, counts in structure.get("in_unmatched_concats", {}).items():
             listed = ", ".join(f"{k} {v}" for k, v in counts.items())
             lines.append(f"  in {module} (not matched as CA): {listed}")
+        if "segments" in structure:
+            lines.append(f"XNNPACK delegate segments: {structure['segments']}")
+            lines += [
+                f"  outside: {o['op']} ({o['module'] or '<model>'})" for o in structure["outside"]
+            ]
     for name, check in report.checks.items():
         verdict = ("passed" if check.get("passed") else "FAILED") if check.get("ran") else "not run"
         reason = f" ({check['reason']})" if "reason" in check else ""

@@ -23,6 +23,7 @@ Examples:
   ca-export verify mobilenetv2_ca mnv2_ca.mlpackage --input-shape 1,3,224,224
   ca-export verify mobilenetv2_ca mnv2_img.mlpackage --scale 0.0187 --bias -2.12,-2.04,-1.80 \\
       --inputs photo.jpg
+  ca-export verify mobilenetv2_ca mnv2_ca.pte mnv2_ca.onnx
   ca-export verify my_net.py:build net.onnx --weights ckpt.pt --inputs batch.npz \\
       --junit verify.xml --markdown verify.md
 """
@@ -77,7 +78,10 @@ def verify(
     junit_path: Path | None,
     markdown_path: Path | None,
 ) -> None:
-    """Check that each ARTIFACT (.onnx, .mlpackage) computes what MODEL computes.
+    """Check that each ARTIFACT (.onnx, .mlpackage, .pte) computes what MODEL computes.
+
+    ExecuTorch programs (.pte) run in ExecuTorch's runtime with XNNPACK (needs the
+    executorch extra).
 
     Core ML models run in Core ML on macOS; elsewhere they are evaluated in NumPy, an
     ML program op by op and a neural network layer by layer (an op or layer the

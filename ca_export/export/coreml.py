@@ -28,6 +28,7 @@ from torch import nn
 from torch.export import ExportedProgram
 
 from ca_export.errors import BadInputError, CheckFailedError
+from ca_export.fx import owning_block
 from ca_export.tracing import example_input
 from ca_export.verify.metrics import compare, relative_error
 from ca_export.verify.parity import (
@@ -150,10 +151,9 @@ def tag(program: ExportedProgram, modules: Sequence[str]) -> dict[int, int]:
     blocks: dict[int, int] = {}
     for handle, node in enumerate(program.graph.nodes, start=1):
         node.meta["debug_handle"] = handle
-        paths = [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
-        found = [i for i, module in enumerate(modules) if module in paths]
-        if found:
-            blocks[handle] = found[-1]
+        block = owning_block(node, modules)
+        if block is not None:
+            blocks[handle] = block
     return blocks
 
 

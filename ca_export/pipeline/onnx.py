@@ -14,9 +14,16 @@ from ca_export import __version__
 from ca_export.export import onnx as onnx_export
 from ca_export.files import Output, guard, write_onnx
 from ca_export.loading import model_files
-from ca_export.pipeline.common import Prepared, Progress, Stages, prepare, quiet
-from ca_export.report import ExportReport, gate_summary
-from ca_export.verify.parity import block_gate, gate_inputs, onnx_gate
+from ca_export.pipeline.common import (
+    Prepared,
+    Progress,
+    Stages,
+    prepare,
+    quiet,
+    with_block_gate,
+)
+from ca_export.report import ExportReport
+from ca_export.verify.parity import gate_inputs, onnx_gate
 
 
 @dataclass
@@ -47,13 +54,7 @@ def parity_gates(prepared: Prepared, onnx_model: onnx.ModelProto, shape: tuple[i
     """ONNX Runtime against the original model, and each rewritten block against its original."""
     inputs = gate_inputs(prepared.traced, shape, prepared.square_only)
     gate = onnx_gate(prepared.module, onnx_model, prepared.traced, inputs)
-    parity = gate_summary(gate) | {"inputs": len(inputs)}
-    if prepared.rewritten:
-        pairs = [(b.module, b.source.name, b.output.name) for b in prepared.blocks]
-        blocks = block_gate(prepared.traced.program, prepared.program, pairs, inputs)
-        parity["blocks"] = gate_summary(blocks)
-        parity["passed"] = gate.passed and blocks.passed
-    return parity
+    return with_block_gate(prepared, gate, inputs)
 
 
 def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:

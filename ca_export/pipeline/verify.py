@@ -1,6 +1,7 @@
 """The verify pipeline: each artifact against the original PyTorch model, then localisation.
 
-ONNX files run in ONNX Runtime; Core ML models run in Core ML on macOS and, elsewhere,
+ONNX files run in ONNX Runtime; ExecuTorch programs (.pte) in ExecuTorch's runtime
+with XNNPACK; Core ML models run in Core ML on macOS and, elsewhere,
 through the NumPy evaluators (``ca_export.verify.mil``), with the ``coreml`` rows
 of the tolerance table and the model's own noise at the artifact's precision.
 Inputs are seeded tensors at every shape the artifact takes (its own static shape, or
@@ -31,7 +32,7 @@ from ca_export.loading import load_model, model_files
 from ca_export.patterns import find
 from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.tracing import example_input, guard_memory, trace
-from ca_export.verify.artifacts import OnnxArtifact, open_onnx
+from ca_export.verify.artifacts import OnnxArtifact, PteArtifact, open_onnx, open_pte
 from ca_export.verify.inputs import is_image, load_inputs
 from ca_export.verify.localize import Localization, localize
 from ca_export.verify.metrics import Comparison, compare
@@ -43,7 +44,7 @@ from ca_export.verify.mil.program import MilProgram
 from ca_export.verify.parity import SEEDS
 from ca_export.verify.tolerances import Tolerance, tolerance, user_tolerance
 
-Artifact = OnnxArtifact | MilArtifact
+Artifact = OnnxArtifact | MilArtifact | PteArtifact
 
 
 @dataclass
@@ -175,7 +176,9 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
 
 
 def open_artifact(path: Path) -> Artifact:
-    """An ONNX file, or a Core ML model by its suffix."""
+    """An ONNX file, or a Core ML model or an ExecuTorch program by its suffix."""
+    if path.suffix == ".pte":
+        return open_pte(path)
     return open_mil(path) if path.suffix in SUFFIXES else open_onnx(path)
 
 
@@ -188,7 +191,8 @@ def _verify_one(
 ) -> ArtifactResult:
     """Run every case through one artifact, then localise the first failing one."""
     coreml = isinstance(artifact, MilArtifact)
-    backend = "coreml" if coreml else "onnxruntime-cpu"
+    pte = isinstance(artifact, PteArtifact)
+    backend = "coreml" if coreml else artifact.backend if pte else "onnxruntime-cpu"
     tol = user_tolerance(tolerance(artifact.dtype, backend), job.rtol, job.atol)
     result = ArtifactResult(
         str(artifact.path), artifact.dtype, tol, artifact.backend if coreml else backend
@@ -242,7 +246,7 @@ def _verify_one(
         report.ca_blocks = ca_modules(model, job.input_shape)
     if isinstance(artifact, OnnxArtifact):
         result.localization = localize(model, artifact, torch_x, bound, set(report.ca_blocks))
-    elif isinstance(artifact.program, MilProgram) and not coreml_export.CAN_PREDICT:
+    elif coreml and isinstance(artifact.program, MilProgram) and not coreml_export.CAN_PREDICT:
         result.localization = localize_mil(
             model, artifact.program, x, torch_x, bound, set(report.ca_blocks)
         )
