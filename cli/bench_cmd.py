@@ -172,7 +172,7 @@ def bench_cmd(
                 if spec is not None:
                     path = Path(folder) / name
                     models[name] = export(
-                        ExecutorchJob(spec, path, ckpt, input_shape, False, rewrite)
+                        ExecutorchJob(spec, path, ckpt, input_shape, rewrite=rewrite)
                     )
         bar = ProgressBar()
         try:

@@ -14,7 +14,7 @@ from torch import nn
 from torch.export import ExportedProgram
 
 from ca_export.errors import BadInputError, CAExportError, StageError
-from ca_export.loading import load_model
+from ca_export.loading import load_model, model_files
 from ca_export.patterns import CABlock, find
 from ca_export.report import BlockReport, ExportReport, InspectReport, gate_summary
 from ca_export.rewrites import rewrite
@@ -91,6 +91,39 @@ def inspect_model(
     return InspectReport(
         model, list(input_shape), [BlockReport.of(b) for b in blocks], rejected, notices
     )
+
+
+@dataclass
+class ModelJob:
+    """What every export job shares: the model, the output, and how it is traced."""
+
+    model: str
+    output: Path
+    weights: Path | None = None
+    input_shape: tuple[int, int, int, int] = (1, 3, 224, 224)
+    dynamic: bool = False
+    rewrite: bool = True
+    trust_pickle: bool = False
+    check_memory: bool = True
+
+    def reads(self) -> list[Path]:
+        """The files this job reads."""
+        return model_files(self.model, self.weights)
+
+    def prepare(self, stage: Stages, report: ExportReport, form: str = "onnx") -> Prepared:
+        """Load, trace, find blocks and rewrite them into ``form``, as this job asks."""
+        return prepare(
+            self.model,
+            self.weights,
+            self.input_shape,
+            self.dynamic,
+            self.rewrite,
+            stage,
+            report,
+            self.trust_pickle,
+            self.check_memory,
+            form,
+        )
 
 
 @dataclass

@@ -18,8 +18,7 @@ from ca_export.errors import BadInputError
 from ca_export.export import coreml as coreml_export
 from ca_export.export.coreml import ImageInput, InputSpec, Target
 from ca_export.files import Output, guard, publish, remove_tree, scratch_folder
-from ca_export.loading import model_files
-from ca_export.pipeline.common import Prepared, Progress, Stages, prepare, quiet
+from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet
 from ca_export.report import ExportReport, gate_summary
 from ca_export.rewrites.size_to_scale import size_to_scale
 from ca_export.tracing import example_input
@@ -33,7 +32,7 @@ METADATA_FIELDS = ("author", "license", "version", "short_description")
 
 
 @dataclass
-class CoreMLJob:
+class CoreMLJob(ModelJob):
     """What the user asked ``ca-export coreml`` for.
 
     ``precision`` and ``min_target`` default by format (mlprogram: fp16, iOS15;
@@ -42,26 +41,14 @@ class CoreMLJob:
     without either gets ``DEFAULT_HW_RANGE``. ``metadata`` keys: ``METADATA_FIELDS``.
     """
 
-    model: str
-    output: Path
-    weights: Path | None = None
-    input_shape: tuple[int, int, int, int] = (1, 3, 224, 224)
     format: str = "mlprogram"
     precision: str | None = None
     min_target: str | None = None
-    dynamic: bool = False
     hw_range: tuple[int, int] | None = None
     shapes: tuple[tuple[int, int], ...] = ()
     image: ImageInput | None = None
     labels: tuple[str, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
-    rewrite: bool = True
-    trust_pickle: bool = False
-    check_memory: bool = True
-
-    def reads(self) -> list[Path]:
-        """The files this job reads."""
-        return model_files(self.model, self.weights)
 
     def writes(self) -> list[Output]:
         """The files this job writes."""
@@ -144,17 +131,7 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
         job.rewrite,
         0,
     )
-    prepared = prepare(
-        job.model,
-        job.weights,
-        job.input_shape,
-        job.dynamic,
-        job.rewrite,
-        stage,
-        report,
-        job.trust_pickle,
-        job.check_memory,
-    )
+    prepared = job.prepare(stage, report)
     spec = job.input_spec(prepared.traced.input_names[0])
     names = prepared.traced.output_names
     shapes = _output_shapes(prepared, job.input_shape)

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 from ca_export import __version__
 from ca_export.errors import BadInputError
 from ca_export.export import executorch as et
 from ca_export.files import Output, guard, write_atomic
-from ca_export.loading import model_files
-from ca_export.pipeline.common import Progress, Stages, prepare, quiet, with_block_gate
+from ca_export.pipeline.common import ModelJob, Progress, Stages, quiet, with_block_gate
 from ca_export.report import ExportReport
 from ca_export.verify.parity import gate_inputs, runner_gate
 
@@ -28,21 +26,8 @@ SUFFIX = ".pte"
 
 
 @dataclass
-class ExecutorchJob:
+class ExecutorchJob(ModelJob):
     """What the user asked ``ca-export executorch`` for."""
-
-    model: str
-    output: Path
-    weights: Path | None = None
-    input_shape: tuple[int, int, int, int] = (1, 3, 224, 224)
-    dynamic: bool = False
-    rewrite: bool = True
-    trust_pickle: bool = False
-    check_memory: bool = True
-
-    def reads(self) -> list[Path]:
-        """The files this job reads."""
-        return model_files(self.model, self.weights)
 
     def writes(self) -> list[Output]:
         """The files this job writes."""
@@ -70,18 +55,7 @@ def export_executorch(job: ExecutorchJob, progress: Progress = quiet) -> ExportR
     report = ExportReport(
         job.model, __version__, "executorch", list(job.input_shape), job.dynamic, job.rewrite, 0
     )
-    prepared = prepare(
-        job.model,
-        job.weights,
-        job.input_shape,
-        job.dynamic,
-        job.rewrite,
-        stage,
-        report,
-        job.trust_pickle,
-        job.check_memory,
-        form="xnnpack",
-    )
+    prepared = job.prepare(stage, report, form="xnnpack")
     modules = [b.module for b in prepared.blocks]
     with stage("lower"):
         lowered = et.lower(prepared.program, modules)
