@@ -1,11 +1,16 @@
-"""ONNX Runtime CPU timing: several models side by side, interleaved, with an op breakdown.
+"""CPU timing of ONNX Runtime and ExecuTorch programs, side by side, interleaved.
+
+An ``.onnx`` file runs in ONNX Runtime; a ``.pte`` in ExecuTorch's runtime (XNNPACK),
+behind the two calls timing needs from an ORT session (``PteSession``), so both are
+timed by the same loop and summarised by the same statistics. ExecuTorch's thread
+pool is process-wide: it is sized to each thread count before timing.
 
 Within one thread count, every round runs each model once, in turn, so that drift of a
 shared machine (other jobs, clocks) hits all models alike; compare models by the ratio
 of their figures from the same run. Thread counts are timed one after the other, never
 interleaved: an idle ORT pool keeps spinning for a while and would steal cores from the
 next session. The op breakdown comes from ORT's own profiler (``enable_profiling``),
-in separate sessions, so that profiling does not slow the timed runs.
+in separate sessions, so that profiling does not slow the timed runs (ONNX files only).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ca_export.errors import BadInputError
+from ca_export.export import executorch as et
 
 BenchProgress = Callable[[str, int, int], None]
 """Called as ``(phase, done, total)``; phases are ``warmup@N``, ``time@N`` and ``profile``."""
@@ -107,8 +113,39 @@ class BenchReport:
         return asdict(self)
 
 
-def session(path: Path, threads: int, profile_dir: Path | None = None) -> ort.InferenceSession:
-    """A CPU session with ``threads`` intra-op threads, sequential, all graph optimisations."""
+@dataclass
+class PteInput:
+    """An ExecuTorch program's input as ``make_feeds`` reads an ORT input."""
+
+    name: str
+    shape: list[int]
+    type: str = "tensor(float)"
+
+
+class PteSession:
+    """An ExecuTorch program with the ``get_inputs`` and ``run`` of an ORT session."""
+
+    def __init__(self, path: Path) -> None:
+        self.runner = et.PteRunner(path.read_bytes(), repr(str(path)))
+
+    def get_inputs(self) -> list[PteInput]:
+        """The program's inputs, named by position."""
+        return [PteInput(f"input_{i}", list(s)) for i, s in enumerate(self.runner.input_sizes)]
+
+    def run(self, _: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run ``forward`` on the feeds, in input order."""
+        (x,) = feeds.values()
+        return self.runner.run(x)
+
+
+def session(
+    path: Path, threads: int, profile_dir: Path | None = None
+) -> ort.InferenceSession | PteSession:
+    """A CPU session with ``threads`` intra-op threads, sequential, all graph optimisations;
+    for a ``.pte``, the program in ExecuTorch with its thread pool sized to ``threads``."""
+    if path.suffix == ".pte":
+        et.set_threads(threads)
+        return PteSession(path)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -125,7 +162,7 @@ def session(path: Path, threads: int, profile_dir: Path | None = None) -> ort.In
 
 
 def make_feeds(
-    sess: ort.InferenceSession, input_shape: tuple[int, ...] | None, seed: int
+    sess: ort.InferenceSession | PteSession, input_shape: tuple[int, ...] | None, seed: int
 ) -> dict[str, np.ndarray]:
     """Seeded random inputs; the first input takes ``input_shape``, others their own shape."""
     rng = np.random.default_rng(seed)
@@ -148,7 +185,7 @@ def make_feeds(
 
 
 def time_interleaved(
-    sessions: dict[str, ort.InferenceSession],
+    sessions: dict[str, ort.InferenceSession | PteSession],
     feeds: dict[str, dict[str, np.ndarray]],
     config: BenchConfig,
     progress: BenchProgress = no_progress,
@@ -224,7 +261,7 @@ def bench(
         raise BadInputError("nothing to time")
     for path in models.values():
         if not Path(path).is_file():
-            raise BadInputError(f"ONNX file {str(path)!r} does not exist")
+            raise BadInputError(f"model file {str(path)!r} does not exist")
     if not config.threads or any(t < 1 for t in config.threads):
         raise BadInputError("thread counts must be positive integers")
     feeds: dict[str, dict[str, np.ndarray]] = {}
@@ -243,11 +280,12 @@ def bench(
         report.timings += [Timing.of(n, threads, s, batch) for n, s in samples.items()]
         del sessions
     if config.profile_runs > 0:
-        for i, (name, path) in enumerate(models.items()):
+        profiled = {k: v for k, v in models.items() if Path(v).suffix != ".pte"}
+        for i, (name, path) in enumerate(profiled.items()):
             report.breakdown[name] = op_breakdown(
                 Path(path), feeds[name], config.threads[0], config.warmup, config.profile_runs
             )
-            progress("profile", i + 1, len(models))
+            progress("profile", i + 1, len(profiled))
     return report
 
 
@@ -276,11 +314,12 @@ def render_bench(report: BenchReport, top: int = 8) -> str:
             for op, ms in per_op.items():
                 ops[op] = max(ops.get(op, 0.0), ms)
         shown = sorted(ops, key=lambda op: -ops[op])[:top]
-        cols = [n[: width + 4] for n in names]
+        profiled = [n for n in names if n in report.breakdown]
+        cols = [n[: width + 4] for n in profiled]
         lines.append(f"  {'op':16}" + "".join(f"{c:>{max(len(c), 8) + 1}}" for c in cols))
         for op in [*shown, "total"]:
             row = f"  {op:16}"
-            for name, col in zip(names, cols, strict=True):
+            for name, col in zip(profiled, cols, strict=True):
                 per_op = report.breakdown[name]
                 ms = sum(per_op.values()) if op == "total" else per_op.get(op, 0.0)
                 row += f"{ms:{max(len(col), 8) + 1}.2f}"

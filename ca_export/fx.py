@@ -114,6 +114,17 @@ def module_path(node: Node) -> str:
     return paths[-1] if paths else ""
 
 
+def owning_block(node: Node, modules: Sequence[str]) -> int | None:
+    """The index of the last of ``modules`` on the node's module stack, or None.
+
+    Nodes created by a rewrite carry the scope of the node they replace (``copy_meta``),
+    so they stay attributed to their CA block.
+    """
+    paths = {path for path, _ in (node.meta.get("nn_module_stack") or {}).values()}
+    found = [i for i, module in enumerate(modules) if module in paths]
+    return found[-1] if found else None
+
+
 def single_user(node: Node) -> Node | None:
     """The only user of a node, or None."""
     return next(iter(node.users)) if len(node.users) == 1 else None

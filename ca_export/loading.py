@@ -177,16 +177,7 @@ PICKLE_KEYS = ("ema", "model")
 
 def load_pickled_module(path: Path, trust_pickle: bool, notices: list[str]) -> nn.Module:
     """The ``nn.Module`` a checkpoint holds (itself, or under ``ema``/``model``), in fp32."""
-    _checkpoint_file(path)
-    try:
-        plain = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if not _needs_pickle(err):
-            raise BadInputError(_unreadable(path, err)) from None
-        plain = None
-    except Exception as err:
-        raise BadInputError(_unreadable(path, err)) from None
-    if plain is not None:
+    if _load_tensors(path) is not None:
         raise BadInputError(
             f"checkpoint {str(path)!r} holds weights only, no model: give the model's factory "
             "as MODEL and this file as --weights"
@@ -225,6 +216,19 @@ def load_pickled_module(path: Path, trust_pickle: bool, notices: list[str]) -> n
     return module
 
 
+def _load_tensors(path: Path) -> Any:
+    """A checkpoint loaded with ``weights_only=True``; None if it holds pickled objects."""
+    _checkpoint_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if _needs_pickle(err):
+            return None
+        raise BadInputError(_unreadable(path, err)) from None
+    except Exception as err:
+        raise BadInputError(_unreadable(path, err)) from None
+
+
 def _checkpoint_file(path: Path) -> None:
     """A checkpoint path must be a readable, non-empty file."""
     if path.is_dir():
@@ -255,18 +259,12 @@ def _unreadable(path: Path, err: BaseException) -> str:
 
 def load_weights(module: nn.Module, path: Path) -> None:
     """Load a state dict (plain, or under ``state_dict``/``model``, ``module.`` stripped)."""
-    _checkpoint_file(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if not _needs_pickle(err):
-            raise BadInputError(_unreadable(path, err)) from None
+    state = _load_tensors(path)
+    if state is None:
         raise BadInputError(
             f"checkpoint {str(path)!r} holds pickled objects, not only tensors (a whole model?): "
             "give it as MODEL with --trust-pickle, or save the model's state_dict()"
-        ) from None
-    except Exception as err:
-        raise BadInputError(_unreadable(path, err)) from None
+        )
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -131,10 +131,27 @@ def render_export(report: ExportReport) -> str:
         for module, counts in structure.get("in_unmatched_concats", {}).items():
             listed = ", ".join(f"{k} {v}" for k, v in counts.items())
             lines.append(f"  in {module} (not matched as CA): {listed}")
+        if "segments" in structure:
+            lines.append(f"XNNPACK delegate segments: {structure['segments']}")
+            lines += [
+                f"  outside: {o['op']} ({o['module'] or '<model>'})" for o in structure["outside"]
+            ]
     for name, check in report.checks.items():
         verdict = ("passed" if check.get("passed") else "FAILED") if check.get("ran") else "not run"
         reason = f" ({check['reason']})" if "reason" in check else ""
         lines.append(f"check {name}: {verdict}{reason}")
+        arithmetic = check.get("fp32_arithmetic")
+        if arithmetic and arithmetic.get("ran"):
+            lines.append(
+                f"  fp32 arithmetic: {'passed' if arithmetic['passed'] else 'FAILED'}; rel err "
+                f"{arithmetic['rel_err']:.3g} (bound {arithmetic['bound']:.3g}), "
+                f"{arithmetic['fp16_constants']} fp16 constants, "
+                f"{len(arithmetic['constant_mismatches'])} not their fp32 value rounded"
+            )
+            lines += [f"  failed: {line}" for line in arithmetic["failures"]]
+            lines += [f"  failed: {line}" for line in arithmetic["constant_mismatches"]]
+        elif arithmetic:
+            lines.append(f"  fp32 arithmetic: not run ({arithmetic['reason']})")
     parity = report.parity
     if parity and parity.get("ran", True):
         verdict = "FAILED" if parity["failures"] else "passed"

@@ -1,4 +1,5 @@
-"""``ca-export bench``: time the stock and the rewritten export with ONNX Runtime."""
+"""``ca-export bench``: time the stock and the rewritten export with ONNX Runtime (and
+ExecuTorch)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import click
 from ca_export.bench import BenchConfig, bench, default_threads, render_bench
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.pipeline import OnnxJob, export_onnx
+from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
 from cli.common import handle_errors, progress
 from cli.options import ThreadList, input_shape_option, weights_option
 
@@ -21,6 +23,8 @@ Examples:
   ca-export bench mobilenetv2_ca --baseline mobilenetv2 --threads 1
   ca-export bench mobilenetv2_ca --dynamic --min-time 20 --json > bench.json
   ca-export bench --onnx a.onnx --onnx b.onnx --input-shape 1,3,224,224
+  ca-export bench mobilenetv2_ca --baseline mobilenetv2 --executorch --threads 1
+  ca-export bench --onnx a.onnx --pte a.pte --input-shape 1,3,224,224
 """
 
 
@@ -47,10 +51,14 @@ class ProgressBar:
             self.bar = None
 
 
-def export(job: OnnxJob) -> Path:
+def export(job: OnnxJob | ExecutorchJob) -> Path:
     """Export through the pipeline; a failed gate is a failed check."""
-    click.echo(f"exporting {job.model} ({'rewritten' if job.rewrite else 'stock'})", err=True)
-    report = export_onnx(job, progress=progress)
+    kind = "rewritten" if job.rewrite else "stock"
+    click.echo(f"exporting {job.model} ({kind}, {job.output.suffix})", err=True)
+    if isinstance(job, ExecutorchJob):
+        report = export_executorch(job, progress=progress)
+    else:
+        report = export_onnx(job, progress=progress)
     if not report.passed or report.artifact is None:
         raise CheckFailedError(f"the export of {job.model!r} did not pass its gates")
     return job.output
@@ -67,7 +75,20 @@ def export(job: OnnxJob) -> Path:
     multiple=True,
     help="Time this ONNX file instead of exporting MODEL (repeat for several).",
 )
+@click.option(
+    "--pte",
+    "pte_files",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    help="Also time this ExecuTorch program (repeat for several).",
+)
 @click.option("--baseline", metavar="SPEC", help="Also export and time this model as reference.")
+@click.option(
+    "--executorch",
+    "with_executorch",
+    is_flag=True,
+    help="With MODEL: also lower stock, rewritten (and baseline) to .pte and time them.",
+)
 @click.option("--dynamic", is_flag=True, help="Export with dynamic batch, H and W.")
 @click.option(
     "--threads",
@@ -99,7 +120,9 @@ def bench_cmd(
     weights: Path | None,
     input_shape: tuple[int, int, int, int],
     onnx_files: tuple[Path, ...],
+    pte_files: tuple[Path, ...],
     baseline: str | None,
+    with_executorch: bool,
     dynamic: bool,
     threads: tuple[int, ...],
     runs: int,
@@ -110,15 +133,20 @@ def bench_cmd(
 ) -> None:
     """Time the stock and rewritten ONNX exports of MODEL side by side (ONNX Runtime CPU).
 
-    Models run round-robin so that machine noise hits all alike; compare the ratios.
+    With --executorch (or --pte FILE), ExecuTorch programs (XNNPACK) are timed in the
+    same rounds. Models run round-robin so that machine noise hits all alike; compare
+    the ratios.
     """
-    if (model is None) == (not onnx_files):
-        raise BadInputError("give either MODEL or --onnx FILE")
+    files = onnx_files + pte_files
+    if (model is None) == (not files):
+        raise BadInputError("give either MODEL or --onnx/--pte FILE")
+    if with_executorch and (model is None or dynamic):
+        raise BadInputError("--executorch needs MODEL and a static size (no --dynamic)")
     config = BenchConfig(warmup, runs, min_time, threads, profile_runs)
     with tempfile.TemporaryDirectory(prefix="ca-export-bench-") as folder:
         models: dict[str, Path] = {}
-        for path in onnx_files:
-            name = path.stem
+        for path in files:
+            name = path.stem if path.suffix == ".onnx" else path.name
             while name in models:
                 name += "'"
             models[name] = path
@@ -135,6 +163,17 @@ def bench_cmd(
         if baseline is not None:
             out = Path(folder) / "baseline.onnx"
             models["baseline"] = export(OnnxJob(baseline, out, None, input_shape, dynamic=dynamic))
+        if with_executorch and model is not None:
+            for name, spec, ckpt, rewrite in (
+                ("stock.pte", model, weights, False),
+                ("rewritten.pte", model, weights, True),
+                ("baseline.pte", baseline, None, True),
+            ):
+                if spec is not None:
+                    path = Path(folder) / name
+                    models[name] = export(
+                        ExecutorchJob(spec, path, ckpt, input_shape, rewrite=rewrite)
+                    )
         bar = ProgressBar()
         try:
             report = bench(models, input_shape, config, progress=bar)

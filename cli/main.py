@@ -10,6 +10,7 @@ import click
 from ca_export import __version__
 from cli.bench_cmd import bench_cmd
 from cli.coreml_cmd import coreml
+from cli.executorch_cmd import executorch
 from cli.inspect_cmd import inspect
 from cli.onnx_cmd import onnx
 from cli.optimize_cmd import optimize
@@ -34,6 +35,7 @@ cli.add_command(optimize)
 cli.add_command(verify)
 cli.add_command(bench_cmd)
 cli.add_command(coreml)
+cli.add_command(executorch)
 
 
 def main() -> None:

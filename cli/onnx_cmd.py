@@ -49,14 +49,14 @@ def onnx(
     job = OnnxJob(
         model,
         output,
-        weights,
-        input_shape,
-        opset,
-        dynamic,
-        rewrite,
-        simplify,
-        trust_pickle,
-        memory_check,
+        weights=weights,
+        input_shape=input_shape,
+        dynamic=dynamic,
+        rewrite=rewrite,
+        trust_pickle=trust_pickle,
+        check_memory=memory_check,
+        opset=opset,
+        simplify=simplify,
     )
     reports = [Output(report_path, "json")] if report_path is not None else []
     guard(job.reads(), job.writes() + reports)

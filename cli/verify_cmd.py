@@ -8,18 +8,22 @@ from pathlib import Path
 
 import click
 
+from ca_export.export.coreml import ImageInput
 from ca_export.files import Output, guard, write_text
 from ca_export.pipeline.verify import VerifyJob, VerifyReport, run_verify
 from ca_export.report import to_json
 from ca_export.verify.ci_reports import junit_xml, markdown
 from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
-from cli.options import PositiveFloat, Shapes, model_options, report_option
+from cli.options import FloatList, PositiveFloat, Shapes, model_options, report_option
 
 EPILOG = """\b
 Examples:
   ca-export verify mobilenetv2_ca mnv2_ca.onnx
   ca-export verify mobilenetv2_ca mnv2_dyn.onnx --shapes 1x3x224x224,2x3x256x320
   ca-export verify mobilenetv2_ca mnv2_ca.mlpackage --input-shape 1,3,224,224
+  ca-export verify mobilenetv2_ca mnv2_img.mlpackage --scale 0.0187 --bias -2.12,-2.04,-1.80 \\
+      --inputs photo.jpg
+  ca-export verify mobilenetv2_ca mnv2_ca.pte mnv2_ca.onnx
   ca-export verify my_net.py:build net.onnx --weights ckpt.pt --inputs batch.npz \\
       --junit verify.xml --markdown verify.md
 """
@@ -38,6 +42,19 @@ Examples:
     type=click.Path(path_type=Path),
     help="Inputs: .npy/.npz arrays (N,C,H,W) or images (resized, ImageNet-normalised).",
 )
+@click.option(
+    "--scale",
+    type=FloatList(),
+    default=None,
+    help="Image-input Core ML models: the scale PyTorch's input is made with (scale * pixel + "
+    "bias); default: as ca-export recorded in the model.",
+)
+@click.option(
+    "--bias",
+    type=FloatList(),
+    default=None,
+    help="Image-input Core ML models: the bias per channel R,G,B (see --scale).",
+)
 @click.option("--rtol", type=PositiveFloat(), help="Max abs error over the output's RMS.")
 @click.option("--atol", type=PositiveFloat(), help="Max abs error.")
 @report_option
@@ -53,22 +70,32 @@ def verify(
     artifacts: tuple[Path, ...],
     shapes: list[tuple[int, int, int, int]] | None,
     input_files: tuple[Path, ...],
+    scale: tuple[float, ...] | None,
+    bias: tuple[float, ...] | None,
     rtol: float | None,
     atol: float | None,
     report_path: Path | None,
     junit_path: Path | None,
     markdown_path: Path | None,
 ) -> None:
-    """Check that each ARTIFACT (.onnx, .mlpackage) computes what MODEL computes.
+    """Check that each ARTIFACT (.onnx, .mlpackage, .pte) computes what MODEL computes.
 
-    Core ML models run in Core ML on macOS; elsewhere their ML program is evaluated
-    op by op in NumPy (a neural network, or an op the evaluator lacks, is reported as
-    not verified and fails).
+    ExecuTorch programs (.pte) run in ExecuTorch's runtime with XNNPACK (needs the
+    executorch extra).
+
+    Core ML models run in Core ML on macOS; elsewhere they are evaluated in NumPy, an
+    ML program op by op and a neural network layer by layer (an op or layer the
+    evaluator lacks is reported as not verified and fails). A Core ML model with an
+    image input gets RGB pixels; PyTorch gets them as scale * pixel + bias
+    (--scale/--bias, or as recorded in the model).
 
     Exit 0 when every output passes, 1 on a mismatch (the first diverging module is
     named), 2 on bad input. Writes the Markdown summary to $GITHUB_STEP_SUMMARY too
     when that is set.
     """
+    image = None
+    if scale is not None or bias is not None:
+        image = ImageInput.of(scale or (1.0,), bias or (0.0, 0.0, 0.0))
     job = VerifyJob(
         model,
         list(artifacts),
@@ -78,6 +105,7 @@ def verify(
         list(input_files),
         rtol,
         atol,
+        image,
         trust_pickle,
         memory_check,
     )

@@ -20,10 +20,10 @@ Coordinate Attention has, at a size that exports at 64x64 in a few seconds.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sample_models.calibration import build_calibrated
+from sample_models.mobilenetv2 import CoordAtt
 
 _DET_SEED = 5
 _CLS_SEED = 6
@@ -95,60 +95,6 @@ class C2f(nn.Module):
         for block in self.blocks:
             parts.append(block(parts[-1]))
         return self.cv2(torch.cat(parts, dim=1))
-
-
-class HSigmoid(nn.Module):
-    """Hard sigmoid written out: ``relu6(x + 3) / 6``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the hard sigmoid."""
-        return F.relu6(x + 3) / 6
-
-
-class HSwish(nn.Module):
-    """Hard swish written out: ``x * h_sigmoid(x)``."""
-
-    def __init__(self) -> None:
-        """Build the activation."""
-        super().__init__()
-        self.sigmoid = HSigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the hard swish."""
-        return x * self.sigmoid(x)
-
-
-class CoordAtt(nn.Module):
-    """The official CA block, as YOLO forks paste it into ``models/common.py``."""
-
-    def __init__(self, channels: int, reduction: int = 32) -> None:
-        """Build the block.
-
-        Args:
-            channels: Channels C of the input and output.
-            reduction: Ratio C / mip of the shared conv; mip is at least 8.
-        """
-        super().__init__()
-        self.pool_h = nn.AdaptiveAvgPool2d((None, 1))
-        self.pool_w = nn.AdaptiveAvgPool2d((1, None))
-        mip = max(8, channels // reduction)
-        self.conv1 = nn.Conv2d(channels, mip, 1)
-        self.bn1 = nn.BatchNorm2d(mip)
-        self.act = HSwish()
-        self.conv_h = nn.Conv2d(mip, channels, 1)
-        self.conv_w = nn.Conv2d(mip, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Gate ``x`` ([B, C, H, W]) by its H and W strip descriptors."""
-        identity = x
-        _, _, h, w = x.size()
-        x_h = self.pool_h(x)
-        x_w = self.pool_w(x).permute(0, 1, 3, 2)
-        y = self.act(self.bn1(self.conv1(torch.cat([x_h, x_w], dim=2))))
-        x_h, x_w = torch.split(y, [h, w], dim=2)
-        a_h = self.conv_h(x_h).sigmoid()
-        a_w = self.conv_w(x_w.permute(0, 1, 3, 2)).sigmoid()
-        return identity * a_w * a_h
 
 
 class SPPF(nn.Module):
@@ -274,10 +220,10 @@ class YoloCA(nn.Module):
         """
         super().__init__()
         self.stem = Conv(3, 16, 3, 2)
-        self.stage2 = nn.Sequential(Conv(16, 32, 3, 2), C2f(32, 32), CoordAtt(32))
-        self.stage3 = nn.Sequential(Conv(32, 48, 3, 2), C2f(48, 48), CoordAtt(48))
-        self.stage4 = nn.Sequential(Conv(48, 64, 3, 2), C2f(64, 64), CoordAtt(64))
-        self.stage5 = nn.Sequential(Conv(64, 96, 3, 2), C2f(96, 96), CoordAtt(96), SPPF(96, 96))
+        self.stage2 = nn.Sequential(Conv(16, 32, 3, 2), C2f(32, 32), CoordAtt(32, 32))
+        self.stage3 = nn.Sequential(Conv(32, 48, 3, 2), C2f(48, 48), CoordAtt(48, 48))
+        self.stage4 = nn.Sequential(Conv(48, 64, 3, 2), C2f(64, 64), CoordAtt(64, 64))
+        self.stage5 = nn.Sequential(Conv(64, 96, 3, 2), C2f(96, 96), CoordAtt(96, 96), SPPF(96, 96))
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         self.top_down4 = C2f(96 + 64, 64)
         self.top_down3 = C2f(64 + 48, 48)
@@ -311,8 +257,8 @@ class YoloClsCA(nn.Module):
         """
         super().__init__()
         self.stem = Conv(3, 16, 3, 2)
-        self.stage2 = nn.Sequential(Conv(16, 32, 3, 2), C2f(32, 32), CoordAtt(32))
-        self.stage3 = nn.Sequential(Conv(32, 48, 3, 2), C2f(48, 48, n=2), CoordAtt(48))
+        self.stage2 = nn.Sequential(Conv(16, 32, 3, 2), C2f(32, 32), CoordAtt(32, 32))
+        self.stage3 = nn.Sequential(Conv(32, 48, 3, 2), C2f(48, 48, n=2), CoordAtt(48, 48))
         self.head = Conv(48, 128)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(128, num_classes)

@@ -28,6 +28,7 @@ from torch import nn
 from torch.export import ExportedProgram
 
 from ca_export.errors import BadInputError, CheckFailedError
+from ca_export.fx import owning_block
 from ca_export.tracing import example_input
 from ca_export.verify.metrics import compare, relative_error
 from ca_export.verify.parity import (
@@ -56,6 +57,8 @@ CA_ONLY_OPS = {
     ),
 }
 CLASS_LABEL, PROBABILITIES = "classLabel", "classLabel_probs"
+HW_MULTIPLE = "ca_export.hw_multiple"
+IMAGE_SCALE, IMAGE_BIAS = "ca_export.image_scale", "ca_export.image_bias"
 CAN_PREDICT = sys.platform == "darwin"
 NO_PREDICTION = "coremltools cannot predict off macOS"
 
@@ -92,6 +95,34 @@ class ImageInput:
             raise BadInputError("--bias takes three values, R,G,B")
         return cls(float(scale[0]), (float(bias[0]), float(bias[1]), float(bias[2])))
 
+    def normalise(self, rgb: torch.Tensor) -> torch.Tensor:
+        """What Core ML feeds the model for RGB pixels (N, 3, H, W): scale * pixel + bias."""
+        return rgb * self.scale + torch.tensor(self.bias).view(1, 3, 1, 1)
+
+    def metadata(self) -> dict[str, str]:
+        """The preprocessing as user-defined metadata entries (``verify`` reads them back)."""
+        return {
+            IMAGE_SCALE: repr(self.scale),
+            IMAGE_BIAS: ",".join(repr(b) for b in self.bias),
+        }
+
+    @classmethod
+    def from_metadata(cls, entries: Any) -> ImageInput | None:
+        """The preprocessing ca-export recorded in a model's metadata, or None (also if garbled)."""
+        if IMAGE_SCALE not in entries or IMAGE_BIAS not in entries:
+            return None
+        try:
+            bias = [float(b) for b in entries[IMAGE_BIAS].split(",")]
+            return cls.of((float(entries[IMAGE_SCALE]),), bias)
+        except (ValueError, BadInputError):
+            return None
+
+
+def pixels(shape: Sequence[int], seed: int) -> torch.Tensor:
+    """A seeded RGB image of ``shape`` (N, 3, H, W): integer pixel values 0..255 as float32."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, tuple(shape), generator=generator).float()
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -120,10 +151,9 @@ def tag(program: ExportedProgram, modules: Sequence[str]) -> dict[int, int]:
     blocks: dict[int, int] = {}
     for handle, node in enumerate(program.graph.nodes, start=1):
         node.meta["debug_handle"] = handle
-        paths = [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
-        found = [i for i, module in enumerate(modules) if module in paths]
-        if found:
-            blocks[handle] = found[-1]
+        block = owning_block(node, modules)
+        if block is not None:
+            blocks[handle] = block
     return blocks
 
 
@@ -287,7 +317,8 @@ def expected_io(
     """The inputs and outputs the model description must show.
 
     Output shapes are checked for a static ML program only: a flexible model's
-    description shows default sizes, and a neural network's shows none.
+    description shows default sizes, and a neural network's shows none. A neural-network
+    classifier keeps the model's output name for its probabilities, listed first.
     """
     n, c, h, w = spec.shape
     if spec.image is not None:
@@ -302,7 +333,9 @@ def expected_io(
             feature["range"] = [[n, n], [c, c], list(spec.hw_range), list(spec.hw_range)]
         elif spec.shapes:
             feature["shapes"] = [[n, c, sh, sw] for sh, sw in spec.shapes]
-    if labels:
+    if labels and fmt == "neuralnetwork":
+        outputs = {output_names[0]: {"kind": "dictionary"}, CLASS_LABEL: {"kind": "string"}}
+    elif labels:
         outputs = {CLASS_LABEL: {"kind": "string"}, PROBABILITIES: {"kind": "dictionary"}}
     else:
         static = fmt == "mlprogram" and spec.hw_range is None and not spec.shapes
@@ -369,16 +402,30 @@ def set_metadata(model: Any, fields: dict[str, str], entries: dict[str, str]) ->
         model.user_defined_metadata[key] = entries[key]
 
 
-def prediction_inputs(spec: InputSpec) -> list[tuple[int, tuple[int, int, int, int]]]:
-    """(seed, shape) pairs: three at the traced shape, one at each other allowed size."""
+def prediction_inputs(
+    spec: InputSpec, multiple: tuple[int, int] = (1, 1)
+) -> list[tuple[int, tuple[int, int, int, int]]]:
+    """(seed, shape) pairs: three at the traced shape, one at each other allowed size.
+
+    In a range, the other sizes are the smallest and a larger non-square one, rounded
+    up to ``multiple`` (the sizes a rewritten upsample is exact at).
+    """
     n, c, h, w = spec.shape
     cases = [(seed, spec.shape) for seed in (1, 2, 3)]
     if spec.hw_range is not None:
         low, high = spec.hw_range
-        others = [(low, low), (min(h + 32, high), min(w + 64, high))]
+        others = [
+            (_round_up(sh, multiple[0]), _round_up(sw, multiple[1]))
+            for sh, sw in ((low, low), (min(h + 32, high), min(w + 64, high)))
+        ]
+        others = [(sh, sw) for sh, sw in others if max(sh, sw) <= high and (sh, sw) != (h, w)]
     else:
         others = [s for s in spec.shapes if s != (h, w)]
-    return cases + [(4 + i, (n, c, sh, sw)) for i, (sh, sw) in enumerate(others)]
+    return cases + [(4 + i, (n, c, sh, sw)) for i, (sh, sw) in enumerate(dict.fromkeys(others))]
+
+
+def _round_up(size: int, multiple: int) -> int:
+    return -(-size // multiple) * multiple
 
 
 def prediction_gate(
@@ -388,6 +435,7 @@ def prediction_gate(
     output_names: Sequence[str],
     precision: str,
     labels: Sequence[str] | None = None,
+    multiple: tuple[int, int] = (1, 1),
 ) -> GateResult:
     """Core ML's prediction (macOS only) against the original PyTorch model, output by output."""
     from PIL import Image
@@ -395,20 +443,20 @@ def prediction_gate(
     tol = tolerance(PRECISIONS[precision], "coreml")
     precise = float64_copy(module)
     result = GateResult("coreml")
-    for seed, shape in prediction_inputs(spec):
+    for seed, shape in prediction_inputs(spec, multiple):
         x = example_input(shape, seed)
         feed: Any = x.numpy()
         if spec.image is not None:
-            pixels = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed))
-            bias = torch.tensor(spec.image.bias).view(1, 3, 1, 1)
-            x = pixels.float() * spec.image.scale + bias
-            feed = Image.fromarray(pixels[0].permute(1, 2, 0).numpy().astype(np.uint8), "RGB")
+            rgb = pixels(shape, seed)
+            x = spec.image.normalise(rgb)
+            feed = Image.fromarray(rgb[0].permute(1, 2, 0).numpy().astype(np.uint8), "RGB")
         with torch.no_grad():
             expected = output_arrays(module(x))
             exact = run_float64(precise, x) or expected
         got = model.predict({spec.name: feed})
         if labels:
-            values = [[got[PROBABILITIES][label] for label in labels]]
+            scores = got[PROBABILITIES if PROBABILITIES in got else output_names[0]]
+            values = [[scores[label] for label in labels]]
             outputs = [np.asarray(values, dtype=np.float32)]
         else:
             outputs = [np.asarray(got[name]) for name in output_names]

@@ -7,16 +7,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch import nn
 from torch.export import ExportedProgram
 
 from ca_export.errors import BadInputError, CAExportError, StageError
-from ca_export.loading import load_model
+from ca_export.loading import load_model, model_files
 from ca_export.patterns import CABlock, find
-from ca_export.report import BlockReport, ExportReport, InspectReport
+from ca_export.report import BlockReport, ExportReport, InspectReport, gate_summary
 from ca_export.rewrites import rewrite
 from ca_export.tracing import Traced, guard_memory, trace
+from ca_export.verify.parity import GateResult, block_gate
 
 Progress = Callable[[str], None]
 
@@ -91,6 +94,39 @@ def inspect_model(
 
 
 @dataclass
+class ModelJob:
+    """What every export job shares: the model, the output, and how it is traced."""
+
+    model: str
+    output: Path
+    weights: Path | None = None
+    input_shape: tuple[int, int, int, int] = (1, 3, 224, 224)
+    dynamic: bool = False
+    rewrite: bool = True
+    trust_pickle: bool = False
+    check_memory: bool = True
+
+    def reads(self) -> list[Path]:
+        """The files this job reads."""
+        return model_files(self.model, self.weights)
+
+    def prepare(self, stage: Stages, report: ExportReport, form: str = "onnx") -> Prepared:
+        """Load, trace, find blocks and rewrite them into ``form``, as this job asks."""
+        return prepare(
+            self.model,
+            self.weights,
+            self.input_shape,
+            self.dynamic,
+            self.rewrite,
+            stage,
+            report,
+            self.trust_pickle,
+            self.check_memory,
+            form,
+        )
+
+
+@dataclass
 class Prepared:
     """The front of every export: the model, its trace, its blocks, the program to emit."""
 
@@ -120,8 +156,9 @@ def prepare(
     report: ExportReport,
     trust_pickle: bool = False,
     check_memory: bool = True,
+    form: str = "onnx",
 ) -> Prepared:
-    """Load, trace, find blocks and (if asked) rewrite them; fill the report as it goes."""
+    """Load, trace, find blocks and (if asked) rewrite them into ``form``; fill the report."""
     with stage("load"):
         loaded = load_model(model, weights, trust_pickle)
         report.notices += loaded.notices
@@ -138,7 +175,20 @@ def prepare(
     program = traced.program
     if do_rewrite and blocks:
         with stage("rewrite"):
-            program = rewrite(traced.program, static=not dynamic).program
+            program = rewrite(traced.program, static=not dynamic, form=form).program
             for entry in report.ca_blocks:
                 entry.rewritten = True
     return Prepared(loaded.module, traced, blocks, program)
+
+
+def with_block_gate(
+    prepared: Prepared, gate: GateResult, inputs: list[tuple[int, torch.Tensor]]
+) -> dict[str, Any]:
+    """The artifact gate's summary, and, for a rewritten program, each block's own gate."""
+    parity = gate_summary(gate) | {"inputs": len(inputs)}
+    if prepared.rewritten:
+        pairs = [(b.module, b.source.name, b.output.name) for b in prepared.blocks]
+        blocks = block_gate(prepared.traced.program, prepared.program, pairs, inputs)
+        parity["blocks"] = gate_summary(blocks)
+        parity["passed"] = gate.passed and blocks.passed
+    return parity

@@ -18,19 +18,21 @@ from ca_export.errors import BadInputError
 from ca_export.export import coreml as coreml_export
 from ca_export.export.coreml import ImageInput, InputSpec, Target
 from ca_export.files import Output, guard, publish, remove_tree, scratch_folder
-from ca_export.loading import model_files
-from ca_export.pipeline.common import Prepared, Progress, Stages, prepare, quiet
+from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet
 from ca_export.report import ExportReport, gate_summary
+from ca_export.rewrites.size_to_scale import size_to_scale
 from ca_export.tracing import example_input
+from ca_export.verify.mil.fp32_arithmetic import fp32_arithmetic_parity, twin_function
+from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import NotVerified, mil_parity
-from ca_export.verify.parity import SEEDS, output_arrays
+from ca_export.verify.parity import output_arrays
 
 DEFAULT_HW_RANGE = (32, 1024)
 METADATA_FIELDS = ("author", "license", "version", "short_description")
 
 
 @dataclass
-class CoreMLJob:
+class CoreMLJob(ModelJob):
     """What the user asked ``ca-export coreml`` for.
 
     ``precision`` and ``min_target`` default by format (mlprogram: fp16, iOS15;
@@ -39,26 +41,14 @@ class CoreMLJob:
     without either gets ``DEFAULT_HW_RANGE``. ``metadata`` keys: ``METADATA_FIELDS``.
     """
 
-    model: str
-    output: Path
-    weights: Path | None = None
-    input_shape: tuple[int, int, int, int] = (1, 3, 224, 224)
     format: str = "mlprogram"
     precision: str | None = None
     min_target: str | None = None
-    dynamic: bool = False
     hw_range: tuple[int, int] | None = None
     shapes: tuple[tuple[int, int], ...] = ()
     image: ImageInput | None = None
     labels: tuple[str, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
-    rewrite: bool = True
-    trust_pickle: bool = False
-    check_memory: bool = True
-
-    def reads(self) -> list[Path]:
-        """The files this job reads."""
-        return model_files(self.model, self.weights)
 
     def writes(self) -> list[Output]:
         """The files this job writes."""
@@ -141,29 +131,29 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
         job.rewrite,
         0,
     )
-    prepared = prepare(
-        job.model,
-        job.weights,
-        job.input_shape,
-        job.dynamic,
-        job.rewrite,
-        stage,
-        report,
-        job.trust_pickle,
-        job.check_memory,
-    )
+    prepared = job.prepare(stage, report)
     spec = job.input_spec(prepared.traced.input_names[0])
     names = prepared.traced.output_names
     shapes = _output_shapes(prepared, job.input_shape)
     _validate_traced(job, prepared, spec, shapes)
+    multiple = _scale_upsamples(job, prepared, report) if job.dynamic else (1, 1)
     modules = [b.module for b in prepared.blocks]
     with stage("convert"):
         blocks = coreml_export.tag(prepared.program, modules)
         model = coreml_export.convert(prepared.program, spec, target, names, job.labels)
         owner = coreml_export.owners(model, blocks)
+        twin: Any = None
+        if target.format == "mlprogram" and target.precision == "fp16":
+            fp32 = Target(target.format, "fp32", target.min_target)
+            twin = twin_function(
+                coreml_export.convert(prepared.program, spec, fp32, names, job.labels)
+            )
         if target.format == "neuralnetwork" and target.precision == "fp16":
             model = coreml_export.half_weights(model)
-        coreml_export.set_metadata(model, job.metadata, _metadata(job, spec, report))
+        entries = _metadata(job, spec, report)
+        if multiple != (1, 1):
+            entries[coreml_export.HW_MULTIPLE] = "{}x{}".format(*multiple)
+        coreml_export.set_metadata(model, job.metadata, entries)
     folder = scratch_folder(job.output)
     try:
         temporary = folder / job.output.name
@@ -171,12 +161,19 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
             coreml_export.save(model, temporary)
         with stage("check"):
             _check(report, temporary, target.format, spec, names, shapes, job.labels, owner)
-        if target.format == "mlprogram":
-            with stage("mil parity"):
-                _mil_parity(report, temporary, prepared, job.input_shape, target.precision)
+        with stage("mil parity"):
+            _mil_parity(report, temporary, prepared, spec, target.precision, twin, multiple)
         if coreml_export.CAN_PREDICT:
             with stage("predict"):
-                _predict(report, temporary, prepared, spec, names, target.precision, job.labels)
+                _predict(
+                    report,
+                    temporary,
+                    prepared,
+                    spec,
+                    names,
+                    (target.precision, multiple),
+                    job.labels,
+                )
         else:
             report.checks["prediction"] = {"ran": False, "reason": coreml_export.NO_PREDICTION}
             report.parity = report.parity or dict(report.checks["prediction"])
@@ -187,6 +184,41 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
         remove_tree(folder)
     report.stages = stage.times
     return report
+
+
+def _scale_upsamples(job: CoreMLJob, prepared: Prepared, report: ExportReport) -> tuple[int, int]:
+    """Size-driven integer-ratio upsamples by scale factor; the H, W multiples sizes must meet.
+
+    Enumerated sizes (and the input size) that are not multiples exit 2; a range cannot
+    hold only multiples, so the condition is recorded in the model's metadata, warned
+    about, and checked by ``verify``.
+    """
+    scaled = size_to_scale(prepared.program)
+    multiple = scaled.multiple
+    for up in scaled.rewritten:
+        report.notices.append(
+            f"upsample {up.node}: size read from the input becomes scale factor "
+            f"{up.ratio[0]}x{up.ratio[1]}, exact where H and W are multiples of "
+            f"{up.multiple[0]} and {up.multiple[1]}"
+        )
+    if multiple == (1, 1):
+        return multiple
+    mh, mw = multiple
+    sizes = [tuple(job.input_shape[2:]), *job.shapes]
+    wrong = [f"{h}x{w}" for h, w in sizes if h % mh or w % mw]
+    if wrong:
+        raise BadInputError(
+            f"{job.model} is exact in Core ML only where H is a multiple of {mh} and W of "
+            f"{mw}; {', '.join(dict.fromkeys(wrong))} is not"
+        )
+    report.checks["flexible_sizes"] = {"ran": True, "passed": True, "multiple": [mh, mw]}
+    if not job.shapes:
+        report.warnings.append(
+            f"the size range also admits sizes where the model is not exact: use H a multiple "
+            f"of {mh} and W of {mw} (recorded as {coreml_export.HW_MULTIPLE}; verify checks it), "
+            "or --shapes"
+        )
+    return multiple
 
 
 def _output_shapes(prepared: Prepared, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -259,11 +291,14 @@ def _predict(
     names: list[str],
     precision: str,
     labels: tuple[str, ...],
+    multiple: tuple[int, int],
 ) -> None:
     """Prediction parity against PyTorch (macOS only)."""
     model = coreml_export.coremltools().models.MLModel(str(path))
-    gate = coreml_export.prediction_gate(model, prepared.module, spec, names, precision, labels)
-    cases = len(coreml_export.prediction_inputs(spec))
+    gate = coreml_export.prediction_gate(
+        model, prepared.module, spec, names, precision, labels, multiple
+    )
+    cases = len(coreml_export.prediction_inputs(spec, multiple))
     report.parity = gate_summary(gate) | {"ran": True, "inputs": cases}
     report.checks["prediction"] = {"ran": True, "passed": gate.passed}
 
@@ -272,19 +307,40 @@ def _mil_parity(
     report: ExportReport,
     path: Path,
     prepared: Prepared,
-    input_shape: tuple[int, ...],
+    spec: InputSpec,
     precision: str,
+    twin: Any,
+    multiple: tuple[int, int],
 ) -> None:
-    """The saved ML program evaluated in NumPy against PyTorch (runs on every platform)."""
-    inputs = [(seed, example_input(input_shape, seed)) for seed in SEEDS]
-    result = mil_parity(path, prepared.module, inputs, precision)
+    """The saved model evaluated in NumPy against PyTorch (runs on every platform).
+
+    An ML program runs op by op, a neural network layer by layer. An image input gets
+    seeded RGB pixels; PyTorch gets them normalised as the user asked. An fp16 ML
+    program is also evaluated in fp32 arithmetic against its fp32 ``twin``'s constants
+    (``verify.mil.fp32_arithmetic``); the check passes only if that passes too.
+    """
+    make = example_input if spec.image is None else coreml_export.pixels
+    inputs = [
+        (seed, make(shape, seed)) for seed, shape in coreml_export.prediction_inputs(spec, multiple)
+    ]
+    result = mil_parity(path, prepared.module, inputs, precision, spec.image)
+    check: dict[str, Any] = {"ran": False}
     if isinstance(result, NotVerified):
-        report.checks["mil_parity"] = {"ran": False, "reason": f"not verified: {result.reason}"}
+        check["reason"] = f"{precision} gate {result.reason}"
         report.warnings.append(f"numeric parity not verified: {result.reason}")
-        return
-    summary = gate_summary(result) | {"ran": True, "inputs": len(inputs)}
-    report.checks["mil_parity"] = {"ran": True, "passed": result.passed}
-    report.parity = summary
+    else:
+        check |= {"ran": True, "passed": result.passed}
+        report.parity = gate_summary(result) | {"ran": True, "inputs": len(inputs)}
+    if twin is not None:
+        try:
+            arithmetic = fp32_arithmetic_parity(path, prepared.module, inputs, twin, spec.image)
+        except Unsupported as err:
+            check["fp32_arithmetic"] = {"ran": False, "reason": f"not verified: {err}"}
+        else:
+            check["fp32_arithmetic"] = arithmetic.summary()
+            check["passed"] = check.get("passed", True) and arithmetic.passed
+            check["ran"] = True
+    report.checks["mil_parity"] = check
 
 
 def _move(temporary: Path, output: Path, folder: Path) -> dict[str, Any]:
@@ -307,4 +363,6 @@ def _metadata(job: CoreMLJob, spec: InputSpec, report: ExportReport) -> dict[str
         entries["ca_export.hw_range"] = "{}:{}".format(*spec.hw_range)
     if spec.shapes:
         entries["ca_export.shapes"] = ",".join(f"{h}x{w}" for h, w in spec.shapes)
+    if spec.image is not None:
+        entries |= spec.image.metadata()
     return entries

@@ -6,37 +6,23 @@ An artifact is written under the requested name only after every gate passed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import onnx
 
 from ca_export import __version__
 from ca_export.export import onnx as onnx_export
 from ca_export.files import Output, guard, write_onnx
-from ca_export.loading import model_files
-from ca_export.pipeline.common import Prepared, Progress, Stages, prepare, quiet
-from ca_export.report import ExportReport, gate_summary
-from ca_export.verify.parity import block_gate, gate_inputs, onnx_gate
+from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet, with_block_gate
+from ca_export.report import ExportReport
+from ca_export.verify.parity import gate_inputs, onnx_gate
 
 
 @dataclass
-class OnnxJob:
+class OnnxJob(ModelJob):
     """What the user asked ``ca-export onnx`` for."""
 
-    model: str
-    output: Path
-    weights: Path | None = None
-    input_shape: tuple[int, int, int, int] = (1, 3, 224, 224)
     opset: int = 18
-    dynamic: bool = False
-    rewrite: bool = True
     simplify: bool = True
-    trust_pickle: bool = False
-    check_memory: bool = True
-
-    def reads(self) -> list[Path]:
-        """The files this job reads."""
-        return model_files(self.model, self.weights)
 
     def writes(self) -> list[Output]:
         """The files this job writes."""
@@ -47,13 +33,7 @@ def parity_gates(prepared: Prepared, onnx_model: onnx.ModelProto, shape: tuple[i
     """ONNX Runtime against the original model, and each rewritten block against its original."""
     inputs = gate_inputs(prepared.traced, shape, prepared.square_only)
     gate = onnx_gate(prepared.module, onnx_model, prepared.traced, inputs)
-    parity = gate_summary(gate) | {"inputs": len(inputs)}
-    if prepared.rewritten:
-        pairs = [(b.module, b.source.name, b.output.name) for b in prepared.blocks]
-        blocks = block_gate(prepared.traced.program, prepared.program, pairs, inputs)
-        parity["blocks"] = gate_summary(blocks)
-        parity["passed"] = gate.passed and blocks.passed
-    return parity
+    return with_block_gate(prepared, gate, inputs)
 
 
 def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
@@ -63,17 +43,7 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     report = ExportReport(
         job.model, __version__, "onnx", list(job.input_shape), job.dynamic, job.rewrite, job.opset
     )
-    prepared = prepare(
-        job.model,
-        job.weights,
-        job.input_shape,
-        job.dynamic,
-        job.rewrite,
-        stage,
-        report,
-        job.trust_pickle,
-        job.check_memory,
-    )
+    prepared = job.prepare(stage, report)
     traced = prepared.traced
     with stage("export"):
         raw = onnx_export.emit(prepared.program, traced, job.opset)

@@ -1,11 +1,18 @@
 """The verify pipeline: each artifact against the original PyTorch model, then localisation.
 
-ONNX files run in ONNX Runtime; Core ML models run in Core ML on macOS and, elsewhere,
-through the NumPy MIL evaluator (``ca_export.verify.mil``), with the ``coreml`` rows
+ONNX files run in ONNX Runtime; ExecuTorch programs (.pte) in ExecuTorch's runtime
+with XNNPACK; Core ML models run in Core ML on macOS and, elsewhere,
+through the NumPy evaluators (``ca_export.verify.mil``), with the ``coreml`` rows
 of the tolerance table and the model's own noise at the artifact's precision.
 Inputs are seeded tensors at every shape the artifact takes (its own static shape, or
 for a dynamic artifact the input shape, a larger non-square one and batch 2), plus the
-user's files. Where outputs diverge, the first diverging module is named.
+user's files. Where outputs diverge, the first diverging module is named (for an ML
+program off macOS, through the evaluator's per-op values: ``verify.mil.localize``).
+
+A Core ML model with an image input is fed RGB pixels (seeded, or the user's image
+files unnormalised) and applies its own preprocessing; PyTorch gets the same pixels
+normalised as ``VerifyJob.image`` says (``--scale``/``--bias``), or else as ca-export
+recorded in the model's metadata. A wrong bias or scale in the package then fails.
 """
 
 from __future__ import annotations
@@ -20,21 +27,24 @@ import torch
 
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import coreml as coreml_export
+from ca_export.export.coreml import ImageInput
 from ca_export.loading import load_model, model_files
 from ca_export.patterns import find
 from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.tracing import example_input, guard_memory, trace
-from ca_export.verify.artifacts import OnnxArtifact, open_onnx
-from ca_export.verify.inputs import load_inputs
+from ca_export.verify.artifacts import OnnxArtifact, PteArtifact, open_onnx, open_pte
+from ca_export.verify.inputs import is_image, load_inputs
 from ca_export.verify.localize import Localization, localize
 from ca_export.verify.metrics import Comparison, compare
 from ca_export.verify.mil.artifact import SUFFIXES, MilArtifact, open_mil
+from ca_export.verify.mil.localize import localize_mil
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import model_noise, reference_copy, vacuous
+from ca_export.verify.mil.program import MilProgram
 from ca_export.verify.parity import SEEDS
 from ca_export.verify.tolerances import Tolerance, tolerance, user_tolerance
 
-Artifact = OnnxArtifact | MilArtifact
+Artifact = OnnxArtifact | MilArtifact | PteArtifact
 
 
 @dataclass
@@ -49,6 +59,7 @@ class VerifyJob:
     inputs: list[Path] = field(default_factory=list)
     rtol: float | None = None
     atol: float | None = None
+    image: ImageInput | None = None
     trust_pickle: bool = False
     check_memory: bool = True
 
@@ -110,10 +121,20 @@ class VerifyReport:
 
 
 def default_shapes(artifact: Artifact, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """The artifact's static shape, or for a dynamic one three shapes incl. non-square, batch 2."""
+    """The artifact's static shape, or for a dynamic one three shapes incl. non-square, batch 2.
+
+    A flexible Core ML model keeps its batch and takes its enumerated sizes, or sizes
+    rounded up to the multiples it records.
+    """
     if not artifact.dynamic:
         return [tuple(int(d) for d in artifact.input_dims)]
     n, c, h, w = input_shape
+    if isinstance(artifact, MilArtifact):
+        if artifact.allowed is not None:
+            return list(artifact.allowed)
+        mh, mw = artifact.multiple
+        sizes = [(h, w), (h + 32, w + 64), (h + 64, w + 32)]
+        return [(n, c, -(-sh // mh) * mh, -(-sw // mw) * mw) for sh, sw in sizes]
     return [tuple(input_shape), (max(2, n), c, h + 32, w + 64), (max(2, n), c, h + 64, w + 32)]
 
 
@@ -132,6 +153,8 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
     with stage("load"):
         artifacts = [open_artifact(path) for path in job.artifacts]
         user_inputs = load_inputs(job.inputs, job.input_shape)
+        images = any(isinstance(a, MilArtifact) and a.image for a in artifacts)
+        user_pixels = load_inputs(job.inputs, job.input_shape, pixels=True) if images else []
         loaded = load_model(job.model, job.weights, job.trust_pickle)
         report.notices += loaded.notices
         model = loaded.module
@@ -145,13 +168,17 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
             )
     for artifact in artifacts:
         with stage(f"verify {artifact.path.name}"):
-            report.artifacts.append(_verify_one(job, model, artifact, user_inputs, report))
+            image = isinstance(artifact, MilArtifact) and artifact.image
+            inputs = user_pixels if image else user_inputs
+            report.artifacts.append(_verify_one(job, model, artifact, inputs, report))
     report.stages = stage.times
     return report
 
 
 def open_artifact(path: Path) -> Artifact:
-    """An ONNX file, or a Core ML model by its suffix."""
+    """An ONNX file, or a Core ML model or an ExecuTorch program by its suffix."""
+    if path.suffix == ".pte":
+        return open_pte(path)
     return open_mil(path) if path.suffix in SUFFIXES else open_onnx(path)
 
 
@@ -164,27 +191,33 @@ def _verify_one(
 ) -> ArtifactResult:
     """Run every case through one artifact, then localise the first failing one."""
     coreml = isinstance(artifact, MilArtifact)
-    backend = "coreml" if coreml else "onnxruntime-cpu"
+    pte = isinstance(artifact, PteArtifact)
+    backend = "coreml" if coreml else artifact.backend if pte else "onnxruntime-cpu"
     tol = user_tolerance(tolerance(artifact.dtype, backend), job.rtol, job.atol)
     result = ArtifactResult(
         str(artifact.path), artifact.dtype, tol, artifact.backend if coreml else backend
     )
+    image = _preprocessing(job, artifact, report)
+    make = example_input if image is None else coreml_export.pixels
     seeded = [
-        (f"seed {seed}", example_input(shape, seed).numpy())
+        (f"seed {seed}", make(shape, seed).numpy())
         for shape in (job.shapes or default_shapes(artifact, job.input_shape))
         for seed in SEEDS
     ]
-    failing: tuple[np.ndarray, float] | None = None
+    failing: tuple[np.ndarray, torch.Tensor, float] | None = None
     noise_dtype = artifact.dtype if coreml else "float32"
     reference = reference_copy(model, noise_dtype)
-    for label, x in seeded + user_inputs:
+    for i, (label, x) in enumerate(seeded + user_inputs):
         case = VerifyCase(label, tuple(x.shape))
         result.cases.append(case)
         case.skipped = artifact.refuses(tuple(x.shape))
+        if case.skipped is None and coreml and artifact.image:
+            case.skipped = _refuses_image(image, None if i < len(seeded) else label)
         if case.skipped:
             continue
+        torch_x = torch.from_numpy(x) if image is None else image.normalise(torch.from_numpy(x))
         try:
-            expected, noises = model_noise(model, reference, torch.from_numpy(x), noise_dtype)
+            expected, noises = model_noise(model, reference, torch_x, noise_dtype)
         except Exception as err:
             case.skipped = f"the PyTorch model cannot run at this shape: {type(err).__name__}"
             continue
@@ -205,14 +238,47 @@ def _verify_one(
             case.comparisons = []
             continue
         if failing is None and not all(c.passed for c in case.comparisons):
-            failing = (x, max(tol.allowed(c.noise)[0] for c in case.comparisons))
-    if failing is not None and coreml:
-        result.localization = Localization(note="localisation covers ONNX artifacts only")
-    elif failing is not None:
-        x, bound = failing
-        if not report.ca_blocks:
-            report.ca_blocks = ca_modules(model, job.input_shape)
-        result.localization = localize(
-            model, artifact, torch.from_numpy(x), bound, set(report.ca_blocks)
+            failing = (x, torch_x, max(tol.allowed(c.noise)[0] for c in case.comparisons))
+    if failing is None:
+        return result
+    x, torch_x, bound = failing
+    if not report.ca_blocks:
+        report.ca_blocks = ca_modules(model, job.input_shape)
+    if isinstance(artifact, OnnxArtifact):
+        result.localization = localize(model, artifact, torch_x, bound, set(report.ca_blocks))
+    elif coreml and isinstance(artifact.program, MilProgram) and not coreml_export.CAN_PREDICT:
+        result.localization = localize_mil(
+            model, artifact.program, x, torch_x, bound, set(report.ca_blocks)
+        )
+    else:
+        result.localization = Localization(
+            note="localisation covers ONNX files and, off macOS, Core ML ML programs"
         )
     return result
+
+
+def _preprocessing(job: VerifyJob, artifact: Artifact, report: VerifyReport) -> ImageInput | None:
+    """For an image-input Core ML model, how PyTorch's input is made from the pixels."""
+    if not isinstance(artifact, MilArtifact) or not artifact.image:
+        return None
+    image = job.image or artifact.recorded
+    if image is not None:
+        source = "--scale/--bias" if job.image else "the package's ca-export metadata"
+        bias = ",".join(f"{b:g}" for b in image.bias)
+        report.notices.append(
+            f"{artifact.path.name} takes RGB images: PyTorch gets {image.scale:g} * pixel + "
+            f"({bias}) per channel, from {source}"
+        )
+    return image
+
+
+def _refuses_image(image: ImageInput | None, user_input: str | None) -> str | None:
+    """Why an image-input model cannot be checked on this input (seeded, or a user's), or None."""
+    if image is None:
+        return (
+            "not verified: the package takes RGB images; give --scale and --bias, the "
+            "normalisation the PyTorch model expects"
+        )
+    if user_input is not None and not is_image(user_input):
+        return "the package takes RGB images: give image files, not arrays"
+    return None

@@ -3,8 +3,11 @@
 Per block, in order: ``pool_to_reduce`` (strip pools that are right at every size),
 ``distribute_stem`` (no concat/split/transpose left), ``hardswish`` (a written-out
 h_swish in the stem as one op), ``drop_expand`` (no shape arithmetic on the gates),
-``gate_once`` (the H x W gate built once, one same-shape multiply). Dead nodes are
-removed and the graph is linted. The pass is idempotent: a rewritten graph has no
+then the gate, by target form: ``onnx`` (default) ``gate_once`` (the H x W gate built
+once, one same-shape multiply, fastest on ONNX Runtime), ``xnnpack`` ``swap_as_view``
+(the seed quirk's squeeze/unsqueeze as one view) and ``broadcast_gate`` (two
+broadcasting multiplies): ops ExecuTorch lowers into one XNNPACK delegate.
+Dead nodes are removed and the graph is linted. The pass is idempotent: a rewritten graph has no
 concat left for the detector to match.
 """
 
@@ -16,11 +19,16 @@ from dataclasses import dataclass
 from torch.export import ExportedProgram
 
 from ca_export.patterns import CABlock, Rejection, find
+from ca_export.rewrites.broadcast_gate import broadcast_gate
 from ca_export.rewrites.distribute_stem import distribute_stem
 from ca_export.rewrites.drop_expand import drop_expand
 from ca_export.rewrites.gate_once import gate_once
 from ca_export.rewrites.hardswish import fuse_hardswish
 from ca_export.rewrites.pool_to_reduce import pool_to_reduce
+from ca_export.rewrites.swap_as_view import swap_as_view
+
+FORMS = ("onnx", "xnnpack")
+"""Target forms of the rewritten block; they differ in how the gate is applied."""
 
 
 @dataclass
@@ -46,13 +54,19 @@ class RewriteResult:
         return bool(self.blocks)
 
 
-def rewrite_block(program: ExportedProgram, block: CABlock, static: bool) -> BlockRewrite:
+def rewrite_block(
+    program: ExportedProgram, block: CABlock, static: bool, form: str = "onnx"
+) -> BlockRewrite:
     """Apply every rewrite to one block of ``program``'s graph, in place."""
     graph = program.graph
     pooled = {b.axis: pool_to_reduce(graph, b, static) for b in block.branches}
     fuse_hardswish(graph, distribute_stem(graph, block, pooled))
     drop_expand(graph, block)
-    gate_once(graph, block)
+    if form == "xnnpack":
+        swap_as_view(graph, block)
+        broadcast_gate(graph, block)
+    else:
+        gate_once(graph, block)
     return BlockRewrite(block.module, block.source.name, block.output.name)
 
 
@@ -67,11 +81,13 @@ def _copy(program: ExportedProgram) -> ExportedProgram:
     return copied
 
 
-def rewrite(program: ExportedProgram, static: bool) -> RewriteResult:
-    """Rewrite every CA block of a copy of ``program``; the input is left untouched."""
+def rewrite(program: ExportedProgram, static: bool, form: str = "onnx") -> RewriteResult:
+    """Rewrite every CA block of a copy of ``program`` into ``form``; the input is untouched."""
+    if form not in FORMS:
+        raise ValueError(f"unknown rewrite form {form!r}; expected one of {FORMS}")
     program = _copy(program)
     blocks, rejections = find(program.graph)
-    done = [rewrite_block(program, block, static) for block in blocks]
+    done = [rewrite_block(program, block, static, form) for block in blocks]
     program.graph.eliminate_dead_code()
     program.graph.lint()
     program.graph_module.recompile()

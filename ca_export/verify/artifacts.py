@@ -1,4 +1,5 @@
-"""Artifacts to verify: open an ONNX file for ONNX Runtime and say which inputs it takes."""
+"""Artifacts to verify: open an ONNX file for ONNX Runtime, or an ExecuTorch .pte for
+ExecuTorch's runtime, and say which inputs each takes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import onnx
 import onnxruntime as ort
 
 from ca_export.errors import BadInputError
+from ca_export.export.executorch import BACKEND, PteRunner
 
 DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
 
@@ -86,3 +88,40 @@ def cpu_session(model: str | bytes, name: str) -> ort.InferenceSession:
         raise BadInputError(
             f"ONNX Runtime cannot load {name}: {lines[0] if lines else type(err).__name__}"
         ) from None
+
+
+@dataclass
+class PteArtifact:
+    """An ExecuTorch program (.pte) loaded in ExecuTorch's runtime (XNNPACK on the CPU)."""
+
+    path: Path
+    runner: PteRunner
+    input_dims: list[int | str]
+    output_names: list[str]
+    dtype: str = "float32"
+    backend: str = BACKEND
+    dynamic: bool = False
+
+    def refuses(self, shape: tuple[int, ...]) -> str | None:
+        """Why the program cannot take an input of ``shape``, or None if it can."""
+        if list(shape) != self.input_dims:
+            return "artifact's input is static " + "x".join(map(str, self.input_dims))
+        return None
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run the program on one input."""
+        return self.runner.run(x.astype(np.float32))
+
+
+def open_pte(path: Path) -> PteArtifact:
+    """Load a .pte for ExecuTorch; a file it cannot load gives one clear error."""
+    if not path.is_file():
+        raise BadInputError(f"artifact {str(path)!r} does not exist")
+    runner = PteRunner(path.read_bytes(), repr(str(path)))
+    if len(runner.input_sizes) != 1:
+        raise BadInputError(
+            f"{str(path)!r} has {len(runner.input_sizes)} inputs; verify handles one image"
+        )
+    count = runner.num_outputs
+    names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    return PteArtifact(path, runner, list(runner.input_sizes[0]), names)

@@ -27,8 +27,13 @@ def load_inputs(
     input_shape: tuple[int, int, int, int],
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
+    pixels: bool = False,
 ) -> list[tuple[str, np.ndarray]]:
-    """Arrays from .npy/.npz files (N,C,H,W or C,H,W) and images, as float32 N,C,H,W."""
+    """Arrays from .npy/.npz files (N,C,H,W or C,H,W) and images, as float32 N,C,H,W.
+
+    Images are normalised by ``mean`` and ``std``, or with ``pixels`` kept as RGB
+    values 0..255 (for a model that takes images and normalises them itself).
+    """
     loaded: list[tuple[str, np.ndarray]] = []
     for path in paths:
         if not path.is_file():
@@ -42,7 +47,8 @@ def load_inputs(
                     name = f"{path.name}:{key}"
                     loaded.append((name, _as_batch(archive[key], name)))
         elif suffix in IMAGE_SUFFIXES:
-            loaded.append((path.name, _load_image(path, input_shape, mean, std)))
+            rgb = _load_image(path, input_shape)
+            loaded.append((path.name, rgb if pixels else _normalise(rgb, mean, std)))
         else:
             raise BadInputError(f"input {str(path)!r}: expected .npy, .npz or an image file")
     return loaded
@@ -65,10 +71,13 @@ def _as_batch(array: np.ndarray, name: str) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _load_image(
-    path: Path, shape: tuple[int, int, int, int], mean: tuple[float, ...], std: tuple[float, ...]
-) -> np.ndarray:
-    """An RGB image resized to H,W, scaled to [0, 1] and normalised per channel."""
+def is_image(name: str) -> bool:
+    """Whether an input's name (as ``load_inputs`` gives it) is an image file's."""
+    return Path(name.split(":")[0]).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _load_image(path: Path, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """An RGB image resized to H,W: pixel values 0..255 as float32 1,3,H,W."""
     try:
         from PIL import Image
     except ImportError:
@@ -78,8 +87,12 @@ def _load_image(
             rgb = image.convert("RGB").resize((shape[3], shape[2]), Image.Resampling.BILINEAR)
     except OSError as err:
         raise BadInputError(f"cannot read image {str(path)!r}: {err}") from None
-    array = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    array = (array - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[
+    return np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1)[None].copy()
+
+
+def _normalise(rgb: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """Pixels scaled to [0, 1], then normalised per channel."""
+    array = rgb / 255.0
+    return (array - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[
         :, None, None
     ]
-    return array[None]

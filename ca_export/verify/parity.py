@@ -8,7 +8,7 @@ rewrite is caught even when the network's output would hide it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,22 +95,37 @@ def onnx_gate(
     inputs: Sequence[tuple[int, torch.Tensor]],
 ) -> GateResult:
     """Compare ONNX Runtime (CPU) with the original PyTorch model, output by output."""
-    tol = tolerance("float32", "onnxruntime-cpu")
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(
         onnx_model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-    result = GateResult("onnxruntime-cpu")
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        return session.run(traced.output_names, {traced.input_names[0]: x})
+
+    return runner_gate(model, run, traced.output_names, inputs, "onnxruntime-cpu")
+
+
+def runner_gate(
+    model: nn.Module,
+    run: Callable[[np.ndarray], list[np.ndarray]],
+    output_names: Sequence[str],
+    inputs: Sequence[tuple[int, torch.Tensor]],
+    backend: str,
+) -> GateResult:
+    """Compare an fp32 artifact's ``run`` on ``backend`` with the original model, per output."""
+    tol = tolerance("float32", backend)
+    result = GateResult(backend)
     precise = float64_copy(model)
     for seed, x in inputs:
         with torch.no_grad():
             expected = output_arrays(model(x))
             exact = run_float64(precise, x) or expected
-        got = session.run(traced.output_names, {traced.input_names[0]: x.numpy()})
+        got = run(x.numpy())
         comparisons = [
             compare(name, ref, out, tol, noise=relative_error(ref64, ref))
-            for name, ref, ref64, out in zip(traced.output_names, expected, exact, got, strict=True)
+            for name, ref, ref64, out in zip(output_names, expected, exact, got, strict=True)
         ]
         result.cases.append(CaseResult(tuple(x.shape), seed, comparisons))
     return result

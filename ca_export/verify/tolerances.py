@@ -14,6 +14,9 @@ The Core ML rows are not measured here (coremltools predicts on macOS only): fp1
 the fp16 figures above, since an fp16 ML program also rounds every activation to 11 bits;
 fp32 allows 1e-3, three times ONNX Runtime's, as Core ML may run fp32 programs on the
 GPU, whose kernels sum in other orders, still two decades below a wrong rewrite.
+ExecuTorch's XNNPACK fp32 row equals ONNX Runtime's: XNNPACK sums convolutions in its
+own order, as ORT does; measured on MobileNetV2-CA at 224 (``ca-export executorch``,
+three seeded inputs) its logits differ from PyTorch by up to 8e-5 of the RMS.
 The Core ML fp16 row has no ceiling: where the model's own fp16 error reaches its
 signal, ``verify.mil.parity`` reports "not verified" instead of a verdict.
 """
@@ -54,6 +57,7 @@ class Tolerance:
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("float32", "torch"): Tolerance(rel=1e-4, cosine=1 - 1e-8),
     ("float32", "onnxruntime-cpu"): Tolerance(3e-4, 1 - 1e-7, noise_factor=4.0, ceiling=2e-3),
+    ("float32", "executorch-xnnpack"): Tolerance(3e-4, 1 - 1e-7, noise_factor=4.0, ceiling=2e-3),
     ("float16", "onnxruntime-cpu"): Tolerance(2e-2, 1 - 1e-4, noise_factor=4.0, ceiling=1e-1),
     ("float16", "coreml"): Tolerance(rel=2e-2, cosine=1 - 1e-4, noise_factor=4.0),
     ("float32", "coreml"): Tolerance(1e-3, 1 - 1e-6, noise_factor=4.0, ceiling=3e-3),

@@ -1,7 +1,8 @@
 """NumPy reference implementations of MIL ops, one small function per op, in ``OPS``.
 
 Each function takes the op's inputs by their MIL parameter names, with MIL's defaults,
-and returns one array (or a list, for ops with several outputs). Float inputs arrive
+and returns one array (or a list, for ops with several outputs; ``classify`` gives a
+label and a dict of scores). Float inputs arrive
 as float32 (the evaluator widens fp16 values); the evaluator rounds each output to the
 dtype the program declares. A parameter value a function does not implement raises
 ``Unsupported``, so the op is reported as not verified rather than guessed.
@@ -531,7 +532,19 @@ def resize_nearest_neighbor(
     return _nearest(x, int(target_size_height), int(target_size_width))
 
 
-OPS: dict[str, Callable[..., Array | list[Array]]] = {
+# Classifier output ---------------------------------------------------------------------------
+
+
+def classify(probabilities: Array, classes: Any) -> list[Any]:
+    """The class of the largest score, and every class's score, in the order of ``classes``."""
+    labels = list(getattr(classes, "ls", classes))
+    scores = np.asarray(probabilities).reshape(-1)
+    if scores.size != len(labels):
+        raise Unsupported(f"classify of {scores.size} scores over {len(labels)} classes")
+    return [labels[int(np.argmax(scores))], dict(zip(labels, scores.tolist(), strict=True))]
+
+
+OPS: dict[str, Callable[..., Any]] = {
     f.__name__: f
     for f in (
         relu,
@@ -581,6 +594,7 @@ OPS: dict[str, Callable[..., Array | list[Array]]] = {
         resize_bilinear,
         upsample_nearest_neighbor,
         resize_nearest_neighbor,
+        classify,
     )
 }
 """Every op the evaluator implements, by MIL op type (``const`` is read, not computed)."""

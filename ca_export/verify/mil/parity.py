@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ca_export.errors import CheckFailedError
-from ca_export.export.coreml import PRECISIONS
+from ca_export.export.coreml import PRECISIONS, ImageInput
 from ca_export.verify.metrics import Comparison, compare, relative_error
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.program import load_program, run_program, uncovered
@@ -89,11 +89,15 @@ def mil_parity(
     model: nn.Module,
     inputs: Sequence[tuple[int, torch.Tensor]],
     precision: str,
+    image: ImageInput | None = None,
 ) -> GateResult | NotVerified:
     """Evaluate the saved ML program at ``package`` on each seeded input; compare with ``model``.
 
-    ``precision`` is the conversion's compute precision, "fp16" or "fp32". Returns the
-    gate (backend ``coreml-mil-numpy``), or ``NotVerified`` for a neural network, an op
+    ``precision`` is the conversion's compute precision, "fp16" or "fp32". For a
+    package with an image input, ``inputs`` are RGB pixels: the program takes them as
+    they are (it applies its own preprocessing), ``model`` takes ``image.normalise``
+    of them, the normalisation the user asked for. Returns the
+    gate (backend ``coreml-mil-numpy``), or ``NotVerified`` for a format it cannot read, an op
     the evaluator does not implement, or an fp16 bound that would pass anything.
     """
     dtype = PRECISIONS[precision]
@@ -103,14 +107,16 @@ def mil_parity(
         return NotVerified(f"not verified: {err}")
     gaps = uncovered(program)
     if gaps:
-        return NotVerified("not verified: op " + ", ".join(gaps))
+        return NotVerified(f"not verified: {program.unit} " + ", ".join(gaps))
     if len(program.input_names) != 1:
         return NotVerified(f"not verified: the program takes {len(program.input_names)} inputs")
     tol = tolerance(dtype, "coreml")
     other = reference_copy(model, dtype)
     result = GateResult(BACKEND)
     for seed, x in inputs:
-        expected, noise = model_noise(model, other, x, dtype)
+        expected, noise = model_noise(
+            model, other, x if image is None else image.normalise(x), dtype
+        )
         try:
             got = run_program(program, x.numpy())
         except Unsupported as err:
@@ -121,7 +127,9 @@ def mil_parity(
             )
         comparisons = [
             compare(name, ref, out, tol, n)
-            for name, ref, out, n in zip(program.output_names, expected, got, noise, strict=True)
+            for name, ref, out, n in zip(
+                program.compared_outputs, expected, got, noise, strict=True
+            )
         ]
         reason = vacuous(tol, comparisons, tuple(x.shape))
         if reason:

@@ -1,0 +1,89 @@
+"""The ExecuTorch pipeline: prepare (xnnpack form) -> lower -> gate in ExecuTorch -> write.
+
+The program is rewritten into the ``xnnpack`` form (``broadcast_gate``), lowered with
+the XNNPACK partitioner, serialised, loaded back into ExecuTorch's own runtime
+(``executorch.runtime``) and run on seeded inputs against the original PyTorch model;
+each rewritten block is also gated in PyTorch. The .pte takes the requested name only
+when every gate passed. Delegate segments and every op left outside XNNPACK (with its
+CA block) go into the report; CA ops left outside are a warning, not a failure (a
+block the xnnpack form does not cover still exports, slower).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ca_export import __version__
+from ca_export.errors import BadInputError
+from ca_export.export import executorch as et
+from ca_export.files import Output, guard, write_atomic
+from ca_export.pipeline.common import ModelJob, Progress, Stages, quiet, with_block_gate
+from ca_export.report import ExportReport
+from ca_export.verify.parity import gate_inputs, runner_gate
+
+SUFFIX = ".pte"
+
+
+@dataclass
+class ExecutorchJob(ModelJob):
+    """What the user asked ``ca-export executorch`` for."""
+
+    def writes(self) -> list[Output]:
+        """The files this job writes."""
+        return [Output(self.output, "pte")]
+
+
+def validate(job: ExecutorchJob) -> None:
+    """Refuse, before any heavy work, what cannot be lowered or written as asked."""
+    if job.output.suffix != SUFFIX:
+        raise BadInputError(f"an ExecuTorch program is saved as {SUFFIX}, not {job.output.name!r}")
+    if job.dynamic:
+        raise BadInputError(
+            "ca-export executorch --dynamic is not supported yet: export one .pte per input "
+            "size with --input-shape"
+        )
+    guard(job.reads(), job.writes())
+    if not et.available():
+        raise BadInputError(et.INSTALL_HINT)
+
+
+def export_executorch(job: ExecutorchJob, progress: Progress = quiet) -> ExportReport:
+    """Run the whole ExecuTorch pipeline; the report says whether every gate passed."""
+    validate(job)
+    stage = Stages(progress)
+    report = ExportReport(
+        job.model, __version__, "executorch", list(job.input_shape), job.dynamic, job.rewrite, 0
+    )
+    prepared = job.prepare(stage, report, form="xnnpack")
+    modules = [b.module for b in prepared.blocks]
+    with stage("lower"):
+        lowered = et.lower(prepared.program, modules)
+    for i, entry in enumerate(report.ca_blocks):
+        entry.ca_only_nodes_after = et.outside_counts(lowered.outside, i)
+    left = sum(o.block is not None for o in lowered.outside)
+    report.op_counts_after = {"executorch_call_delegate": lowered.segments} | et.outside_counts(
+        lowered.outside
+    )
+    report.structure = {
+        "ops": "ops outside XNNPACK",
+        "segments": lowered.segments,
+        "ca_only_nodes_after": left,
+        "outside": [dataclasses.asdict(o) for o in lowered.outside],
+    }
+    if left:
+        report.warnings.append(
+            f"{left} op(s) of CA blocks run outside XNNPACK ({lowered.segments} delegate "
+            "segments); see the report's structure.outside"
+        )
+    with stage("gate"):
+        runner = et.PteRunner(lowered.buffer)
+        inputs = gate_inputs(prepared.traced, job.input_shape, prepared.square_only)
+        names = prepared.traced.output_names
+        gate = runner_gate(prepared.module, runner.run, names, inputs, et.BACKEND)
+        report.parity = with_block_gate(prepared, gate, inputs)
+    if report.passed:
+        with stage("write"):
+            report.artifact = write_atomic(lowered.buffer, job.output)
+    report.stages = stage.times
+    return report

@@ -1,0 +1,60 @@
+"""``ca-export executorch``: lower to an ExecuTorch .pte (XNNPACK) behind the parity gate."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ca_export.files import Output, guard, write_text
+from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
+from ca_export.report import render_export, to_json
+from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
+from cli.options import model_options, report_option
+
+EPILOG = """\b
+Examples:
+  ca-export executorch mobilenetv2_ca -o mnv2_ca.pte
+  ca-export executorch mobilenetv2_ca -o mnv2_ca.pte --report report.json
+  ca-export executorch mobilenetv2_ca -o stock.pte --no-rewrite
+"""
+
+
+@click.command(epilog=EPILOG)
+@model_options
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help=".pte file to write."
+)
+@click.option("--dynamic", is_flag=True, help="Dynamic H/W (not supported yet: exits 2).")
+@click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
+@report_option
+@handle_errors
+def executorch(
+    model: str,
+    weights: Path | None,
+    input_shape: tuple[int, int, int, int],
+    trust_pickle: bool,
+    memory_check: bool,
+    output: Path,
+    dynamic: bool,
+    rewrite: bool,
+    report_path: Path | None,
+) -> None:
+    """Lower MODEL to an ExecuTorch program with XNNPACK and gate it against PyTorch.
+
+    The .pte runs in ExecuTorch's own runtime on seeded inputs; it is written only if
+    it matches the original model. The summary gives the XNNPACK delegate segments
+    and the ops left outside, by CA block. Needs the extra: pip install -e ".[executorch]".
+    """
+    job = ExecutorchJob(
+        model, output, weights, input_shape, dynamic, rewrite, trust_pickle, memory_check
+    )
+    reports = [Output(report_path, "json")] if report_path is not None else []
+    guard(job.reads(), job.writes() + reports)
+    report = export_executorch(job, progress=progress)
+    if report_path is not None:
+        write_text(to_json(report.to_dict()), report_path)
+    click.echo(render_export(report))
+    if not report.passed:
+        sys.exit(EXIT_CHECK_FAILED)
