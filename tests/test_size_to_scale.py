@@ -81,7 +81,7 @@ def test_size_driven_upsample_becomes_a_scale_factor() -> None:
     assert _sizes(node) is None and node.args[3] == [2.0, 2.0]
     x = torch.randn(2, 3, 10, 14)
     with torch.no_grad():
-        torch.testing.assert_close(program.module()(x), model(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(program.module()(x), (model(x),), rtol=0, atol=1e-6)
 
 
 def test_upsample_from_fixed_bins_is_left_alone() -> None:
