@@ -379,12 +379,22 @@ def test_artifacts_get_the_umask_and_in_place_optimize_keeps_the_mode(
         os.umask(old)
 
 
+def _default_sigint() -> None:
+    """A test runner's worker may ignore SIGINT; the CLI under test must not inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _signalled(args: list[str], stage: str, signum: int, cwd: Path) -> int:
     """Run the CLI in a subprocess, send ``signum`` when ``stage`` starts, return its code."""
     code = "from cli.main import main; main()"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     with subprocess.Popen(
-        [sys.executable, "-c", code, *args], cwd=cwd, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=_default_sigint,
     ) as proc:
         assert proc.stderr is not None
         for line in proc.stderr:

@@ -127,7 +127,11 @@ def test_detector_without_ca_has_no_block() -> None:
 # ----------------------------------------------------------------- ca-export onnx
 
 
-@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+@pytest.mark.parametrize(
+    "dynamic",
+    [False, pytest.param(True, marks=pytest.mark.slow)],
+    ids=["static", "dynamic"],
+)
 def test_detector_onnx_export_passes_gate(dynamic: bool, tmp_path: Path) -> None:
     out = tmp_path / "det.onnx"
     with warnings.catch_warnings():
