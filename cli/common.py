@@ -15,12 +15,15 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import click
 
 from ca_export.errors import BadInputError, CheckFailedError, StageError
+from ca_export.files import Output, guard, write_text
+from ca_export.report import to_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -99,6 +102,42 @@ def handle_errors(func: F) -> F:
         "--debug", is_flag=True, help="On an error, print the traceback and torch's log lines."
     )
     return debug_option(wrapper)  # type: ignore[return-value]
+
+
+class Job(Protocol):
+    """A library job that names the files it reads and writes."""
+
+    def reads(self) -> list[Path]: ...
+
+    def writes(self) -> list[Output]: ...
+
+
+class Report(Protocol):
+    """A library report: a verdict and a JSON form."""
+
+    @property
+    def passed(self) -> bool: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def run_job(
+    job: Job,
+    run: Callable[..., Report],
+    render: Callable[[Any], str],
+    report_path: Path | None,
+    reads: tuple[Path, ...] = (),
+    in_place: tuple[Path, ...] = (),
+) -> None:
+    """Guard every path, run the job, write its JSON report, print it; exit 1 if a check failed."""
+    reports = [Output(report_path, "json")] if report_path is not None else []
+    guard([*job.reads(), *reads], [*job.writes(), *reports], in_place=in_place)
+    report = run(job, progress=progress)
+    if report_path is not None:
+        write_text(to_json(report.to_dict()), report_path)
+    click.echo(render(report))
+    if not report.passed:
+        sys.exit(EXIT_CHECK_FAILED)
 
 
 def _first_line(err: BaseException) -> str:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from ca_export.export.coreml import EXTENSIONS, TARGETS, ImageInput
-from ca_export.files import Output, guard, write_text
 from ca_export.pipeline.coreml import CoreMLJob, export_coreml, read_labels, validate
-from ca_export.report import render_export, to_json
-from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
+from ca_export.report import render_export
+from cli.common import handle_errors, run_job
 from cli.options import FloatList, SizeList, SizeRange, model_options, report_option
 
 EPILOG = """\b
@@ -145,12 +143,6 @@ def coreml(
         labels=labels,
         metadata={k: v for k, v in metadata.items() if v is not None},
     )
-    reports = [Output(report_path, "json")] if report_path is not None else []
     validate(job)
-    guard(job.reads() + ([labels_path] if labels_path else []), job.writes() + reports)
-    report = export_coreml(job, progress=progress)
-    if report_path is not None:
-        write_text(to_json(report.to_dict()), report_path)
-    click.echo(render_export(report))
-    if not report.passed:
-        sys.exit(EXIT_CHECK_FAILED)
+    labels = (labels_path,) if labels_path else ()
+    run_job(job, export_coreml, render_export, report_path, reads=labels)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from ca_export.files import Output, guard, write_text
 from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
-from ca_export.report import render_export, to_json
-from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
+from ca_export.report import render_export
+from cli.common import handle_errors, run_job
 from cli.options import model_options, report_option
 
 EPILOG = """\b
@@ -50,11 +48,4 @@ def executorch(
     job = ExecutorchJob(
         model, output, weights, input_shape, dynamic, rewrite, trust_pickle, memory_check
     )
-    reports = [Output(report_path, "json")] if report_path is not None else []
-    guard(job.reads(), job.writes() + reports)
-    report = export_executorch(job, progress=progress)
-    if report_path is not None:
-        write_text(to_json(report.to_dict()), report_path)
-    click.echo(render_export(report))
-    if not report.passed:
-        sys.exit(EXIT_CHECK_FAILED)
+    run_job(job, export_executorch, render_export, report_path)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from ca_export.files import Output, guard, write_text
 from ca_export.pipeline import OnnxJob, export_onnx
-from ca_export.report import render_export, to_json
-from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
+from ca_export.report import render_export
+from cli.common import handle_errors, run_job
 from cli.options import model_options, report_option
 
 EPILOG = """\b
@@ -58,11 +56,4 @@ def onnx(
         opset=opset,
         simplify=simplify,
     )
-    reports = [Output(report_path, "json")] if report_path is not None else []
-    guard(job.reads(), job.writes() + reports)
-    report = export_onnx(job, progress=progress)
-    if report_path is not None:
-        write_text(to_json(report.to_dict()), report_path)
-    click.echo(render_export(report))
-    if not report.passed:
-        sys.exit(EXIT_CHECK_FAILED)
+    run_job(job, export_onnx, render_export, report_path)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from ca_export.files import Output, guard, write_text
 from ca_export.pipeline.optimize import OptimizeJob, optimize_onnx
-from ca_export.report import render_optimize, to_json
-from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
+from ca_export.report import render_optimize
+from cli.common import handle_errors, run_job
 from cli.options import report_option
 
 EPILOG = """\b
@@ -39,11 +37,4 @@ def optimize(
 ) -> None:
     """Rewrite the CA blocks of IN.onnx exactly and write OUT if ONNX Runtime agrees with IN."""
     job = OptimizeJob(source, output, dynamic, force_write)
-    reports = [Output(report_path, "json")] if report_path is not None else []
-    guard(job.reads(), job.writes() + reports, in_place=[output])
-    report = optimize_onnx(job, progress=progress)
-    if report_path is not None:
-        write_text(to_json(report.to_dict()), report_path)
-    click.echo(render_optimize(report))
-    if not report.passed:
-        sys.exit(EXIT_CHECK_FAILED)
+    run_job(job, optimize_onnx, render_optimize, report_path, in_place=(output,))
