@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ca_export.patterns import CABlock, Rejection
+from ca_export.verify.localize import Localization
+from ca_export.verify.metrics import Comparison
 from ca_export.verify.parity import GateResult
+from ca_export.verify.tolerances import Tolerance
 
 
 @dataclass
@@ -262,3 +265,55 @@ def render_optimize(report: OptimizeReport) -> str:
     lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.stages.items()))
     lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)
+
+
+@dataclass
+class VerifyCase:
+    """One input through one artifact: its comparisons, or why it was skipped."""
+
+    input: str
+    input_shape: tuple[int, ...]
+    comparisons: list[Comparison] = field(default_factory=list)
+    skipped: str | None = None
+
+
+@dataclass
+class ArtifactResult:
+    """Every case of one artifact, the tolerance used, and where outputs diverge."""
+
+    path: str
+    dtype: str
+    tolerance: Tolerance
+    backend: str = "onnxruntime-cpu"
+    cases: list[VerifyCase] = field(default_factory=list)
+    localization: Localization | None = None
+
+    @property
+    def passed(self) -> bool:
+        """Whether every comparison passed and at least one case ran."""
+        ran = [c for c in self.cases if c.skipped is None]
+        return bool(ran) and all(x.passed for c in ran for x in c.comparisons)
+
+
+@dataclass
+class VerifyReport:
+    """The verdict over all artifacts."""
+
+    source: str
+    artifacts: list[ArtifactResult] = field(default_factory=list)
+    ca_blocks: list[str] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Whether every artifact passed."""
+        return bool(self.artifacts) and all(a.passed for a in self.artifacts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        data = dataclasses.asdict(self)
+        data["passed"] = self.passed
+        for entry, result in zip(data["artifacts"], self.artifacts, strict=True):
+            entry["passed"] = result.passed
+        return data

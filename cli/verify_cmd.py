@@ -10,8 +10,8 @@ import click
 
 from ca_export.export.coreml import ImageInput
 from ca_export.files import Output, guard, write_text
-from ca_export.pipeline.verify import VerifyJob, VerifyReport, run_verify
-from ca_export.report import to_json
+from ca_export.pipeline.verify import VerifyJob, run_verify
+from ca_export.report import VerifyReport, to_json
 from ca_export.verify.ci_reports import junit_xml, markdown
 from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
 from cli.options import FloatList, PositiveFloat, Shapes, model_options, report_option

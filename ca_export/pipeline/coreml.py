@@ -22,6 +22,7 @@ from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quie
 from ca_export.report import ExportReport, gate_summary
 from ca_export.rewrites.size_to_scale import size_to_scale
 from ca_export.tracing import example_input
+from ca_export.verify.coreml_prediction import prediction_gate
 from ca_export.verify.mil.fp32_arithmetic import fp32_arithmetic_parity, twin_function
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import NotVerified, mil_parity
@@ -295,9 +296,7 @@ def _predict(
 ) -> None:
     """Prediction parity against PyTorch (macOS only)."""
     model = coreml_export.coremltools().models.MLModel(str(path))
-    gate = coreml_export.prediction_gate(
-        model, prepared.module, spec, names, precision, labels, multiple
-    )
+    gate = prediction_gate(model, prepared.module, spec, names, precision, labels, multiple)
     cases = len(coreml_export.prediction_inputs(spec, multiple))
     report.parity = gate_summary(gate) | {"ran": True, "inputs": cases}
     report.checks["prediction"] = {"ran": True, "passed": gate.passed}

@@ -17,10 +17,8 @@ recorded in the model's metadata. A wrong bias or scale in the package then fail
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,18 +29,19 @@ from ca_export.export.coreml import ImageInput
 from ca_export.loading import load_model, model_files
 from ca_export.patterns import find
 from ca_export.pipeline.common import Progress, Stages, quiet
+from ca_export.report import ArtifactResult, VerifyCase, VerifyReport
 from ca_export.tracing import example_input, guard_memory, trace
 from ca_export.verify.artifacts import OnnxArtifact, PteArtifact, open_onnx, open_pte
 from ca_export.verify.inputs import is_image, load_inputs
 from ca_export.verify.localize import Localization, localize
-from ca_export.verify.metrics import Comparison, compare
+from ca_export.verify.metrics import compare
 from ca_export.verify.mil.artifact import SUFFIXES, MilArtifact, open_mil
 from ca_export.verify.mil.localize import localize_mil
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import model_noise, reference_copy, vacuous
 from ca_export.verify.mil.program import MilProgram
 from ca_export.verify.parity import SEEDS
-from ca_export.verify.tolerances import Tolerance, tolerance, user_tolerance
+from ca_export.verify.tolerances import tolerance, user_tolerance
 
 Artifact = OnnxArtifact | MilArtifact | PteArtifact
 
@@ -66,58 +65,6 @@ class VerifyJob:
     def reads(self) -> list[Path]:
         """The files this job reads."""
         return [*model_files(self.model, self.weights), *self.artifacts, *self.inputs]
-
-
-@dataclass
-class VerifyCase:
-    """One input through one artifact: its comparisons, or why it was skipped."""
-
-    input: str
-    input_shape: tuple[int, ...]
-    comparisons: list[Comparison] = field(default_factory=list)
-    skipped: str | None = None
-
-
-@dataclass
-class ArtifactResult:
-    """Every case of one artifact, the tolerance used, and where outputs diverge."""
-
-    path: str
-    dtype: str
-    tolerance: Tolerance
-    backend: str = "onnxruntime-cpu"
-    cases: list[VerifyCase] = field(default_factory=list)
-    localization: Localization | None = None
-
-    @property
-    def passed(self) -> bool:
-        """Whether every comparison passed and at least one case ran."""
-        ran = [c for c in self.cases if c.skipped is None]
-        return bool(ran) and all(x.passed for c in ran for x in c.comparisons)
-
-
-@dataclass
-class VerifyReport:
-    """The verdict over all artifacts."""
-
-    source: str
-    artifacts: list[ArtifactResult] = field(default_factory=list)
-    ca_blocks: list[str] = field(default_factory=list)
-    stages: dict[str, float] = field(default_factory=dict)
-    notices: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        """Whether every artifact passed."""
-        return bool(self.artifacts) and all(a.passed for a in self.artifacts)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        data = dataclasses.asdict(self)
-        data["passed"] = self.passed
-        for entry, result in zip(data["artifacts"], self.artifacts, strict=True):
-            entry["passed"] = result.passed
-        return data
 
 
 def default_shapes(artifact: Artifact, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ca_export.files import MARKDOWN_HEADING
 
 if TYPE_CHECKING:
-    from ca_export.pipeline.verify import ArtifactResult, VerifyReport
+    from ca_export.report import ArtifactResult, VerifyReport
 
 
 def _shape(shape: tuple[int, ...]) -> str:
