@@ -131,15 +131,26 @@ def localize(
             strict=True,
         )
     )
+    pairs = [(name, reference[name], got[value]) for name, value in matched]
+    return compare_layers(pairs, bound, ca_modules, "the artifact")
+
+
+def compare_layers(
+    pairs: list[tuple[str, np.ndarray, np.ndarray]], bound: float, ca_modules: set[str], what: str
+) -> Localization:
+    """Each module's (PyTorch, artifact) values in run order; the first past ``bound`` diverges.
+
+    Pairs whose shapes differ (a value a conversion changed) are passed over.
+    """
     result = Localization()
-    for name, value in matched:
-        if got[value].shape != reference[name].shape:
+    for name, expected, found in pairs:
+        if found.shape != expected.shape:
             continue
-        error = relative_error(reference[name], got[value])
+        error = relative_error(expected, found.astype(np.float32))
         in_ca = any(name == m or name.startswith(m + ".") for m in ca_modules)
         result.layers.append(LayerError(name, error, error > bound, in_ca))
         if error > bound and result.first_divergence is None:
             result.first_divergence = name
     if not result.layers:
-        result.note = "no module output could be matched between PyTorch and the artifact"
+        result.note = f"no module output could be matched between PyTorch and {what}"
     return result

@@ -143,10 +143,7 @@ def _describe(
     if flexible == "enumeratedShapes":
         artifact.allowed = [tuple(s.shape) for s in array.enumeratedShapes.shapes]
     elif flexible == "shapeRange":
-        artifact.ranges = [
-            (r.lowerBound, r.upperBound if r.upperBound > 0 else 1 << 30)
-            for r in array.shapeRange.sizeRanges
-        ]
+        artifact.ranges = [_bounds(r) for r in array.shapeRange.sizeRanges]
     return artifact
 
 
@@ -176,10 +173,14 @@ def _describe_image(
         artifact.allowed = [(1, 3, s.height, s.width) for s in image.enumeratedSizes.sizes]
     elif flexible == "imageSizeRange":
         ranges = (image.imageSizeRange.heightRange, image.imageSizeRange.widthRange)
-        artifact.ranges = [(1, 1), (3, 3)] + [
-            (r.lowerBound, r.upperBound if r.upperBound > 0 else 1 << 30) for r in ranges
-        ]
+        artifact.ranges = [(1, 1), (3, 3)] + [_bounds(r) for r in ranges]
     return artifact
+
+
+def _bounds(size_range: Any) -> tuple[int, int]:
+    """A Core ML size range as (low, high); an unbounded top (-1) as a very large size."""
+    high = size_range.upperBound
+    return int(size_range.lowerBound), int(high) if high > 0 else 1 << 30
 
 
 def _compared_outputs(spec: Any) -> list[str]:

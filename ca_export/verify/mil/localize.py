@@ -17,8 +17,7 @@ from torch import nn
 
 from ca_export.errors import BadInputError
 from ca_export.tracing import trace
-from ca_export.verify.localize import LayerError, Localization, torch_module_outputs
-from ca_export.verify.metrics import relative_error
+from ca_export.verify.localize import Localization, compare_layers, torch_module_outputs
 from ca_export.verify.mil.program import MilProgram, evaluate
 
 SUFFIXES = ("", "_cast_fp16")
@@ -60,17 +59,10 @@ def localize_mil(
         return Localization(note=f"the model does not trace for localisation: {err}")
     values = evaluate(program, {program.input_names[0]: x}, every=True)
     reference = torch_module_outputs(model, model_input)
-    result = Localization()
+    pairs = []
     for name, expected in reference.items():
         node = exits.get(name)
         found = next((values[node + s] for s in SUFFIXES if node and node + s in values), None)
-        if found is None or found.shape != expected.shape:
-            continue
-        error = relative_error(expected, found.astype(np.float32))
-        in_ca = any(name == m or name.startswith(m + ".") for m in ca_modules)
-        result.layers.append(LayerError(name, error, error > bound, in_ca))
-        if error > bound and result.first_divergence is None:
-            result.first_divergence = name
-    if not result.layers:
-        result.note = "no module output could be matched between PyTorch and the program"
-    return result
+        if found is not None:
+            pairs.append((name, expected, found))
+    return compare_layers(pairs, bound, ca_modules, "the program")
