@@ -143,6 +143,8 @@ def render_export(report: ExportReport) -> str:
         verdict = ("passed" if check.get("passed") else "FAILED") if check.get("ran") else "not run"
         reason = f" ({check['reason']})" if "reason" in check else ""
         lines.append(f"check {name}: {verdict}{reason}")
+        lines += [f"  {line}" for line in check.get("lines", [])]
+        lines += [f"  failed: {line}" for line in check.get("failures", [])]
         arithmetic = check.get("fp32_arithmetic")
         if arithmetic and arithmetic.get("ran"):
             lines.append(

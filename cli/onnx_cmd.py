@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ca_export.pipeline import OnnxJob, export_onnx
+from ca_export.pipeline.precision import PrecisionRequest
 from ca_export.report import render_export
 from cli.common import handle_errors, run_job
 from cli.options import model_options, report_option
@@ -16,6 +17,8 @@ Examples:
   ca-export onnx mobilenetv2_ca -o mnv2_ca.onnx
   ca-export onnx mobilenetv2_ca -o mnv2_ca.onnx --dynamic --report report.json
   ca-export onnx my_net.py:build --weights ckpt.pt -o net.onnx --no-rewrite
+  ca-export onnx mobilenetv2_ca -o mnv2_ca.fp16.onnx --precision fp16
+  ca-export onnx mobilenetv2_ca -o mnv2_ca.int8.onnx --precision int8 --calibration images/
 """
 
 
@@ -28,6 +31,25 @@ Examples:
 @click.option("--dynamic", is_flag=True, help="Make batch, H and W dynamic.")
 @click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
 @click.option("--simplify/--no-simplify", default=True, show_default=True, help="Run onnxsim.")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default="fp32",
+    show_default=True,
+    help="Lower the gated fp32 model to fp16 or int8 (QDQ), behind the lossy-format gate.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of images or .npy/.npz arrays to calibrate int8 on (also gate inputs).",
+)
+@click.option(
+    "--keep-fp32",
+    multiple=True,
+    metavar="MODULE",
+    help="With int8: keep the nodes of this module (e.g. features.0) in fp32; repeatable.",
+)
 @report_option
 @handle_errors
 def onnx(
@@ -41,6 +63,9 @@ def onnx(
     dynamic: bool,
     rewrite: bool,
     simplify: bool,
+    precision: str,
+    calibration: Path | None,
+    keep_fp32: tuple[str, ...],
     report_path: Path | None,
 ) -> None:
     """Export MODEL to ONNX, rewriting its CA blocks, and gate it against PyTorch."""
@@ -55,5 +80,6 @@ def onnx(
         check_memory=memory_check,
         opset=opset,
         simplify=simplify,
+        precision=PrecisionRequest(precision, calibration, keep_fp32),
     )
     run_job(job, export_onnx, render_export, report_path)

@@ -5,14 +5,17 @@ An artifact is written under the requested name only after every gate passed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import onnx
 
 from ca_export import __version__
 from ca_export.export import onnx as onnx_export
+from ca_export.export.precision import calibration_files
 from ca_export.files import Output, guard, write_onnx
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet, with_block_gate
+from ca_export.pipeline.precision import PrecisionRequest, lower_precision, not_run
 from ca_export.report import ExportReport
 from ca_export.verify.parity import gate_inputs, onnx_gate
 
@@ -23,6 +26,11 @@ class OnnxJob(ModelJob):
 
     opset: int = 18
     simplify: bool = True
+    precision: PrecisionRequest = field(default_factory=PrecisionRequest)
+
+    def reads(self) -> list[Path]:
+        """The files this job reads: the model's, and the calibration folder's."""
+        return super().reads() + calibration_files(self.precision.calibration)
 
     def writes(self) -> list[Output]:
         """The files this job writes."""
@@ -39,6 +47,8 @@ def parity_gates(prepared: Prepared, onnx_model: onnx.ModelProto, shape: tuple[i
 def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     """Run the whole ONNX pipeline; the report says whether every gate passed."""
     guard(job.reads(), job.writes())
+    job.precision.check()
+    samples = job.precision.samples(job.input_shape)
     stage = Stages(progress)
     report = ExportReport(
         job.model, __version__, "onnx", list(job.input_shape), job.dynamic, job.rewrite, job.opset
@@ -59,6 +69,13 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
         report.op_counts_after = onnx_export.op_counts(model)
     with stage("gate"):
         report.parity = parity_gates(prepared, model, job.input_shape)
+    if job.precision.precision != "fp32":
+        if report.passed:
+            model = lower_precision(
+                job.precision, prepared, model, samples, job.input_shape, report, stage
+            )
+        else:
+            not_run(job.precision, report)
     onnx_export.set_metadata(model, _metadata(job, traced.dynamic, report))
     if report.passed:
         with stage("write"):
@@ -105,6 +122,7 @@ def _metadata(job: OnnxJob, dynamic: bool, report: ExportReport) -> dict[str, st
         "ca_export.tool_version": f"ca-export {__version__}",
         "ca_export.input_shape": ",".join(map(str, job.input_shape)),
         "ca_export.dynamic": str(dynamic).lower(),
+        "ca_export.precision": job.precision.precision,
         "ca_export.blocks_found": str(len(report.ca_blocks)),
         "ca_export.blocks_rewritten": str(sum(b.rewritten for b in report.ca_blocks)),
     }

@@ -1,0 +1,164 @@
+"""The post-emit precision stage of ``ca-export onnx``: fp16 or int8, behind the lossy gate.
+
+It runs on the fp32 model only after that model passed its exact gates, converts it
+(``export.precision``) and judges the result against the fp32 PyTorch model on 8
+seeded inputs and up to 8 calibration samples (``verify.lossy``). The report's
+``checks.precision`` states the method, the inputs, the bounds and each output's figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ca_export.errors import BadInputError
+from ca_export.export import onnx as onnx_export
+from ca_export.export import precision as convert
+from ca_export.pipeline.common import Prepared, Stages
+from ca_export.report import ExportReport
+from ca_export.tracing import example_input
+from ca_export.verify.lossy import LossyGate, lossy_gate
+from ca_export.verify.tolerances import tolerance
+
+GATE_SEEDS = tuple(range(1, 9))
+GATE_CALIBRATION = 8
+"""At most this many calibration samples (the first, by file name) join the gate's inputs."""
+BACKEND = "onnxruntime-cpu"
+METHODS = {
+    "fp16": "fp16 weights and compute, fp32 inputs and outputs (onnxruntime float16 converter)",
+    "int8": "QDQ, per-channel int8 weights, uint8 activations, MinMax calibration "
+    "(onnxruntime quantize_static)",
+}
+SEEDED_WARNING = (
+    "int8 calibrated on {n} seeded random inputs; real images (--calibration DIR) calibrate better"
+)
+
+
+@dataclass
+class PrecisionRequest:
+    """What the user asked for: the precision, a calibration folder, modules kept fp32."""
+
+    precision: str = "fp32"
+    calibration: Path | None = None
+    keep_fp32: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        """Refuse options that do not fit together (exit 2)."""
+        if self.precision not in convert.PRECISIONS:
+            raise BadInputError(f"unknown precision {self.precision!r}")
+        if self.precision == "fp32" and (self.calibration is not None or self.keep_fp32):
+            raise BadInputError("--calibration and --keep-fp32 need --precision fp16 or int8")
+        if self.precision == "fp16" and self.keep_fp32:
+            raise BadInputError("--keep-fp32 applies to --precision int8")
+
+    def samples(self, input_shape: tuple[int, int, int, int]) -> list[tuple[str, np.ndarray]]:
+        """The calibration samples of the folder, or none without one (read before any work)."""
+        if self.calibration is None:
+            return []
+        return convert.calibration_inputs(self.calibration, input_shape)
+
+
+def lower_precision(
+    request: PrecisionRequest,
+    prepared: Prepared,
+    model: onnx.ModelProto,
+    samples: list[tuple[str, np.ndarray]],
+    input_shape: tuple[int, ...],
+    report: ExportReport,
+    stage: Stages,
+) -> onnx.ModelProto:
+    """Convert the gated fp32 ``model`` and gate it; fill ``report.checks['precision']``."""
+    traced = prepared.traced
+    method = METHODS[request.precision]
+    check: dict = {"ran": True, "precision": request.precision, "method": method}
+    with stage(request.precision):
+        if request.precision == "fp16":
+            lowered = convert.to_fp16(model)
+        else:
+            calibration = samples or convert.seeded_calibration(input_shape)
+            if not samples:
+                report.warnings.append(SEEDED_WARNING.format(n=len(calibration)))
+            source = str(request.calibration) if samples else "seeded random inputs"
+            check["calibration"] = {"source": source, "samples": len(calibration)}
+            check["kept_fp32"] = {
+                "modules": list(request.keep_fp32),
+                "nodes": len(convert.fp32_nodes(model, request.keep_fp32)),
+            }
+            lowered = convert.to_int8(
+                model, traced.input_names[0], [x for _, x in calibration], request.keep_fp32
+            )
+    with stage("lossy gate"):
+        inputs = [(f"seed {s}", example_input(input_shape, s).numpy()) for s in GATE_SEEDS]
+        inputs += samples[:GATE_CALIBRATION]
+        gate = _gate(prepared, lowered, inputs, request.precision)
+    check |= _summary(gate)
+    check["fp32_bytes"] = model.ByteSize()
+    check["bytes"] = lowered.ByteSize()
+    report.checks["precision"] = check
+    report.op_counts_after = onnx_export.op_counts(lowered)
+    return lowered
+
+
+def not_run(request: PrecisionRequest, report: ExportReport) -> None:
+    """Record that the precision stage did not run because the fp32 model failed its gates."""
+    report.checks["precision"] = {
+        "ran": False,
+        "precision": request.precision,
+        "reason": "the fp32 model failed its gates",
+    }
+
+
+def _gate(
+    prepared: Prepared,
+    lowered: onnx.ModelProto,
+    inputs: list[tuple[str, np.ndarray]],
+    precision: str,
+) -> LossyGate:
+    """The lossy gate of ``lowered`` in ONNX Runtime CPU against the original model."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        lowered.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    traced = prepared.traced
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        return session.run(traced.output_names, {traced.input_names[0]: x})
+
+    tol = tolerance(precision, BACKEND)
+    return lossy_gate(prepared.module, run, traced.output_names, inputs, precision, BACKEND, tol)
+
+
+def _summary(gate: LossyGate) -> dict:
+    """The gate as report data, with the lines the CLI prints."""
+    bounds = gate.bounds
+    lines = [
+        f"{gate.precision} vs PyTorch fp32 ({gate.backend}) on {len(gate.inputs)} inputs "
+        f"({', '.join(gate.inputs[:3])}{', ...' if len(gate.inputs) > 3 else ''}); bounds: "
+        f"top-1 >= {bounds['top1']:.3g}, top-1 in top-5 >= {bounds['top1_in_top5']:.3g}, "
+        f"cosine >= {bounds['cosine']}, rel err <= {bounds['rel']}"
+    ]
+    for out in gate.outputs:
+        figures = f"min cosine {out.min_cosine:.4f}, max rel err {out.max_rel_err:.3g}"
+        if out.top1 is not None:
+            figures = (
+                f"top-1 {round(out.top1 * out.rows)}/{out.rows}, top-1 in top-5 "
+                f"{round((out.top1_in_top5 or 0) * out.rows)}/{out.rows}, top-5 set "
+                f"{round((out.top5 or 0) * out.rows)}/{out.rows}, {figures}, smallest top-1 "
+                f"margin {out.margin:.3g} std"
+            )
+        lines.append(f"{out.name}: {'passed' if out.passed else 'FAILED'}; {figures}")
+    return {
+        "passed": gate.passed,
+        "backend": gate.backend,
+        "bounds": bounds,
+        "inputs": gate.inputs,
+        "outputs": [dataclasses.asdict(o) for o in gate.outputs],
+        "failures": gate.failures(),
+        "lines": lines,
+    }
