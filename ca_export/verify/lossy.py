@@ -10,6 +10,7 @@ reference's RMS. Bounds come from the tolerance table (``("fp16" | "int8",
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -137,10 +138,8 @@ def _agreement(
             ("reference top-1 in top-5", result.top1_in_top5, tol.top1_in_top5),
         ):
             if bound is not None and got_share is not None and got_share < bound - 1e-9:
-                agree = round(got_share * rows)
-                result.failures.append(
-                    f"{label} {agree}/{rows} < {bound * rows:.3g}/{rows} ({bound:.3g})"
-                )
+                agree, needed = round(got_share * rows), math.ceil(bound * rows - 1e-9)
+                result.failures.append(f"{label} {agree}/{rows}, needs {needed}/{rows}")
     return result
 
 
