@@ -1,8 +1,9 @@
 """``ca-export onnx --precision fp16|int8``: conversion, the lossy gate, and its error paths.
 
-Three CLI runs on ``seed_ca`` at 32x32 are made once for the module (fp16, int8 with one
-module kept fp32, int8 calibrated on arrays that make every activation clip); the lossy
-gate itself is tested on a small linear model. MobileNetV2-CA at 224 is in the slow set.
+fp16 and int8 are made once from the session's rewrite of ``seed_ca`` at 32x32; one
+CLI run calibrates int8 on arrays that make every activation clip (exit 1, nothing
+written); the lossy gate itself is tested on a small linear model. The CLI's passing
+runs and MobileNetV2-CA at 224 are in the slow set.
 """
 
 from __future__ import annotations
@@ -20,11 +21,16 @@ from click.testing import CliRunner, Result
 from torch import nn
 
 from ca_export.errors import BadInputError
+from ca_export.export import onnx as onnx_export
 from ca_export.export.precision import fp32_nodes
+from ca_export.pipeline.common import Stages, quiet
+from ca_export.pipeline.precision import SEEDED_WARNING, PrecisionRequest, lower_precision
+from ca_export.report import ExportReport
 from ca_export.verify.lossy import lossy_gate
 from ca_export.verify.tolerances import tolerance
 from cli.main import cli
 
+SHAPE = (1, 3, 32, 32)
 SMALL = ["seed_ca", "--input-shape", "1,3,32,32"]
 
 
@@ -33,49 +39,54 @@ def run(*args: str) -> Result:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Result, Path, dict]]:
-    """CLI result, output path and JSON report of each run, made once."""
+def lowered(prepared: Any) -> dict[str, tuple[onnx.ModelProto, dict, list[str]]]:
+    """fp16 and int8 (``stages.0`` kept fp32) of the shared rewritten program, emitted and
+    simplified as ``ca-export onnx`` does: model, check, warnings."""
+    ready = prepared("seed_ca", SHAPE)
+    raw = onnx_export.emit(ready.program, ready.traced, 18)
+    fp32, _ = onnx_export.simplify(raw)
+    onnx_export.keep_scopes(fp32, raw)
+    requests = {
+        "fp16": PrecisionRequest("fp16"),
+        "int8": PrecisionRequest("int8", keep_fp32=("stages.0",)),
+    }
+    found = {}
+    for name, request in requests.items():
+        report = ExportReport("seed_ca", "test", "onnx", list(SHAPE), False, True, 18)
+        model = lower_precision(request, ready, fp32, [], SHAPE, report, Stages(quiet))
+        found[name] = (model, report.checks["precision"], report.warnings)
+    return found
+
+
+@pytest.fixture(scope="module")
+def clipped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path, dict]:
+    """The CLI's int8 run calibrated on arrays 1000x smaller than the gate's inputs."""
     folder = tmp_path_factory.mktemp("precision")
     clipping = folder / "clipping"
     clipping.mkdir()
     tiny = np.random.default_rng(0).standard_normal((4, 3, 32, 32)) * 1e-3
     np.save(clipping / "tiny.npy", tiny.astype(np.float32))
-    options = {
-        "fp16": ["--precision", "fp16"],
-        "int8": ["--precision", "int8", "--keep-fp32", "stages.0"],
-        "clipped": ["--precision", "int8", "--calibration", str(clipping)],
-    }
-    found = {}
-    for name, extra in options.items():
-        out, report = folder / f"{name}.onnx", folder / f"{name}.json"
-        result = run("onnx", *SMALL, "-o", str(out), "--report", str(report), *extra)
-        found[name] = (result, out, json.loads(report.read_text()))
-    return found
+    out, report = folder / "clipped.onnx", folder / "clipped.json"
+    options = ["--precision", "int8", "--calibration", str(clipping), "--report", str(report)]
+    result = run("onnx", *SMALL, "-o", str(out), *options)
+    return result, out, json.loads(report.read_text())
 
 
-def test_fp16_keeps_fp32_io_and_passes_the_lossy_gate(runs: dict[str, Any]) -> None:
-    result, out, report = runs["fp16"]
-    assert result.exit_code == 0, result.output
-    model = onnx.load(out)
+def test_fp16_keeps_fp32_io_and_passes_the_lossy_gate(lowered: dict[str, Any]) -> None:
+    model, check, _ = lowered["fp16"]
     io = [*model.graph.input, *model.graph.output]
     assert {v.type.tensor_type.elem_type for v in io} == {onnx.TensorProto.FLOAT}
     weights = Counter(t.data_type for t in model.graph.initializer if len(t.dims) == 4)
     assert set(weights) == {onnx.TensorProto.FLOAT16}
-    meta = {p.key: p.value for p in model.metadata_props}
-    assert meta["ca_export.precision"] == "fp16"
-    check = report["checks"]["precision"]
     assert check["passed"] and check["inputs"] == [f"seed {s}" for s in range(1, 9)]
     (output,) = check["outputs"]
     assert output["top1"] >= 7 / 8 and output["min_cosine"] >= 0.99
     assert check["bytes"] < 0.6 * check["fp32_bytes"]
-    assert "check precision: passed" in result.output
 
 
-def test_int8_is_qdq_with_per_channel_weights(runs: dict[str, Any]) -> None:
-    result, out, report = runs["int8"]
-    assert result.exit_code == 0, result.output
-    assert "calibrated on 16 seeded random inputs" in result.output
-    model = onnx.load(out)
+def test_int8_is_qdq_with_per_channel_weights(lowered: dict[str, Any]) -> None:
+    model, check, warnings = lowered["int8"]
+    assert warnings == [SEEDED_WARNING.format(n=16)]
     init = {t.name: t for t in model.graph.initializer}
     weight_scales = [
         init[n.input[1]]
@@ -83,16 +94,14 @@ def test_int8_is_qdq_with_per_channel_weights(runs: dict[str, Any]) -> None:
         if n.op_type == "DequantizeLinear" and n.input[0] in init and init[n.input[0]].dims
     ]
     assert any(len(s.dims) == 1 and s.dims[0] > 1 for s in weight_scales)
-    check = report["checks"]["precision"]
     assert check["passed"] and check["calibration"]["source"] == "seeded random inputs"
     assert check["kept_fp32"]["nodes"] > 0
     (output,) = check["outputs"]
     assert output["top1"] >= 6 / 8 and output["min_cosine"] >= 0.90
 
 
-def test_kept_module_has_no_quantized_conv(runs: dict[str, Any]) -> None:
-    _, out, _ = runs["int8"]
-    model = onnx.load(out)
+def test_kept_module_has_no_quantized_conv(lowered: dict[str, Any]) -> None:
+    model, _, _ = lowered["int8"]
     producer = {o: n for n in model.graph.node for o in n.output}
     kept = set(fp32_nodes(model, ["stages.0"]))
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
@@ -106,8 +115,8 @@ def test_kept_module_has_no_quantized_conv(runs: dict[str, Any]) -> None:
         fp32_nodes(model, ["stages.9"])
 
 
-def test_clipping_calibration_fails_the_gate_and_writes_nothing(runs: dict[str, Any]) -> None:
-    result, out, report = runs["clipped"]
+def test_clipping_calibration_fails_the_gate_and_writes_nothing(clipped: Any) -> None:
+    result, out, report = clipped
     assert result.exit_code == 1, result.output
     assert not out.exists()
     assert "check precision: FAILED" in result.output
@@ -116,6 +125,17 @@ def test_clipping_calibration_fails_the_gate_and_writes_nothing(runs: dict[str, 
     assert not check["passed"] and check["calibration"]["samples"] == 4
     assert check["inputs"][-1] == "tiny.npy[3]"
     assert report["parity"]["passed"], "the fp32 model itself passed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_cli_writes_a_gated_lossy_model(tmp_path: Path, precision: str) -> None:
+    out = tmp_path / f"{precision}.onnx"
+    result = run("onnx", *SMALL, "-o", str(out), "--precision", precision)
+    assert result.exit_code == 0, result.output
+    assert "check precision: passed" in result.output
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert meta["ca_export.precision"] == precision
 
 
 @pytest.mark.parametrize(
