@@ -74,6 +74,7 @@ def clipped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path, dic
 
 def test_fp16_keeps_fp32_io_and_passes_the_lossy_gate(lowered: dict[str, Any]) -> None:
     model, check, _ = lowered["fp16"]
+    onnx.checker.check_model(model, full_check=True)
     io = [*model.graph.input, *model.graph.output]
     assert {v.type.tensor_type.elem_type for v in io} == {onnx.TensorProto.FLOAT}
     weights = Counter(t.data_type for t in model.graph.initializer if len(t.dims) == 4)
@@ -96,6 +97,7 @@ def test_int8_is_qdq_with_per_channel_weights(lowered: dict[str, Any]) -> None:
     assert any(len(s.dims) == 1 and s.dims[0] > 1 for s in weight_scales)
     assert check["passed"] and check["calibration"]["source"] == "seeded random inputs"
     assert check["kept_fp32"]["nodes"] > 0
+    assert check["bytes"] < 0.5 * check["fp32_bytes"], "fp32 size read after quantizing"
     (output,) = check["outputs"]
     assert output["top1"] >= 6 / 8 and output["min_cosine"] >= 0.90
 
@@ -125,6 +127,16 @@ def test_clipping_calibration_fails_the_gate_and_writes_nothing(clipped: Any) ->
     assert not check["passed"] and check["calibration"]["samples"] == 4
     assert check["inputs"][-1] == "tiny.npy[3]"
     assert report["parity"]["passed"], "the fp32 model itself passed"
+
+
+def test_verify_refuses_a_lossy_file(lowered: dict[str, Any], tmp_path: Path) -> None:
+    model, _, _ = lowered["fp16"]
+    onnx_export.set_metadata(model, {"ca_export.precision": "fp16"})
+    path = tmp_path / "m.fp16.onnx"
+    onnx.save(model, path)
+    result = run("verify", *SMALL, str(path))
+    assert result.exit_code == 2
+    assert "is a fp16 model (ca-export onnx --precision fp16)" in result.output
 
 
 @pytest.mark.slow

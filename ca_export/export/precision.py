@@ -3,7 +3,9 @@
 - fp16: ``onnxruntime.transformers.float16.convert_float_to_float16`` (ships with
   onnxruntime) with ``keep_io_types``: weights and compute in fp16, the graph's inputs
   and outputs fp32, with one Cast at each end. Writing our own converter would repeat
-  its handling of initializers, value infos and ops without fp16 kernels.
+  its handling of initializers, value infos and ops without fp16 kernels. It appends the
+  input's Cast at the end of the node list, which the ONNX checker rejects, so the
+  result is sorted topologically (``onnx_ir``'s ``Graph.sort``).
 - int8: ``onnxruntime.quantization.quantize_static``: QDQ format, per-channel symmetric
   int8 weights, asymmetric uint8 activations, MinMax calibration. ORT's
   ``quant_pre_process`` is not run: our models are already simplified and shape-inferred,
@@ -49,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from ca_export.errors import BadInputError
 from ca_export.export.onnx import scopes
@@ -67,7 +70,9 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    return convert_float_to_float16(copy, keep_io_types=True)
+    converted = ir.from_proto(convert_float_to_float16(copy, keep_io_types=True))
+    converted.graph.sort()
+    return ir.to_proto(converted)
 
 
 def to_int8(
@@ -78,7 +83,8 @@ def to_int8(
 ) -> onnx.ModelProto:
     """The model quantized to int8 (QDQ, per-channel weights), calibrated on ``calibration``.
 
-    Nodes whose module scope is one of ``keep_fp32`` (or inside one) stay fp32.
+    Nodes whose module scope is one of ``keep_fp32`` (or inside one) stay fp32. The
+    quantizer is given a copy: it moves the tensors of a model it is given to external data.
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -95,10 +101,12 @@ def to_int8(
             return next(self.feeds, None)
 
     excluded = fp32_nodes(model, keep_fp32)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
     with tempfile.TemporaryDirectory(prefix="ca-export-int8-") as folder, _quiet_logging():
         out = Path(folder) / "int8.onnx"
         quantize_static(
-            model,
+            copy,
             out,
             Reader(),
             quant_format=QuantFormat.QDQ,

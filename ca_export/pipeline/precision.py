@@ -92,6 +92,7 @@ def lower_precision(
             lowered = convert.to_int8(
                 model, traced.input_names[0], [x for _, x in calibration], request.keep_fp32
             )
+        onnx_export.check(lowered)
     with stage("lossy gate"):
         inputs = [(f"seed {s}", example_input(input_shape, s).numpy()) for s in GATE_SEEDS]
         inputs += samples[:GATE_CALIBRATION]

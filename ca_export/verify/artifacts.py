@@ -60,6 +60,13 @@ def open_onnx(path: Path) -> OnnxArtifact:
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0]
         raise BadInputError(f"{str(path)!r} is not a valid ONNX model: {first}") from None
+    precision = {p.key: p.value for p in model.metadata_props}.get("ca_export.precision")
+    if precision in ("fp16", "int8"):
+        raise BadInputError(
+            f"{str(path)!r} is a {precision} model (ca-export onnx --precision {precision}); "
+            "verify judges exact formats only: its lossy gate ran at export (report: "
+            "checks.precision)"
+        )
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:
