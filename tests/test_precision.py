@@ -1,9 +1,10 @@
 """``ca-export onnx --precision fp16|int8``: conversion, the lossy gate, and its error paths.
 
-fp16 and int8 are made once from the session's rewrite of ``seed_ca`` at 32x32; one
-CLI run calibrates int8 on arrays that make every activation clip (exit 1, nothing
-written); the lossy gate itself is tested on a small linear model. The CLI's passing
-runs and MobileNetV2-CA at 224 are in the slow set.
+fp16, int8 and an int8 calibrated to clip are made once from the session's rewrite of
+``seed_ca`` at 32x32; the lossy gate itself is tested on a small linear model; the CLI's
+error paths that stop before the export are fast. Every CLI run that exports (fp16 and
+int8 written, the clipping int8 exiting 1 with nothing written) and MobileNetV2-CA at
+224 are in the slow set: one export of seed_ca costs 5-7 s, the fast suite's budget 8 s.
 """
 
 from __future__ import annotations
@@ -39,37 +40,36 @@ def run(*args: str) -> Result:
 
 
 @pytest.fixture(scope="module")
-def lowered(prepared: Any) -> dict[str, tuple[onnx.ModelProto, dict, list[str]]]:
-    """fp16 and int8 (``stages.0`` kept fp32) of the shared rewritten program, emitted and
-    simplified as ``ca-export onnx`` does: model, check, warnings."""
+def lowered(
+    prepared: Any, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[onnx.ModelProto, dict, list[str]]]:
+    """fp16, int8 (``stages.0`` kept fp32) and int8 calibrated to clip, of the shared rewritten
+    program, emitted and simplified as ``ca-export onnx`` does: model, check, warnings."""
     ready = prepared("seed_ca", SHAPE)
     raw = onnx_export.emit(ready.program, ready.traced, 18)
     fp32, _ = onnx_export.simplify(raw)
     onnx_export.keep_scopes(fp32, raw)
+    clipping = _clipping(tmp_path_factory.mktemp("clipping"))
     requests = {
         "fp16": PrecisionRequest("fp16"),
         "int8": PrecisionRequest("int8", keep_fp32=("stages.0",)),
+        "clipped": PrecisionRequest("int8", clipping),
     }
     found = {}
     for name, request in requests.items():
         report = ExportReport("seed_ca", "test", "onnx", list(SHAPE), False, True, 18)
-        model = lower_precision(request, ready, fp32, [], SHAPE, report, Stages(quiet))
+        samples = request.samples(SHAPE)
+        model = lower_precision(request, ready, fp32, samples, SHAPE, report, Stages(quiet))
         found[name] = (model, report.checks["precision"], report.warnings)
     return found
 
 
-@pytest.fixture(scope="module")
-def clipped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path, dict]:
-    """The CLI's int8 run calibrated on arrays 1000x smaller than the gate's inputs."""
-    folder = tmp_path_factory.mktemp("precision")
-    clipping = folder / "clipping"
-    clipping.mkdir()
+def _clipping(folder: Path) -> Path:
+    """A calibration folder of arrays 1000x smaller than the gate's inputs: every activation
+    range is calibrated far too small, so int8 clips."""
     tiny = np.random.default_rng(0).standard_normal((4, 3, 32, 32)) * 1e-3
-    np.save(clipping / "tiny.npy", tiny.astype(np.float32))
-    out, report = folder / "clipped.onnx", folder / "clipped.json"
-    options = ["--precision", "int8", "--calibration", str(clipping), "--report", str(report)]
-    result = run("onnx", *SMALL, "-o", str(out), *options)
-    return result, out, json.loads(report.read_text())
+    np.save(folder / "tiny.npy", tiny.astype(np.float32))
+    return folder
 
 
 def test_fp16_keeps_fp32_io_and_passes_the_lossy_gate(lowered: dict[str, Any]) -> None:
@@ -117,26 +117,39 @@ def test_kept_module_has_no_quantized_conv(lowered: dict[str, Any]) -> None:
         fp32_nodes(model, ["stages.9"])
 
 
-def test_clipping_calibration_fails_the_gate_and_writes_nothing(clipped: Any) -> None:
-    result, out, report = clipped
-    assert result.exit_code == 1, result.output
-    assert not out.exists()
-    assert "check precision: FAILED" in result.output
-    assert "failed: output: cosine" in result.output
-    check = report["checks"]["precision"]
-    assert not check["passed"] and check["calibration"]["samples"] == 4
+def test_clipping_calibration_fails_the_gate(lowered: dict[str, Any]) -> None:
+    _, check, warnings = lowered["clipped"]
+    assert not check["passed"] and not warnings
+    assert check["calibration"]["samples"] == 4
     assert check["inputs"][-1] == "tiny.npy[3]"
-    assert report["parity"]["passed"], "the fp32 model itself passed"
+    (output,) = check["outputs"]
+    assert output["min_cosine"] < 0.5
+    assert any(f.startswith("output: cosine") for f in check["failures"])
 
 
 def test_verify_refuses_a_lossy_file(lowered: dict[str, Any], tmp_path: Path) -> None:
-    model, _, _ = lowered["fp16"]
+    model = onnx.ModelProto()
+    model.CopyFrom(lowered["fp16"][0])
     onnx_export.set_metadata(model, {"ca_export.precision": "fp16"})
     path = tmp_path / "m.fp16.onnx"
     onnx.save(model, path)
     result = run("verify", *SMALL, str(path))
     assert result.exit_code == 2
     assert "is a fp16 model (ca-export onnx --precision fp16)" in result.output
+
+
+@pytest.mark.slow
+def test_cli_clipping_calibration_exits_1_and_writes_nothing(tmp_path: Path) -> None:
+    out, report = tmp_path / "clipped.onnx", tmp_path / "clipped.json"
+    clipping = _clipping(tmp_path)
+    options = ["--precision", "int8", "--calibration", str(clipping), "--report", str(report)]
+    result = run("onnx", *SMALL, "-o", str(out), *options)
+    assert result.exit_code == 1, result.output
+    assert not out.exists()
+    assert "check precision: FAILED" in result.output
+    assert "failed: output: cosine" in result.output
+    data = json.loads(report.read_text())
+    assert data["parity"]["passed"] and not data["checks"]["precision"]["passed"]
 
 
 @pytest.mark.slow
