@@ -2,7 +2,8 @@
 
 It runs on the fp32 model only after that model passed its exact gates, converts it
 (``export.precision``) and judges the result against the fp32 PyTorch model on 8
-seeded inputs and up to 8 calibration samples (``verify.lossy``). The report's
+seeded inputs, up to 8 calibration samples and, for a dynamic model, the exact gate's
+inputs at its other sizes (``verify.lossy``). The report's
 ``checks.precision`` states the method, the inputs, the bounds and each output's figures.
 """
 
@@ -23,6 +24,7 @@ from ca_export.pipeline.common import Prepared, Stages
 from ca_export.report import ExportReport
 from ca_export.tracing import example_input
 from ca_export.verify.lossy import LossyGate, lossy_gate
+from ca_export.verify.parity import SEEDS, gate_inputs
 from ca_export.verify.tolerances import tolerance
 
 GATE_SEEDS = tuple(range(1, 9))
@@ -96,6 +98,9 @@ def lower_precision(
     with stage("lossy gate"):
         inputs = [(f"seed {s}", example_input(input_shape, s).numpy()) for s in GATE_SEEDS]
         inputs += samples[:GATE_CALIBRATION]
+        if traced.dynamic:
+            others = gate_inputs(traced, input_shape, prepared.square_only)[len(SEEDS) :]
+            inputs += [(f"seed {s} at {_dims(x.shape)}", x.numpy()) for s, x in others]
         gate = _gate(prepared, lowered, inputs, request.precision)
     check |= _summary(gate)
     check["fp32_bytes"] = model.ByteSize()
@@ -133,6 +138,11 @@ def _gate(
 
     tol = tolerance(precision, BACKEND)
     return lossy_gate(prepared.module, run, traced.output_names, inputs, precision, BACKEND, tol)
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    """``2x3x64x96``."""
+    return "x".join(map(str, shape))
 
 
 def _summary(gate: LossyGate) -> dict:
