@@ -27,7 +27,7 @@ from ca_export.export.precision import fp32_nodes
 from ca_export.pipeline.common import Stages, quiet
 from ca_export.pipeline.precision import SEEDED_WARNING, PrecisionRequest, lower_precision
 from ca_export.report import ExportReport
-from ca_export.verify.lossy import lossy_gate
+from ca_export.verify.lossy import lossy_gate, torch_runner
 from ca_export.verify.tolerances import tolerance
 from cli.main import cli
 
@@ -211,7 +211,8 @@ def _gate(model: nn.Module, change: Any) -> Any:
             return [change(model(torch.from_numpy(x)).numpy())]
 
     tol = tolerance("int8", "onnxruntime-cpu")
-    return lossy_gate(model, run, ["scores"], _inputs(), "int8", "onnxruntime-cpu", tol)
+    reference = torch_runner(model)
+    return lossy_gate(reference, run, ["scores"], _inputs(), "int8", "onnxruntime-cpu", tol)
 
 
 def test_lossy_gate_passes_a_small_error(scorer: nn.Module) -> None:

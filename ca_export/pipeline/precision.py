@@ -23,7 +23,7 @@ from ca_export.export import precision as convert
 from ca_export.pipeline.common import Prepared, Stages
 from ca_export.report import ExportReport
 from ca_export.tracing import example_input
-from ca_export.verify.lossy import LossyGate, lossy_gate
+from ca_export.verify.lossy import LossyGate, lossy_gate, torch_runner
 from ca_export.verify.parity import SEEDS, gate_inputs
 from ca_export.verify.tolerances import tolerance
 
@@ -137,7 +137,8 @@ def _gate(
         return session.run(traced.output_names, {traced.input_names[0]: x})
 
     tol = tolerance(precision, BACKEND)
-    return lossy_gate(prepared.module, run, traced.output_names, inputs, precision, BACKEND, tol)
+    reference = torch_runner(prepared.module)
+    return lossy_gate(reference, run, traced.output_names, inputs, precision, BACKEND, tol)
 
 
 def _dims(shape: tuple[int, ...]) -> str:

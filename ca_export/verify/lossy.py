@@ -72,22 +72,36 @@ class LossyGate:
         return [f"{o.name}: {line}" for o in self.outputs for line in o.failures]
 
 
+Runner = Callable[[np.ndarray], list[np.ndarray]]
+"""Runs a model on one input array and returns its output arrays."""
+
+
+def torch_runner(model: nn.Module) -> Runner:
+    """The PyTorch model as a ``Runner`` (no grad; outputs in the traced order)."""
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            return output_arrays(model(torch.from_numpy(x)))
+
+    return run
+
+
 def lossy_gate(
-    model: nn.Module,
-    run: Callable[[np.ndarray], list[np.ndarray]],
+    reference: Runner,
+    run: Runner,
     output_names: Sequence[str],
     inputs: Sequence[tuple[str, np.ndarray]],
     precision: str,
     backend: str,
     tol: Tolerance,
 ) -> LossyGate:
-    """Run the fp32 model and the lossy artifact on every named input; judge each output."""
-    references: list[list[np.ndarray]] = []
-    actuals: list[list[np.ndarray]] = []
-    for _, x in inputs:
-        with torch.no_grad():
-            references.append(output_arrays(model(torch.from_numpy(x))))
-        actuals.append(run(x))
+    """Run the fp32 reference and the lossy artifact on every named input; judge each output.
+
+    The reference is the PyTorch model for ``ca-export onnx`` (``torch_runner``); any other
+    fp32 runner (an fp32 ONNX file in ONNX Runtime) fits the same gate.
+    """
+    references = [reference(x) for _, x in inputs]
+    actuals = [run(x) for _, x in inputs]
     outputs = []
     for i, name in enumerate(output_names):
         refs = [r[i] for r in references]
