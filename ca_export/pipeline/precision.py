@@ -1,10 +1,11 @@
-"""The post-emit precision stage of ``ca-export onnx``: fp16 or int8, behind the lossy gate.
+"""The post-emit precision stage of ``onnx`` and ``optimize``: fp16 or int8, behind the lossy gate.
 
 It runs on the fp32 model only after that model passed its exact gates, converts it
-(``export.precision``) and judges the result against the fp32 PyTorch model on 8
-seeded inputs, up to 8 calibration samples and, for a dynamic model, the exact gate's
-inputs at its other sizes (``verify.lossy``). The report's
-``checks.precision`` states the method, the inputs, the bounds and each output's figures.
+(``export.precision``) and judges the result against the fp32 reference on 8 seeded
+inputs, up to 8 calibration samples and, for a dynamic export, the exact gate's inputs at
+its other sizes (``verify.lossy``). The reference is the PyTorch model for ``onnx`` and the
+input file, run in ONNX Runtime, for ``optimize``. The report's ``checks.precision``
+states the method, the inputs, the bounds and each output's figures.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ca_export.export import precision as convert
 from ca_export.pipeline.common import Prepared, Stages
 from ca_export.report import ExportReport
 from ca_export.tracing import example_input
-from ca_export.verify.lossy import LossyGate, lossy_gate, torch_runner
+from ca_export.verify.lossy import LossyGate, Runner, lossy_gate, torch_runner
 from ca_export.verify.parity import SEEDS, gate_inputs
 from ca_export.verify.tolerances import tolerance
 
@@ -74,17 +75,70 @@ def lower_precision(
     report: ExportReport,
     stage: Stages,
 ) -> onnx.ModelProto:
-    """Convert the gated fp32 ``model`` and gate it; fill ``report.checks['precision']``."""
+    """Convert the gated fp32 ``model`` and gate it against the PyTorch model; fill
+    ``report.checks['precision']``."""
     traced = prepared.traced
+    extra = []
+    if traced.dynamic:
+        others = gate_inputs(traced, input_shape, prepared.square_only)[len(SEEDS) :]
+        extra = [(f"seed {s} at {_dims(x.shape)}", x.numpy()) for s, x in others]
+    io = (traced.input_names[0], traced.output_names)
+    reference = torch_runner(prepared.module)
+    lowered, check, warnings = convert_and_gate(
+        request, model, io, reference, input_shape, samples, extra, stage
+    )
+    report.checks["precision"] = check
+    report.warnings += warnings
+    report.op_counts_after = onnx_export.op_counts(lowered)
+    return lowered
+
+
+def lower_file(
+    request: PrecisionRequest,
+    model: onnx.ModelProto,
+    source: onnx.ModelProto,
+    input_shape: tuple[int, ...],
+    samples: list[tuple[str, np.ndarray]],
+    stage: Stages,
+) -> tuple[onnx.ModelProto, dict, list[str]]:
+    """Convert ``model`` (optimize's result) and gate it against the ``source`` file as read,
+    in ONNX Runtime; the lowered model, the check entry and warnings."""
+    inits = {i.name for i in source.graph.initializer}
+    (name,) = [i.name for i in source.graph.input if i.name not in inits]
+    outputs = [o.name for o in source.graph.output]
+    session = _session(source)
+
+    def reference(x: np.ndarray) -> list[np.ndarray]:
+        return session.run(outputs, {name: x})
+
+    io = (name, outputs)
+    return convert_and_gate(request, model, io, reference, input_shape, samples, [], stage)
+
+
+def convert_and_gate(
+    request: PrecisionRequest,
+    model: onnx.ModelProto,
+    io: tuple[str, list[str]],
+    reference: Runner,
+    input_shape: tuple[int, ...],
+    samples: list[tuple[str, np.ndarray]],
+    extra: list[tuple[str, np.ndarray]],
+    stage: Stages,
+) -> tuple[onnx.ModelProto, dict, list[str]]:
+    """Convert ``model`` (input and output names ``io``) and judge it against ``reference``
+    on the seeded inputs, up to 8 calibration samples and ``extra``; the lowered model, the
+    check entry and warnings."""
+    input_name, output_names = io
     method = METHODS[request.precision]
     check: dict = {"ran": True, "precision": request.precision, "method": method}
+    warnings = []
     with stage(request.precision):
         if request.precision == "fp16":
             lowered = convert.to_fp16(model)
         else:
             calibration = samples or convert.seeded_calibration(input_shape)
             if not samples:
-                report.warnings.append(SEEDED_WARNING.format(n=len(calibration)))
+                warnings.append(SEEDED_WARNING.format(n=len(calibration)))
             source = str(request.calibration) if samples else "seeded random inputs"
             check["calibration"] = {"source": source, "samples": len(calibration)}
             check["kept_fp32"] = {
@@ -92,22 +146,23 @@ def lower_precision(
                 "nodes": len(convert.fp32_nodes(model, request.keep_fp32)),
             }
             lowered = convert.to_int8(
-                model, traced.input_names[0], [x for _, x in calibration], request.keep_fp32
+                model, input_name, [x for _, x in calibration], request.keep_fp32
             )
         onnx_export.check(lowered)
     with stage("lossy gate"):
         inputs = [(f"seed {s}", example_input(input_shape, s).numpy()) for s in GATE_SEEDS]
-        inputs += samples[:GATE_CALIBRATION]
-        if traced.dynamic:
-            others = gate_inputs(traced, input_shape, prepared.square_only)[len(SEEDS) :]
-            inputs += [(f"seed {s} at {_dims(x.shape)}", x.numpy()) for s, x in others]
-        gate = _gate(prepared, lowered, inputs, request.precision)
+        inputs += samples[:GATE_CALIBRATION] + extra
+        session = _session(lowered)
+
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            return session.run(output_names, {input_name: x})
+
+        tol = tolerance(request.precision, BACKEND)
+        gate = lossy_gate(reference, run, output_names, inputs, request.precision, BACKEND, tol)
     check |= _summary(gate)
     check["fp32_bytes"] = model.ByteSize()
     check["bytes"] = lowered.ByteSize()
-    report.checks["precision"] = check
-    report.op_counts_after = onnx_export.op_counts(lowered)
-    return lowered
+    return lowered, check, warnings
 
 
 def not_run(request: PrecisionRequest, report: ExportReport) -> None:
@@ -119,26 +174,13 @@ def not_run(request: PrecisionRequest, report: ExportReport) -> None:
     }
 
 
-def _gate(
-    prepared: Prepared,
-    lowered: onnx.ModelProto,
-    inputs: list[tuple[str, np.ndarray]],
-    precision: str,
-) -> LossyGate:
-    """The lossy gate of ``lowered`` in ONNX Runtime CPU against the original model."""
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session of ``model``."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(
-        lowered.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-    traced = prepared.traced
-
-    def run(x: np.ndarray) -> list[np.ndarray]:
-        return session.run(traced.output_names, {traced.input_names[0]: x})
-
-    tol = tolerance(precision, BACKEND)
-    reference = torch_runner(prepared.module)
-    return lossy_gate(reference, run, traced.output_names, inputs, precision, BACKEND, tol)
 
 
 def _dims(shape: tuple[int, ...]) -> str:
