@@ -10,7 +10,13 @@ from ca_export.pipeline import OnnxJob, export_onnx
 from ca_export.pipeline.precision import PrecisionRequest
 from ca_export.report import render_export
 from cli.common import handle_errors, run_job
-from cli.options import dynamic_option, model_options, report_option, skip_pass_option
+from cli.options import (
+    dynamic_option,
+    model_options,
+    precision_options,
+    report_option,
+    skip_pass_option,
+)
 
 EPILOG = """\b
 Examples:
@@ -32,25 +38,7 @@ Examples:
 @click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
 @skip_pass_option
 @click.option("--simplify/--no-simplify", default=True, show_default=True, help="Run onnxsim.")
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "fp16", "int8"]),
-    default="fp32",
-    show_default=True,
-    help="Lower the gated fp32 model to fp16 or int8 (QDQ), behind the lossy-format gate.",
-)
-@click.option(
-    "--calibration",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Folder of images or .npy/.npz arrays to calibrate int8 on (also gate inputs).",
-)
-@click.option(
-    "--keep-fp32",
-    multiple=True,
-    metavar="MODULE",
-    help="With int8: keep the nodes of this module (e.g. features.0) in fp32; repeatable.",
-)
+@precision_options
 @report_option
 @handle_errors
 def onnx(
