@@ -10,6 +10,7 @@ int8 written, the clipping int8 exiting 1 with nothing written) and MobileNetV2-
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from ca_export.report import ExportReport
 from ca_export.verify.lossy import lossy_gate, torch_runner
 from ca_export.verify.tolerances import tolerance
 from cli.main import cli
+from sample_models import build
 
 SHAPE = (1, 3, 32, 32)
 SMALL = ["seed_ca", "--input-shape", "1,3,32,32"]
@@ -136,6 +138,37 @@ def test_verify_refuses_a_lossy_file(lowered: dict[str, Any], tmp_path: Path) ->
     result = run("verify", *SMALL, str(path))
     assert result.exit_code == 2
     assert "is a fp16 model (ca-export onnx --precision fp16)" in result.output
+
+
+@pytest.fixture(scope="module")
+def legacy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """seed_ca at 32x32 as the TorchScript-based exporter writes it (CA blocks not rewritten)."""
+    path = tmp_path_factory.mktemp("legacy") / "seed_legacy.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(build("seed_ca"), (torch.randn(SHAPE),), path, dynamo=False)
+    return path
+
+
+def test_optimize_fp16_writes_a_file_gated_against_in(legacy: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "fp16.onnx", tmp_path / "fp16.json"
+    options = ["--precision", "fp16", "--report", str(report)]
+    result = run("optimize", str(legacy), "-o", str(out), *options)
+    assert result.exit_code == 0, result.output
+    assert "vs IN (fp32, onnxruntime-cpu) on 8 inputs" in result.output
+    model = onnx.load(out)
+    assert {p.key: p.value for p in model.metadata_props}["ca_export.precision"] == "fp16"
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    check = json.loads(report.read_text())["checks"]["precision"]
+    assert check["passed"] and check["reference"] == "IN (fp32, onnxruntime-cpu)"
+
+
+def test_optimize_clipping_int8_exits_1_and_writes_nothing(legacy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "int8.onnx"
+    options = ["--precision", "int8", "--calibration", str(_clipping(tmp_path))]
+    result = run("optimize", str(legacy), "-o", str(out), *options)
+    assert result.exit_code == 1, result.output
+    assert "check precision: FAILED" in result.output and not out.exists()
 
 
 @pytest.mark.slow

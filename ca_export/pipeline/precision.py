@@ -83,7 +83,7 @@ def lower_precision(
         others = gate_inputs(traced, input_shape, prepared.square_only)[len(SEEDS) :]
         extra = [(f"seed {s} at {_dims(x.shape)}", x.numpy()) for s, x in others]
     io = (traced.input_names[0], traced.output_names)
-    reference = torch_runner(prepared.module)
+    reference = (torch_runner(prepared.module), "PyTorch fp32")
     lowered, check, warnings = convert_and_gate(
         request, model, io, reference, input_shape, samples, extra, stage
     )
@@ -111,26 +111,31 @@ def lower_file(
     def reference(x: np.ndarray) -> list[np.ndarray]:
         return session.run(outputs, {name: x})
 
-    io = (name, outputs)
-    return convert_and_gate(request, model, io, reference, input_shape, samples, [], stage)
+    io, against = (name, outputs), (reference, "IN (fp32, onnxruntime-cpu)")
+    return convert_and_gate(request, model, io, against, input_shape, samples, [], stage)
 
 
 def convert_and_gate(
     request: PrecisionRequest,
     model: onnx.ModelProto,
     io: tuple[str, list[str]],
-    reference: Runner,
+    reference: tuple[Runner, str],
     input_shape: tuple[int, ...],
     samples: list[tuple[str, np.ndarray]],
     extra: list[tuple[str, np.ndarray]],
     stage: Stages,
 ) -> tuple[onnx.ModelProto, dict, list[str]]:
-    """Convert ``model`` (input and output names ``io``) and judge it against ``reference``
-    on the seeded inputs, up to 8 calibration samples and ``extra``; the lowered model, the
-    check entry and warnings."""
+    """Convert ``model`` (input and output names ``io``) and judge it against the fp32
+    ``reference`` (runner, name) on the seeded inputs, up to 8 calibration samples and
+    ``extra``; the lowered model, the check entry and warnings."""
     input_name, output_names = io
     method = METHODS[request.precision]
-    check: dict = {"ran": True, "precision": request.precision, "method": method}
+    check: dict = {
+        "ran": True,
+        "precision": request.precision,
+        "method": method,
+        "reference": reference[1],
+    }
     warnings = []
     with stage(request.precision):
         if request.precision == "fp16":
@@ -158,8 +163,9 @@ def convert_and_gate(
             return session.run(output_names, {input_name: x})
 
         tol = tolerance(request.precision, BACKEND)
-        gate = lossy_gate(reference, run, output_names, inputs, request.precision, BACKEND, tol)
-    check |= _summary(gate)
+        runner = reference[0]
+        gate = lossy_gate(runner, run, output_names, inputs, request.precision, BACKEND, tol)
+    check |= _summary(gate, reference[1])
     check["fp32_bytes"] = model.ByteSize()
     check["bytes"] = lowered.ByteSize()
     return lowered, check, warnings
@@ -188,11 +194,11 @@ def _dims(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
-def _summary(gate: LossyGate) -> dict:
+def _summary(gate: LossyGate, against: str) -> dict:
     """The gate as report data, with the lines the CLI prints."""
     bounds = gate.bounds
     lines = [
-        f"{gate.precision} vs PyTorch fp32 ({gate.backend}) on {len(gate.inputs)} inputs "
+        f"{gate.precision} ({gate.backend}) vs {against} on {len(gate.inputs)} inputs "
         f"({', '.join(gate.inputs[:3])}{', ...' if len(gate.inputs) > 3 else ''}); bounds: "
         f"top-1 >= {bounds['top1']:.3g}, top-1 in top-5 >= {bounds['top1_in_top5']:.3g}, "
         f"cosine >= {bounds['cosine']}, rel err <= {bounds['rel']}"
