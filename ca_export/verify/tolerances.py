@@ -61,6 +61,10 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("float16", "onnxruntime-cpu"): Tolerance(2e-2, 1 - 1e-4, noise_factor=4.0, ceiling=1e-1),
     ("float16", "coreml"): Tolerance(rel=2e-2, cosine=1 - 1e-4, noise_factor=4.0),
     ("float32", "coreml"): Tolerance(1e-3, 1 - 1e-6, noise_factor=4.0, ceiling=3e-3),
+    ("int8-weights", "coreml"): Tolerance(rel=2e-2, cosine=1 - 1e-4, noise_factor=4.0),
+    ("palette8-weights", "coreml"): Tolerance(rel=2e-2, cosine=1 - 1e-4, noise_factor=4.0),
+    ("palette6-weights", "coreml"): Tolerance(rel=2e-2, cosine=1 - 1e-4, noise_factor=4.0),
+    ("palette4-weights", "coreml"): Tolerance(rel=2e-2, cosine=1 - 1e-4, noise_factor=4.0),
 }
 
 
