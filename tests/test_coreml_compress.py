@@ -1,0 +1,186 @@
+"""``ca-export coreml --compress``: packages hold constexpr weight ops and pass their gates.
+
+Fast tests use a tiny conv net with batch norms (its two large weights are compressed,
+its small ones are not), converted once per mode for the module; the sample models run
+with ``-m slow``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ca_export.pipeline.coreml import CoreMLJob, export_coreml
+from ca_export.report import ExportReport
+from ca_export.tracing import example_input
+from ca_export.verify.mil import ops
+from ca_export.verify.mil.compressed import compressed_copy, weight_format
+from ca_export.verify.mil.parity import mil_parity
+from ca_export.verify.mil.program import MilProgram, load_program
+from ca_export.verify.parity import GateResult
+from cli.main import cli
+
+TINY = """
+import torch
+from torch import nn
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 96, 3, padding=1, bias=False)  # 2592 weights: compressed
+        self.bn = nn.BatchNorm2d(96)
+        self.head = nn.Conv2d(96, 32, 1)  # 3072 weights: compressed
+        self.gate = nn.Conv2d(32, 32, 1)  # 1024 weights: kept
+        self.fc = nn.Linear(32, 10)
+        with torch.no_grad():
+            self.bn.weight.uniform_(0.5, 2.0)
+            self.bn.bias.normal_()
+            self.bn.running_mean.normal_()
+            self.bn.running_var.uniform_(0.5, 2.0)
+        self.eval()
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.conv(x)))
+        y = torch.relu(self.head(y))
+        y = y * torch.sigmoid(self.gate(y))
+        return self.fc(y.mean(dim=(2, 3)))
+"""
+SHAPE = (1, 3, 16, 16)
+OPS = {"int8": "constexpr_affine_dequantize", "palette6": "constexpr_lut_to_dense"}
+
+
+@pytest.fixture(scope="module")
+def tiny(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[str | None], tuple[ExportReport, Path]]:
+    """``tiny(mode)``: the tiny net converted with ``--compress mode`` (fp16, iOS16)."""
+    folder = tmp_path_factory.mktemp("compress")
+    (folder / "tiny_net.py").write_text(TINY)
+    cache: dict[str | None, tuple[ExportReport, Path]] = {}
+
+    def get(mode: str | None) -> tuple[ExportReport, Path]:
+        if mode not in cache:
+            path = folder / f"tiny_{mode}.mlpackage"
+            job = CoreMLJob(
+                spec(folder), path, input_shape=SHAPE, compress=mode, min_target="iOS16"
+            )
+            cache[mode] = (export_coreml(job), path)
+        return cache[mode]
+
+    get.folder = folder  # type: ignore[attr-defined]
+    return get
+
+
+def spec(folder: Path) -> str:
+    """The tiny net as a ``file.py:factory`` model spec."""
+    return f"{folder / 'tiny_net.py'}:Tiny"
+
+
+def constexpr_types(path: Path) -> set[str]:
+    """The op types of the saved program that decompress weights."""
+    program = load_program(path)
+    assert isinstance(program, MilProgram)
+    return {op.op_type for op in program.function.operations if op.op_type.startswith("constexpr")}
+
+
+@pytest.mark.parametrize("mode", ["int8", "palette6"])
+def test_compressed_package_holds_constexpr_ops_and_passes(mode: str, tiny: Any) -> None:
+    report, path = tiny(mode)
+    assert report.passed, report.checks
+    assert report.artifact["path"] == str(path)
+    assert constexpr_types(path) == {OPS[mode]}
+    assert report.checks["compression"]["constexpr_ops"] == {OPS[mode]: 2}
+    mil = report.checks["mil_parity"]
+    assert mil["passed"] and mil["fp32_arithmetic"]["passed"]
+    assert mil["fp32_arithmetic"]["rel_err"] < 1e-4
+    weights = report.checks["compressed_weights"]
+    assert weights["passed"] and weights["tolerance"] == f"{mode}-weights"
+    assert (weights["weights_placed"], weights["factors_fitted"]) == (2, 0)
+    assert weights["weights_unmatched"] == 0
+    assert weights["max_rel_err"] > 0
+
+
+@pytest.mark.parametrize("mode", ["int8", "palette6"])
+def test_verify_passes_a_compressed_package(mode: str, tiny: Any) -> None:
+    _, path = tiny(mode)
+    args = ["verify", spec(tiny.folder), str(path), "--input-shape", "1,3,16,16"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "(float16, coreml-mil-numpy): passed" in result.output
+    assert f"output ({mode}-weights in PyTorch)" in result.output
+
+
+def _wrong_lut(
+    indices: np.ndarray, lut: np.ndarray, shape: Any = None, vector_axis: Any = None
+) -> np.ndarray:
+    return ops.constexpr_lut_to_dense(indices, np.roll(np.asarray(lut), 1), shape, vector_axis)
+
+
+def _wrong_scale(quantized_data: Any, zero_point: Any, scale: Any, axis: Any) -> np.ndarray:
+    return ops.constexpr_affine_dequantize(quantized_data, zero_point, 1.1 * scale, axis)
+
+
+@pytest.mark.parametrize(
+    ("mode", "broken"),
+    [("palette6", _wrong_lut), ("int8", _wrong_scale)],
+    ids=["wrong lut", "wrong scale"],
+)
+def test_broken_decompression_fails_the_gate(
+    mode: str, broken: Callable[..., np.ndarray], tiny: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, path = tiny(mode)
+    model = _load_tiny(tiny.folder)
+    inputs = [(1, example_input(SHAPE, 1))]
+    honest = mil_parity(path, model, inputs, "fp16")
+    assert isinstance(honest, GateResult) and honest.passed
+    monkeypatch.setitem(ops.OPS, OPS[mode], broken)
+    result = mil_parity(path, model, inputs, "fp16")
+    assert isinstance(result, GateResult)
+    assert not result.passed
+    assert result.failures()
+
+
+def _load_tiny(folder: Path) -> Any:
+    from ca_export.loading import load_model
+
+    return load_model(spec(folder), None, False).module
+
+
+@pytest.mark.parametrize(("mode", "key"), [(None, None), ("palette6", "palette6-weights")])
+def test_weight_format_of_a_package(mode: str | None, key: str | None, tiny: Any) -> None:
+    """An uncompressed package has no weight format and no compressed copy."""
+    report, path = tiny(mode)
+    assert report.passed
+    program = load_program(path)
+    assert isinstance(program, MilProgram)
+    assert weight_format(program) == key
+    copy = compressed_copy(program, _load_tiny(tiny.folder), SHAPE)
+    assert (copy is None) == (key is None)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "neuralnetwork"], "--compress needs --format mlprogram"),
+        (["--min-target", "iOS15"], "--compress needs --min-target iOS16 or later"),
+    ],
+)
+def test_compress_refuses_what_cannot_hold_it(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    suffix = ".mlmodel" if "neuralnetwork" in args else ".mlpackage"
+    out = tmp_path / f"m{suffix}"
+    result = CliRunner().invoke(
+        cli, ["coreml", "seed_ca", "-o", str(out), "--compress", "int8", *args]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
