@@ -10,8 +10,13 @@ gate's three seeded inputs. These figures set the weight-format rows of
 replaced by ones that pass anything while it runs ("passed" is then the exact gates'
 verdict), and every package is written and sized.
 
+``--ca-ablation`` instead converts once and, per mode, compresses every large weight or
+every large weight outside the CA blocks, and prints package size and the lossy figures
+only (no evaluator run): what keeping the CA gate convs uncompressed is worth.
+
     python -m benchmarks.coreml_compress --model mobilenetv2_ca --size 224
     python -m benchmarks.coreml_compress --model seed_ca --size 32
+    python -m benchmarks.coreml_compress --model mobilenetv2_ca --size 224 --ca-ablation
 """
 
 from __future__ import annotations
@@ -23,8 +28,14 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from ca_export.export.coreml_compress import MODES
+from ca_export.export import coreml as coreml_export
+from ca_export.export.coreml_compress import MODES, compress
+from ca_export.pipeline.common import Stages, quiet
 from ca_export.pipeline.coreml import CoreMLJob, export_coreml
+from ca_export.report import ExportReport
+from ca_export.tracing import example_input
+from ca_export.verify.mil.compressed import compressed_copy, weight_loss
+from ca_export.verify.mil.program import MilProgram, load_program
 from ca_export.verify.tolerances import TOLERANCES, Tolerance
 
 UNJUDGED = {
@@ -57,6 +68,42 @@ def measure(model: str, size: int, mode: str | None, folder: Path) -> dict[str, 
     }
 
 
+def ablation(model: str, size: int, modes: list[str], folder: Path) -> None:
+    """Per mode: size and lossy figures with and without the CA blocks' weights compressed."""
+    shape = (1, 3, size, size)
+    job = CoreMLJob(model, folder / "x.mlpackage", input_shape=shape, min_target="iOS16")
+    report = ExportReport(model, "bench", "coreml", list(shape), False, True, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = job.prepare(Stages(quiet), report)
+        spec = job.input_spec(prepared.traced.input_names[0])
+        blocks = coreml_export.tag(prepared.program, [b.module for b in prepared.blocks])
+        names = prepared.traced.output_names
+        converted = coreml_export.convert(prepared.program, spec, job.target, names)
+        owned = set(coreml_export.owners(converted, blocks))
+    inputs = [(seed, example_input(shape, seed)) for seed in (1, 2, 3)]
+    print(f"{model} at {size}x{size}, fp16 ML program, iOS16, {len(owned)} MIL values in CA blocks")
+    print("| mode | CA weights | MB | weights in PyTorch vs fp32: rel err | cosine | top-1 |")
+    print("|---|---|---|---|---|---|")
+    for mode in modes:
+        for label, keep in (("compressed", set()), ("kept", owned)):
+            path = folder / f"{mode}_{label}.mlpackage"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                coreml_export.save(compress(converted, mode, keep), path)
+            program = load_program(path)
+            assert isinstance(program, MilProgram)
+            weights = compressed_copy(program, prepared.module, shape, prepared.program)
+            assert weights is not None
+            gate = weight_loss(weights, prepared.module, inputs, names)
+            top1 = [c.top1 for case in gate.cases for c in case.comparisons if c.top1 is not None]
+            mb = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+            print(
+                f"| {mode} | {label} | {mb:.2f} | {gate.worst('rel_err'):.3g} "
+                f"| {gate.min_cosine:.6f} | {_fmt(min(top1, default=None), '.2f')} |"
+            )
+
+
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -67,7 +114,12 @@ def main() -> None:
     parser.add_argument("--model", default="mobilenetv2_ca")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--ca-ablation", action="store_true")
     args = parser.parse_args()
+    if args.ca_ablation:
+        with tempfile.TemporaryDirectory() as tmp:
+            ablation(args.model, args.size, args.modes.split(","), Path(tmp))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         rows = [measure(args.model, args.size, None, Path(tmp))]
         rows += [measure(args.model, args.size, m, Path(tmp)) for m in args.modes.split(",")]

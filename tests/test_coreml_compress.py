@@ -1,8 +1,8 @@
 """``ca-export coreml --compress``: packages hold constexpr weight ops and pass their gates.
 
-Fast tests use a tiny conv net with batch norms (its two large weights are compressed,
-its small ones are not), converted once per mode for the module; the sample models run
-with ``-m slow``.
+Tests use a tiny conv net with batch norms (its two large weights are compressed, its
+small ones are not), converted once per mode for the module. The fast suite converts it
+once (int8); palettes, the uncompressed twin and the sample models run with ``-m slow``.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class Tiny(nn.Module):
         return self.fc(y.mean(dim=(2, 3)))
 """
 SHAPE = (1, 3, 16, 16)
+MODES = [pytest.param("int8"), pytest.param("palette6", marks=pytest.mark.slow)]
 OPS = {"int8": "constexpr_affine_dequantize", "palette6": "constexpr_lut_to_dense"}
 
 
@@ -90,7 +91,7 @@ def constexpr_types(path: Path) -> set[str]:
     return {op.op_type for op in program.function.operations if op.op_type.startswith("constexpr")}
 
 
-@pytest.mark.parametrize("mode", ["int8", "palette6"])
+@pytest.mark.parametrize("mode", MODES)
 def test_compressed_package_holds_constexpr_ops_and_passes(mode: str, tiny: Any) -> None:
     report, path = tiny(mode)
     assert report.passed, report.checks
@@ -107,7 +108,7 @@ def test_compressed_package_holds_constexpr_ops_and_passes(mode: str, tiny: Any)
     assert weights["max_rel_err"] > 0
 
 
-@pytest.mark.parametrize("mode", ["int8", "palette6"])
+@pytest.mark.parametrize("mode", MODES)
 def test_verify_passes_a_compressed_package(mode: str, tiny: Any) -> None:
     _, path = tiny(mode)
     args = ["verify", spec(tiny.folder), str(path), "--input-shape", "1,3,16,16"]
@@ -129,7 +130,7 @@ def _wrong_scale(quantized_data: Any, zero_point: Any, scale: Any, axis: Any) ->
 
 @pytest.mark.parametrize(
     ("mode", "broken"),
-    [("palette6", _wrong_lut), ("int8", _wrong_scale)],
+    [pytest.param("palette6", _wrong_lut, marks=pytest.mark.slow), ("int8", _wrong_scale)],
     ids=["wrong lut", "wrong scale"],
 )
 def test_broken_decompression_fails_the_gate(
@@ -153,6 +154,7 @@ def _load_tiny(folder: Path) -> Any:
     return load_model(spec(folder), None, False).module
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("mode", "key"), [(None, None), ("palette6", "palette6-weights")])
 def test_weight_format_of_a_package(mode: str | None, key: str | None, tiny: Any) -> None:
     """An uncompressed package has no weight format and no compressed copy."""
@@ -184,3 +186,23 @@ def test_compress_refuses_what_cannot_hold_it(
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["iOS16", "iOS18"])
+@pytest.mark.parametrize("mode", ["int8", "palette6"])
+def test_sample_package_converts_and_passes_verify(mode: str, target: str, tmp_path: Path) -> None:
+    """The issue's done-when on seed_ca (fp16): both op forms (iOS16 and iOS18) of each mode."""
+    out = tmp_path / f"seed_{mode}.mlpackage"
+    shape = ["--input-shape", "1,3,32,32"]
+    args = ["coreml", "seed_ca", "-o", str(out), "--compress", mode, "--min-target", target]
+    result = CliRunner().invoke(cli, [*args, *shape])
+    assert result.exit_code == 0, result.output
+    expected = {
+        ("int8", "iOS16"): "constexpr_affine_dequantize",
+        ("int8", "iOS18"): "constexpr_blockwise_shift_scale",
+    }.get((mode, target), "constexpr_lut_to_dense")
+    assert constexpr_types(out) == {expected}
+    result = CliRunner().invoke(cli, ["verify", "seed_ca", str(out), *shape])
+    assert result.exit_code == 0, result.output
+    assert "(float16, coreml-mil-numpy): passed" in result.output

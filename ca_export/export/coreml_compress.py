@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections import Counter
+from collections.abc import Collection
 from typing import Any
 
 from ca_export.errors import BadInputError
@@ -58,10 +59,15 @@ def op_config(mode: str) -> Any:
     raise BadInputError(f"unknown weight compression {mode!r}; choose from {', '.join(MODES)}")
 
 
-def compress(model: Any, mode: str) -> Any:
-    """``model`` (an in-memory ML program) with its weights compressed as ``mode`` says."""
+def compress(model: Any, mode: str, keep: Collection[str] = ()) -> Any:
+    """``model`` (an in-memory ML program) with its weights compressed as ``mode`` says.
+
+    The weights of the ops named in ``keep`` stay as they are.
+    """
     cto = coremltools().optimize.coreml
-    config = cto.OptimizationConfig(global_config=op_config(mode))
+    config = cto.OptimizationConfig(
+        global_config=op_config(mode), op_name_configs=dict.fromkeys(keep)
+    )
     method = cto.linear_quantize_weights if mode == "int8" else cto.palettize_weights
     try:
         with contextlib.redirect_stderr(io.StringIO()):
