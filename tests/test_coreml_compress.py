@@ -206,3 +206,16 @@ def test_sample_package_converts_and_passes_verify(mode: str, target: str, tmp_p
     result = CliRunner().invoke(cli, ["verify", "seed_ca", str(out), *shape])
     assert result.exit_code == 0, result.output
     assert "(float16, coreml-mil-numpy): passed" in result.output
+
+
+@pytest.mark.slow
+def test_a_model_that_falls_apart_exits_1(tmp_path: Path) -> None:
+    """seed_ca's 4-bit palettes lose its top-1 in PyTorch already: exit 1, nothing written."""
+    out = tmp_path / "seed_palette4.mlpackage"
+    args = ["coreml", "seed_ca", "-o", str(out), "--compress", "palette4"]
+    result = CliRunner().invoke(cli, [*args, "--input-shape", "1,3,32,32"])
+    assert result.exit_code == 1, result.output
+    assert "check compressed_weights: FAILED" in result.output
+    assert "failed: output (palette4-weights in PyTorch)" in result.output
+    assert "check mil_parity: passed" in result.output
+    assert not out.exists()
