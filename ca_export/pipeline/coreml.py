@@ -338,6 +338,10 @@ def _check(
             "mode": compress,
             "constexpr_ops": counts,
         }
+        if not counts:
+            report.checks["compression"]["reason"] = (
+                f"no weight of {coreml_compress.WEIGHT_THRESHOLD} elements or more was compressed"
+            )
 
 
 def _predict(
