@@ -226,3 +226,25 @@ def test_a_model_that_falls_apart_exits_1(tmp_path: Path) -> None:
     assert "failed: output (palette4-weights in PyTorch)" in result.output
     assert "check mil_parity: passed" in result.output
     assert not out.exists()
+
+
+SMALL_ONLY = """
+import torch
+from torch import nn
+
+
+def small():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()).eval()
+"""
+
+
+@pytest.mark.slow
+def test_a_model_with_only_small_weights_says_nothing_was_compressed(tmp_path: Path) -> None:
+    (tmp_path / "small_net.py").write_text(SMALL_ONLY)
+    out = tmp_path / "small.mlpackage"
+    args = ["coreml", f"{tmp_path / 'small_net.py'}:small", "-o", str(out), "--compress", "int8"]
+    result = CliRunner().invoke(cli, [*args, "--input-shape", "1,3,16,16"])
+    assert result.exit_code == 1, result.output
+    assert "check compression: FAILED (no weight of 2048 elements or more" in result.output
+    assert not out.exists()
