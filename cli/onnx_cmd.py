@@ -16,6 +16,7 @@ Examples:
   ca-export onnx mobilenetv2_ca -o mnv2_ca.onnx
   ca-export onnx mobilenetv2_ca -o mnv2_ca.onnx --dynamic --report report.json
   ca-export onnx my_net.py:build --weights ckpt.pt -o net.onnx --no-rewrite
+  ca-export onnx mobilenetv2_ca -o mnv2_ca.onnx --opset 13 --ort-format
 """
 
 
@@ -24,10 +25,21 @@ Examples:
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="ONNX file to write."
 )
-@click.option("--opset", type=click.IntRange(13, 23), default=18, show_default=True)
+@click.option(
+    "--opset",
+    type=click.IntRange(11, 23),
+    default=18,
+    show_default=True,
+    help="ONNX opset of the file (below 18: exported at 18, then converted exactly).",
+)
 @click.option("--dynamic", is_flag=True, help="Make batch, H and W dynamic.")
 @click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
 @click.option("--simplify/--no-simplify", default=True, show_default=True, help="Run onnxsim.")
+@click.option(
+    "--ort-format",
+    is_flag=True,
+    help="Also write OUT.ort (ONNX Runtime Mobile) and OUT.required_operators.config.",
+)
 @report_option
 @handle_errors
 def onnx(
@@ -41,6 +53,7 @@ def onnx(
     dynamic: bool,
     rewrite: bool,
     simplify: bool,
+    ort_format: bool,
     report_path: Path | None,
 ) -> None:
     """Export MODEL to ONNX, rewriting its CA blocks, and gate it against PyTorch."""
@@ -55,5 +68,6 @@ def onnx(
         check_memory=memory_check,
         opset=opset,
         simplify=simplify,
+        ort_format=ort_format,
     )
     run_job(job, export_onnx, render_export, report_path)

@@ -11,7 +11,10 @@ import onnx
 
 from ca_export import __version__
 from ca_export.export import onnx as onnx_export
-from ca_export.files import Output, guard, write_onnx
+from ca_export.export import opset as opset_export
+from ca_export.export.ort_format import paths_for
+from ca_export.files import Output, guard
+from ca_export.pipeline import ort_format
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet, with_block_gate
 from ca_export.report import ExportReport
 from ca_export.verify.parity import gate_inputs, onnx_gate
@@ -23,10 +26,15 @@ class OnnxJob(ModelJob):
 
     opset: int = 18
     simplify: bool = True
+    ort_format: bool = False
 
     def writes(self) -> list[Output]:
         """The files this job writes."""
-        return [Output(self.output, "onnx")]
+        outputs = [Output(self.output, "onnx")]
+        if self.ort_format:
+            ort = paths_for(self.output)
+            outputs += [Output(ort.model, "ort"), Output(ort.config, "ort_config")]
+        return outputs
 
 
 def parity_gates(prepared: Prepared, onnx_model: onnx.ModelProto, shape: tuple[int, ...]) -> dict:
@@ -46,7 +54,7 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     prepared = job.prepare(stage, report)
     traced = prepared.traced
     with stage("export"):
-        raw = onnx_export.emit(prepared.program, traced, job.opset)
+        raw = onnx_export.emit(prepared.program, traced, opset_export.export_opset(job.opset))
     model = raw
     if job.simplify:
         with stage("simplify"):
@@ -54,15 +62,25 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
             report.warnings += warnings
     with stage("check"):
         onnx_export.keep_scopes(model, raw)
+        model, change = opset_export.convert(model, job.opset)
+        report.checks["opset"] = opset_export.check_entry(model, change)
+        report.notices += [change.summary()] if change.adapted else []
         onnx_export.check(model)
         report.structure = structure(report, model, raw, [b.module for b in prepared.blocks])
         report.op_counts_after = onnx_export.op_counts(model)
     with stage("gate"):
         report.parity = parity_gates(prepared, model, job.input_shape)
     onnx_export.set_metadata(model, _metadata(job, traced.dynamic, report))
-    if report.passed:
-        with stage("write"):
-            report.artifact = write_onnx(model, job.output)
+    with ort_format.scratch(job.output, job.ort_format) as folder:
+        staged = None
+        if folder is not None and report.passed:
+            with stage("ort format"):
+                staged, report.checks["ort_format"] = ort_format.build_and_gate(
+                    prepared, model, job.output, folder, job.input_shape
+                )
+        if report.passed:
+            with stage("write"):
+                report.artifact = ort_format.write_all(model, job.output, staged, folder)
     report.stages = stage.times
     return report
 
