@@ -176,6 +176,7 @@ def test_the_input_model_is_left_as_it_is() -> None:
 
 FACTORIES = "from ca_zoo import POSITIVE\n\nofficial = POSITIVE[0].build\n"
 SHAPE = "1,3,16,24"
+SMALL = "1,3,64,64"
 
 CliExport = Callable[..., tuple[Result, Path]]
 
@@ -206,17 +207,17 @@ def cli_export(tmp_path_factory: pytest.TempPathFactory, official: str) -> CliEx
     return get
 
 
-def passed_export(result: Result, out: Path, opset: int) -> dict:
+def passed_export(result: Result, out: Path, opset: int, report_name: str = "report.json") -> dict:
     """The run passed, wrote a file at ``opset`` and kept no CA-only node; its report."""
     assert result.exit_code == 0, result.output
     assert model_opset(onnx.load(out)) == opset
-    report = json.loads((out.parent / "report.json").read_text())
+    report = json.loads((out.parent / report_name).read_text())
     assert report["checks"]["opset"] | {"converted": None} == {
         "ran": True,
         "passed": True,
         "asked": opset,
         "written": opset,
-        "exported_at": 18,
+        "exported_at": max(opset, 18),
         "converted": None,
     }
     assert report["structure"]["passed"] and report["structure"]["in_rewritten_blocks"] == 0
@@ -311,3 +312,38 @@ def test_a_failing_ort_gate_writes_nothing(tmp_path: Path, monkeypatch: pytest.M
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == [
         "zoo_official.py"
     ]
+
+
+def sweep_export(tmp_path: Path, model: str, shape: str, *flags: str) -> tuple[Result, Path]:
+    out = tmp_path / "net.onnx"
+    args = ["onnx", model, "--input-shape", shape, "-o", str(out), "--report"]
+    args += [str(tmp_path / "report.json"), *flags]
+    return CliRunner().invoke(cli, args), out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("opset", [11, 13, 17, 18, 23])
+@pytest.mark.parametrize(("model", "shape"), [("seed_ca", "1,3,32,32"), ("mobilenetv2_ca", SMALL)])
+def test_opset_sweep(tmp_path: Path, model: str, shape: str, opset: int) -> None:
+    result, out = sweep_export(tmp_path, model, shape, "--opset", str(opset))
+    passed_export(result, out, opset)
+    if opset < 14:
+        assert "HardSwish" not in ops(onnx.load(out))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("opset", [11, 13])
+def test_opset_sweep_dynamic(tmp_path: Path, opset: int) -> None:
+    flags = ("--opset", str(opset), "--dynamic")
+    result, out = sweep_export(tmp_path, "mobilenetv2_ca", SMALL, *flags)
+    passed_export(result, out, opset)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["yolo_ca", "ca_segnet", "mobilenext_ca"])
+def test_opset_11_on_split_resize_and_slicing_models(tmp_path: Path, model: str) -> None:
+    """C2f's channel Split and the neck's Resize (yolo_ca), a segmentation head's Resize
+    (ca_segnet) and slicing CA blocks (mobilenext_ca) at opset 11, with the .ort."""
+    result, out = sweep_export(tmp_path, model, SMALL, "--opset", "11", "--ort-format")
+    report = passed_export(result, out, 11)
+    assert report["checks"]["ort_format"]["passed"]
