@@ -95,6 +95,36 @@ def test_reduce_axes_computed_in_the_graph_are_refused() -> None:
         convert(reduce_mean("computed"), 17)
 
 
+def test_squeeze_and_unsqueeze_axes_become_attributes_at_opset_12() -> None:
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "c0"], ["u"]),
+        helper.make_node("Squeeze", ["u", "c0"], ["y"]),
+    ]
+    out = converted_same(graph_model(nodes, [1, 4, 6, 8], [np.array([2], np.int64)]), 12)
+    assert [(list(n.input), [list(a.ints) for a in n.attribute]) for n in out.graph.node] == [
+        (["x"], [[2]]),
+        (["u"], [[2]]),
+    ]
+
+
+def batch_norm(training_mode: int) -> onnx.ModelProto:
+    node = helper.make_node(
+        "BatchNormalization", ["x", "c0", "c1", "c2", "c3"], ["y"], training_mode=training_mode
+    )
+    stats = [np.linspace(0.5, 2, 4, dtype=np.float32) for _ in range(4)]
+    return graph_model([node], [1, 4, 6, 8], stats)
+
+
+def test_batch_norm_in_inference_mode_drops_training_mode_below_opset_14() -> None:
+    out = converted_same(batch_norm(0), 13)
+    assert not out.graph.node[0].attribute
+
+
+def test_batch_norm_in_training_mode_is_refused_below_opset_14() -> None:
+    with pytest.raises(BadInputError, match="training_mode=1"):
+        convert(batch_norm(1), 13)
+
+
 def split(width: int | str) -> onnx.ModelProto:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, width])
     nodes = [
