@@ -149,7 +149,7 @@ def _since(op: str, opset: int) -> int | None:
 def _lower(node: ir.Node, current: int, target: int) -> list[str]:
     """Rewrite ``node`` from its schema at ``current`` to one valid at ``target``.
 
-    Returns the names of the adapters applied (none if only the types changed).
+    Returns the names of the adapters that changed it (none if only the types changed).
     """
     version = _since(node.op_type, current)
     if version is None:
@@ -160,8 +160,10 @@ def _lower(node: ir.Node, current: int, target: int) -> list[str]:
         adapter = ADAPTERS.get((node.op_type, version))
         older = _since(node.op_type, version - 1)
         if adapter is not None:
+            before = _state(node)
             adapter.apply(node)
-            done.append(adapter.name)
+            if _state(node) != before:
+                done.append(adapter.name)
             if adapter.replaces:
                 return done
         elif older is None:
@@ -175,6 +177,12 @@ def _lower(node: ir.Node, current: int, target: int) -> list[str]:
             break
         version = older
     return done
+
+
+def _state(node: ir.Node) -> tuple:
+    """What an adapter may change: op, inputs and attributes."""
+    attrs = sorted((k, repr(a.value)) for k, a in node.attributes.items())
+    return node.op_type, tuple(id(v) for v in node.inputs), tuple(attrs)
 
 
 def _signature(op: str, version: int) -> tuple:
