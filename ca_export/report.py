@@ -65,6 +65,7 @@ class ExportReport:
     opset: int
     ca_blocks: list[BlockReport] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    passes: list[dict[str, Any]] = field(default_factory=list)
     op_counts_after: dict[str, int] = field(default_factory=dict)
     structure: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
@@ -198,6 +199,7 @@ class OptimizeReport:
     input_shapes: dict[str, list[int]]
     ca_blocks: list[BlockReport] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    passes: list[dict[str, Any]] = field(default_factory=list)
     normalize: dict[str, Any] = field(default_factory=dict)
     dynamic: dict[str, Any] = field(default_factory=dict)
     op_counts_before: dict[str, int] = field(default_factory=dict)

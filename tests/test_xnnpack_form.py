@@ -7,6 +7,7 @@ import torch
 from ca_zoo import NEGATIVE, POSITIVE, ZooCase, seeded_input
 from torch.export import ExportedProgram
 
+from ca_export.errors import BadInputError
 from ca_export.patterns import find
 from ca_export.rewrites import rewrite
 from ca_export.tracing import trace
@@ -69,7 +70,7 @@ def test_look_alikes_are_left_alone_by_the_xnnpack_form(case: ZooCase) -> None:
 
 def test_an_unknown_form_is_refused() -> None:
     program = trace(_case("official").build(), _case("official").input_shape, False).program
-    with pytest.raises(ValueError, match="unknown rewrite form"):
+    with pytest.raises(BadInputError, match="unknown rewrite form"):
         rewrite(program, static=True, form="tflite")
 
 
