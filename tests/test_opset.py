@@ -237,11 +237,11 @@ def cli_export(tmp_path_factory: pytest.TempPathFactory, official: str) -> CliEx
     return get
 
 
-def passed_export(result: Result, out: Path, opset: int, report_name: str = "report.json") -> dict:
+def passed_export(result: Result, out: Path, opset: int) -> dict:
     """The run passed, wrote a file at ``opset`` and kept no CA-only node; its report."""
     assert result.exit_code == 0, result.output
     assert model_opset(onnx.load(out)) == opset
-    report = json.loads((out.parent / report_name).read_text())
+    report = json.loads((out.parent / "report.json").read_text())
     assert report["checks"]["opset"] | {"converted": None} == {
         "ran": True,
         "passed": True,
