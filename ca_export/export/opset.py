@@ -71,10 +71,13 @@ class OpsetChange:
     opset: int
     adapted: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def converted(self) -> bool:
+        """Whether the model was exported at another opset and converted."""
+        return self.exported_at != self.opset
+
     def summary(self) -> str:
-        """One line for the export summary."""
-        if self.exported_at == self.opset:
-            return f"opset {self.opset} (exported at it)"
+        """One line for the export summary of a converted model."""
         done = ", ".join(f"{k} {v}" for k, v in self.adapted.items()) or "no node changed"
         return f"opset {self.opset}: exported at {self.exported_at}, converted down ({done})"
 

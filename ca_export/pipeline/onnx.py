@@ -64,7 +64,7 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
         onnx_export.keep_scopes(model, raw)
         model, change = opset_export.convert(model, job.opset)
         report.checks["opset"] = opset_export.check_entry(model, change)
-        report.notices += [change.summary()] if change.adapted else []
+        report.notices += [change.summary()] if change.converted else []
         onnx_export.check(model)
         report.structure = structure(report, model, raw, [b.module for b in prepared.blocks])
         report.op_counts_after = onnx_export.op_counts(model)
