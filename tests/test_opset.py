@@ -19,6 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 from ca_export.errors import BadInputError
 from ca_export.export.opset import convert, model_opset
 from ca_export.pipeline import ort_format as ort_pipeline
+from ca_export.pipeline.verify import open_artifact
+from ca_export.verify.artifacts import OrtArtifact
 from cli.main import cli
 
 X = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 8])
@@ -299,6 +301,16 @@ def test_opset_13(cli_export: CliExport) -> None:
     assert not out.with_suffix(".ort").exists()
 
 
+def test_an_ort_file_opens_as_a_verify_artifact(cli_export: CliExport) -> None:
+    _, out = cli_export(*OPSET_11)
+    artifact = open_artifact(out.with_suffix(".ort"))
+    assert isinstance(artifact, OrtArtifact) and artifact.dynamic
+    assert artifact.refuses((2, 3, 48, 40)) is None and artifact.refuses((1, 4, 16, 24))
+    x = np.random.default_rng(5).standard_normal((2, 3, 48, 40)).astype(np.float32)
+    assert artifact.run(x)[0].shape[0] == 2
+
+
+@pytest.mark.slow
 def test_verify_runs_an_ort_file(cli_export: CliExport, official: str) -> None:
     _, out = cli_export(*OPSET_11)
     args = ["verify", official, str(out.with_suffix(".ort")), "--input-shape", SHAPE]
