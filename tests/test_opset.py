@@ -191,6 +191,26 @@ def test_reshape_allowzero_with_a_zero_in_the_shape_is_refused() -> None:
         convert(reshape([0, 4, -1]), 13)
 
 
+def test_nodes_inside_subgraphs_are_converted_too() -> None:
+    """A ReduceMean inside an If branch gets its axes attribute like one at the top level."""
+    branch = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x", "c0"], ["m"], keepdims=1)],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, 4, 1, 8])],
+    )
+    nodes = [
+        helper.make_node("Constant", [], ["cond"], value=numpy_helper.from_array(np.array(True))),
+        helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch),
+    ]
+    out = converted_same(graph_model(nodes, [1, 4, 1, 8], [np.array([2], np.int64)]), 13)
+    inner = [a.g for a in out.graph.node[1].attribute]
+    assert [[list(a.ints) for a in g.node[0].attribute if a.name == "axes"] for g in inner] == [
+        [[2]],
+        [[2]],
+    ]
+
+
 @pytest.mark.parametrize("opset", [10, 24])
 def test_opsets_outside_11_to_23_are_refused(opset: int) -> None:
     with pytest.raises(BadInputError, match=f"opset {opset} is not supported"):

@@ -49,6 +49,7 @@ import onnx
 import onnx.defs
 import onnx_ir as ir
 import onnx_ir.passes.common
+import onnx_ir.traversal
 
 from ca_export.errors import BadInputError
 
@@ -112,7 +113,7 @@ def convert(model: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProto, OpsetC
         )
     graph_model = ir.from_proto(model)
     adapted: Counter[str] = Counter()
-    for node in list(graph_model.graph):
+    for node in list(ir.traversal.RecursiveGraphIterator(graph_model.graph)):
         if node.domain != "":
             continue
         try:
