@@ -9,7 +9,7 @@ import click
 from ca_export.pipeline import OnnxJob, export_onnx
 from ca_export.report import render_export
 from cli.common import handle_errors, run_job
-from cli.options import model_options, report_option
+from cli.options import dynamic_option, model_options, report_option, skip_pass_option
 
 EPILOG = """\b
 Examples:
@@ -32,8 +32,9 @@ Examples:
     show_default=True,
     help="ONNX opset of the file (below 18: exported at 18, then converted exactly).",
 )
-@click.option("--dynamic", is_flag=True, help="Make batch, H and W dynamic.")
+@dynamic_option
 @click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
+@skip_pass_option
 @click.option("--simplify/--no-simplify", default=True, show_default=True, help="Run onnxsim.")
 @click.option(
     "--ort-format",
@@ -52,6 +53,7 @@ def onnx(
     opset: int,
     dynamic: bool,
     rewrite: bool,
+    skip_passes: tuple[str, ...],
     simplify: bool,
     ort_format: bool,
     report_path: Path | None,
@@ -66,6 +68,7 @@ def onnx(
         rewrite=rewrite,
         trust_pickle=trust_pickle,
         check_memory=memory_check,
+        skip_passes=skip_passes,
         opset=opset,
         simplify=simplify,
         ort_format=ort_format,

@@ -87,10 +87,13 @@ def inspect_model(
         traced = trace_or_explain(loaded.module, input_shape, dynamic=False)
     with stage("detect"):
         blocks, rejected = find(traced.program.graph)
+    passes = []
+    if blocks:
+        with stage("rewrite"):
+            passes = [p.to_dict() for p in rewrite(traced.program, static=True).passes]
     notices = loaded.notices + traced.notices
-    return InspectReport(
-        model, list(input_shape), [BlockReport.of(b) for b in blocks], rejected, notices
-    )
+    entries = [BlockReport.of(b) for b in blocks]
+    return InspectReport(model, list(input_shape), entries, rejected, notices, passes)
 
 
 @dataclass

@@ -49,6 +49,7 @@ class OptimizeJob:
     output: Path
     dynamic: bool = False
     force_write: bool = False
+    skip_passes: tuple[str, ...] = ()
 
     def reads(self) -> list[Path]:
         """The files this job reads."""
@@ -218,7 +219,7 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
     if norm.reason:
         report.warnings.append(f"file matched as written: {norm.reason}")
     with stage("rewrite"):
-        result = rewrite_model(norm.model, static=not job.dynamic)
+        result = rewrite_model(norm.model, static=not job.dynamic, skip=job.skip_passes)
     report.skipped = [{"node": r.node, "reason": r.reason} for r in result.rejections]
     report.ca_blocks = [_block_report(b, result.model) for b in result.blocks]
     report.passes = [p.to_dict() for p in result.passes]

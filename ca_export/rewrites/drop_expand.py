@@ -24,6 +24,8 @@ from ca_export.rewrites.passes import Skip
 def drop_expand(view: GraphView, block: CABlock, static: bool) -> str:
     """Bypass each gate's expand whose shape broadcasts into x's: every multiply of the
     block's tree reads the gate itself."""
+    if all(b.expand is None for b in block.branches):
+        raise Skip("no expand on the gates")
     dropped = 0
     source = view.shape(block.source)
     for branch in block.branches:
@@ -43,5 +45,5 @@ def drop_expand(view: GraphView, block: CABlock, static: bool) -> str:
                 view.replace_input(mul, expanded, gate)
         dropped += not view.users(expanded)
     if not dropped:
-        raise Skip("no expand on the gates, or one whose shape x does not hold")
+        raise Skip("each expand's shape is not one x's shape holds")
     return f"{dropped} expand(s) dropped"
