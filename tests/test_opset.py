@@ -97,6 +97,14 @@ def test_reduce_axes_computed_in_the_graph_are_refused() -> None:
         convert(reduce_mean("computed"), 17)
 
 
+def test_clip_keeps_its_bound_inputs_at_opset_11() -> None:
+    """Clip has taken its bounds as inputs since opset 11; 12 and 13 only added types."""
+    node = helper.make_node("Clip", ["x", "c0", "c1"], ["y"])
+    model = graph_model([node], [1, 4, 6, 8], [np.array(0, np.float32), np.array(6, np.float32)])
+    out = converted_same(model, 11)
+    assert list(out.graph.node[0].input) == ["x", "c0", "c1"]
+
+
 def test_squeeze_and_unsqueeze_axes_become_attributes_at_opset_12() -> None:
     nodes = [
         helper.make_node("Unsqueeze", ["x", "c0"], ["u"]),
