@@ -296,6 +296,7 @@ def test_opset_11_dynamic_with_ort_format(cli_export: CliExport) -> None:
     assert "HardSwish" not in ops(model) and "HardSigmoid" in ops(model)
     assert report["checks"]["opset"]["converted"]["HardSwish written out"] >= 1
     assert "exported at 18, converted down" in result.output
+    assert f"wrote {out.with_suffix('.ort')} (" in result.output
     ort_file, config = out.with_suffix(".ort"), out.with_suffix(".required_operators.config")
     assert report["checks"]["ort_format"]["passed"] and report["artifact"]["ort"] == str(ort_file)
     assert ort_file.read_bytes()[4:8] == b"ORTM"
