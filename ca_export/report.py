@@ -198,6 +198,10 @@ def render_export(report: ExportReport) -> str:
     if report.artifact:
         size = report.artifact["bytes"] / 1e6
         lines.append(f"wrote {report.artifact['path']} ({size:.2f} MB)")
+        if "ort" in report.artifact:
+            ort_size = report.artifact["ort_bytes"] / 1e6
+            config = report.artifact["ort_config"]
+            lines.append(f"wrote {report.artifact['ort']} ({ort_size:.2f} MB) and {config}")
     else:
         lines.append("no artifact written")
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in report.stages.items())
