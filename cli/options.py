@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import click
 
 from ca_export.errors import BadInputError
+from ca_export.inputs import parse_shapes
 from ca_export.loading import parse_input_shape
 from ca_export.rewrites import PASSES
-from ca_export.verify.inputs import parse_shapes
 
 F = TypeVar("F", bound=Callable[..., Any])
 

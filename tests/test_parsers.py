@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ca_export.errors import BadInputError
+from ca_export.inputs import parse_shapes
 from ca_export.loading import parse_input_shape, resolve_factory
-from ca_export.verify.inputs import parse_shapes
 from cli.main import cli
 
 dims = st.integers(min_value=1, max_value=4096)

@@ -56,7 +56,7 @@ import onnx_ir as ir
 
 from ca_export.errors import BadInputError
 from ca_export.export.onnx import scopes
-from ca_export.verify.inputs import IMAGE_SUFFIXES, load_inputs
+from ca_export.inputs import IMAGE_SUFFIXES, load_inputs
 
 PRECISIONS = ("fp32", "fp16", "int8")
 SEEDED_CALIBRATION = tuple(range(101, 117))

@@ -31,6 +31,7 @@ from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import coreml as coreml_export
 from ca_export.export.coreml import ImageInput
 from ca_export.files import Output
+from ca_export.inputs import is_image, load_inputs
 from ca_export.loading import load_model, model_files
 from ca_export.patterns import find
 from ca_export.pipeline.common import Progress, Stages, quiet
@@ -45,7 +46,6 @@ from ca_export.verify.artifacts import (
     open_pte,
 )
 from ca_export.verify.ci_reports import write_summaries
-from ca_export.verify.inputs import is_image, load_inputs
 from ca_export.verify.localize import Localization, localize
 from ca_export.verify.metrics import compare
 from ca_export.verify.mil.artifact import SUFFIXES, MilArtifact, open_mil
