@@ -32,12 +32,13 @@ class Editor:
         return name
 
     def node(self, op: str, inputs: list[str], base: str, **attrs: object) -> onnx.NodeProto:
-        """Append a node with one fresh output named after ``base``."""
+        """Append a node with one fresh output named after ``base``; return the node as the
+        graph holds it (protobuf appends a copy, so later edits must go to that one)."""
         node = helper.make_node(
             op, inputs, [self.fresh(f"{base}_out")], name=self.fresh(base), **attrs
         )
         self.graph.node.append(node)
-        return node
+        return self.graph.node[-1]
 
     def clone(self, node: onnx.NodeProto, env: dict[str, str], base: str) -> onnx.NodeProto:
         """Append a copy of ``node`` reading renamed inputs; map its outputs in ``env``."""
@@ -51,7 +52,7 @@ class Editor:
             env[out] = self.fresh(f"{base}/{out}") if out else ""
             copy.output.append(env[out])
         self.graph.node.append(copy)
-        return copy
+        return self.graph.node[-1]
 
     def initializer(self, value: np.ndarray, base: str) -> str:
         """Add a constant under a fresh name; return the name."""
