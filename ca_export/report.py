@@ -66,6 +66,8 @@ class ExportReport:
     opset: int
     ca_blocks: list[BlockReport] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    target: str | None = None
+    """The runtime the CA blocks were rewritten for (``ca_export.rewrites.TARGETS``)."""
     passes: list[dict[str, Any]] = field(default_factory=list)
     op_counts_after: dict[str, int] = field(default_factory=dict)
     structure: dict[str, Any] = field(default_factory=dict)
@@ -211,6 +213,8 @@ class OptimizeReport:
     input_shapes: dict[str, list[int]]
     ca_blocks: list[BlockReport] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    target: str | None = None
+    """The runtime the CA blocks were rewritten for (``ca_export.rewrites.TARGETS``)."""
     passes: list[dict[str, Any]] = field(default_factory=list)
     normalize: dict[str, Any] = field(default_factory=dict)
     dynamic: dict[str, Any] = field(default_factory=dict)

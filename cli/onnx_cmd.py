@@ -9,11 +9,18 @@ import click
 from ca_export.pipeline import OnnxJob, export_onnx
 from ca_export.report import render_export
 from cli.common import handle_errors, run_job
-from cli.options import dynamic_option, model_options, report_option, skip_pass_option
+from cli.options import (
+    dynamic_option,
+    model_options,
+    report_option,
+    skip_pass_option,
+    target_option,
+)
 
 EPILOG = """\b
 Examples:
   ca-export onnx mobilenetv2_ca -o mnv2_ca.onnx
+  ca-export onnx mobilenetv2_ca -o mnv2_ca.arm.onnx --target ort-plain
   ca-export onnx mobilenetv2_ca -o mnv2_ca.onnx --dynamic --report report.json
   ca-export onnx my_net.py:build --weights ckpt.pt -o net.onnx --no-rewrite
 """
@@ -28,6 +35,7 @@ Examples:
 @dynamic_option
 @click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
 @skip_pass_option
+@target_option
 @click.option("--simplify/--no-simplify", default=True, show_default=True, help="Run onnxsim.")
 @report_option
 @handle_errors
@@ -42,6 +50,7 @@ def onnx(
     dynamic: bool,
     rewrite: bool,
     skip_passes: tuple[str, ...],
+    target: str,
     simplify: bool,
     report_path: Path | None,
 ) -> None:
@@ -56,6 +65,7 @@ def onnx(
         trust_pickle=trust_pickle,
         check_memory=memory_check,
         skip_passes=skip_passes,
+        target=target,
         opset=opset,
         simplify=simplify,
     )

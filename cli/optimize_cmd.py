@@ -9,11 +9,12 @@ import click
 from ca_export.pipeline.optimize import OptimizeJob, optimize_onnx
 from ca_export.report import render_optimize
 from cli.common import handle_errors, run_job
-from cli.options import dynamic_option, report_option, skip_pass_option
+from cli.options import dynamic_option, report_option, skip_pass_option, target_option
 
 EPILOG = """\b
 Examples:
   ca-export optimize yolo_ca.onnx -o yolo_ca.opt.onnx
+  ca-export optimize yolo_ca.onnx -o yolo_ca.arm.onnx --target ort-plain
   ca-export optimize net.onnx -o net.dyn.onnx --dynamic --report report.json
   ca-export optimize plain.onnx -o plain.copy.onnx --force-write
 """
@@ -26,6 +27,7 @@ Examples:
 )
 @dynamic_option
 @skip_pass_option
+@target_option
 @click.option(
     "--force-write", is_flag=True, help="Write OUT even when IN has no CA block (a copy of IN)."
 )
@@ -36,6 +38,7 @@ def optimize(
     output: Path,
     dynamic: bool,
     skip_passes: tuple[str, ...],
+    target: str,
     force_write: bool,
     report_path: Path | None,
 ) -> None:
@@ -44,5 +47,5 @@ def optimize(
     With --dynamic, H and W become dynamic only where nothing else in the graph is baked
     for the file's size (the report says why not otherwise).
     """
-    job = OptimizeJob(source, output, dynamic, force_write, skip_passes)
+    job = OptimizeJob(source, output, dynamic, force_write, skip_passes, target)
     run_job(job, optimize_onnx, render_optimize, report_path, in_place=(output,))

@@ -14,6 +14,7 @@ from ca_export.export import onnx as onnx_export
 from ca_export.files import Output, guard, write_onnx
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet, with_block_gate
 from ca_export.report import ExportReport
+from ca_export.rewrites import DEFAULT_TARGET, form_of
 from ca_export.verify.parity import gate_inputs, onnx_gate
 
 
@@ -23,6 +24,7 @@ class OnnxJob(ModelJob):
 
     opset: int = 18
     simplify: bool = True
+    target: str = DEFAULT_TARGET
 
     def writes(self) -> list[Output]:
         """The files this job writes."""
@@ -43,7 +45,10 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     report = ExportReport(
         job.model, __version__, "onnx", list(job.input_shape), job.dynamic, job.rewrite, job.opset
     )
-    prepared = job.prepare(stage, report)
+    form = form_of(job.target)
+    if job.rewrite:
+        report.target = job.target
+    prepared = job.prepare(stage, report, form)
     traced = prepared.traced
     with stage("export"):
         raw = onnx_export.emit(prepared.program, traced, job.opset)

@@ -33,8 +33,11 @@ from ca_export.rewrites.distribute_stem import distribute_stem
 from ca_export.rewrites.drop_expand import drop_expand
 from ca_export.rewrites.gate_once import gate_once
 from ca_export.rewrites.hardswish import fuse_hardswish
+from ca_export.rewrites.matmul_pool import matmul_pool
+from ca_export.rewrites.pad_mip import pad_mip
 from ca_export.rewrites.passes import Pass, PassResult, run
 from ca_export.rewrites.pool_to_reduce import pool_to_reduce
+from ca_export.rewrites.resize_gate import resize_gate
 from ca_export.rewrites.swap_as_view import swap_as_view
 
 PASSES = {
@@ -47,14 +50,37 @@ PASSES = {
         Pass("gate_once", gate_once, "x * (a_h @ a_w): one same-shape multiply"),
         Pass("swap_as_view", swap_as_view, "the seed quirk's axis swap as one view"),
         Pass("broadcast_gate", broadcast_gate, "x * a_h * a_w: two broadcasting multiplies"),
+        Pass("pad_mip", pad_mip, "the bottleneck zero-padded to a multiple of 16 channels"),
+        Pass("resize_gate", resize_gate, "gates expanded by nearest Resize, same-shape Muls"),
+        Pass("matmul_pool", matmul_pool, "strip pools as MatMul with a 1/W (1/H) vector"),
     )
 }
 COMMON = ("pool_to_reduce", "distribute_stem", "hardswish", "drop_expand")
 FORMS: dict[str, tuple[str, ...]] = {
     "onnx": (*COMMON, "gate_once"),
     "xnnpack": (*COMMON, "swap_as_view", "broadcast_gate"),
+    "resize": (*COMMON, "gate_once", "resize_gate"),
+    "resize_pad": (*COMMON, "pad_mip", "gate_once", "resize_gate"),
+    "matmul_pool": (*COMMON, "matmul_pool", "gate_once"),
 }
 """Target forms of the rewritten block: the passes each runs, in order."""
+
+TARGETS: dict[str, str] = {
+    "ort-x86": "resize_pad",
+    "ort-plain": "matmul_pool",
+}
+"""Runtimes ``onnx`` and ``optimize`` emit for, and the form measured fastest on each
+(``benchmarks/target_forms.py``): ``ort-x86`` is ONNX Runtime with its blocked NCHWc layout
+(x86, the default session); ``ort-plain`` a runtime that runs plain NCHW (ONNX Runtime on
+ARM, or with ``ORT_ENABLE_EXTENDED``)."""
+DEFAULT_TARGET = "ort-x86"
+
+
+def form_of(target: str) -> str:
+    """The form ``target`` is emitted in."""
+    if target not in TARGETS:
+        raise BadInputError(f"unknown target {target!r}; expected one of {sorted(TARGETS)}")
+    return TARGETS[target]
 
 
 def passes_for(form: str, skip: Sequence[str] = ()) -> list[Pass]:
