@@ -25,6 +25,9 @@ class OnnxJob(ModelJob):
     opset: int = 18
     simplify: bool = True
     target: str = DEFAULT_TARGET
+    form: str | None = None
+    """A rewrite form by name (``ca_export.rewrites.FORMS``) instead of the target's; for
+    benchmarks that compare forms."""
 
     def writes(self) -> list[Output]:
         """The files this job writes."""
@@ -45,8 +48,8 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     report = ExportReport(
         job.model, __version__, "onnx", list(job.input_shape), job.dynamic, job.rewrite, job.opset
     )
-    form = form_of(job.target)
-    if job.rewrite:
+    form = job.form or form_of(job.target)
+    if job.rewrite and job.form is None:
         report.target = job.target
     prepared = job.prepare(stage, report, form)
     traced = prepared.traced
