@@ -61,7 +61,7 @@ FORMS: dict[str, tuple[str, ...]] = {
     "xnnpack": (*COMMON, "swap_as_view", "broadcast_gate"),
     "resize": (*COMMON, "gate_once", "resize_gate"),
     "resize_pad": (*COMMON, "pad_mip", "gate_once", "resize_gate"),
-    "matmul_pool": (*COMMON, "matmul_pool", "gate_once"),
+    "matmul_pool": ("pool_to_reduce", "matmul_pool", *COMMON[1:], "gate_once"),
 }
 """Target forms of the rewritten block: the passes each runs, in order."""
 

@@ -6,8 +6,9 @@ CA block costs (2.4 ms of ~5 ms on MobileNetV2-CA at 224); a MatMul of the map b
 constant averaging vector computes the same means with its GEMM kernel. Exact up to fp
 rounding (a sum of ``x / W`` terms instead of a sum divided by W). Static sizes only:
 the vector's length is the pooled extent. In the blocked layout the MatMul forces
-reorders of the full-size map, so the blocked form keeps the pools. Measured by
-``benchmarks/target_forms.py``.
+reorders of the full-size map, so the blocked form keeps the pools. Runs after
+``pool_to_reduce`` and before ``distribute_stem`` (it re-points the pool's readers, which
+are then still the model's own ops). Measured by ``benchmarks/target_forms.py``.
 
 Before::
 
