@@ -2,11 +2,12 @@
 
 Each ``tests/data/cases/*.onnxtxt`` holds a graph in ONNX's text syntax, then ``# after``
 and the graph the form named in the header (``# form:``, default ``onnx``) must give (a
-case whose block must not match gives its input again, and names the rejection). Weights are graph inputs in the file, so it stays
-readable; the test turns them into seeded initializers before rewriting and back after.
-Every case also checks that ONNX Runtime computes the same with both graphs, and that a
-second rewrite changes nothing. ``CA_EXPORT_UPDATE_CASES=1`` writes the ``# after``
-sections from the current rewrite, for review in the diff.
+case whose block must not match gives its input again, and names the rejection). Weights
+are graph inputs in the file, so it stays readable; the test turns them into seeded
+initializers before rewriting and back after. Every case also checks that ONNX Runtime
+computes the same with both graphs, and that a second rewrite changes nothing.
+``CA_EXPORT_UPDATE_CASES=1`` writes the ``# after`` sections from the current rewrite, for
+review in the diff.
 """
 
 from __future__ import annotations
