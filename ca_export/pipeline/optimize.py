@@ -222,7 +222,7 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
     with stage("rewrite"):
         form = form_of(job.target)
         report.target = job.target
-        result = rewrite_model(norm.model, not job.dynamic, form, job.skip_passes)
+        result = rewrite_model(norm.model, static=not job.dynamic, form=form, skip=job.skip_passes)
     report.skipped = [{"node": r.node, "reason": r.reason} for r in result.rejections]
     report.ca_blocks = [_block_report(b, result.model) for b in result.blocks]
     report.passes = [p.to_dict() for p in result.passes]
