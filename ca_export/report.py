@@ -170,6 +170,16 @@ def render_export(report: ExportReport) -> str:
             lines += [f"  failed: {line}" for line in arithmetic["constant_mismatches"]]
         elif arithmetic:
             lines.append(f"  fp32 arithmetic: not run ({arithmetic['reason']})")
+        if name == "compressed_weights" and check.get("ran"):
+            top1 = check["min_top1"]
+            lines.append(
+                f"  {check['format']} in PyTorch vs fp32: rel err {check['max_rel_err']:.3g}, "
+                f"min cosine {check['min_cosine']:.6f}"
+                + ("" if top1 is None else f", top-1 agreement {top1:.2f}")
+                + f"; {check['weights_placed']} weights placed, "
+                f"{check['factors_fitted']} fitted, {check['weights_unmatched']} unmatched"
+            )
+            lines += [f"  failed: {line}" for line in check["failures"]]
     parity = report.parity
     if parity and parity.get("ran", True):
         verdict = "FAILED" if parity["failures"] else "passed"
