@@ -139,7 +139,12 @@ def test_cli_times_onnx_files_as_json(tiny: dict[str, Path]) -> None:
     result = CliRunner().invoke(cli, [*args, "--profile-runs", "2", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert [t["name"] for t in data["timings"]] == ["one", "four"]
+    assert [(t["name"], t["layout"]) for t in data["timings"]] == [
+        ("one", "blocked"),
+        ("one", "plain"),
+        ("four", "blocked"),
+        ("four", "plain"),
+    ]
     assert set(data["breakdown"]) == {"one", "four"}
 
 
