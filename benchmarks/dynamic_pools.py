@@ -126,8 +126,9 @@ def variant(model: onnx.ModelProto, build: Builder) -> tuple[onnx.ModelProto, in
         if axis is None:
             nodes.append(node)
             continue
-        count += 1
-        nodes += build(out.graph, node, axis, shapes[node.input[0]][1], f"strip{i}")
+        built = build(out.graph, node, axis, shapes[node.input[0]][1], f"strip{i}")
+        count += built != [node]
+        nodes += built
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     onnx.checker.check_model(out)
@@ -140,8 +141,10 @@ def check(reference: Path, candidate: Path) -> float:
     for size in ((1, 3, 224, 224), (1, 3, 160, 256)):
         x = np.random.default_rng(0).standard_normal(size).astype(np.float32)
         outs = []
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
         for path in (reference, candidate):
-            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             outs.append(sess.run(None, {sess.get_inputs()[0].name: x})[0])
         rms = float(np.sqrt(np.mean(outs[0].astype(np.float64) ** 2)))
         worst = max(worst, float(np.max(np.abs(outs[0] - outs[1]))) / rms)
