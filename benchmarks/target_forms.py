@@ -81,11 +81,11 @@ def main() -> None:
     print(render_bench(report))
     print(f"\n{MODEL} at {args.size}x{args.size}, {t} thread(s), {report.timings[0].runs} rounds")
     for layout in config.layouts:
-        print(f"{layout} layout: x no-CA, speed-up over stock")
+        print(f"{layout} layout: x no-CA" + (", speed-up over stock" if "stock" in paths else ""))
         for name in paths:
             rel = report.ratio(name, "no-CA", t, layout=layout)
-            over = report.ratio("stock", name, t, layout=layout) if "stock" in paths else 0.0
-            print(f"  {name:18} {rel:6.3f} {over:6.3f}x")
+            over = report.ratio("stock", name, t, layout=layout) if "stock" in paths else None
+            print(f"  {name:18} {rel:6.3f}" + (f" {over:6.3f}x" if over is not None else ""))
     print(f"targets: {TARGETS}")
 
 
