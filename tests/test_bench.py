@@ -166,6 +166,7 @@ def test_cli_exports_stock_rewritten_and_baseline(monkeypatch: pytest.MonkeyPatc
     assert result.exit_code == 0, result.output
     rows = [line.split()[0] for line in result.stdout.splitlines() if "." in line]
     assert rows[:4] == ["stock", "ort-x86", "ort-plain", "baseline"]
+    assert "CA block forms in 'ort-plain':\n  (no CA block)" in result.stdout
     assert "op time" in result.stdout
 
 

@@ -20,8 +20,10 @@ import torch
 from ca_zoo import POSITIVE, seeded_input
 from conftest import SMALL_SHAPES
 
+from ca_export.pipeline.bench import block_forms
 from ca_export.pipeline.optimize import OptimizeJob, optimize_onnx
 from ca_export.report import ExportReport
+from ca_export.rewrites import FORMS, form_of
 from sample_models import build
 
 CA_OPS = (
@@ -87,3 +89,5 @@ def test_onnx_and_optimize_emit_the_same_ca_ops(
     assert _counts(optimized) == _counts(ours)
     op, per_block = GATE_OPS[target]
     assert _counts(optimized)[op] == per_block * len(report.ca_blocks)
+    (form,) = set(block_forms(report).values())
+    assert form.endswith(f"+ {FORMS[form_of(target)][-1]}") and report.target == target
