@@ -1,13 +1,17 @@
 """Exact rewrites of CA blocks, written once over ``GraphView``, run as passes.
 
-A *form* is the declared order of passes that puts a block into the shape one runtime
-runs fastest; every form is exact. ``onnx`` (default): ``pool_to_reduce`` (strip pools
-right at every size), ``distribute_stem`` (no concat/split/transpose left), ``hardswish``
-(a written-out h_swish as one op), ``drop_expand`` (no shape arithmetic on the gates),
-``gate_once`` (the H x W gate built once, one same-shape multiply). ``xnnpack`` (ExecuTorch)
-ends with ``swap_as_view`` and ``broadcast_gate`` instead: ops ExecuTorch lowers into one
-XNNPACK delegate. ``skip`` leaves named passes out (ablations); the results say per pass
-and per block what changed and why the rest was skipped.
+A *form* is the declared order of passes that puts a block into the shape one runtime runs
+fastest; every form is exact. ``onnx`` (default): ``pool_to_reduce`` (strip pools right at
+every size), ``distribute_stem`` (no concat/split/transpose left), ``hardswish`` (a
+written-out h_swish as one op), ``drop_expand`` (no shape arithmetic on the gates),
+``gate_once`` (the H x W gate built once, one same-shape multiply). ``xnnpack``
+(ExecuTorch) ends with ``swap_as_view`` and ``broadcast_gate`` instead: ops ExecuTorch
+lowers into one XNNPACK delegate. ``TARGETS`` maps each ONNX runtime to the form measured
+fastest there (``benchmarks/target_forms.py``): ``ort-x86`` (blocked NCHWc layout) to
+``resize_pad`` (``pad_mip`` and ``resize_gate``: nothing leaves the blocked layout), ``ort-
+plain`` (plain NCHW) to ``matmul_pool`` (strip pools as MatMul). ``resize`` is trial A, for
+benchmarks. ``skip`` leaves named passes out (ablations); the results say per pass and per
+block what changed and why the rest was skipped.
 
 ``rewrite`` edits a copy of an `ExportedProgram`, ``rewrite_model`` a copy of an ONNX
 model; the input is untouched. Both are idempotent: a rewritten graph has no concat left
