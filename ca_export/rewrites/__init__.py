@@ -8,8 +8,8 @@ written-out h_swish as one op), ``drop_expand`` (no shape arithmetic on the gate
 (ExecuTorch) ends with ``swap_as_view`` and ``broadcast_gate`` instead: ops ExecuTorch
 lowers into one XNNPACK delegate. ``TARGETS`` maps each ONNX runtime to the form measured
 fastest there (``benchmarks/target_forms.py``): ``ort-x86`` (blocked NCHWc layout) to
-``resize_pad`` (``pad_mip`` and ``resize_gate``: nothing leaves the blocked layout), ``ort-
-plain`` (plain NCHW) to ``matmul_pool`` (strip pools as MatMul). ``resize`` is trial A, for
+``resize_pad`` (``pad_mip`` and ``resize_gate``: nothing leaves the blocked layout),
+``ort-plain`` (plain NCHW) to ``matmul_pool`` (strip pools as MatMul). ``resize`` is trial A, for
 benchmarks. ``skip`` leaves named passes out (ablations); the results say per pass and per
 block what changed and why the rest was skipped.
 
