@@ -49,7 +49,7 @@ def test_tolerance_table_has_no_loose_defaults() -> None:
         t.rel <= 1e-3 and t.cosine >= 1 - 1e-5 for k, t in TOLERANCES.items() if k[0] == "float32"
     )
     with pytest.raises(BadInputError, match="no parity tolerance"):
-        tolerance("int8", "onnxruntime-cpu")
+        tolerance("int8", "executorch-xnnpack")
 
 
 def test_model_noise_widens_the_bound_only_by_its_factor() -> None:

@@ -173,12 +173,8 @@ class GraphView(Protocol):
         """A new reshape (a view) to a static shape."""
         ...
 
-    def supports(self, kind: str) -> bool:
-        """Whether the graph can hold a new op of this kind (``hardswish`` needs ONNX opset 14)."""
-        ...
-
     def hardswish(self, value: Value, anchor: Op, name: str) -> Value:
-        """A new hardswish."""
+        """A new hardswish (in the form the graph's opset has)."""
         ...
 
     def binary(self, kind: str, a: Value, b: Value, anchor: Op, name: str) -> Value:
@@ -210,7 +206,8 @@ class GraphView(Protocol):
 
     def upsample(self, value: Value, scales: tuple[int, int], anchor: Op, name: str) -> Value:
         """A new nearest-neighbour upsample of H and W by integer ``scales`` (ONNX ``Resize``
-        nearest, asymmetric, floor, constant scales)."""
+        nearest, asymmetric, floor, constant scales; at opset 10, Resize-10's nearest, which
+        is the same for integer scales)."""
         ...
 
     def filled(self, shape: list[int], fill: float, like: Value, anchor: Op, name: str) -> Value:

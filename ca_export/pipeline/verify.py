@@ -36,7 +36,14 @@ from ca_export.patterns import find
 from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.report import ArtifactResult, VerifyCase, VerifyReport
 from ca_export.tracing import example_input, guard_memory, trace
-from ca_export.verify.artifacts import OnnxArtifact, PteArtifact, open_onnx, open_pte
+from ca_export.verify.artifacts import (
+    OnnxArtifact,
+    OrtArtifact,
+    PteArtifact,
+    open_onnx,
+    open_ort,
+    open_pte,
+)
 from ca_export.verify.ci_reports import write_summaries
 from ca_export.verify.inputs import is_image, load_inputs
 from ca_export.verify.localize import Localization, localize
@@ -50,7 +57,7 @@ from ca_export.verify.mil.program import MilProgram
 from ca_export.verify.parity import SEEDS
 from ca_export.verify.tolerances import tolerance, user_tolerance
 
-Artifact = OnnxArtifact | MilArtifact | PteArtifact
+Artifact = OnnxArtifact | OrtArtifact | MilArtifact | PteArtifact
 
 
 @dataclass
@@ -139,9 +146,11 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
 
 
 def open_artifact(path: Path) -> Artifact:
-    """An ONNX file, or a Core ML model or an ExecuTorch program by its suffix."""
+    """An ONNX file, or by its suffix a Core ML model, an ExecuTorch program or a .ort."""
     if path.suffix == ".pte":
         return open_pte(path)
+    if path.suffix == ".ort":
+        return open_ort(path)
     return open_mil(path) if path.suffix in SUFFIXES else open_onnx(path)
 
 

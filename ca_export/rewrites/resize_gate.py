@@ -36,8 +36,6 @@ def resize_gate(view: GraphView, block: CABlock, static: bool) -> str:
     height, width = block.spatial
     if not static or not isinstance(height, int) or not isinstance(width, int):
         raise Skip("the Resize scales need a static H and W")
-    if not view.supports("resize"):
-        raise Skip("the opset has no Resize with scales (needs 13)")
     a_h, a_w = leaf(view, block.branch("h")), leaf(view, block.branch("w"))
     h, w = view.shape(a_h), view.shape(a_w)
     if h is None or w is None or len(h) != 4 or len(w) != 4:
