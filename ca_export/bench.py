@@ -1,16 +1,20 @@
 """CPU timing of ONNX Runtime and ExecuTorch programs, side by side, interleaved.
 
 An ``.onnx`` file runs in ONNX Runtime; a ``.pte`` in ExecuTorch's runtime (XNNPACK),
-behind the two calls timing needs from an ORT session (``PteSession``), so both are
-timed by the same loop and summarised by the same statistics. ExecuTorch's thread
-pool is process-wide: it is sized to each thread count before timing.
+behind the two calls timing needs from an ORT session (``PteSession``), so both are timed
+by the same loop and summarised by the same statistics. ExecuTorch's thread pool is
+process-wide: it is sized to each thread count before timing.
 
-Within one thread count, every round runs each model once, in turn, so that drift of a
-shared machine (other jobs, clocks) hits all models alike; compare models by the ratio
-of their figures from the same run. Thread counts are timed one after the other, never
-interleaved: an idle ORT pool keeps spinning for a while and would steal cores from the
-next session. The op breakdown comes from ORT's own profiler (``enable_profiling``),
-in separate sessions, so that profiling does not slow the timed runs (ONNX files only).
+Each ONNX file runs in two session layouts (``LAYOUTS``): ``blocked`` (``ORT_ENABLE_ALL``,
+where ORT on x86 runs convolutions in its blocked NCHWc layout) and ``plain``
+(``ORT_ENABLE_EXTENDED``: plain NCHW, the stand-in for runtimes without the blocked
+layout, e.g. ORT on ARM). Within one thread count, every round runs each model in each
+layout once, in turn, so that drift of a shared machine (other jobs, clocks) hits all
+alike; compare models by the ratio of their figures from the same run. Thread counts are
+timed one after the other, never interleaved: an idle ORT pool keeps spinning for a while
+and would steal cores from the next session. The op breakdown comes from ORT's own
+profiler (``enable_profiling``), in separate sessions, so that profiling does not slow the
+timed runs (ONNX files only).
 """
 
 from __future__ import annotations
@@ -43,6 +47,13 @@ DTYPES = {
 }
 
 
+LAYOUTS = {
+    "blocked": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "plain": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+}
+"""Session layouts by name: the graph optimisation level that gives each."""
+
+
 def no_progress(phase: str, done: int, total: int) -> None:
     """A progress callback that says nothing."""
 
@@ -62,6 +73,7 @@ class BenchConfig:
     threads: tuple[int, ...] = field(default_factory=default_threads)
     profile_runs: int = 20
     seed: int = 0
+    layouts: tuple[str, ...] = tuple(LAYOUTS)
 
 
 @dataclass
@@ -70,6 +82,7 @@ class Timing:
 
     name: str
     threads: int
+    layout: str
     runs: int
     mean_ms: float
     p50_ms: float
@@ -80,12 +93,12 @@ class Timing:
     """Samples per second (batch size / mean latency)."""
 
     @classmethod
-    def of(cls, name: str, threads: int, seconds: list[float], batch: int) -> Timing:
+    def of(cls, name: str, threads: int, layout: str, seconds: list[float], batch: int) -> Timing:
         """Summarise per-run wall times (seconds)."""
         ms = np.asarray(seconds) * 1e3
         p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
-        mean = float(ms.mean())
-        return cls(name, threads, len(ms), mean, p50, p90, p99, float(ms.min()), batch * 1e3 / mean)
+        mean, low = float(ms.mean()), float(ms.min())
+        return cls(name, threads, layout, len(ms), mean, p50, p90, p99, low, batch * 1e3 / mean)
 
 
 @dataclass
@@ -97,16 +110,31 @@ class BenchReport:
     config: dict[str, Any]
     timings: list[Timing] = field(default_factory=list)
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Per model: ms per run by ONNX Runtime op type (after ORT's graph optimisations)."""
+    """Per model: ms per run by ONNX Runtime op type (after ORT's graph optimisations, in
+    the first layout)."""
+    forms: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per exported model: the form each CA block got (the passes applied to it)."""
 
-    def timing(self, name: str, threads: int) -> Timing:
-        """The timing of one model at one thread count."""
-        return next(t for t in self.timings if t.name == name and t.threads == threads)
+    def timing(self, name: str, threads: int, layout: str | None = None) -> Timing:
+        """The timing of one model at one thread count in one layout (default: the first)."""
+        layout = layout or self.config["layouts"][0]
+        return next(
+            t
+            for t in self.timings
+            if t.name == name and t.threads == threads and t.layout == layout
+        )
 
-    def ratio(self, name: str, reference: str, threads: int, stat: str = "p50_ms") -> float:
-        """``name``'s latency over ``reference``'s, from the same run and thread count."""
-        ref = getattr(self.timing(reference, threads), stat)
-        return float(getattr(self.timing(name, threads), stat) / ref)
+    def ratio(
+        self,
+        name: str,
+        reference: str,
+        threads: int,
+        stat: str = "p50_ms",
+        layout: str | None = None,
+    ) -> float:
+        """``name``'s latency over ``reference``'s, from the same run, thread count, layout."""
+        ref = getattr(self.timing(reference, threads, layout), stat)
+        return float(getattr(self.timing(name, threads, layout), stat) / ref)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -139,10 +167,11 @@ class PteSession:
 
 
 def session(
-    path: Path, threads: int, profile_dir: Path | None = None
+    path: Path, threads: int, profile_dir: Path | None = None, layout: str = "blocked"
 ) -> ort.InferenceSession | PteSession:
-    """A CPU session with ``threads`` intra-op threads, sequential, all graph optimisations;
-    for a ``.pte``, the program in ExecuTorch with its thread pool sized to ``threads``."""
+    """A CPU session with ``threads`` intra-op threads, sequential, in ``layout`` (its graph
+    optimisation level); for a ``.pte``, the program in ExecuTorch with its thread pool sized
+    to ``threads`` (one layout)."""
     if path.suffix == ".pte":
         et.set_threads(threads)
         return PteSession(path)
@@ -151,6 +180,7 @@ def session(
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    options.graph_optimization_level = LAYOUTS[layout]
     if profile_dir is not None:
         options.enable_profiling = True
         options.profile_file_prefix = str(profile_dir / path.stem)
@@ -223,7 +253,12 @@ def time_interleaved(
 
 
 def op_breakdown(
-    path: Path, feeds: dict[str, np.ndarray], threads: int, warmup: int, runs: int
+    path: Path,
+    feeds: dict[str, np.ndarray],
+    threads: int,
+    warmup: int,
+    runs: int,
+    layout: str = "blocked",
 ) -> dict[str, float]:
     """ms per run by op type, from ORT's profile of ``runs`` runs after ``warmup`` runs.
 
@@ -231,7 +266,7 @@ def op_breakdown(
     over the runs after the warm-up (ORT's ``model_run`` events mark each run).
     """
     with tempfile.TemporaryDirectory(prefix="ca-export-profile-") as folder:
-        sess = session(path, threads, Path(folder))
+        sess = session(path, threads, Path(folder), layout)
         for _ in range(warmup + runs):
             sess.run(None, feeds)
         trace = Path(sess.end_profiling())
@@ -255,7 +290,8 @@ def bench(
     config: BenchConfig | None = None,
     progress: BenchProgress = no_progress,
 ) -> BenchReport:
-    """Time every model at every thread count, interleaved; profile each at the first count."""
+    """Time every model at every thread count in every layout (a ``.pte`` in one), all
+    interleaved; profile each ONNX file at the first count in the first layout."""
     config = config or BenchConfig()
     if not models:
         raise BadInputError("nothing to time")
@@ -264,51 +300,84 @@ def bench(
             raise BadInputError(f"model file {str(path)!r} does not exist")
     if not config.threads or any(t < 1 for t in config.threads):
         raise BadInputError("thread counts must be positive integers")
+    unknown = [layout for layout in config.layouts if layout not in LAYOUTS]
+    if unknown or not config.layouts:
+        raise BadInputError(f"layouts must be among {', '.join(LAYOUTS)}; got {unknown or 'none'}")
+    runs = [
+        (name, layout)
+        for name, path in models.items()
+        for layout in (config.layouts[:1] if Path(path).suffix == ".pte" else config.layouts)
+    ]
     feeds: dict[str, dict[str, np.ndarray]] = {}
     report = BenchReport(
         list(input_shape or []), {k: str(v) for k, v in models.items()}, asdict(config)
     )
     for threads in config.threads:
-        sessions = {name: session(Path(path), threads) for name, path in models.items()}
-        for name, sess in sessions.items():
+        sessions = {
+            f"{name}@{layout}": session(Path(models[name]), threads, layout=layout)
+            for name, layout in runs
+        }
+        for (name, _), sess in zip(runs, sessions.values(), strict=True):
             feeds.setdefault(name, make_feeds(sess, input_shape, config.seed))
         if not report.input_shape:
             first = next(iter(feeds.values()))
             report.input_shape = list(next(iter(first.values())).shape)
-        samples = time_interleaved(sessions, feeds, config, progress, f"@{threads}")
+        run_feeds = {key: feeds[name] for key, (name, _) in zip(sessions, runs, strict=True)}
+        samples = time_interleaved(sessions, run_feeds, config, progress, f"@{threads}")
         batch = report.input_shape[0] if report.input_shape else 1
-        report.timings += [Timing.of(n, threads, s, batch) for n, s in samples.items()]
+        report.timings += [
+            Timing.of(name, threads, layout, s, batch)
+            for (name, layout), s in zip(runs, samples.values(), strict=True)
+        ]
         del sessions
     if config.profile_runs > 0:
         profiled = {k: v for k, v in models.items() if Path(v).suffix != ".pte"}
         for i, (name, path) in enumerate(profiled.items()):
             report.breakdown[name] = op_breakdown(
-                Path(path), feeds[name], config.threads[0], config.warmup, config.profile_runs
+                Path(path),
+                feeds[name],
+                config.threads[0],
+                config.warmup,
+                config.profile_runs,
+                config.layouts[0],
             )
             progress("profile", i + 1, len(profiled))
     return report
 
 
 def render_bench(report: BenchReport, top: int = 8) -> str:
-    """The latency table (ratios against the first model) and the op breakdown."""
+    """The latency table, each layout side by side (ratios against the first model), the
+    form of each CA block, and the op breakdown."""
     names = list(report.models)
     first = names[0]
+    layouts = list(report.config["layouts"])
     width = max(len(n) for n in names) + 2
     lines = [f"input {report.input_shape}, ratios against {first!r} (same run, same threads)"]
     for threads in report.config["threads"]:
         lines.append(f"threads {threads}")
-        lines.append(
-            f"  {'model':{width}}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'mean ms':>9}"
-            f"{'items/s':>9}{'x p50':>8}"
-        )
+        head = "".join(f"{f'{lay} p50 ms':>17}{'p90':>8}{'x p50':>8}" for lay in layouts)
+        lines.append(f"  {'model':{width}}{head}")
         for name in names:
-            t = report.timing(name, threads)
-            lines.append(
-                f"  {name:{width}}{t.p50_ms:9.2f}{t.p90_ms:9.2f}{t.p99_ms:9.2f}{t.mean_ms:9.2f}"
-                f"{t.throughput:9.1f}{report.ratio(name, first, threads):8.3f}"
-            )
+            row = f"  {name:{width}}"
+            for layout in layouts:
+                if not any(
+                    t.name == name and t.threads == threads and t.layout == layout
+                    for t in report.timings
+                ):
+                    row += f"{'-':>17}{'-':>8}{'-':>8}"
+                    continue
+                t = report.timing(name, threads, layout)
+                ratio = report.ratio(name, first, threads, layout=layout)
+                row += f"{t.p50_ms:17.2f}{t.p90_ms:8.2f}{ratio:8.3f}"
+            lines.append(row)
+    for name, blocks in report.forms.items():
+        lines.append(f"CA block forms in {name!r}:")
+        lines += [f"  {block}: {form}" for block, form in blocks.items()] or ["  (no CA block)"]
     if report.breakdown:
-        lines.append(f"op time, ms per run (ORT profile, {report.config['threads'][0]} thread(s))")
+        lines.append(
+            f"op time, ms per run (ORT profile, {report.config['threads'][0]} thread(s), "
+            f"{layouts[0]} layout)"
+        )
         ops: dict[str, float] = {}
         for per_op in report.breakdown.values():
             for op, ms in per_op.items():

@@ -66,6 +66,8 @@ class ExportReport:
     opset: int
     ca_blocks: list[BlockReport] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    target: str | None = None
+    """The runtime the CA blocks were rewritten for (``ca_export.rewrites.TARGETS``)."""
     passes: list[dict[str, Any]] = field(default_factory=list)
     op_counts_after: dict[str, int] = field(default_factory=dict)
     structure: dict[str, Any] = field(default_factory=dict)
@@ -133,7 +135,8 @@ def render_inspect(report: InspectReport) -> str:
 def render_export(report: ExportReport) -> str:
     """The summary printed after an export."""
     rewritten = sum(b.rewritten for b in report.ca_blocks)
-    lines = [f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten"]
+    target = f" for {report.target}" if report.target and rewritten else ""
+    lines = [f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten{target}"]
     lines += [f"  {b.module}: {f}" for b in report.ca_blocks for f in b.findings]
     lines += [f"  not CA: {r.module} ({r.node}): {r.reason}" for r in report.rejected]
     lines.append(f"nodes: {_counts(report.op_counts_after)}")
@@ -227,6 +230,8 @@ class OptimizeReport:
     input_shapes: dict[str, list[int]]
     ca_blocks: list[BlockReport] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    target: str | None = None
+    """The runtime the CA blocks were rewritten for (``ca_export.rewrites.TARGETS``)."""
     passes: list[dict[str, Any]] = field(default_factory=list)
     normalize: dict[str, Any] = field(default_factory=dict)
     dynamic: dict[str, Any] = field(default_factory=dict)
@@ -261,7 +266,8 @@ def render_optimize(report: OptimizeReport) -> str:
         lines.append(
             f"normalized: constants folded ({c0} Constant nodes -> {c1}, {n0} nodes -> {n1})"
         )
-    lines.append(f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten")
+    target = f" for {report.target}" if report.target and rewritten else ""
+    lines.append(f"CA blocks: {len(report.ca_blocks)} found, {rewritten} rewritten{target}")
     for b in report.ca_blocks:
         variant = ", ".join(f"{k}={v}" for k, v in b.variant.items())
         lines.append(f"  {b.module}: C={b.channels} mip={b.mip} ({variant})")

@@ -10,10 +10,12 @@ from typing import Any
 
 import click
 
-from ca_export.bench import BenchConfig, default_threads, render_bench
+from ca_export.bench import LAYOUTS, BenchConfig, default_threads, render_bench
 from ca_export.pipeline.bench import BenchJob, run_bench
+from ca_export.rewrites import TARGETS
 from cli.common import handle_errors, progress
 from cli.options import (
+    NameList,
     ThreadList,
     dynamic_option,
     input_shape_option,
@@ -24,6 +26,7 @@ from cli.options import (
 EPILOG = """\b
 Examples:
   ca-export bench mobilenetv2_ca --baseline mobilenetv2 --threads 1
+  ca-export bench mobilenetv2_ca --targets ort-x86 --layout blocked --threads 1
   ca-export bench mobilenetv2_ca --dynamic --min-time 20 --json > bench.json
   ca-export bench --onnx a.onnx --onnx b.onnx --input-shape 1,3,224,224
   ca-export bench mobilenetv2_ca --baseline mobilenetv2 --executorch --threads 1
@@ -88,6 +91,22 @@ class ProgressBar:
     show_default=True,
     help="intra_op_num_threads values, timed one after the other.",
 )
+@click.option(
+    "--layout",
+    "layouts",
+    type=NameList(list(LAYOUTS)),
+    default=",".join(LAYOUTS),
+    show_default=True,
+    help="ONNX Runtime session layouts, interleaved: blocked (ORT_ENABLE_ALL, NCHWc on x86), "
+    "plain (ORT_ENABLE_EXTENDED, plain NCHW as on ARM).",
+)
+@click.option(
+    "--targets",
+    type=NameList(list(TARGETS)),
+    default=",".join(TARGETS),
+    show_default=True,
+    help="With MODEL: the targets whose rewritten exports are timed.",
+)
 @click.option("--runs", type=click.IntRange(1), default=50, show_default=True)
 @click.option(
     "--min-time",
@@ -117,13 +136,16 @@ def bench_cmd(
     dynamic: bool,
     skip_passes: tuple[str, ...],
     threads: tuple[int, ...],
+    layouts: tuple[str, ...],
+    targets: tuple[str, ...],
     runs: int,
     min_time: float,
     warmup: int,
     profile_runs: int,
     as_json: bool,
 ) -> None:
-    """Time the stock and rewritten ONNX exports of MODEL side by side (ONNX Runtime CPU).
+    """Time the stock and rewritten ONNX exports of MODEL side by side (ONNX Runtime CPU),
+    one rewritten export per target, each in both session layouts.
 
     With --executorch (or --pte FILE), ExecuTorch programs (XNNPACK) are timed in the
     same rounds. Models run round-robin so that machine noise hits all alike; compare
@@ -132,7 +154,7 @@ def bench_cmd(
     job = BenchJob(
         model,
         input_shape,
-        BenchConfig(warmup, runs, min_time, threads, profile_runs),
+        BenchConfig(warmup, runs, min_time, threads, profile_runs, layouts=layouts),
         weights=weights,
         onnx_files=onnx_files,
         pte_files=pte_files,
@@ -140,6 +162,7 @@ def bench_cmd(
         executorch=with_executorch,
         dynamic=dynamic,
         skip_passes=skip_passes,
+        targets=targets,
     )
     bar = ProgressBar()
     try:

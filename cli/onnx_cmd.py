@@ -16,11 +16,13 @@ from cli.options import (
     precision_options,
     report_option,
     skip_pass_option,
+    target_option,
 )
 
 EPILOG = """\b
 Examples:
   ca-export onnx mobilenetv2_ca -o mnv2_ca.onnx
+  ca-export onnx mobilenetv2_ca -o mnv2_ca.arm.onnx --target ort-plain
   ca-export onnx mobilenetv2_ca -o mnv2_ca.onnx --dynamic --report report.json
   ca-export onnx my_net.py:build --weights ckpt.pt -o net.onnx --no-rewrite
   ca-export onnx mobilenetv2_ca -o mnv2_ca.fp16.onnx --precision fp16
@@ -44,6 +46,7 @@ Examples:
 @dynamic_option
 @click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
 @skip_pass_option
+@target_option
 @click.option("--simplify/--no-simplify", default=True, show_default=True, help="Run onnxsim.")
 @precision_options
 @click.option(
@@ -64,6 +67,7 @@ def onnx(
     dynamic: bool,
     rewrite: bool,
     skip_passes: tuple[str, ...],
+    target: str,
     simplify: bool,
     precision: str,
     calibration: Path | None,
@@ -82,6 +86,7 @@ def onnx(
         trust_pickle=trust_pickle,
         check_memory=memory_check,
         skip_passes=skip_passes,
+        target=target,
         opset=opset,
         simplify=simplify,
         precision=PrecisionRequest(precision, calibration, keep_fp32),

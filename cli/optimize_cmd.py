@@ -10,11 +10,18 @@ from ca_export.pipeline.optimize import OptimizeJob, optimize_onnx
 from ca_export.pipeline.precision import PrecisionRequest
 from ca_export.report import render_optimize
 from cli.common import handle_errors, run_job
-from cli.options import dynamic_option, precision_options, report_option, skip_pass_option
+from cli.options import (
+    dynamic_option,
+    precision_options,
+    report_option,
+    skip_pass_option,
+    target_option,
+)
 
 EPILOG = """\b
 Examples:
   ca-export optimize yolo_ca.onnx -o yolo_ca.opt.onnx
+  ca-export optimize yolo_ca.onnx -o yolo_ca.arm.onnx --target ort-plain
   ca-export optimize net.onnx -o net.dyn.onnx --dynamic --report report.json
   ca-export optimize plain.onnx -o plain.copy.onnx --force-write
   ca-export optimize yolo_ca.onnx -o yolo_ca.fp16.onnx --precision fp16
@@ -28,6 +35,7 @@ Examples:
 )
 @dynamic_option
 @skip_pass_option
+@target_option
 @click.option(
     "--force-write", is_flag=True, help="Write OUT even when IN has no CA block (a copy of IN)."
 )
@@ -39,6 +47,7 @@ def optimize(
     output: Path,
     dynamic: bool,
     skip_passes: tuple[str, ...],
+    target: str,
     force_write: bool,
     precision: str,
     calibration: Path | None,
@@ -52,5 +61,5 @@ def optimize(
     result is then converted and judged against IN by the lossy gate.
     """
     request = PrecisionRequest(precision, calibration, keep_fp32)
-    job = OptimizeJob(source, output, dynamic, force_write, skip_passes, request)
+    job = OptimizeJob(source, output, dynamic, force_write, skip_passes, request, target)
     run_job(job, optimize_onnx, render_optimize, report_path, in_place=(output,))

@@ -12,7 +12,7 @@ import click
 from ca_export.errors import BadInputError
 from ca_export.inputs import parse_shapes
 from ca_export.loading import parse_input_shape
-from ca_export.rewrites import PASSES
+from ca_export.rewrites import DEFAULT_TARGET, PASSES, TARGETS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,6 +69,14 @@ skip_pass_option = click.option(
     type=click.Choice(list(PASSES)),
     help="Leave this rewrite pass out (repeatable; for ablations).",
 )
+target_option = click.option(
+    "--target",
+    type=click.Choice(list(TARGETS)),
+    default=DEFAULT_TARGET,
+    show_default=True,
+    help="Runtime to rewrite CA blocks for: ort-x86 (ONNX Runtime's blocked NCHWc layout on "
+    "x86), ort-plain (plain NCHW runtimes, e.g. ONNX Runtime on ARM).",
+)
 report_option = click.option(
     "--report",
     "report_path",
@@ -122,6 +130,24 @@ class ThreadList(click.ParamType):
         if not threads or any(t < 1 for t in threads):
             self.fail(f"{value!r}: thread counts must be positive", param, ctx)
         return threads
+
+
+class NameList(click.ParamType):
+    """``a,b`` as a tuple of names, each one of ``choices``."""
+
+    name = "NAME[,NAME...]"
+
+    def __init__(self, choices: list[str]) -> None:
+        self.choices = choices
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        names = tuple(n.strip() for n in str(value).split(",") if n.strip())
+        wrong = [n for n in names if n not in self.choices]
+        if wrong or not names:
+            self.fail(f"{value!r}: expected names among {', '.join(self.choices)}", param, ctx)
+        return names
 
 
 class FloatList(click.ParamType):

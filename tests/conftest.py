@@ -15,7 +15,7 @@ from ca_zoo import NEGATIVE, POSITIVE, ZooCase
 from ca_export.pipeline import OnnxJob, export_onnx
 from ca_export.pipeline.common import Prepared, Stages, prepare
 from ca_export.report import ExportReport
-from ca_export.rewrites import RewriteResult, rewrite
+from ca_export.rewrites import DEFAULT_TARGET, RewriteResult, rewrite
 from ca_export.tracing import Traced, trace
 
 # One torch thread per xdist worker: two workers already use both cores, and torch's thread
@@ -48,26 +48,28 @@ for _case in POSITIVE:
 @pytest.fixture(scope="session")
 def exported(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Callable[[str, bool], tuple[ExportReport, Path]]:
-    """``exported(name, dynamic)``: the ONNX pipeline run once per session on a sample model
-    (at its small shape) or a positive ca_zoo case (at its own shape); report and path."""
-    cache: dict[tuple[str, bool], tuple[ExportReport, Path]] = {}
+) -> Callable[..., tuple[ExportReport, Path]]:
+    """``exported(name, dynamic, target=DEFAULT_TARGET)``: the ONNX pipeline run once per
+    session on a sample model (at its small shape) or a positive ca_zoo case (at its own
+    shape); report and path."""
+    cache: dict[tuple[str, bool, str], tuple[ExportReport, Path]] = {}
     folder = tmp_path_factory.mktemp("exports")
     factories = folder / "zoo_factories.py"
     factories.write_text(ZOO_FACTORIES)
 
-    def get(name: str, dynamic: bool) -> tuple[ExportReport, Path]:
-        if (name, dynamic) not in cache:
-            path = folder / f"{name}{'_dyn' if dynamic else ''}.onnx"
+    def get(name: str, dynamic: bool, target: str = DEFAULT_TARGET) -> tuple[ExportReport, Path]:
+        if (name, dynamic, target) not in cache:
+            path = folder / f"{name}{'_dyn' if dynamic else ''}_{target}.onnx"
             if name in ZOO:
                 spec, shape = f"{factories}:{name}", ZOO[name].input_shape
             else:
                 spec, shape = name, SMALL_SHAPES[name]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                report = export_onnx(OnnxJob(spec, path, None, shape, dynamic=dynamic))
-            cache[(name, dynamic)] = (report, path)
-        return cache[(name, dynamic)]
+                job = OnnxJob(spec, path, None, shape, dynamic=dynamic, target=target)
+                report = export_onnx(job)
+            cache[(name, dynamic, target)] = (report, path)
+        return cache[(name, dynamic, target)]
 
     return get
 

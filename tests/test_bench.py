@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
@@ -53,7 +54,8 @@ def tiny(tmp_path: Path) -> dict[str, Path]:
 def test_bench_reports_ordered_percentiles_per_model_and_thread(tiny: dict[str, Path]) -> None:
     seen: list[tuple[str, int, int]] = []
     report = bench(tiny, SHAPE, FAST, progress=lambda *a: seen.append(a))
-    assert [(t.name, t.threads) for t in report.timings] == [("one", 1), ("four", 1)]
+    pairs = [(t.name, t.threads, t.layout) for t in report.timings]
+    assert pairs == [(n, 1, lay) for n in ("one", "four") for lay in ("blocked", "plain")]
     for t in report.timings:
         assert t.runs == 8
         assert 0 < t.min_ms <= t.p50_ms <= t.p90_ms <= t.p99_ms
@@ -64,7 +66,32 @@ def test_bench_reports_ordered_percentiles_per_model_and_thread(tiny: dict[str, 
     assert report.ratio("one", "four", 1) == pytest.approx(1 / report.ratio("four", "one", 1))
     assert ("time@1", 8, 8) in seen and ("profile", 2, 2) in seen
     assert json.loads(json.dumps(report.to_dict()))["input_shape"] == list(SHAPE)
-    assert "four" in render_bench(report)
+    assert report.ratio("four", "one", 1, layout="plain") == pytest.approx(
+        report.timing("four", 1, "plain").p50_ms / report.timing("one", 1, "plain").p50_ms
+    )
+    assert "plain p50 ms" in render_bench(report)
+
+
+def test_layouts_are_interleaved_sessions_at_their_optimisation_level(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    levels: list[tuple[str, object]] = []
+    real = ort.InferenceSession
+
+    def spy(path: str, options: ort.SessionOptions, **kwargs: object) -> ort.InferenceSession:
+        levels.append((Path(path).stem, options.graph_optimization_level))
+        return real(path, options, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    bench(tiny, SHAPE, BenchConfig(warmup=1, runs=2, threads=(1,), profile_runs=0))
+    assert levels == [
+        ("one", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+        ("one", ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED),
+        ("four", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+        ("four", ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED),
+    ]
+    with pytest.raises(BadInputError, match="layouts must be among blocked, plain"):
+        bench(tiny, SHAPE, BenchConfig(threads=(1,), layouts=("arm",)))
 
 
 def test_breakdown_names_the_ops_and_stays_within_wall_time(tiny: dict[str, Path]) -> None:
@@ -112,7 +139,12 @@ def test_cli_times_onnx_files_as_json(tiny: dict[str, Path]) -> None:
     result = CliRunner().invoke(cli, [*args, "--profile-runs", "2", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert [t["name"] for t in data["timings"]] == ["one", "four"]
+    assert [(t["name"], t["layout"]) for t in data["timings"]] == [
+        ("one", "blocked"),
+        ("one", "plain"),
+        ("four", "blocked"),
+        ("four", "plain"),
+    ]
     assert set(data["breakdown"]) == {"one", "four"}
 
 
@@ -122,7 +154,7 @@ def _fake_export(passed: bool) -> Callable[..., SimpleNamespace]:
     def export_onnx(job: OnnxJob, progress: object = None) -> SimpleNamespace:
         _model(job.output, 2 if job.rewrite else 3)
         artifact = {"path": str(job.output)} if passed else None
-        return SimpleNamespace(passed=passed, artifact=artifact)
+        return SimpleNamespace(passed=passed, artifact=artifact, ca_blocks=[], passes=[])
 
     return export_onnx
 
@@ -133,7 +165,8 @@ def test_cli_exports_stock_rewritten_and_baseline(monkeypatch: pytest.MonkeyPatc
     result = CliRunner().invoke(cli, [*args, "--threads", "1", "--runs", "3", "--warmup", "1"])
     assert result.exit_code == 0, result.output
     rows = [line.split()[0] for line in result.stdout.splitlines() if "." in line]
-    assert rows[:3] == ["stock", "rewritten", "baseline"]
+    assert rows[:4] == ["stock", "ort-x86", "ort-plain", "baseline"]
+    assert "CA block forms in 'ort-plain':\n  (no CA block)" in result.stdout
     assert "op time" in result.stdout
 
 

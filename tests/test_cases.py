@@ -1,12 +1,13 @@
 """Golden before/after cases of the rewrite on ONNX graphs, in the style of black's test data.
 
 Each ``tests/data/cases/*.onnxtxt`` holds a graph in ONNX's text syntax, then ``# after``
-and the graph the ``onnx`` form must give (a case whose block must not match gives its
-input again, and names the rejection). Weights are graph inputs in the file, so it stays
-readable; the test turns them into seeded initializers before rewriting and back after.
-Every case also checks that ONNX Runtime computes the same with both graphs, and that a
-second rewrite changes nothing. ``CA_EXPORT_UPDATE_CASES=1`` writes the ``# after``
-sections from the current rewrite, for review in the diff.
+and the graph the form named in the header (``# form:``, default ``onnx``) must give (a
+case whose block must not match gives its input again, and names the rejection). Weights
+are graph inputs in the file, so it stays readable; the test turns them into seeded
+initializers before rewriting and back after. Every case also checks that ONNX Runtime
+computes the same with both graphs, and that a second rewrite changes nothing.
+``CA_EXPORT_UPDATE_CASES=1`` writes the ``# after`` sections from the current rewrite, for
+review in the diff.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def test_case(path: Path) -> None:
     header, body, expected = _parts(path)
     source = _with_weights(onnx.parser.parse_model(body))
     weights = {i.name for i in source.graph.initializer}
-    result = rewrite_model(source, static=header["static"] == "true")
+    static, form = header["static"] == "true", header.get("form", "onnx")
+    result = rewrite_model(source, static, form)
     got = _printed(result.model, weights)
     if os.environ.get("CA_EXPORT_UPDATE_CASES"):
         text = path.read_text()
@@ -80,5 +82,5 @@ def test_case(path: Path) -> None:
         assert len(result.blocks) == 1
         onnx.checker.check_model(result.model, full_check=True)
         assert file_gate(source, result.model, input_shapes(source)).passed
-    again = rewrite_model(result.model, static=header["static"] == "true")
+    again = rewrite_model(result.model, static, form)
     assert _printed(again.model, weights) == got

@@ -16,7 +16,15 @@ from ca_export.errors import BadInputError
 from ca_export.patterns import CABlock, find
 from ca_export.patterns.aten import AtenView
 from ca_export.patterns.view import GraphView
-from ca_export.rewrites import FORMS, PASSES, passes_for, rewrite, rewrite_model
+from ca_export.rewrites import (
+    DEFAULT_TARGET,
+    FORMS,
+    PASSES,
+    form_of,
+    passes_for,
+    rewrite,
+    rewrite_model,
+)
 from ca_export.rewrites.passes import Pass, PassError, Skip, run
 from ca_export.tracing import Traced
 from cli.main import cli
@@ -97,11 +105,13 @@ def test_cli_skip_pass(tmp_path: Path) -> None:
     args = ["onnx", f"{factory}:official", "--input-shape", shape, "-o", str(out)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert any(n.op_type == "MatMul" for n in onnx.load(out).graph.node)
-    result = CliRunner().invoke(cli, [*args, "--skip-pass", "gate_once", "--report", str(report)])
+    form = FORMS[form_of(DEFAULT_TARGET)]
+    assert form[-1] == "resize_gate"
+    assert any(n.op_type == "Resize" for n in onnx.load(out).graph.node)
+    result = CliRunner().invoke(cli, [*args, "--skip-pass", "resize_gate", "--report", str(report)])
     assert result.exit_code == 0, result.output
     names = [p["name"] for p in json.loads(report.read_text())["passes"]]
-    assert names == [n for n in FORMS["onnx"] if n != "gate_once"]
-    assert not any(n.op_type == "MatMul" for n in onnx.load(out).graph.node)
+    assert names == list(form[:-1])
+    assert not any(n.op_type == "Resize" for n in onnx.load(out).graph.node)
     result = CliRunner().invoke(cli, [*args, "--skip-pass", "bogus"])
     assert result.exit_code == 2 and "bogus" in result.output

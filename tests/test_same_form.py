@@ -1,7 +1,7 @@
 """``ca-export onnx`` and ``ca-export optimize`` (of a stock export) emit the same CA ops.
 
 Both sides run the same passes (``ca_export.rewrites``) through their own graph adapter, so
-for the same model and form the rewritten graphs hold the same count of every op a CA
+for the same model and target the rewritten graphs hold the same count of every op a CA
 block is made of.
 """
 
@@ -20,8 +20,10 @@ import torch
 from ca_zoo import POSITIVE, seeded_input
 from conftest import SMALL_SHAPES
 
+from ca_export.pipeline.bench import block_forms
 from ca_export.pipeline.optimize import OptimizeJob, optimize_onnx
 from ca_export.report import ExportReport
+from ca_export.rewrites import FORMS, form_of
 from sample_models import build
 
 CA_OPS = (
@@ -38,7 +40,11 @@ CA_OPS = (
     "Sigmoid",
     "MatMul",
     "Mul",
+    "Resize",
+    "Pad",
 )
+GATE_OPS = {"ort-x86": ("Resize", 2), "ort-plain": ("MatMul", 3)}
+"""Per target, the op each block's form is built on and how many of it a block holds."""
 ZOO = {c.name: c for c in POSITIVE}
 
 
@@ -51,22 +57,25 @@ def _counts(path: Path) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(
-    ("name", "exporter"),
+    ("name", "exporter", "target"),
     [
-        ("official", "dynamo"),
-        ("official", "torchscript"),
-        ("timm", "dynamo"),
-        pytest.param("mobilenetv2_ca", "dynamo", marks=pytest.mark.slow),
-        pytest.param("mobilenetv2_ca", "torchscript", marks=pytest.mark.slow),
+        ("official", "dynamo", "ort-x86"),
+        ("official", "torchscript", "ort-x86"),
+        ("timm", "dynamo", "ort-x86"),
+        ("official", "dynamo", "ort-plain"),
+        pytest.param("mobilenetv2_ca", "dynamo", "ort-x86", marks=pytest.mark.slow),
+        pytest.param("mobilenetv2_ca", "torchscript", "ort-x86", marks=pytest.mark.slow),
+        pytest.param("mobilenetv2_ca", "dynamo", "ort-plain", marks=pytest.mark.slow),
     ],
 )
 def test_onnx_and_optimize_emit_the_same_ca_ops(
     name: str,
     exporter: str,
-    exported: Callable[[str, bool], tuple[ExportReport, Path]],
+    target: str,
+    exported: Callable[..., tuple[ExportReport, Path]],
     tmp_path: Path,
 ) -> None:
-    report, ours = exported(name, False)
+    report, ours = exported(name, False, target)
     assert report.passed
     model = ZOO[name].build() if name in ZOO else build(name)
     shape = ZOO[name].input_shape if name in ZOO else SMALL_SHAPES[name]
@@ -76,6 +85,9 @@ def test_onnx_and_optimize_emit_the_same_ca_ops(
         x = seeded_input(shape, 0)
         torch.onnx.export(model, (x,), stock, dynamo=exporter == "dynamo", opset_version=18)
     optimized = tmp_path / "optimized.onnx"
-    assert optimize_onnx(OptimizeJob(stock, optimized)).passed
+    assert optimize_onnx(OptimizeJob(stock, optimized, target=target)).passed
     assert _counts(optimized) == _counts(ours)
-    assert _counts(optimized)["MatMul"] == len(report.ca_blocks)
+    op, per_block = GATE_OPS[target]
+    assert _counts(optimized)[op] == per_block * len(report.ca_blocks)
+    (form,) = set(block_forms(report).values())
+    assert form.endswith(f"+ {FORMS[form_of(target)][-1]}") and report.target == target

@@ -24,8 +24,18 @@ from ca_export.fx import (
     norm_dim,
     same_size,
     shape,
+    val,
 )
-from ca_export.patterns.pointwise import UNARY, is_pointwise_conv, pointwise_kind
+from ca_export.patterns.pointwise import (
+    BATCH_NORM,
+    CONV,
+    UNARY,
+    is_pointwise_conv,
+    pointwise_kind,
+)
+from ca_export.patterns.pointwise import (
+    BINARY as POINTWISE_BINARY,
+)
 from ca_export.patterns.view import Dim, NoMatch
 
 aten = torch.ops.aten
@@ -268,6 +278,35 @@ class AtenView:
 
     def set_operands(self, op: Node, values: list[Node]) -> None:
         op.args = (*values, *op.args[len(values) :])
+
+    def channel_params(self, op: Node) -> list[tuple[Node, int]] | None:
+        params = [a for a in op.args[1:] if isinstance(a, Node)]
+        if op.target in CONV or op.target == BATCH_NORM:
+            return [(p, 0) for p in params]
+        if op.target in UNARY or is_getitem(op, 0):
+            return [] if not params else None
+        if op.target in POINTWISE_BINARY:
+            found = []
+            for a in op.args[:2]:
+                dims = shape(a) if isinstance(a, Node) else ()
+                if a is not op.args[0] and len(dims) >= 3 and dims[-3] != 1:
+                    found.append((a, len(dims) - 3))
+            return found  # type: ignore[return-value]
+        return None
+
+    def pad(self, value: Node, axis: int, size: int, anchor: Node, name: str) -> Node:
+        dims = shape(value)
+        widths = [0, 0] * (len(dims) - 1 - axis) + [0, size - int(dims[axis])]
+        return add_node(self.graph, aten.constant_pad_nd.default, (value, widths, 0.0), anchor)
+
+    def upsample(self, value: Node, scales: tuple[int, int], anchor: Node, name: str) -> Node:
+        factors = [float(s) for s in scales]
+        return add_node(self.graph, aten.upsample_nearest2d.vec, (value, None, factors), anchor)
+
+    def filled(self, shape: list[int], fill: float, like: Node, anchor: Node, name: str) -> Node:
+        dtype = val(like).dtype
+        kwargs = {"dtype": dtype, "device": torch.device("cpu"), "pin_memory": False}
+        return add_node(self.graph, aten.full.default, (shape, fill), anchor, kwargs)
 
     def replace_input(self, op: Node, old: Node, new: Node) -> None:
         op.replace_input_with(old, new)

@@ -424,6 +424,58 @@ class OnnxView:
             op.proto.input[i] = name
             self.index.consumers[name].append(op.proto)
 
+    def channel_params(self, op: OnnxOp) -> list[tuple[str, int]] | None:
+        inputs = [i for i in op.proto.input[1:] if i]
+        if op.op_type in ("Conv", "BatchNormalization"):
+            return [(i, 0) for i in inputs]
+        if op.op_type in BINARY:
+            found = []
+            for name in inputs:
+                dims = self.index.shape(name)
+                if dims is None:
+                    return None
+                if len(dims) >= 3 and dims[-3] != 1:
+                    found.append((name, len(dims) - 3))
+            return found
+        if op.op_type in UNARY or op.op_type in ("Squeeze", "Unsqueeze", "Clip"):
+            return []
+        return None
+
+    def pad(self, value: str, axis: int, size: int, anchor: OnnxOp, name: str) -> str:
+        const = self.index.const(value)
+        if const is not None:
+            widths = [(0, 0)] * const.ndim
+            widths[axis] = (0, size - const.shape[axis])
+            return self.edit.initializer(np.pad(const, widths), f"{name}_padded")
+        dims = self.index.shape(value)
+        assert dims is not None
+        pads = [0] * (2 * len(dims))
+        pads[len(dims) + axis] = size - int(dims[axis])  # type: ignore[call-overload]
+        widths_name = self.edit.initializer(np.array(pads, dtype=np.int64), f"{name}_pads")
+        return self.output(self._add(self.edit.node("Pad", [value, widths_name], name)))
+
+    def upsample(self, value: str, scales: tuple[int, int], anchor: OnnxOp, name: str) -> str:
+        factors = np.array([1, 1, *scales], dtype=np.float32)
+        scales_name = self.edit.initializer(factors, f"{name}_scales")
+        if self.index.opset < 11:
+            node = self.edit.node("Resize", [value, scales_name], name, mode="nearest")
+            return self.output(self._add(node))
+        roi = ""
+        if self.index.opset < 13:
+            roi = self.edit.initializer(np.zeros(0, dtype=np.float32), f"{name}_roi")
+        node = self.edit.node(
+            "Resize",
+            [value, roi, scales_name],
+            name,
+            mode="nearest",
+            coordinate_transformation_mode="asymmetric",
+            nearest_mode="floor",
+        )
+        return self.output(self._add(node))
+
+    def filled(self, shape: list[int], fill: float, like: str, anchor: OnnxOp, name: str) -> str:
+        return self.edit.initializer(np.full(shape, fill, dtype=np.float32), name)
+
     def replace_input(self, op: OnnxOp, old: str, new: str) -> None:
         for i, name in enumerate(op.proto.input):
             if name == old:

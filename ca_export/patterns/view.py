@@ -193,6 +193,27 @@ class GraphView(Protocol):
         """Make the op read ``values`` as its tensor inputs, in order."""
         ...
 
+    def channel_params(self, op: Op) -> list[tuple[Value, int]] | None:
+        """(operand, channel axis) for each per-channel parameter of a spatially pointwise op
+        (conv weight and bias, batch-norm statistics, per-channel constants); None where the
+        op is not one this adapter knows."""
+        ...
+
+    def pad(self, value: Value, axis: int, size: int, anchor: Op, name: str) -> Value:
+        """``value`` zero-padded at the end of ``axis`` to ``size`` (a new constant where the
+        graph holds constants, else an op that graph exporters fold)."""
+        ...
+
+    def upsample(self, value: Value, scales: tuple[int, int], anchor: Op, name: str) -> Value:
+        """A new nearest-neighbour upsample of H and W by integer ``scales`` (ONNX ``Resize``
+        nearest, asymmetric, floor, constant scales; at opset 10, Resize-10's nearest, which
+        is the same for integer scales)."""
+        ...
+
+    def filled(self, shape: list[int], fill: float, like: Value, anchor: Op, name: str) -> Value:
+        """A new constant tensor of ``shape`` holding ``fill``, of ``like``'s dtype."""
+        ...
+
     def replace_input(self, op: Op, old: Value, new: Value) -> None:
         """Make ``op`` read ``new`` where it read ``old``."""
         ...

@@ -1,10 +1,11 @@
 """The ``bench`` pipeline: export what is to be timed (behind its gates), then time it all
 in one interleaved run.
 
-With a model, the stock export (rewrite off) and the rewritten one are made, and the
-baseline's if given; with ``executorch`` the same as ``.pte`` programs. Files the user
-names are timed as they are. A stock export that cannot be made dynamic is left out
-with a warning; every other failed export fails the run.
+With a model, the stock export (rewrite off) and one rewritten export per target (each in
+its form, ``ca_export.rewrites.TARGETS``) are made, and the baseline's if given; the
+report says which passes each CA block of each export got; with ``executorch`` the same as
+``.pte`` programs. Files the user names are timed as they are. A stock export that cannot
+be made dynamic is left out with a warning; every other failed export fails the run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.pipeline.common import Progress, quiet
 from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
 from ca_export.pipeline.onnx import OnnxJob, export_onnx
+from ca_export.report import ExportReport
+from ca_export.rewrites import TARGETS
 
 
 @dataclass
@@ -34,7 +37,10 @@ class BenchJob:
     executorch: bool = False
     dynamic: bool = False
     skip_passes: tuple[str, ...] = ()
+    targets: tuple[str, ...] = tuple(TARGETS)
     warnings: list[str] = field(default_factory=list)
+    forms: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per rewritten export: each CA block and the passes applied to it."""
 
     def validate(self) -> None:
         """Refuse combinations that cannot be timed."""
@@ -44,14 +50,23 @@ class BenchJob:
             raise BadInputError("--executorch needs MODEL and a static size (no --dynamic)")
 
 
-def _export(job: OnnxJob | ExecutorchJob, progress: Progress) -> Path:
+def _export(job: OnnxJob | ExecutorchJob, progress: Progress) -> ExportReport:
     """Export through the pipeline; a failed gate is a failed check."""
-    kind = "rewritten" if job.rewrite else "stock"
+    kind = "stock" if not job.rewrite else getattr(job, "target", "rewritten")
     progress(f"export {job.model} ({kind}, {job.output.suffix})")
     report = export_executorch(job) if isinstance(job, ExecutorchJob) else export_onnx(job)
     if not report.passed or report.artifact is None:
         raise CheckFailedError(f"the export of {job.model!r} did not pass its gates")
-    return job.output
+    return report
+
+
+def block_forms(report: ExportReport) -> dict[str, str]:
+    """Each CA block of an export and the passes applied to it, in order."""
+    forms = {}
+    for block in report.ca_blocks:
+        applied = [p["name"] for p in report.passes if block.module in p["applied"]]
+        forms[block.module] = " + ".join(applied) or "not rewritten"
+    return forms
 
 
 def _user_files(job: BenchJob) -> dict[str, Path]:
@@ -70,28 +85,31 @@ def _exports(job: BenchJob, folder: Path, progress: Progress) -> dict[str, Path]
     models: dict[str, Path] = {}
     shape = job.input_shape
     if job.model is not None:
-        for name, rewrite in (("stock", False), ("rewritten", True)):
-            out = folder / f"{name}.onnx"
+        for name in ("stock", *job.targets):
             onnx_job = OnnxJob(
                 job.model,
-                out,
+                folder / f"{name}.onnx",
                 job.weights,
                 shape,
                 dynamic=job.dynamic,
-                rewrite=rewrite,
+                rewrite=name != "stock",
                 skip_passes=job.skip_passes,
+                target=name if name != "stock" else OnnxJob.target,
             )
             try:
-                models[name] = _export(onnx_job, progress)
+                report = _export(onnx_job, progress)
             except BadInputError as err:
-                if rewrite or not job.dynamic:
+                if onnx_job.rewrite or not job.dynamic:
                     raise
                 job.warnings.append(f"not timing the stock export: {err}")
+                continue
+            models[name] = onnx_job.output
+            if onnx_job.rewrite:
+                job.forms[name] = block_forms(report)
     if job.baseline is not None:
         out = folder / "baseline.onnx"
-        models["baseline"] = _export(
-            OnnxJob(job.baseline, out, None, shape, dynamic=job.dynamic), progress
-        )
+        _export(OnnxJob(job.baseline, out, None, shape, dynamic=job.dynamic), progress)
+        models["baseline"] = out
     if job.executorch and job.model is not None:
         for name, spec, ckpt, rewrite in (
             ("stock.pte", job.model, job.weights, False),
@@ -102,7 +120,8 @@ def _exports(job: BenchJob, folder: Path, progress: Progress) -> dict[str, Path]
                 et_job = ExecutorchJob(
                     spec, folder / name, ckpt, shape, rewrite=rewrite, skip_passes=job.skip_passes
                 )
-                models[name] = _export(et_job, progress)
+                _export(et_job, progress)
+                models[name] = et_job.output
     return models
 
 
@@ -113,4 +132,6 @@ def run_bench(
     job.validate()
     with tempfile.TemporaryDirectory(prefix="ca-export-bench-") as folder:
         models = _user_files(job) | _exports(job, Path(folder), progress)
-        return bench(models, job.input_shape, job.config, progress=timing)
+        report = bench(models, job.input_shape, job.config, progress=timing)
+    report.forms = job.forms
+    return report

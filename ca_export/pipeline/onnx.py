@@ -21,6 +21,7 @@ from ca_export.pipeline import ort_format
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet, with_block_gate
 from ca_export.pipeline.precision import PrecisionRequest, lower_precision, not_run
 from ca_export.report import ExportReport
+from ca_export.rewrites import DEFAULT_TARGET, form_of
 from ca_export.verify.parity import gate_inputs, onnx_gate
 
 
@@ -32,6 +33,10 @@ class OnnxJob(ModelJob):
     simplify: bool = True
     precision: PrecisionRequest = field(default_factory=PrecisionRequest)
     ort_format: bool = False
+    target: str = DEFAULT_TARGET
+    form: str | None = None
+    """A rewrite form by name (``ca_export.rewrites.FORMS``) instead of the target's; for
+    benchmarks that compare forms."""
 
     def reads(self) -> list[Path]:
         """The files this job reads: the model's, and the calibration folder's."""
@@ -76,7 +81,10 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     report = ExportReport(
         job.model, __version__, "onnx", list(job.input_shape), job.dynamic, job.rewrite, job.opset
     )
-    prepared = job.prepare(stage, report)
+    form = job.form or form_of(job.target)
+    if job.rewrite and job.form is None:
+        report.target = job.target
+    prepared = job.prepare(stage, report, form)
     traced = prepared.traced
     with stage("export"):
         raw = onnx_export.emit(prepared.program, traced, opset_export.export_opset(job.opset))

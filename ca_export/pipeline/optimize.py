@@ -36,7 +36,7 @@ from ca_export.patterns.coordatt import CA_ONLY_OPS
 from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.pipeline.precision import PrecisionRequest, lower_file
 from ca_export.report import BlockReport, OptimizeReport, gate_summary
-from ca_export.rewrites import rewrite_model
+from ca_export.rewrites import DEFAULT_TARGET, form_of, rewrite_model
 from ca_export.verify.artifacts import cpu_session
 from ca_export.verify.metrics import compare
 from ca_export.verify.parity import SEEDS, CaseResult, GateResult
@@ -55,6 +55,7 @@ class OptimizeJob:
     force_write: bool = False
     skip_passes: tuple[str, ...] = ()
     precision: PrecisionRequest = field(default_factory=PrecisionRequest)
+    target: str = DEFAULT_TARGET
 
     def reads(self) -> list[Path]:
         """The files this job reads."""
@@ -226,7 +227,9 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
     if norm.reason:
         report.warnings.append(f"file matched as written: {norm.reason}")
     with stage("rewrite"):
-        result = rewrite_model(norm.model, static=not job.dynamic, skip=job.skip_passes)
+        form = form_of(job.target)
+        report.target = job.target
+        result = rewrite_model(norm.model, static=not job.dynamic, form=form, skip=job.skip_passes)
     report.skipped = [{"node": r.node, "reason": r.reason} for r in result.rejections]
     report.ca_blocks = [_block_report(b, result.model) for b in result.blocks]
     report.passes = [p.to_dict() for p in result.passes]

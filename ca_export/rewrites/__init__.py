@@ -1,13 +1,17 @@
 """Exact rewrites of CA blocks, written once over ``GraphView``, run as passes.
 
-A *form* is the declared order of passes that puts a block into the shape one runtime
-runs fastest; every form is exact. ``onnx`` (default): ``pool_to_reduce`` (strip pools
-right at every size), ``distribute_stem`` (no concat/split/transpose left), ``hardswish``
-(a written-out h_swish as one op), ``drop_expand`` (no shape arithmetic on the gates),
-``gate_once`` (the H x W gate built once, one same-shape multiply). ``xnnpack`` (ExecuTorch)
-ends with ``swap_as_view`` and ``broadcast_gate`` instead: ops ExecuTorch lowers into one
-XNNPACK delegate. ``skip`` leaves named passes out (ablations); the results say per pass
-and per block what changed and why the rest was skipped.
+A *form* is the declared order of passes that puts a block into the shape one runtime runs
+fastest; every form is exact. ``onnx`` (default): ``pool_to_reduce`` (strip pools right at
+every size), ``distribute_stem`` (no concat/split/transpose left), ``hardswish`` (a
+written-out h_swish as one op), ``drop_expand`` (no shape arithmetic on the gates),
+``gate_once`` (the H x W gate built once, one same-shape multiply). ``xnnpack``
+(ExecuTorch) ends with ``swap_as_view`` and ``broadcast_gate`` instead: ops ExecuTorch
+lowers into one XNNPACK delegate. ``TARGETS`` maps each ONNX runtime to the form measured
+fastest there (``benchmarks/target_forms.py``): ``ort-x86`` (blocked NCHWc layout) to
+``resize_pad`` (``pad_mip`` and ``resize_gate``: nothing leaves the blocked layout),
+``ort-plain`` (plain NCHW) to ``matmul_pool`` (strip pools as MatMul). ``resize`` is trial A, for
+benchmarks. ``skip`` leaves named passes out (ablations); the results say per pass and per
+block what changed and why the rest was skipped.
 
 ``rewrite`` edits a copy of an `ExportedProgram`, ``rewrite_model`` a copy of an ONNX
 model; the input is untouched. Both are idempotent: a rewritten graph has no concat left
@@ -33,8 +37,11 @@ from ca_export.rewrites.distribute_stem import distribute_stem
 from ca_export.rewrites.drop_expand import drop_expand
 from ca_export.rewrites.gate_once import gate_once
 from ca_export.rewrites.hardswish import fuse_hardswish
+from ca_export.rewrites.matmul_pool import matmul_pool
+from ca_export.rewrites.pad_mip import pad_mip
 from ca_export.rewrites.passes import Pass, PassResult, run
 from ca_export.rewrites.pool_to_reduce import pool_to_reduce
+from ca_export.rewrites.resize_gate import resize_gate
 from ca_export.rewrites.swap_as_view import swap_as_view
 
 PASSES = {
@@ -47,14 +54,37 @@ PASSES = {
         Pass("gate_once", gate_once, "x * (a_h @ a_w): one same-shape multiply"),
         Pass("swap_as_view", swap_as_view, "the seed quirk's axis swap as one view"),
         Pass("broadcast_gate", broadcast_gate, "x * a_h * a_w: two broadcasting multiplies"),
+        Pass("pad_mip", pad_mip, "the bottleneck zero-padded to a multiple of 16 channels"),
+        Pass("resize_gate", resize_gate, "gates expanded by nearest Resize, same-shape Muls"),
+        Pass("matmul_pool", matmul_pool, "strip pools as MatMul with a 1/W (1/H) vector"),
     )
 }
 COMMON = ("pool_to_reduce", "distribute_stem", "hardswish", "drop_expand")
 FORMS: dict[str, tuple[str, ...]] = {
     "onnx": (*COMMON, "gate_once"),
     "xnnpack": (*COMMON, "swap_as_view", "broadcast_gate"),
+    "resize": (*COMMON, "gate_once", "resize_gate"),
+    "resize_pad": (*COMMON, "pad_mip", "gate_once", "resize_gate"),
+    "matmul_pool": ("pool_to_reduce", "matmul_pool", *COMMON[1:], "gate_once"),
 }
 """Target forms of the rewritten block: the passes each runs, in order."""
+
+TARGETS: dict[str, str] = {
+    "ort-x86": "resize_pad",
+    "ort-plain": "matmul_pool",
+}
+"""Runtimes ``onnx`` and ``optimize`` emit for, and the form measured fastest on each
+(``benchmarks/target_forms.py``): ``ort-x86`` is ONNX Runtime with its blocked NCHWc layout
+(x86, the default session); ``ort-plain`` a runtime that runs plain NCHW (ONNX Runtime on
+ARM, or with ``ORT_ENABLE_EXTENDED``)."""
+DEFAULT_TARGET = "ort-x86"
+
+
+def form_of(target: str) -> str:
+    """The form ``target`` is emitted in."""
+    if target not in TARGETS:
+        raise BadInputError(f"unknown target {target!r}; expected one of {sorted(TARGETS)}")
+    return TARGETS[target]
 
 
 def passes_for(form: str, skip: Sequence[str] = ()) -> list[Pass]:
