@@ -5,8 +5,9 @@ Per block, in order: ``pool_to_reduce`` (strip pools that are right at every siz
 h_swish in the stem as one op), ``drop_expand`` (no shape arithmetic on the gates),
 then the gate, by target form: ``onnx`` (default) ``gate_once`` (the H x W gate built
 once, one same-shape multiply, fastest on ONNX Runtime), ``xnnpack`` ``swap_as_view``
-(the seed quirk's squeeze/unsqueeze as one view) and ``broadcast_gate`` (two
-broadcasting multiplies): ops ExecuTorch lowers into one XNNPACK delegate.
+(the seed quirk's squeeze/unsqueeze as one view), ``broadcast_gate`` (two
+broadcasting multiplies) and ``float_hardsigmoid`` (hard-sigmoid gates with float
+constants): ops ExecuTorch lowers into one XNNPACK delegate.
 Dead nodes are removed and the graph is linted. The pass is idempotent: a rewritten graph has no
 concat left for the detector to match.
 """
@@ -22,6 +23,7 @@ from ca_export.patterns import CABlock, Rejection, find
 from ca_export.rewrites.broadcast_gate import broadcast_gate
 from ca_export.rewrites.distribute_stem import distribute_stem
 from ca_export.rewrites.drop_expand import drop_expand
+from ca_export.rewrites.float_hardsigmoid import float_hardsigmoid
 from ca_export.rewrites.gate_once import gate_once
 from ca_export.rewrites.hardswish import fuse_hardswish
 from ca_export.rewrites.pool_to_reduce import pool_to_reduce
@@ -65,6 +67,7 @@ def rewrite_block(
     if form == "xnnpack":
         swap_as_view(graph, block)
         broadcast_gate(graph, block)
+        float_hardsigmoid(graph, block)
     else:
         gate_once(graph, block)
     return BlockRewrite(block.module, block.source.name, block.output.name)

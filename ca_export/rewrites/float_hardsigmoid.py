@@ -1,0 +1,70 @@
+"""Rewrite (XNNPACK form): a hard-sigmoid gate as add/clamp/div with float constants.
+
+ExecuTorch decomposes ``hardsigmoid`` into ``clamp(x + 3, 0, 6) / 6`` with the 3 and the
+6 as int64 tensor constants, each cast to float by a ``_to_dim_order_copy`` that
+XNNPACK does not take (a dtype conversion); a written-out ``relu6(x + 3) / 6`` with
+int scalars lowers the same way. Measured on ``ca_segnet``: 12 such copies outside the
+delegate, four per block. Written with float scalars, the same ops lower into the one
+XNNPACK delegate with no copy. It is exact: PyTorch's CPU kernel computes
+``min(max(x + 3, 0), 6) / 6`` in the input's dtype, and ``3`` and ``3.0`` are the same
+fp32 value (equal bit for bit on the CPU and in XNNPACK). Used for the ``xnnpack``
+form only.
+
+Before::
+
+    conv ── hardsigmoid ── (mul)            or   conv ── add(·, 3) ── relu6 ── div(·, 6)
+
+After::
+
+    conv ── add(·, 3.0) ── clamp(·, 0.0, 6.0) ── div(·, 6.0) ── (mul)
+                                                 (a written-out gate keeps its own ops,
+                                                  only its int scalars become floats)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.fx import Graph, Node
+
+from ca_export.fx import add_node
+from ca_export.patterns import CABlock
+from ca_export.patterns.coordatt import Branch
+
+aten = torch.ops.aten
+
+
+def _as_float(args: tuple[object, ...]) -> tuple[object, ...]:
+    """Every int scalar argument (not a bool) as a float."""
+    return tuple(float(a) if type(a) is int else a for a in args)
+
+
+def _written_out(branch: Branch) -> list[Node]:
+    """The add, clip and divide (or multiply) of a written-out ``relu6(x + 3) / 6`` gate."""
+    div = branch.gate
+    clip = div.args[0]
+    assert isinstance(clip, Node)
+    add = clip.args[0]
+    assert isinstance(add, Node)
+    return [add, clip, div]
+
+
+def float_hardsigmoid(graph: Graph, block: CABlock) -> list[Node]:
+    """Give every hard-sigmoid gate of the block float constants; return the gates changed."""
+    changed = []
+    for branch in block.branches:
+        if branch.gate_kind == "hardsigmoid":
+            gate = branch.gate
+            added = add_node(graph, aten.add.Tensor, (gate.args[0], 3.0), gate)
+            clamped = add_node(graph, aten.clamp.default, (added, 0.0, 6.0), gate)
+            divided = add_node(graph, aten.div.Tensor, (clamped, 6.0), gate)
+            gate.replace_all_uses_with(divided)
+            graph.erase_node(gate)
+            changed.append(divided)
+        elif branch.gate_kind == "h_sigmoid":
+            nodes = _written_out(branch)
+            if all(n.args == _as_float(n.args) for n in nodes):
+                continue
+            for node in nodes:
+                node.args = _as_float(node.args)
+            changed.append(branch.gate)
+    return changed
