@@ -4,8 +4,10 @@ Per block, in order: ``pool_to_reduce`` (strip pools that are right at every siz
 ``distribute_stem`` (no concat/split/transpose left), ``hardswish`` (a written-out
 h_swish in the stem as one op), ``drop_expand`` (no shape arithmetic on the gates),
 then the gate, by target form: ``onnx`` (default) ``gate_once`` (the H x W gate built
-once, one same-shape multiply, fastest on ONNX Runtime), ``xnnpack`` ``swap_as_view``
-(the seed quirk's squeeze/unsqueeze as one view), ``broadcast_gate`` (two
+once, one same-shape multiply, fastest on ONNX Runtime), ``xnnpack``
+``global_strip_pool`` (a dynamic strip pool as a global mean between permutes),
+``swap_as_view`` (the seed quirk's squeeze/unsqueeze as one view, or
+``swap_as_permute`` at symbolic sizes), ``broadcast_gate`` (two
 broadcasting multiplies) and ``float_hardsigmoid`` (hard-sigmoid gates with float
 constants): ops ExecuTorch lowers into one XNNPACK delegate.
 Dead nodes are removed and the graph is linted. The pass is idempotent: a rewritten graph has no
@@ -25,8 +27,10 @@ from ca_export.rewrites.distribute_stem import distribute_stem
 from ca_export.rewrites.drop_expand import drop_expand
 from ca_export.rewrites.float_hardsigmoid import float_hardsigmoid
 from ca_export.rewrites.gate_once import gate_once
+from ca_export.rewrites.global_strip_pool import global_strip_pool
 from ca_export.rewrites.hardswish import fuse_hardswish
 from ca_export.rewrites.pool_to_reduce import pool_to_reduce
+from ca_export.rewrites.swap_as_permute import swap_as_permute
 from ca_export.rewrites.swap_as_view import swap_as_view
 
 FORMS = ("onnx", "xnnpack")
@@ -65,7 +69,10 @@ def rewrite_block(
     fuse_hardswish(graph, distribute_stem(graph, block, pooled))
     drop_expand(graph, block)
     if form == "xnnpack":
+        for pool in pooled.values():
+            global_strip_pool(graph, pool)
         swap_as_view(graph, block)
+        swap_as_permute(graph, block)
         broadcast_gate(graph, block)
         float_hardsigmoid(graph, block)
     else:

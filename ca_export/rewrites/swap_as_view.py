@@ -28,7 +28,7 @@ from ca_export.patterns import CABlock
 aten = torch.ops.aten
 
 
-def _swap(node: object) -> Node | None:
+def swap_source(node: object) -> Node | None:
     """The source of ``unsqueeze(squeeze(source, [d]), k)`` if ``node`` is that, else None."""
     if not isinstance(node, Node) or node.target != aten.unsqueeze.default:
         return None
@@ -45,7 +45,7 @@ def swap_as_view(graph: Graph, block: CABlock) -> list[Node]:
     for branch in block.branches:
         conv = branch.gate_conv
         unsqueezed = conv.args[0]
-        source = _swap(unsqueezed)
+        source = swap_source(unsqueezed)
         if source is None:
             continue
         assert isinstance(unsqueezed, Node)
