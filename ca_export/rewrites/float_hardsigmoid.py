@@ -62,7 +62,7 @@ def float_hardsigmoid(graph: Graph, block: CABlock) -> list[Node]:
             changed.append(divided)
         elif branch.gate_kind == "h_sigmoid":
             nodes = _written_out(branch)
-            if all(n.args == _as_float(n.args) for n in nodes):
+            if not any(type(a) is int for n in nodes for a in n.args):
                 continue
             for node in nodes:
                 node.args = _as_float(node.args)
