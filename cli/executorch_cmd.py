@@ -16,6 +16,7 @@ Examples:
   ca-export executorch mobilenetv2_ca -o mnv2_ca.pte
   ca-export executorch mobilenetv2_ca -o mnv2_ca.pte --report report.json
   ca-export executorch mobilenetv2_ca -o stock.pte --no-rewrite
+  ca-export executorch ca_segnet -o seg.pte --input-shape 1,3,256,256 --dynamic
 """
 
 
@@ -24,7 +25,11 @@ Examples:
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help=".pte file to write."
 )
-@click.option("--dynamic", is_flag=True, help="Dynamic H/W (not supported yet: exits 2).")
+@click.option(
+    "--dynamic",
+    is_flag=True,
+    help="Bounded dynamic H/W: min(64, size) to 2x size (multiples the model needs); batch static.",
+)
 @click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
 @report_option
 @handle_errors
