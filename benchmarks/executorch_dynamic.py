@@ -23,12 +23,9 @@ import sys
 import tempfile
 import warnings
 from argparse import ArgumentParser, Namespace
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
-import ca_export.rewrites
 from ca_export.bench import BenchConfig, bench, render_bench
 from ca_export.export import executorch as et
 from ca_export.loading import load_model
@@ -60,11 +57,8 @@ def lower(name: str, folder: Path, args: Namespace) -> tuple[Path, dict[str, Any
     shape = (1, 3, size, size)
     traced = trace(load_model(model).module, shape, dynamic=dynamic, bounded=True)
     blocks, _ = find(traced.program.graph)
-    with ExitStack() as stack:
-        if not global_pools:
-            stub = mock.patch.object(ca_export.rewrites, "global_strip_pool", lambda *_: None)
-            stack.enter_context(stub)
-        program = rewrite(traced.program, not dynamic, "xnnpack").program
+    skip = () if global_pools else ("global_strip_pool",)
+    program = rewrite(traced.program, not dynamic, "xnnpack", skip).program
     lowered = et.lower(program, [b.module for b in blocks])
     described = {
         "segments": lowered.segments,

@@ -42,6 +42,7 @@ class InspectReport:
     ca_blocks: list[BlockReport]
     rejected: list[Rejection]
     notices: list[str] = field(default_factory=list)
+    passes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -65,6 +66,7 @@ class ExportReport:
     opset: int
     ca_blocks: list[BlockReport] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    passes: list[dict[str, Any]] = field(default_factory=list)
     op_counts_after: dict[str, int] = field(default_factory=dict)
     structure: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
@@ -104,6 +106,16 @@ def to_json(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, default=str) + "\n"
 
 
+def pass_lines(passes: list[dict[str, Any]], block: str) -> list[str]:
+    """What the rewrite passes did to one block: the passes applied, then each one skipped."""
+    applied = [p["name"] for p in passes if block in p["applied"]]
+    lines = [f"rewrite passes: {', '.join(applied)}"] if applied else []
+    for p in passes:
+        if block in p["skipped"]:
+            lines.append(f"pass {p['name']} skipped: {p['skipped'][block]}")
+    return lines
+
+
 def render_inspect(report: InspectReport) -> str:
     """The text table ``inspect`` prints."""
     lines = [f"{len(report.ca_blocks)} CA block(s) in {report.source}"]
@@ -111,6 +123,7 @@ def render_inspect(report: InspectReport) -> str:
         variant = ", ".join(f"{k}={v}" for k, v in block.variant.items())
         lines.append(f"  [{i}] {block.module}: C={block.channels} mip={block.mip} ({variant})")
         lines += [f"      {finding}" for finding in block.findings]
+        lines += [f"      {line}" for line in pass_lines(report.passes, block.module)]
     if report.rejected:
         lines.append("not CA:")
         lines += [f"  {r.module} ({r.node}): {r.reason}" for r in report.rejected]
@@ -201,6 +214,7 @@ class OptimizeReport:
     input_shapes: dict[str, list[int]]
     ca_blocks: list[BlockReport] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    passes: list[dict[str, Any]] = field(default_factory=list)
     normalize: dict[str, Any] = field(default_factory=dict)
     dynamic: dict[str, Any] = field(default_factory=dict)
     op_counts_before: dict[str, int] = field(default_factory=dict)
@@ -320,3 +334,36 @@ class VerifyReport:
         for entry, result in zip(data["artifacts"], self.artifacts, strict=True):
             entry["passed"] = result.passed
         return data
+
+
+def render_verify(report: VerifyReport) -> str:
+    """One line per artifact and shape, the failures, and where outputs diverge."""
+    lines = []
+    for artifact in report.artifacts:
+        ran = any(c.skipped is None for c in artifact.cases)
+        verdict = "passed" if artifact.passed else "FAILED" if ran else "NOT VERIFIED"
+        lines.append(f"{artifact.path} ({artifact.dtype}, {artifact.backend}): {verdict}")
+        for case in artifact.cases:
+            shape = "x".join(map(str, case.input_shape))
+            if case.skipped:
+                lines.append(f"  {shape} {case.input}: skipped ({case.skipped})")
+                continue
+            for c in case.comparisons:
+                mark = "ok  " if c.passed else "FAIL"
+                top = "" if c.top1 is None else f", top-1 {c.top1:.2f}, top-5 {c.top5:.2f}"
+                lines.append(
+                    f"  {mark} {shape} {case.input} {c.name}: rel err {c.rel_err:.3g}, "
+                    f"max abs {c.max_abs_err:.3g}, cosine {c.cosine:.9f}, PSNR {c.psnr:.1f} dB{top}"
+                )
+        loc = artifact.localization
+        if loc is not None:
+            if loc.first_divergence:
+                layer = next(x for x in loc.layers if x.module == loc.first_divergence)
+                where = " (inside a CA block)" if layer.ca_block else ""
+                lines.append(
+                    f"  first divergence: module {loc.first_divergence}{where}, "
+                    f"rel err {layer.rel_err:.3g}"
+                )
+            else:
+                lines.append(f"  localisation: {loc.note or 'no module diverges past the bound'}")
+    return "\n".join(lines + [f"notice: {n}" for n in report.notices])

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ca_export.bench import BenchConfig, bench, default_threads, render_bench
-from ca_export.errors import BadInputError, CheckFailedError
-from ca_export.pipeline import OnnxJob, export_onnx
-from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
+from ca_export.bench import BenchConfig, default_threads, render_bench
+from ca_export.pipeline.bench import BenchJob, run_bench
 from cli.common import handle_errors, progress
-from cli.options import ThreadList, input_shape_option, weights_option
+from cli.options import (
+    ThreadList,
+    dynamic_option,
+    input_shape_option,
+    skip_pass_option,
+    weights_option,
+)
 
 EPILOG = """\b
 Examples:
@@ -51,19 +54,6 @@ class ProgressBar:
             self.bar = None
 
 
-def export(job: OnnxJob | ExecutorchJob) -> Path:
-    """Export through the pipeline; a failed gate is a failed check."""
-    kind = "rewritten" if job.rewrite else "stock"
-    click.echo(f"exporting {job.model} ({kind}, {job.output.suffix})", err=True)
-    if isinstance(job, ExecutorchJob):
-        report = export_executorch(job, progress=progress)
-    else:
-        report = export_onnx(job, progress=progress)
-    if not report.passed or report.artifact is None:
-        raise CheckFailedError(f"the export of {job.model!r} did not pass its gates")
-    return job.output
-
-
 @click.command("bench", epilog=EPILOG)
 @click.argument("model", metavar="[MODEL]", required=False)
 @weights_option
@@ -89,7 +79,8 @@ def export(job: OnnxJob | ExecutorchJob) -> Path:
     is_flag=True,
     help="With MODEL: also lower stock, rewritten (and baseline) to .pte and time them.",
 )
-@click.option("--dynamic", is_flag=True, help="Export with dynamic batch, H and W.")
+@dynamic_option
+@skip_pass_option
 @click.option(
     "--threads",
     type=ThreadList(),
@@ -124,6 +115,7 @@ def bench_cmd(
     baseline: str | None,
     with_executorch: bool,
     dynamic: bool,
+    skip_passes: tuple[str, ...],
     threads: tuple[int, ...],
     runs: int,
     min_time: float,
@@ -137,48 +129,25 @@ def bench_cmd(
     same rounds. Models run round-robin so that machine noise hits all alike; compare
     the ratios.
     """
-    files = onnx_files + pte_files
-    if (model is None) == (not files):
-        raise BadInputError("give either MODEL or --onnx/--pte FILE")
-    if with_executorch and (model is None or dynamic):
-        raise BadInputError("--executorch needs MODEL and a static size (no --dynamic)")
-    config = BenchConfig(warmup, runs, min_time, threads, profile_runs)
-    with tempfile.TemporaryDirectory(prefix="ca-export-bench-") as folder:
-        models: dict[str, Path] = {}
-        for path in files:
-            name = path.stem if path.suffix == ".onnx" else path.name
-            while name in models:
-                name += "'"
-            models[name] = path
-        if model is not None:
-            for name, rewrite in (("stock", False), ("rewritten", True)):
-                out = Path(folder) / f"{name}.onnx"
-                job = OnnxJob(model, out, weights, input_shape, dynamic=dynamic, rewrite=rewrite)
-                try:
-                    models[name] = export(job)
-                except BadInputError as err:
-                    if rewrite or not dynamic:
-                        raise
-                    click.echo(f"warning: not timing the stock export: {err}", err=True)
-        if baseline is not None:
-            out = Path(folder) / "baseline.onnx"
-            models["baseline"] = export(OnnxJob(baseline, out, None, input_shape, dynamic=dynamic))
-        if with_executorch and model is not None:
-            for name, spec, ckpt, rewrite in (
-                ("stock.pte", model, weights, False),
-                ("rewritten.pte", model, weights, True),
-                ("baseline.pte", baseline, None, True),
-            ):
-                if spec is not None:
-                    path = Path(folder) / name
-                    models[name] = export(
-                        ExecutorchJob(spec, path, ckpt, input_shape, rewrite=rewrite)
-                    )
-        bar = ProgressBar()
-        try:
-            report = bench(models, input_shape, config, progress=bar)
-        finally:
-            bar.close()
+    job = BenchJob(
+        model,
+        input_shape,
+        BenchConfig(warmup, runs, min_time, threads, profile_runs),
+        weights=weights,
+        onnx_files=onnx_files,
+        pte_files=pte_files,
+        baseline=baseline,
+        executorch=with_executorch,
+        dynamic=dynamic,
+        skip_passes=skip_passes,
+    )
+    bar = ProgressBar()
+    try:
+        report = run_bench(job, progress=progress, timing=bar)
+    finally:
+        bar.close()
+    for warning in job.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -10,14 +10,22 @@ from ca_export.export.coreml import EXTENSIONS, TARGETS, ImageInput
 from ca_export.pipeline.coreml import CoreMLJob, export_coreml, read_labels, validate
 from ca_export.report import render_export
 from cli.common import handle_errors, run_job
-from cli.options import FloatList, SizeList, SizeRange, model_options, report_option
+from cli.options import (
+    FloatList,
+    SizeList,
+    SizeRange,
+    dynamic_option,
+    model_options,
+    report_option,
+    skip_pass_option,
+)
 
 EPILOG = """\b
 Examples:
   ca-export coreml mobilenetv2_ca -o mnv2_ca.mlpackage
   ca-export coreml mobilenetv2_ca -o mnv2_ca.mlpackage --precision fp32 --report report.json
   ca-export coreml mobilenetv2_ca -o mnv2_ca.mlpackage --dynamic --hw-range 64:1024
-  ca-export coreml mobilenetv2_ca -o mnv2_ca.mlpackage --dynamic --shapes 224x224,256x320
+  ca-export coreml mobilenetv2_ca -o mnv2_ca.mlpackage --dynamic --sizes 224x224,256x320
   ca-export coreml mobilenetv2_ca -o mnv2_ca.mlpackage --image-input --scale 0.0187 \\
       --bias -2.12,-2.04,-1.80 --labels imagenet.txt --author me --license MIT
   ca-export coreml seed_ca -o seed.mlmodel --format neuralnetwork --input-shape 1,3,32,32
@@ -48,12 +56,12 @@ Examples:
     default=None,
     help="Minimum deployment target (mlprogram: iOS15 by default; neuralnetwork: iOS13).",
 )
-@click.option("--dynamic", is_flag=True, help="Make H and W flexible (default range 32:1024).")
+@dynamic_option
 @click.option(
     "--hw-range", type=SizeRange(), default=None, help="Bounds of H and W with --dynamic."
 )
 @click.option(
-    "--shapes",
+    "--sizes",
     type=SizeList(),
     default=None,
     help="With --dynamic: the only allowed sizes, e.g. 224x224,256x320.",
@@ -85,6 +93,7 @@ Examples:
 @click.option("--version", "version_", default=None, help="Metadata: model version.")
 @click.option("--description", default=None, help="Metadata: short description.")
 @click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
+@skip_pass_option
 @report_option
 @handle_errors
 def coreml(
@@ -99,7 +108,7 @@ def coreml(
     min_target: str | None,
     dynamic: bool,
     hw_range: tuple[int, int] | None,
-    shapes: tuple[tuple[int, int], ...] | None,
+    sizes: tuple[tuple[int, int], ...] | None,
     image_input: bool,
     scale: tuple[float, ...],
     bias: tuple[float, ...],
@@ -109,6 +118,7 @@ def coreml(
     version_: str | None,
     description: str | None,
     rewrite: bool,
+    skip_passes: tuple[str, ...],
     report_path: Path | None,
 ) -> None:
     """Convert MODEL to Core ML, rewriting its CA blocks, and check the saved model.
@@ -134,11 +144,12 @@ def coreml(
         rewrite=rewrite,
         trust_pickle=trust_pickle,
         check_memory=memory_check,
+        skip_passes=skip_passes,
         format=fmt,
         precision=precision,
         min_target=min_target,
         hw_range=hw_range,
-        shapes=shapes or (),
+        sizes=sizes or (),
         image=image,
         labels=labels,
         metadata={k: v for k, v in metadata.items() if v is not None},

@@ -9,7 +9,7 @@ import click
 from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
 from ca_export.report import render_export
 from cli.common import handle_errors, run_job
-from cli.options import model_options, report_option
+from cli.options import dynamic_option, model_options, report_option, skip_pass_option
 
 EPILOG = """\b
 Examples:
@@ -25,12 +25,9 @@ Examples:
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help=".pte file to write."
 )
-@click.option(
-    "--dynamic",
-    is_flag=True,
-    help="Bounded dynamic H/W: min(64, size) to 2x size (multiples the model needs); batch static.",
-)
+@dynamic_option
 @click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
+@skip_pass_option
 @report_option
 @handle_errors
 def executorch(
@@ -42,6 +39,7 @@ def executorch(
     output: Path,
     dynamic: bool,
     rewrite: bool,
+    skip_passes: tuple[str, ...],
     report_path: Path | None,
 ) -> None:
     """Lower MODEL to an ExecuTorch program with XNNPACK and gate it against PyTorch.
@@ -51,6 +49,14 @@ def executorch(
     and the ops left outside, by CA block. Needs the extra: pip install -e ".[executorch]".
     """
     job = ExecutorchJob(
-        model, output, weights, input_shape, dynamic, rewrite, trust_pickle, memory_check
+        model,
+        output,
+        weights=weights,
+        input_shape=input_shape,
+        dynamic=dynamic,
+        rewrite=rewrite,
+        trust_pickle=trust_pickle,
+        check_memory=memory_check,
+        skip_passes=skip_passes,
     )
     run_job(job, export_executorch, render_export, report_path)

@@ -9,7 +9,7 @@ import click
 from ca_export.pipeline import OnnxJob, export_onnx
 from ca_export.report import render_export
 from cli.common import handle_errors, run_job
-from cli.options import model_options, report_option
+from cli.options import dynamic_option, model_options, report_option, skip_pass_option
 
 EPILOG = """\b
 Examples:
@@ -25,8 +25,9 @@ Examples:
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="ONNX file to write."
 )
 @click.option("--opset", type=click.IntRange(13, 23), default=18, show_default=True)
-@click.option("--dynamic", is_flag=True, help="Make batch, H and W dynamic.")
+@dynamic_option
 @click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
+@skip_pass_option
 @click.option("--simplify/--no-simplify", default=True, show_default=True, help="Run onnxsim.")
 @report_option
 @handle_errors
@@ -40,6 +41,7 @@ def onnx(
     opset: int,
     dynamic: bool,
     rewrite: bool,
+    skip_passes: tuple[str, ...],
     simplify: bool,
     report_path: Path | None,
 ) -> None:
@@ -53,6 +55,7 @@ def onnx(
         rewrite=rewrite,
         trust_pickle=trust_pickle,
         check_memory=memory_check,
+        skip_passes=skip_passes,
         opset=opset,
         simplify=simplify,
     )

@@ -9,7 +9,7 @@ import click
 from ca_export.pipeline.optimize import OptimizeJob, optimize_onnx
 from ca_export.report import render_optimize
 from cli.common import handle_errors, run_job
-from cli.options import report_option
+from cli.options import dynamic_option, report_option, skip_pass_option
 
 EPILOG = """\b
 Examples:
@@ -24,17 +24,25 @@ Examples:
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="ONNX file to write."
 )
-@click.option(
-    "--dynamic", is_flag=True, help="Make H and W dynamic where the rest of the graph allows."
-)
+@dynamic_option
+@skip_pass_option
 @click.option(
     "--force-write", is_flag=True, help="Write OUT even when IN has no CA block (a copy of IN)."
 )
 @report_option
 @handle_errors
 def optimize(
-    source: Path, output: Path, dynamic: bool, force_write: bool, report_path: Path | None
+    source: Path,
+    output: Path,
+    dynamic: bool,
+    skip_passes: tuple[str, ...],
+    force_write: bool,
+    report_path: Path | None,
 ) -> None:
-    """Rewrite the CA blocks of IN.onnx exactly and write OUT if ONNX Runtime agrees with IN."""
-    job = OptimizeJob(source, output, dynamic, force_write)
+    """Rewrite the CA blocks of IN.onnx exactly and write OUT if ONNX Runtime agrees with IN.
+
+    With --dynamic, H and W become dynamic only where nothing else in the graph is baked
+    for the file's size (the report says why not otherwise).
+    """
+    job = OptimizeJob(source, output, dynamic, force_write, skip_passes)
     run_job(job, optimize_onnx, render_optimize, report_path, in_place=(output,))

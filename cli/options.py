@@ -11,6 +11,7 @@ import click
 
 from ca_export.errors import BadInputError
 from ca_export.loading import parse_input_shape
+from ca_export.rewrites import PASSES
 from ca_export.verify.inputs import parse_shapes
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,6 +55,19 @@ memory_check_option = click.option(
     default=True,
     show_default=True,
     help="Refuse an input shape that needs more memory than is available.",
+)
+dynamic_option = click.option(
+    "--dynamic",
+    is_flag=True,
+    help="Make H and W dynamic (and the batch, where the format allows); the gate also runs "
+    "at other sizes.",
+)
+skip_pass_option = click.option(
+    "--skip-pass",
+    "skip_passes",
+    multiple=True,
+    type=click.Choice(list(PASSES)),
+    help="Leave this rewrite pass out (repeatable; for ablations).",
 )
 report_option = click.option(
     "--report",

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
 
 from ca_export.export.coreml import ImageInput
-from ca_export.files import Output, guard, write_text
 from ca_export.pipeline.verify import VerifyJob, run_verify
-from ca_export.report import VerifyReport, to_json
-from ca_export.verify.ci_reports import junit_xml, markdown
-from cli.common import EXIT_CHECK_FAILED, handle_errors, progress
+from ca_export.report import render_verify
+from cli.common import handle_errors, run_job
 from cli.options import FloatList, PositiveFloat, Shapes, model_options, report_option
 
 EPILOG = """\b
@@ -96,6 +93,7 @@ def verify(
     image = None
     if scale is not None or bias is not None:
         image = ImageInput.of(scale or (1.0,), bias or (0.0, 0.0, 0.0))
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     job = VerifyJob(
         model,
         list(artifacts),
@@ -108,61 +106,8 @@ def verify(
         image,
         trust_pickle,
         memory_check,
+        junit=junit_path,
+        markdown=markdown_path,
+        step_summary=Path(step_summary) if step_summary else None,
     )
-    outputs = [
-        Output(path, kind)
-        for path, kind in (
-            (report_path, "json"),
-            (junit_path, "junit"),
-            (markdown_path, "markdown"),
-        )
-        if path is not None
-    ]
-    guard(job.reads(), outputs)
-    report = run_verify(job, progress=progress)
-    summary = markdown(report)
-    if report_path is not None:
-        write_text(to_json(report.to_dict()), report_path)
-    if junit_path is not None:
-        write_text(junit_xml(report), junit_path)
-    if markdown_path is not None:
-        write_text(summary, markdown_path)
-    if os.environ.get("GITHUB_STEP_SUMMARY"):
-        with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as handle:
-            handle.write(summary)
-    click.echo(render(report))
-    if not report.passed:
-        sys.exit(EXIT_CHECK_FAILED)
-
-
-def render(report: VerifyReport) -> str:
-    """One line per artifact and shape, the failures, and where outputs diverge."""
-    lines = []
-    for artifact in report.artifacts:
-        ran = any(c.skipped is None for c in artifact.cases)
-        verdict = "passed" if artifact.passed else "FAILED" if ran else "NOT VERIFIED"
-        lines.append(f"{artifact.path} ({artifact.dtype}, {artifact.backend}): {verdict}")
-        for case in artifact.cases:
-            shape = "x".join(map(str, case.input_shape))
-            if case.skipped:
-                lines.append(f"  {shape} {case.input}: skipped ({case.skipped})")
-                continue
-            for c in case.comparisons:
-                mark = "ok  " if c.passed else "FAIL"
-                top = "" if c.top1 is None else f", top-1 {c.top1:.2f}, top-5 {c.top5:.2f}"
-                lines.append(
-                    f"  {mark} {shape} {case.input} {c.name}: rel err {c.rel_err:.3g}, "
-                    f"max abs {c.max_abs_err:.3g}, cosine {c.cosine:.9f}, PSNR {c.psnr:.1f} dB{top}"
-                )
-        loc = artifact.localization
-        if loc is not None:
-            if loc.first_divergence:
-                layer = next(x for x in loc.layers if x.module == loc.first_divergence)
-                where = " (inside a CA block)" if layer.ca_block else ""
-                lines.append(
-                    f"  first divergence: module {loc.first_divergence}{where}, "
-                    f"rel err {layer.rel_err:.3g}"
-                )
-            else:
-                lines.append(f"  localisation: {loc.note or 'no module diverges past the bound'}")
-    return "\n".join(lines + [f"notice: {n}" for n in report.notices])
+    run_job(job, run_verify, render_verify, report_path)

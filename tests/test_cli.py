@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner, Result
-from torch.fx import Graph
 
 import ca_export.rewrites as rewrites
-from ca_export.patterns import CABlock
+from ca_export.patterns import CABlock, GraphView
+from ca_export.rewrites.passes import Pass
 from cli.main import cli
 
 SMALL = ["--input-shape", "1,3,32,32"]
@@ -117,17 +117,18 @@ def test_failed_gate_exits_1_and_writes_nothing(tmp_path: Path, user_models: Pat
 
 
 def test_wrong_rewrite_is_caught_per_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    original = rewrites.distribute_stem
+    original = rewrites.PASSES["distribute_stem"]
 
-    def swapped_gates(graph: Graph, block: CABlock, pooled: dict) -> list:
-        added = original(graph, block, pooled)
+    def swapped_gates(view: GraphView, block: CABlock, static: bool) -> str:
+        done = original.rewrite(view, block, static)
         conv_h, conv_w = (b.gate_conv for b in block.branches)
-        in_h, in_w = conv_h.args[0], conv_w.args[0]
-        conv_h.replace_input_with(in_h, in_w)
-        conv_w.replace_input_with(in_w, in_h)
-        return added
+        in_h, in_w = view.data(conv_h), view.data(conv_w)
+        view.replace_input(conv_h, in_h, in_w)
+        view.replace_input(conv_w, in_w, in_h)
+        return done
 
-    monkeypatch.setattr(rewrites, "distribute_stem", swapped_gates)
+    wrong = Pass("distribute_stem", swapped_gates, "swaps the gates")
+    monkeypatch.setitem(rewrites.PASSES, "distribute_stem", wrong)
     out = tmp_path / "wrong.onnx"
     result = run("onnx", "seed_ca", *SMALL, "-o", str(out))
     assert result.exit_code == 1, result.output

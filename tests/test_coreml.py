@@ -292,7 +292,7 @@ def test_cli_neuralnetwork_writes_an_mlmodel(tmp_path: Path, precision: str) -> 
         (["seed_ca", "-o", "{dir}/m.mlmodel"], "saved as .mlpackage"),
         (["seed_ca", "-o", "{dir}/m.mlpackage", "--min-target", "iOS14"], "iOS15 or later"),
         (["seed_ca", "-o", "{dir}/m.mlpackage", "--hw-range", "32:64"], "need --dynamic"),
-        (["seed_ca", "-o", "{dir}/m.mlpackage", "--dynamic", "--shapes", "32x32"], "input size"),
+        (["seed_ca", "-o", "{dir}/m.mlpackage", "--dynamic", "--sizes", "32x32"], "input size"),
         (
             ["seed_ca", "-o", "{dir}/m.mlpackage", "--image-input", "--scale", "1,2,3"],
             "one --scale",

@@ -12,7 +12,9 @@ from torch.export import ExportedProgram
 from torch.fx import Node
 
 from ca_export.patterns import find
+from ca_export.patterns.aten import AtenView
 from ca_export.rewrites.gate_once import gate_once
+from ca_export.rewrites.passes import Skip
 from ca_export.tracing import trace
 
 aten = torch.ops.aten
@@ -32,8 +34,17 @@ def _apply(
     """Trace, apply ``gate_once`` alone ``times`` times to every block of a copy."""
     before = trace(model, shape, dynamic).program
     after = copy.deepcopy(before)
-    blocks, _ = find(after.graph)
-    gates = [gate_once(after.graph, block) for _ in range(times) for block in blocks]
+    view = AtenView(after.graph)
+    blocks, _ = find(view)
+    gates: list[Node | None] = []
+    for _ in range(times):
+        for block in blocks:
+            try:
+                gate_once(view, block, not dynamic)
+            except Skip:
+                gates.append(None)
+                continue
+            gates.append(view.operands(block.output)[1])
     after.graph.eliminate_dead_code()
     after.graph.lint()
     after.graph_module.recompile()

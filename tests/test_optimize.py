@@ -30,9 +30,16 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, R
 from torch import nn
 
 from ca_export.errors import BadInputError
-from ca_export.onnx_graph import GraphIndex, RewriteResult, find, rewrite_model
-from ca_export.onnx_graph.pattern import CA_ONLY_OPS
-from ca_export.pipeline.optimize import OptimizeJob, file_gate, input_shapes, optimize_onnx
+from ca_export.patterns import find
+from ca_export.patterns.coordatt import CA_ONLY_OPS
+from ca_export.pipeline.optimize import (
+    OptimizeJob,
+    ca_only_left,
+    file_gate,
+    input_shapes,
+    optimize_onnx,
+)
+from ca_export.rewrites import ModelRewrite, rewrite_model
 from ca_export.verify.metrics import compare, relative_error
 from ca_export.verify.tolerances import tolerance
 from cli.main import cli
@@ -107,7 +114,7 @@ def test_zoo_positive_rewritten_exactly(case: ZooCase, exporter: str, exported: 
     result = rewrite_model(model, static=True)
     assert [b.channels for b in result.blocks] == list(case.channels)
     assert [b.mip for b in result.blocks] == list(case.mip)
-    assert all(not left for left in result.left.values())
+    assert all(not ca_only_left(result.model, b) for b in result.blocks)
     assert _ca_only(result.model) == _ca_only(model) - sum(
         sum(b.ca_only_nodes().values()) for b in result.blocks
     )
@@ -115,7 +122,7 @@ def test_zoo_positive_rewritten_exactly(case: ZooCase, exporter: str, exported: 
     assert [o.name for o in result.model.graph.output] == [o.name for o in model.graph.output]
     assert result.model.opset_import == model.opset_import
     assert _gate_passes(model, result.model)
-    assert not find(GraphIndex(result.model))[0], "a second pass must find nothing"
+    assert not find(result.model)[0], "a second pass must find nothing"
 
 
 NEGATIVE_REASONS = {
@@ -133,7 +140,7 @@ have no pooled concat, so nothing is considered and nothing is rejected."""
 @pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.parametrize("case", NEGATIVE, ids=lambda c: c.name)
 def test_zoo_negative_not_matched(case: ZooCase, exporter: str, exported: Exported) -> None:
-    blocks, rejections = find(GraphIndex(onnx.load(exported(case.name, exporter))))
+    blocks, rejections = find(onnx.load(exported(case.name, exporter)))
     assert blocks == []
     reasons = [r.reason for r in rejections]
     if case.name in NEGATIVE_REASONS:
@@ -156,7 +163,7 @@ FORMS = {
 
 @pytest.mark.parametrize(("name", "exporter"), sorted(FORMS))
 def test_zoo_forms(name: str, exporter: str, exported: Exported) -> None:
-    (block,) = find(GraphIndex(onnx.load(exported(name, exporter))))[0]
+    (block,) = find(onnx.load(exported(name, exporter)))[0]
     assert FORMS[(name, exporter)].items() <= block.variant.items()
 
 
@@ -298,7 +305,7 @@ def test_hand_built_form_rewritten(expand: bool) -> None:
 @pytest.mark.parametrize("form", sorted(TWINS))
 def test_hand_built_twin_rejected(form: str) -> None:
     value, reason = TWINS[form]
-    blocks, rejections = find(GraphIndex(_hand_model(**{form: value})))
+    blocks, rejections = find(_hand_model(**{form: value}))
     assert blocks == []
     assert [reason in r.reason for r in rejections] == [True]
 
@@ -340,9 +347,9 @@ def test_sample_models_optimized(
 def test_gate_failure_writes_nothing(
     exported: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def wrong(model: onnx.ModelProto, static: bool) -> RewriteResult:
-        result = rewrite_model(model, static)
-        weight = result.blocks[0].branches[0].gate_conv.input[1]
+    def wrong(model: onnx.ModelProto, static: bool, **kwargs: object) -> ModelRewrite:
+        result = rewrite_model(model, static, **kwargs)  # type: ignore[arg-type]
+        weight = result.blocks[0].branches[0].gate_conv.proto.input[1]
         init = next(i for i in result.model.graph.initializer if i.name == weight)
         init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.01, weight))
         return result

@@ -132,7 +132,7 @@ def test_fpn_net_converts_flexibly_and_verify_passes_two_sizes(fpn: tuple[str, P
 
 def test_enumerated_sizes_the_net_is_not_exact_at_exit_2(fpn: tuple[str, Path]) -> None:
     model, folder = fpn
-    code, text = _coreml(model, folder / "bad.mlpackage", "--shapes", "64x64,66x64")
+    code, text = _coreml(model, folder / "bad.mlpackage", "--sizes", "64x64,66x64")
     assert code == 2, text
     assert "only where H is a multiple of 4 and W of 4; 66x64 is not" in text
     assert not (folder / "bad.mlpackage").exists()

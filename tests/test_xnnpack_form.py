@@ -10,9 +10,12 @@ import torch
 from ca_zoo import NEGATIVE, POSITIVE, ZooCase, seeded_input
 from torch.export import ExportedProgram
 
+from ca_export.errors import BadInputError
 from ca_export.patterns import find
+from ca_export.patterns.aten import AtenView
 from ca_export.rewrites import rewrite
 from ca_export.rewrites.float_hardsigmoid import float_hardsigmoid
+from ca_export.rewrites.passes import Skip
 from ca_export.tracing import Traced, trace
 
 aten = torch.ops.aten
@@ -73,7 +76,7 @@ def test_look_alikes_are_left_alone_by_the_xnnpack_form(case: ZooCase) -> None:
 
 def test_an_unknown_form_is_refused() -> None:
     program = trace(_case("official").build(), _case("official").input_shape, False).program
-    with pytest.raises(ValueError, match="unknown rewrite form"):
+    with pytest.raises(BadInputError, match="unknown rewrite form"):
         rewrite(program, static=True, form="tflite")
 
 
@@ -167,9 +170,11 @@ def _written_out_forward(block: torch.nn.Module) -> object:
 def test_sigmoid_gates_are_left_alone_by_float_hardsigmoid() -> None:
     case = _case("official")
     program = trace(case.build(), case.input_shape, dynamic=False).program
-    (block,) = find(program.graph)[0]
+    view = AtenView(program.graph)
+    (block,) = find(view)[0]
     before = [(n.name, n.target, n.args) for n in program.graph.nodes]
-    assert float_hardsigmoid(program.graph, block) == []
+    with pytest.raises(Skip, match="no hard-sigmoid gate"):
+        float_hardsigmoid(view, block, True)
     assert [(n.name, n.target, n.args) for n in program.graph.nodes] == before
 
 

@@ -28,8 +28,9 @@ from onnx import TensorProto, helper
 from onnx.shape_inference import InferenceError
 from torch import nn
 
-from ca_export.onnx_graph import GraphIndex, find, normalize
-from ca_export.patterns import find as find_aten
+from ca_export.onnx_graph import normalize
+from ca_export.patterns import find
+from ca_export.patterns.onnx_proto import OnnxView
 from ca_export.pipeline import OnnxJob, export_onnx
 from ca_export.pipeline.optimize import OptimizeJob, optimize_onnx
 from ca_export.tracing import trace
@@ -105,7 +106,7 @@ def test_detector_returns_predictions_and_maps_and_caches_anchors() -> None:
 )
 def test_every_ca_block_found(name: str, channels: list[int]) -> None:
     model = _fresh(name)
-    blocks, rejected = find_aten(trace(model, SHAPE, dynamic=False).program.graph)
+    blocks, rejected = find(trace(model, SHAPE, dynamic=False).program.graph)
     assert [b.channels for b in blocks] == channels
     owners = {n for n, m in model.named_modules() if isinstance(m, CoordAtt)}
     assert {b.module for b in blocks} == owners
@@ -121,7 +122,7 @@ def test_detector_without_ca_has_no_block() -> None:
     graph = trace(model, SHAPE, dynamic=False).program.graph
     cats = [n for n in graph.nodes if n.target == torch.ops.aten.cat.default]
     assert len(cats) >= 10
-    assert find_aten(graph) == ([], [])
+    assert find(graph) == ([], [])
 
 
 # ----------------------------------------------------------------- ca-export onnx
@@ -242,7 +243,7 @@ def _opset10_find(top: float, tmp_path: Path) -> tuple[list, list]:
     _quiet_export(model, path, 10, (1, 3, 12, 20))
     clips = [n for n in onnx.load(path).graph.node if n.op_type == "Clip"]
     assert clips and all(len(c.input) == 1 and c.attribute for c in clips), "attribute-form Clip"
-    return find(GraphIndex(normalize(onnx.load(path)).model))
+    return find(normalize(onnx.load(path)).model)
 
 
 def test_clip_bounds_from_attributes_at_opset_10(tmp_path: Path) -> None:
@@ -328,9 +329,9 @@ def test_shape_inference_failure_is_reported(
 
     monkeypatch.setattr("ca_export.onnx_graph.index.onnx.shape_inference.infer_shapes", fail)
     raw = onnx.load(legacy("yolo_ca", 12, False))
-    index = GraphIndex(raw)
-    assert index.shape_error is not None and "op_type:Split" in index.shape_error
-    blocks, rejections = find(index)
+    view = OnnxView(raw)
+    assert view.shape_error is not None and "op_type:Split" in view.shape_error
+    blocks, rejections = find(view)
     assert blocks == [] and len(rejections) == 4
     assert all("shape inference failed: [ShapeInferenceError]" in r.reason for r in rejections)
     report = optimize_onnx(OptimizeJob(legacy("yolo_ca", 12, False), tmp_path / "out.onnx"))

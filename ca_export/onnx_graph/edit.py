@@ -53,12 +53,17 @@ class Editor:
         self.graph.node.append(copy)
         return copy
 
-    def axes_node(self, op: str, data: str, axes: list[int], base: str, **attrs: object) -> str:
+    def initializer(self, value: np.ndarray, base: str) -> str:
+        """Add a constant under a fresh name; return the name."""
+        init = numpy_helper.from_array(value, self.fresh(base))
+        self.graph.initializer.append(init)
+        return init.name
+
+    def axes_node(
+        self, op: str, data: str, axes: list[int], base: str, **attrs: object
+    ) -> onnx.NodeProto:
         """Append ReduceMean/Squeeze/Unsqueeze over ``axes`` in the form the opset wants."""
         if self.index.opset >= AXES_AS_INPUT[op]:
-            init = numpy_helper.from_array(
-                np.array(axes, dtype=np.int64), self.fresh(f"{base}_axes")
-            )
-            self.graph.initializer.append(init)
-            return self.node(op, [data, init.name], base, **attrs).output[0]
-        return self.node(op, [data], base, axes=axes, **attrs).output[0]
+            axes_name = self.initializer(np.array(axes, dtype=np.int64), f"{base}_axes")
+            return self.node(op, [data, axes_name], base, **attrs)
+        return self.node(op, [data], base, axes=axes, **attrs)

@@ -1,21 +1,23 @@
-"""The Coordinate Attention pattern in an ATen graph, matched by structure.
+"""The Coordinate Attention block, matched by structure on any ``GraphView``.
 
 Match rules, in order (the first one broken is the reason a candidate is rejected):
 
-1. A ``cat`` of two 4-D tensors along a spatial axis.
-2. Each input is a pooled tensor reached through permute/transpose only. Pools are
-   ``adaptive_avg_pool2d`` to (H, 1) or (1, W), or ``mean`` over one spatial axis
-   with ``keepdim``. Both pools read the same tensor ``x`` and reduce different axes.
-   Permutes keep batch and channels in place and bring both kept axes onto the
-   concat axis.
+0. Shapes are known where the rules read them (an ONNX file whose shape inference
+   stopped is rejected with where it stopped), and no pool reads a map with a spatial
+   size of 1 (which axis it keeps cannot be told).
+1. A concat of two 4-D tensors along a spatial axis.
+2. Each input is a strip pool reached through transposes only: an average over one
+   spatial axis (adaptive pool to (H, 1) or (1, W), a mean with kept dims, an
+   ``AveragePool`` whose kernel spans the axis). Both pools read the same tensor ``x``
+   and keep different axes. Transposes keep batch and channels in place and bring both
+   kept axes onto the concat axis.
 3. From the concat to the split, every op is spatially pointwise (1x1 conv, batch
-   norm, activations, arithmetic with scalars), and only the split reads its end.
-4. A ``split``/``split_with_sizes`` or two ``slice`` ops along the concat axis give
-   back exactly the two concat inputs.
-5. Each piece reaches, through permute/transpose only, a 1x1 conv with C output
-   channels and a gate: sigmoid, hardsigmoid or ``relu6(x + 3) / 6``, optionally
-   expanded.
-6. A tree of ``mul`` ops multiplies ``x`` by both gates, in any order.
+   norm, activations, arithmetic with constants without spatial extent), and only the
+   split reads its end.
+4. A split or two slices along the concat axis give back exactly the two concat inputs.
+5. Each piece reaches, through transposes only, a 1x1 conv with C output channels and a
+   gate: sigmoid, hardsigmoid or ``relu6(x + 3) / 6``, optionally expanded.
+6. A tree of multiplies multiplies ``x`` by both gates, in any order.
 
 Before (the official form)::
 
@@ -23,63 +25,55 @@ Before (the official form)::
        ├─ pool_w ── permute ── cat ── conv1 ── bn ── act ── split ─┬─ conv_h ── sig ─┐
        │                                                          └─ permute ── conv_w ── sig ─┤
        └──────────────────────────────────────────────────── mul ── mul ── out ─────┘
+
+The rules are written once here; ``patterns.aten`` and ``patterns.onnx`` answer the
+questions they ask (``GraphView``) for ATen graphs and ONNX files.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-from torch.fx import Graph, Node
-
-from ca_export.fx import (
-    LAYOUT_OPS,
-    compose,
-    is_getitem,
-    layout_perm,
-    module_path,
-    norm_dim,
-    same_size,
-    shape,
-    single_user,
-    topo_index,
-)
-from ca_export.patterns.pointwise import UNARY, is_pointwise_conv, pointwise_kind
-
-aten = torch.ops.aten
+from ca_export.patterns.view import Dim, GraphView, NoMatch, Op, Value
 
 IDENTITY = (0, 1, 2, 3)
 AXIS_NAME = {2: "h", 3: "w"}
-POOL_OPS = (aten.adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d.default)
-SPLIT_OPS = (aten.split_with_sizes.default, aten.split.Tensor)
-INT_MAX = 2**63 - 1
+CA_ONLY_OPS = frozenset({"Transpose", "Concat", "Split", "Slice", "Shape", "Gather"})
+TINY_MAP = (
+    "its pools read a map with a spatial size of 1 at this input size, so which axis each "
+    "keeps cannot be told; trace at a larger --input-shape"
+)
 
 
-class NoMatch(Exception):
-    """A candidate is not a CA block; the message says which rule it broke."""
+def compose(first: tuple[int, ...], then: tuple[int, ...]) -> tuple[int, ...]:
+    """The permutation of applying ``first`` and then ``then``."""
+    return tuple(first[i] for i in then)
 
 
 @dataclass
 class Branch:
-    """One direction of a CA block: the pool that keeps one spatial axis and its gate."""
+    """One direction of a CA block: the pool that keeps one spatial axis and its gate.
+
+    ``pool`` is the op the rewrites read the pooled tensor from; ``pool_to_reduce``
+    points it at the exact replacement.
+    """
 
     axis: str
-    pool: Node
+    pool: Op
     pool_kind: str
-    cat_input: Node
-    in_perm: tuple[int, ...]
-    piece: Node
-    gate_input: Node
-    out_perm: tuple[int, ...]
-    gate_conv: Node
-    gate: Node
+    in_chain: list[Op]
+    piece: Value
+    out_chain: list[Op]
+    perm: tuple[int, ...]
+    gate_conv: Op
+    gate_ops: list[Op]
     gate_kind: str
-    gate_leaf: Node
+    expand: Op | None
 
     @property
-    def perm(self) -> tuple[int, ...]:
-        """The permutation from the pooled tensor to the gate conv's input."""
-        return compose(self.in_perm, self.out_perm)
+    def gate(self) -> Op:
+        """The op whose output is the gate, before any expand."""
+        return self.gate_ops[-1]
 
 
 @dataclass
@@ -87,47 +81,41 @@ class CABlock:
     """A matched CA block and everything the rewrites and the report need."""
 
     module: str
-    source: Node
-    cat: Node
-    stem: list[Node]
-    stem_end: Node
-    splits: list[Node]
+    source: Value
+    concat: Op
+    axis: int
+    stem: list[Op]
+    stem_end: Value
+    splits: list[Op]
     branches: tuple[Branch, Branch]
-    output: Node
+    output: Op
     channels: int
     mip: int
+    spatial: tuple[Dim, Dim]
     variant: dict[str, str]
+    owned: list[Op] = field(default_factory=list)
+    ca_only: dict[str, int] = field(default_factory=dict)
     findings: list[str] = field(default_factory=list)
+
+    def ca_only_nodes(self) -> dict[str, int]:
+        """The block's transposes, concat, splits and their bound arithmetic as matched, by
+        ONNX op name: what the rewrite is there to remove."""
+        return dict(self.ca_only)
 
     def branch(self, axis: str) -> Branch:
         """The branch that keeps the given spatial axis ("h" or "w")."""
         return next(b for b in self.branches if b.axis == axis)
 
     @property
+    def name(self) -> str:
+        """The block's name in reports (its module, or its concat node)."""
+        return self.module
+
+    @property
     def square_only(self) -> bool:
         """Whether a gate lands on the other spatial axis (no transpose back), so the block
         is valid for square inputs only."""
         return any(b.perm != IDENTITY for b in self.branches)
-
-    def ca_only_nodes(self) -> dict[str, int]:
-        """The block's transposes, concat and split in the traced graph, by ONNX op name."""
-        counts = {"Concat": 1, "Transpose": 0}
-        for split in self.splits:
-            name = "Split" if split.target in SPLIT_OPS else "Slice"
-            counts[name] = counts.get(name, 0) + 1
-        for b in self.branches:
-            counts["Transpose"] += _layout_steps(b.cat_input, b.pool)
-            counts["Transpose"] += _layout_steps(b.gate_input, b.piece)
-        return {k: v for k, v in counts.items() if v}
-
-
-def _layout_steps(end: Node, start: Node) -> int:
-    """How many permutes lead back from ``end`` to ``start``."""
-    steps = 0
-    while end is not start and end.op == "call_function" and end.target in LAYOUT_OPS:
-        steps += 1
-        end = end.args[0]
-    return steps
 
 
 @dataclass
@@ -139,296 +127,268 @@ class Rejection:
     reason: str
 
 
-def pool_of(node: Node) -> tuple[Node, int, str] | None:
-    """(source, kept axis, kind) if the node averages one spatial axis away, else None."""
-    if node.op != "call_function":
-        return None
-    if node.target in POOL_OPS:
-        src = node.args[0]
-        in_shape, out_shape = shape(src), shape(node)
-        if len(in_shape) != 4 or len(out_shape) != 4:
-            return None
-        for kept, gone in ((2, 3), (3, 2)):
-            if (
-                out_shape[gone] == 1
-                and same_size(out_shape[kept], in_shape[kept])
-                and not same_size(in_shape[gone], 1)
-            ):
-                return src, kept, "adaptive_avg_pool2d"
-        return None
-    if node.target == aten.mean.dim:
-        src = node.args[0]
-        dims = node.args[1] if len(node.args) > 1 else None
-        keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-        if not keep or dims is None or len(dims) != 1 or len(shape(src)) != 4:
-            return None
-        gone = norm_dim(dims[0], 4)
-        if gone in (2, 3):
-            return src, 5 - gone, "mean"
-    return None
-
-
-def _back_to_pool(node: Node) -> tuple[Node, tuple[int, ...]]:
-    """Walk from a concat input back through permutes to its producer."""
+def _back_to_pool(view: GraphView, value: Value) -> tuple[Op | None, list[Op], tuple[int, ...]]:
+    """Walk from a concat input back through transposes: (producer, transposes, permutation)."""
+    chain: list[Op] = []
+    op = view.producer(value)
+    while op is not None and view.perm(op) is not None:
+        chain.append(op)
+        op = view.producer(view.data(op))
+    chain.reverse()
     perm = IDENTITY
-    chain: list[Node] = []
-    while node.op == "call_function" and node.target in LAYOUT_OPS:
-        chain.append(node)
-        node = node.args[0]
-    for step in reversed(chain):
-        perm = compose(perm, layout_perm(step))
-    return node, perm
+    for step in chain:
+        perm = compose(perm, view.perm(step))  # type: ignore[arg-type]
+    return op, chain, perm
 
 
-def _forward_through_layout(node: Node) -> tuple[Node, tuple[int, ...]]:
-    """Follow single users that are permutes; return the last node and the permutation."""
+def _forward_through_transposes(
+    view: GraphView, value: Value
+) -> tuple[Value, list[Op], tuple[int, ...]]:
+    """Follow single readers that are transposes: (last value, transposes, permutation)."""
+    chain: list[Op] = []
     perm = IDENTITY
-    while (user := single_user(node)) is not None and user.target in LAYOUT_OPS:
-        perm = compose(perm, layout_perm(user))
-        node = user
-    return node, perm
+    while (user := view.single_user(value)) is not None and (step := view.perm(user)):
+        chain.append(user)
+        perm = compose(perm, step)
+        value = view.output(user)
+    return value, chain, perm
 
 
-def _stem(graph: Graph, cat: Node, order: dict[Node, int]) -> tuple[list[Node], Node, list[Node]]:
-    """The pointwise nodes between the concat and the split, the stem's end, the splits."""
-    inside = {cat}
-    stem: list[Node] = []
-    splits: list[Node] = []
-    for node in list(graph.nodes)[order[cat] + 1 :]:
-        feeds = [a for a in node.all_input_nodes if a in inside]
-        if not feeds:
+def _stem(view: GraphView, concat: Op) -> tuple[list[Op], Value, list[Op]]:
+    """The pointwise ops between the concat and the split, the stem's end, the splits."""
+    inside = {view.output(concat)}
+    stem: list[Op] = []
+    splits: list[Op] = []
+    ops = list(view.ops())
+    for op in ops[ops.index(concat) + 1 :]:
+        read = [v for v in view.operands(op) if v in inside]
+        if not read:
             continue
-        if _is_split(node, cat):
-            splits.append(node)
+        if len(read) == 1 and view.cuts(op, read[0]):
+            splits.append(op)
             continue
-        kind = pointwise_kind(node, lambda a: a in inside)
-        if kind is None:
-            op = getattr(node.target, "__name__", str(node.target))
-            raise NoMatch(f"'{op}' reads the concatenated tensor but is not spatially pointwise")
-        inside.add(node)
-        stem.append(node)
+        view.pointwise(op, inside)
+        inside.update(view.outputs(op))
+        stem.append(op)
     if not splits:
         raise NoMatch("the concatenated tensor is never split back")
-    ends = {s.args[0] for s in splits}
+    ends = {view.data(s) for s in splits}
     if len(ends) != 1:
         raise NoMatch("the split reads more than one tensor of the shared branch")
     end = ends.pop()
-    leaks = [n for n in [cat, *stem] if n is not end and any(u not in inside for u in n.users)]
-    if leaks or any(u not in splits for u in end.users):
-        raise NoMatch("a tensor of the shared branch is used outside the block")
+    members = set(stem) | set(splits)
+    for value in [view.output(concat), *(v for op in stem for v in view.outputs(op))]:
+        readers = view.users(value)
+        if view.is_output(value) or any(u not in members for u in readers):
+            raise NoMatch("a tensor of the shared branch is used outside the block")
+        if value == end and any(u not in splits for u in readers):
+            raise NoMatch("a tensor of the shared branch is used outside the block")
     return stem, end, splits
 
 
-def _is_split(node: Node, cat: Node) -> bool:
-    """A split or slice along the concat axis."""
-    dim = norm_dim(cat.args[1] if len(cat.args) > 1 else 0, 4)
-    if node.target in SPLIT_OPS:
-        return norm_dim(node.args[2] if len(node.args) > 2 else 0, 4) == dim
-    if node.target == aten.slice.Tensor:
-        return norm_dim(node.args[1] if len(node.args) > 1 else 0, 4) == dim
-    return False
-
-
-def _pieces(splits: list[Node], cat: Node) -> list[Node]:
-    """The two pieces of the split, in concat input order.
-
-    Splits count as one when they cut the same sizes (export may duplicate a split
-    whose input was written in place, one per piece used).
-    """
-    inputs = cat.args[0]
-    dim = norm_dim(cat.args[1], 4)
-    sizes = [shape(i)[dim] for i in inputs]
-    ordered: list[list[Node]] = [[], []]
+def _pieces(view: GraphView, splits: list[Op], axis: int, sizes: list[Dim]) -> list[Value]:
+    """The two pieces of the split, in concat input order."""
+    ordered: list[list[Value]] = [[], []]
     for split in splits:
-        if split.target in SPLIT_OPS:
-            for item in split.users:
-                if not is_getitem(item) or item.args[1] not in (0, 1):
-                    raise NoMatch("the split does not give back exactly two pieces")
-                ordered[item.args[1]].append(item)
-            cut = [shape(u)[dim] for u in split.meta["val"]] if split.meta.get("val") else []
-            if len(cut) != 2 or not all(map(same_size, cut, sizes)):
-                raise NoMatch("the split sizes do not undo the concat")
-        else:
-            ordered[_slice_index(split, dim, sizes)].append(split)
+        for i, value in view.pieces(split, axis, sizes):
+            if value not in ordered[i]:
+                ordered[i].append(value)
     if any(len(p) != 1 for p in ordered):
         raise NoMatch("the split does not give back each concat input exactly once")
     return [ordered[0][0], ordered[1][0]]
 
 
-def _slice_index(piece: Node, dim: int, sizes: list) -> int:
-    """Which concat input a slice along the concat axis gives back."""
-    start = piece.args[2] if len(piece.args) > 2 else 0
-    end = piece.args[3] if len(piece.args) > 3 else INT_MAX
-    step = piece.args[4] if len(piece.args) > 4 else 1
-    if step != 1:
-        raise NoMatch("a slice of the shared branch has a step")
-    if start in (0, None) and same_size(shape(piece)[dim], sizes[0]):
-        return 0
-    if same_size(start, sizes[0]) and (end == INT_MAX or same_size(shape(piece)[dim], sizes[1])):
-        return 1
-    raise NoMatch("the slices do not undo the concat")
-
-
-def _gate(piece: Node, channels: int) -> tuple[Node, tuple[int, ...], Node, Node, str, Node]:
-    """Follow a piece to its gate: (gate input, perm, conv, gate, kind, leaf)."""
-    gate_input, perm = _forward_through_layout(piece)
-    conv = single_user(gate_input)
-    if conv is None or not is_pointwise_conv(conv) or conv.args[0] is not gate_input:
-        raise NoMatch("a split piece does not feed a single 1x1 conv")
-    if shape(conv)[1] != channels:
-        raise NoMatch("a gate conv does not restore the input's channel count")
-    act = single_user(conv)
+def _gate(view: GraphView, conv: Op) -> tuple[list[Op], str]:
+    """The ops after a gate conv that make the gate, and its kind."""
+    act = view.single_user(view.output(conv))
     if act is None:
         raise NoMatch("a gate conv has no single activation")
-    gate, kind = _gate_activation(act)
-    leaf = gate
-    user = single_user(gate)
-    if user is not None and user.target in (aten.expand.default, aten.expand_as.default):
-        leaf = user
-    return gate_input, perm, conv, gate, kind, leaf
-
-
-def _gate_activation(act: Node) -> tuple[Node, str]:
-    """The gate node and its kind: sigmoid, hardsigmoid, or h_sigmoid written out."""
-    if act.target == aten.sigmoid.default:
-        return act, "sigmoid"
-    if act.target in (aten.hardsigmoid.default, aten.hardsigmoid_.default):
-        return act, "hardsigmoid"
-    if act.target in (aten.add.Tensor, aten.add.Scalar) and act.args[1] == 3:
-        clip = single_user(act)
-        if clip is not None and UNARY.get(clip.target) in ("relu6", "hardtanh"):
-            div = single_user(clip)
-            if div is not None and (
-                (div.target in (aten.div.Tensor, aten.div.Scalar) and div.args[1] == 6)
-                or (div.target in (aten.mul.Tensor, aten.mul.Scalar) and div.args[1] == 1 / 6)
+    kind = view.activation(act)
+    if kind in ("sigmoid", "hardsigmoid"):
+        return [act], kind
+    add = view.scalar_arith(act)
+    if add is not None and add[0] == "add" and add[2] == 3.0:
+        clip = view.single_user(view.output(act))
+        if clip is not None and view.activation(clip) == "relu6":
+            div = view.single_user(view.output(clip))
+            scale = view.scalar_arith(div) if div is not None else None
+            if scale is not None and (
+                (scale[0] == "div" and scale[2] == 6.0)
+                or (scale[0] == "mul" and abs(scale[2] - 1 / 6) < 1e-7)
             ):
-                return div, "h_sigmoid"
-    raise NoMatch("a gate conv is not followed by sigmoid or hardsigmoid")
+                return [act, clip, div], "h_sigmoid"  # type: ignore[list-item]
+    raise NoMatch("a gate conv is not followed by Sigmoid or HardSigmoid")
 
 
-def _output(source: Node, leaf_h: Node, leaf_w: Node) -> Node:
-    """The mul that completes ``x * gate_h * gate_w`` (any order and grouping)."""
+def _branch_gate(
+    view: GraphView, piece: Value, channels: int
+) -> tuple[list[Op], tuple[int, ...], Op, list[Op], str, Op | None]:
+    """Follow a piece to its gate: (transposes, perm, conv, gate ops, kind, expand)."""
+    value, chain, perm = _forward_through_transposes(view, piece)
+    conv = view.single_user(value)
+    found = view.gate_conv_channels(conv, value) if conv is not None else None
+    if conv is None or found is None:
+        raise NoMatch("a split piece does not feed a single 1x1 conv")
+    if found != channels:
+        raise NoMatch("a gate conv does not restore the input's channel count")
+    gate_ops, kind = _gate(view, conv)
+    leaf = view.single_user(view.output(gate_ops[-1]))
+    expand = leaf if leaf is not None and view.is_expand(leaf) else None
+    return chain, perm, conv, gate_ops, kind, expand
+
+
+def _output(view: GraphView, source: Value, leaf_h: Value, leaf_w: Value) -> Op:
+    """The multiply that completes ``x * gate_h * gate_w`` (any order and grouping)."""
     leaves = {source: "x", leaf_h: "h", leaf_w: "w"}
 
-    def covered(node: Node) -> set[str] | None:
-        if node in leaves:
-            return {leaves[node]}
-        if node.target != aten.mul.Tensor:
+    def covered(value: Value) -> set[str] | None:
+        if value in leaves:
+            return {leaves[value]}
+        op = view.producer(value)
+        operands = view.mul_operands(op) if op is not None else None
+        if operands is None:
             return None
-        parts = [covered(a) if isinstance(a, Node) else None for a in node.args[:2]]
+        parts = [covered(v) for v in operands]
         if any(p is None for p in parts):
             return None
         return set().union(*parts)  # type: ignore[arg-type]
 
-    node = single_user(leaf_h)
+    op = view.single_user(leaf_h)
     for _ in range(3):
-        if node is None or node.target != aten.mul.Tensor:
+        if op is None or view.mul_operands(op) is None:
             break
-        got = covered(node)
+        got = covered(view.output(op))
         if got is None:
             break
         if got == {"x", "h", "w"}:
-            return node
-        node = single_user(node)
+            return op
+        op = view.single_user(view.output(op))
     raise NoMatch("the gates are not multiplied into the pooled input")
 
 
-def match(graph: Graph, cat: Node, order: dict[Node, int]) -> CABlock:
-    """Match a CA block whose concat is ``cat``; raise NoMatch with the reason otherwise."""
-    inputs = cat.args[0]
-    if len(inputs) != 2 or any(len(shape(i)) != 4 for i in inputs):
-        raise NoMatch("the concat does not join two 4-D tensors")
-    dim = norm_dim(cat.args[1] if len(cat.args) > 1 else 0, 4)
-    if dim not in (2, 3):
-        axis = "batch" if dim == 0 else "channels"
-        raise NoMatch(f"pool over one spatial axis found, but the concat axis is {axis}")
-    traced = [(_back_to_pool(i), i) for i in inputs]
-    pools = [(pool_of(p), p, perm, i) for (p, perm), i in traced]
-    if any(info is None for info, *_ in pools):
+def leaf(view: GraphView, branch: Branch) -> Value:
+    """The value the multiplies read for this gate: its expand if one is still read."""
+    if branch.expand is not None and view.users(view.output(branch.expand)):
+        return view.output(branch.expand)
+    return view.output(branch.gate)
+
+
+def _pools(view: GraphView, concat: Op, inputs: list[Value], axis: int) -> list[tuple]:
+    """Rule 2: each concat input's strip pool, transposes and permutation."""
+    traced = [_back_to_pool(view, v) for v in inputs]
+    for pool, _, _ in traced:
+        source = view.pool_source(pool) if pool is not None else None
+        if source is not None and view.shape(source) is None:
+            raise NoMatch(
+                f"shapes unknown, so the pools cannot be checked: {view.shape_gap(source)}"
+            )
+    infos = [view.strip_pool(p) if p is not None else None for p, _, _ in traced]
+    if any(info is None for info in infos):
         raise NoMatch("a concat input is not a pool over one spatial axis")
-    (src_a, kept_a, _), (src_b, kept_b, _) = (info for info, *_ in pools)  # type: ignore[misc]
-    if src_a is not src_b:
+    (src_a, kept_a, _), (src_b, kept_b, _) = infos  # type: ignore[misc]
+    if src_a != src_b:
         raise NoMatch("the two pools read different tensors")
     if kept_a == kept_b:
         raise NoMatch(f"both pools keep the same axis ({AXIS_NAME[kept_a].upper()})")
-    for info, _, perm, _ in pools:
+    for info, (_, _, perm) in zip(infos, traced, strict=True):
         if perm[:2] != (0, 1):
-            raise NoMatch("a permute moves batch or channels")
-        if perm.index(info[1]) != dim:
+            raise NoMatch("a transpose moves batch or channels")
+        if perm.index(info[1]) != axis:  # type: ignore[index]
             raise NoMatch("a pooled axis is not brought onto the concat axis")
-    stem, end, splits = _stem(graph, cat, order)
-    pieces = _pieces(splits, cat)
-    channels = shape(src_a)[1]
+    return [(info, *t) for info, t in zip(infos, traced, strict=True)]
+
+
+def match(view: GraphView, concat: Op) -> CABlock:
+    """Match a CA block whose concat is ``concat``; raise NoMatch with the reason otherwise."""
+    inputs, axis = view.concat(concat)  # type: ignore[misc]
+    shapes = [view.shape(v) for v in inputs]
+    unknown = [v for v, s in zip(inputs, shapes, strict=True) if s is None]
+    if unknown:
+        raise NoMatch(
+            f"shapes unknown, so the pools cannot be checked: {view.shape_gap(unknown[0])}"
+        )
+    if len(inputs) != 2 or any(len(s) != 4 for s in shapes):  # type: ignore[arg-type]
+        raise NoMatch("the concat does not join two 4-D tensors")
+    if axis not in (2, 3):
+        name = "batch" if axis == 0 else "channels"
+        raise NoMatch(f"pool over one spatial axis found, but the concat axis is {name}")
+    pools = _pools(view, concat, inputs, axis)
+    source = pools[0][0][0]
+    source_shape = view.shape(source)
+    assert source_shape is not None
+    channels = source_shape[1]
     if not isinstance(channels, int):
         raise NoMatch("the channel count is not static")
+    stem, end, splits = _stem(view, concat)
+    pieces = _pieces(view, splits, axis, [s[axis] for s in shapes])  # type: ignore[index]
+    end_shape = view.shape(end)
+    if end_shape is None or not isinstance(end_shape[1], int):
+        raise NoMatch("the shared branch's channel count is not static")
     branches = []
-    for (info, pool, perm, cat_input), piece in zip(pools, pieces, strict=True):
-        gate_input, out_perm, conv, gate, kind, leaf = _gate(piece, channels)
+    for ((_, kept, kind), pool, in_chain, in_perm), piece in zip(pools, pieces, strict=True):
+        chain, out_perm, conv, gate_ops, gate_kind, expand = _branch_gate(view, piece, channels)
         branches.append(
             Branch(
-                AXIS_NAME[info[1]],
+                AXIS_NAME[kept],
                 pool,
-                info[2],
-                cat_input,
-                perm,
-                piece,
-                gate_input,
-                out_perm,
-                conv,
-                gate,
                 kind,
-                leaf,
+                in_chain,
+                piece,
+                chain,
+                compose(in_perm, out_perm),
+                conv,
+                gate_ops,
+                gate_kind,
+                expand,
             )
         )
     by_axis = {b.axis: b for b in branches}
-    output = _output(src_a, by_axis["h"].gate_leaf, by_axis["w"].gate_leaf)
+    output = _output(view, source, leaf(view, by_axis["h"]), leaf(view, by_axis["w"]))
     block = CABlock(
-        module=module_path(cat) or "<model>",
-        source=src_a,
-        cat=cat,
+        module=view.name(concat),
+        source=source,
+        concat=concat,
+        axis=axis,
         stem=stem,
         stem_end=end,
         splits=splits,
         branches=(by_axis["h"], by_axis["w"]),
         output=output,
         channels=channels,
-        mip=int(shape(end)[1]),
-        variant=_variant(branches, stem, splits),
+        mip=end_shape[1],
+        spatial=(source_shape[2], source_shape[3]),
+        variant=_variant(view, branches, stem, splits),
     )
+    core = [concat, *stem, *splits]
+    for b in branches:
+        core += [*b.in_chain, *b.out_chain, *([b.expand] if b.expand is not None else [])]
+    block.owned = view.owned(core)
+    for op in block.owned:
+        kind = view.onnx_type(op)
+        if kind in CA_ONLY_OPS:
+            block.ca_only[kind] = block.ca_only.get(kind, 0) + 1
     block.findings = lint(block)
     return block
 
 
-def _variant(branches: list[Branch], stem: list[Node], splits: list[Node]) -> dict[str, str]:
+def _variant(
+    view: GraphView, branches: list[Branch], stem: list[Op], splits: list[Op]
+) -> dict[str, str]:
     """A short description of how this block is written."""
-    layouts = {n.target for b in branches for n in _layout_nodes(b)}
     kinds: list[str] = []
-    for node in stem:
-        kind = pointwise_kind(node, lambda _: True)
-        if kind and (not kinds or kinds[-1] != kind):
+    for op in stem:
+        kind = view.label(op)
+        if not kinds or kinds[-1] != kind:
             kinds.append(kind)
+    swaps = sorted({view.label(op) for b in branches for op in [*b.in_chain, *b.out_chain]})
     return {
         "pool": branches[0].pool_kind,
-        "swap": "permute" if aten.permute.default in layouts else "transpose",
-        "split": "slice" if splits[0].target == aten.slice.Tensor else "split",
+        "swap": "+".join(swaps) or "none",
+        "split": view.label(splits[0]),
         "stem": "+".join(kinds) or "none",
         "gate": branches[0].gate_kind,
-        "expand": "yes" if any(b.gate_leaf is not b.gate for b in branches) else "no",
+        "expand": "yes" if any(b.expand is not None for b in branches) else "no",
     }
-
-
-def _layout_nodes(branch: Branch) -> list[Node]:
-    """The permute/transpose nodes on a branch, before and after the split."""
-    nodes = []
-    node = branch.cat_input
-    while node is not branch.pool:
-        nodes.append(node)
-        node = node.args[0]
-    node = branch.gate_input
-    while node is not branch.piece:
-        nodes.append(node)
-        node = node.args[0]
-    return nodes
 
 
 def lint(block: CABlock) -> list[str]:
@@ -445,42 +405,43 @@ def lint(block: CABlock) -> list[str]:
     return findings
 
 
-def _tiny_pool(node: Node) -> bool:
+def _tiny(view: GraphView, pool: Op | None) -> bool:
     """A pool over a map with a spatial size of 1, where the kept axis cannot be told."""
-    if node.op != "call_function" or node.target not in (*POOL_OPS, aten.mean.dim):
-        return False
-    dims = shape(node.args[0])
-    return len(dims) == 4 and (same_size(dims[2], 1) or same_size(dims[3], 1))
+    source = view.pool_source(pool) if pool is not None else None
+    dims = view.shape(source) if source is not None else None
+    return dims is not None and len(dims) == 4 and 1 in (dims[2], dims[3])
 
 
-TINY_MAP = (
-    "its pools read a map with a spatial size of 1 at this input size, so which axis each "
-    "keeps cannot be told; trace at a larger --input-shape"
-)
-
-
-def candidates(graph: Graph) -> list[Node]:
-    """Concat nodes with at least one input pooled over a spatial axis (or over a map too
-    small to tell which)."""
+def candidates(view: GraphView) -> list[Op]:
+    """Concats with an input that is strip-pooled (through transposes), or pooled through a
+    transpose, or pooled from a map whose shape is unknown or has a spatial size of 1: the
+    pool -> transpose -> concat shape of a CA block, which ``match`` accepts or says why not."""
     found = []
-    for node in graph.nodes:
-        if node.op == "call_function" and node.target == aten.cat.default:
-            sources = [_back_to_pool(i)[0] for i in node.args[0]]
-            if any(pool_of(s) is not None or _tiny_pool(s) for s in sources):
-                found.append(node)
+    for op in view.ops():
+        concat = view.concat(op)
+        if concat is None:
+            continue
+        for value in concat[0]:
+            pool, chain, _ = _back_to_pool(view, value)
+            source = view.pool_source(pool) if pool is not None else None
+            if source is None:
+                continue
+            if chain or view.shape(source) is None or _tiny(view, pool) or view.strip_pool(pool):
+                found.append(op)
+                break
     return found
 
 
-def find(graph: Graph) -> tuple[list[CABlock], list[Rejection]]:
-    """All CA blocks in a graph, and the pooled concats that are not, with reasons."""
-    order = topo_index(graph)
+def find(view: GraphView) -> tuple[list[CABlock], list[Rejection]]:
+    """All CA blocks of a graph, and the pooled concats that are not, with reasons."""
     blocks: list[CABlock] = []
     rejections: list[Rejection] = []
-    for cat in candidates(graph):
+    for concat in candidates(view):
         try:
-            if any(_tiny_pool(_back_to_pool(i)[0]) for i in cat.args[0]):
+            inputs = view.concat(concat)[0]  # type: ignore[index]
+            if any(_tiny(view, _back_to_pool(view, v)[0]) for v in inputs):
                 raise NoMatch(TINY_MAP)
-            blocks.append(match(graph, cat, order))
+            blocks.append(match(view, concat))
         except NoMatch as why:
-            rejections.append(Rejection(module_path(cat) or "<model>", cat.name, str(why)))
+            rejections.append(Rejection(view.name(concat), view.node_name(concat), str(why)))
     return blocks, rejections

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,10 +89,13 @@ def inspect_model(
         traced = trace_or_explain(loaded.module, input_shape, dynamic=False)
     with stage("detect"):
         blocks, rejected = find(traced.program.graph)
+    passes = []
+    if blocks:
+        with stage("rewrite"):
+            passes = [p.to_dict() for p in rewrite(traced.program, static=True).passes]
     notices = loaded.notices + traced.notices
-    return InspectReport(
-        model, list(input_shape), [BlockReport.of(b) for b in blocks], rejected, notices
-    )
+    entries = [BlockReport.of(b) for b in blocks]
+    return InspectReport(model, list(input_shape), entries, rejected, notices, passes)
 
 
 @dataclass
@@ -107,6 +110,7 @@ class ModelJob:
     rewrite: bool = True
     trust_pickle: bool = False
     check_memory: bool = True
+    skip_passes: tuple[str, ...] = ()
 
     def reads(self) -> list[Path]:
         """The files this job reads."""
@@ -125,6 +129,7 @@ class ModelJob:
             self.trust_pickle,
             self.check_memory,
             form,
+            self.skip_passes,
         )
 
 
@@ -159,10 +164,11 @@ def prepare(
     trust_pickle: bool = False,
     check_memory: bool = True,
     form: str = "onnx",
+    skip: Sequence[str] = (),
 ) -> Prepared:
-    """Load, trace, find blocks and (if asked) rewrite them into ``form``; fill the report.
-
-    The ``xnnpack`` form (ExecuTorch) traces dynamic H/W bounded, with a static batch."""
+    """Load, trace, find blocks and (if asked) rewrite them into ``form`` without the passes
+    named in ``skip``; fill the report with what each pass did. The ``xnnpack`` form
+    (ExecuTorch) traces dynamic H/W bounded, with a static batch."""
     with stage("load"):
         loaded = load_model(model, weights, trust_pickle)
         report.notices += loaded.notices
@@ -180,9 +186,11 @@ def prepare(
     program = traced.program
     if do_rewrite and blocks:
         with stage("rewrite"):
-            program = rewrite(traced.program, static=not dynamic, form=form).program
+            result = rewrite(traced.program, static=not dynamic, form=form, skip=skip)
+            program = result.program
+            report.passes = [p.to_dict() for p in result.passes]
             for entry in report.ca_blocks:
-                entry.rewritten = True
+                entry.rewritten = any(entry.module in p.applied for p in result.passes)
     return Prepared(loaded.module, traced, blocks, program)
 
 

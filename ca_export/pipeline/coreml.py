@@ -38,7 +38,7 @@ class CoreMLJob(ModelJob):
 
     ``precision`` and ``min_target`` default by format (mlprogram: fp16, iOS15;
     neuralnetwork: fp32, iOS13; a neuralnetwork in fp16 stores fp16 weights).
-    ``hw_range`` or ``shapes`` need ``dynamic``; dynamic
+    ``hw_range`` or ``sizes`` need ``dynamic``; dynamic
     without either gets ``DEFAULT_HW_RANGE``. ``metadata`` keys: ``METADATA_FIELDS``.
     """
 
@@ -46,7 +46,7 @@ class CoreMLJob(ModelJob):
     precision: str | None = None
     min_target: str | None = None
     hw_range: tuple[int, int] | None = None
-    shapes: tuple[tuple[int, int], ...] = ()
+    sizes: tuple[tuple[int, int], ...] = ()
     image: ImageInput | None = None
     labels: tuple[str, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
@@ -65,8 +65,8 @@ class CoreMLJob(ModelJob):
 
     def input_spec(self, name: str) -> InputSpec:
         """The converted model's input under ``name``."""
-        hw_range = self.hw_range or (DEFAULT_HW_RANGE if self.dynamic and not self.shapes else None)
-        return InputSpec(name, self.input_shape, hw_range, self.shapes, self.image)
+        hw_range = self.hw_range or (DEFAULT_HW_RANGE if self.dynamic and not self.sizes else None)
+        return InputSpec(name, self.input_shape, hw_range, self.sizes, self.image)
 
 
 def validate(job: CoreMLJob) -> None:
@@ -95,15 +95,15 @@ def validate(job: CoreMLJob) -> None:
 def _validate_sizes(job: CoreMLJob) -> None:
     """Flexible sizes need --dynamic, one kind at a time, and must hold the traced size."""
     _, _, h, w = job.input_shape
-    if (job.hw_range or job.shapes) and not job.dynamic:
-        raise BadInputError("--hw-range and --shapes need --dynamic")
-    if job.hw_range and job.shapes:
-        raise BadInputError("give --hw-range or --shapes, not both")
+    if (job.hw_range or job.sizes) and not job.dynamic:
+        raise BadInputError("--hw-range and --sizes need --dynamic")
+    if job.hw_range and job.sizes:
+        raise BadInputError("give --hw-range or --sizes, not both")
     low, high = job.hw_range or DEFAULT_HW_RANGE
-    if job.dynamic and not job.shapes and not 1 <= low <= min(h, w) <= max(h, w) <= high:
+    if job.dynamic and not job.sizes and not 1 <= low <= min(h, w) <= max(h, w) <= high:
         raise BadInputError(f"--hw-range {low}:{high} must hold the input size {h}x{w}")
-    if job.shapes and (h, w) not in job.shapes:
-        raise BadInputError(f"--shapes must include the input size {h}x{w}")
+    if job.sizes and (h, w) not in job.sizes:
+        raise BadInputError(f"--sizes must include the input size {h}x{w}")
 
 
 def read_labels(path: Path) -> tuple[str, ...]:
@@ -205,7 +205,7 @@ def _scale_upsamples(job: CoreMLJob, prepared: Prepared, report: ExportReport) -
     if multiple == (1, 1):
         return multiple
     mh, mw = multiple
-    sizes = [tuple(job.input_shape[2:]), *job.shapes]
+    sizes = [tuple(job.input_shape[2:]), *job.sizes]
     wrong = [f"{h}x{w}" for h, w in sizes if h % mh or w % mw]
     if wrong:
         raise BadInputError(
@@ -213,11 +213,11 @@ def _scale_upsamples(job: CoreMLJob, prepared: Prepared, report: ExportReport) -
             f"{mw}; {', '.join(dict.fromkeys(wrong))} is not"
         )
     report.checks["flexible_sizes"] = {"ran": True, "passed": True, "multiple": [mh, mw]}
-    if not job.shapes:
+    if not job.sizes:
         report.warnings.append(
             f"the size range also admits sizes where the model is not exact: use H a multiple "
             f"of {mh} and W of {mw} (recorded as {coreml_export.HW_MULTIPLE}; verify checks it), "
-            "or --shapes"
+            "or --sizes"
         )
     return multiple
 
@@ -237,10 +237,10 @@ def _validate_traced(
         if spec.hw_range is not None:
             raise BadInputError(
                 f"{job.model} runs on square inputs only, and a Core ML size range cannot tie "
-                "H to W; use --shapes with square sizes"
+                "H to W; use --sizes with square sizes"
             )
         if any(h != w for h, w in spec.shapes):
-            raise BadInputError(f"{job.model} runs on square inputs only; --shapes must be square")
+            raise BadInputError(f"{job.model} runs on square inputs only; --sizes must be square")
     if job.labels and (len(shapes) != 1 or len(shapes[0]) != 2 or shapes[0][1] != len(job.labels)):
         outputs = ", ".join("x".join(map(str, s)) for s in shapes)
         raise BadInputError(

@@ -27,9 +27,12 @@ from ca_export import __version__
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import onnx as onnx_export
 from ca_export.files import Output, guard, write_atomic
-from ca_export.onnx_graph import OnnxBlock, make_dynamic, normalize, rewrite_model
+from ca_export.onnx_graph import make_dynamic, normalize
+from ca_export.patterns import CABlock
+from ca_export.patterns.coordatt import CA_ONLY_OPS
 from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.report import BlockReport, OptimizeReport, gate_summary
+from ca_export.rewrites import rewrite_model
 from ca_export.verify.artifacts import cpu_session
 from ca_export.verify.metrics import compare
 from ca_export.verify.parity import SEEDS, CaseResult, GateResult
@@ -46,6 +49,7 @@ class OptimizeJob:
     output: Path
     dynamic: bool = False
     force_write: bool = False
+    skip_passes: tuple[str, ...] = ()
 
     def reads(self) -> list[Path]:
         """The files this job reads."""
@@ -170,12 +174,26 @@ def dynamic_check(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[
     return {"passed": finite, "output_shapes": [list(o.shape) for o in outs]}
 
 
-def _block_report(block: OnnxBlock, left: dict[str, int]) -> BlockReport:
+def ca_only_left(model: onnx.ModelProto, block: CABlock) -> dict[str, int]:
+    """Transpose/Concat/Split/Slice/Shape/Gather nodes of a block still in ``model``: the
+    block's own that survived, and any the rewrite added (named after the block)."""
+    owned = {o for op in block.owned for o in op.proto.output}
+    prefix = f"{block.name}/ca_"
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type in CA_ONLY_OPS and (
+            node.name.startswith(prefix) or any(o in owned for o in node.output)
+        ):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def _block_report(block: CABlock, model: onnx.ModelProto) -> BlockReport:
     """The report entry of a rewritten block."""
-    entry = BlockReport(block.name, block.channels, block.mip, dict(block.variant), block.findings)
+    entry = BlockReport.of(block)
     entry.rewritten = True
     entry.ca_only_nodes_before = block.ca_only_nodes()
-    entry.ca_only_nodes_after = left
+    entry.ca_only_nodes_after = ca_only_left(model, block)
     return entry
 
 
@@ -201,9 +219,10 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
     if norm.reason:
         report.warnings.append(f"file matched as written: {norm.reason}")
     with stage("rewrite"):
-        result = rewrite_model(norm.model, static=not job.dynamic)
+        result = rewrite_model(norm.model, static=not job.dynamic, skip=job.skip_passes)
     report.skipped = [{"node": r.node, "reason": r.reason} for r in result.rejections]
-    report.ca_blocks = [_block_report(b, result.left[b.name]) for b in result.blocks]
+    report.ca_blocks = [_block_report(b, result.model) for b in result.blocks]
+    report.passes = [p.to_dict() for p in result.passes]
     if result.shape_error:
         report.warnings.append(f"ONNX shape inference failed: {result.shape_error}")
     if not result.blocks:

@@ -26,12 +26,14 @@ import torch
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import coreml as coreml_export
 from ca_export.export.coreml import ImageInput
+from ca_export.files import Output
 from ca_export.loading import load_model, model_files
 from ca_export.patterns import find
 from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.report import ArtifactResult, VerifyCase, VerifyReport
 from ca_export.tracing import example_input, guard_memory, trace
 from ca_export.verify.artifacts import OnnxArtifact, PteArtifact, open_onnx, open_pte
+from ca_export.verify.ci_reports import write_summaries
 from ca_export.verify.inputs import is_image, load_inputs
 from ca_export.verify.localize import Localization, localize
 from ca_export.verify.metrics import compare
@@ -61,10 +63,18 @@ class VerifyJob:
     image: ImageInput | None = None
     trust_pickle: bool = False
     check_memory: bool = True
+    junit: Path | None = None
+    markdown: Path | None = None
+    step_summary: Path | None = None
 
     def reads(self) -> list[Path]:
         """The files this job reads."""
         return [*model_files(self.model, self.weights), *self.artifacts, *self.inputs]
+
+    def writes(self) -> list[Output]:
+        """The CI summaries this job writes (the step summary is appended to, not replaced)."""
+        pairs = ((self.junit, "junit"), (self.markdown, "markdown"))
+        return [Output(path, kind) for path, kind in pairs if path is not None]
 
 
 def default_shapes(artifact: Artifact, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -119,6 +129,7 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
             inputs = user_pixels if image else user_inputs
             report.artifacts.append(_verify_one(job, model, artifact, inputs, report))
     report.stages = stage.times
+    write_summaries(report, job.junit, job.markdown, job.step_summary)
     return report
 
 

@@ -1,27 +1,35 @@
-"""Exact rewrites of CA blocks, applied to an `ExportedProgram`.
+"""Exact rewrites of CA blocks, written once over ``GraphView``, run as passes.
 
-Per block, in order: ``pool_to_reduce`` (strip pools that are right at every size),
-``distribute_stem`` (no concat/split/transpose left), ``hardswish`` (a written-out
-h_swish in the stem as one op), ``drop_expand`` (no shape arithmetic on the gates),
-then the gate, by target form: ``onnx`` (default) ``gate_once`` (the H x W gate built
-once, one same-shape multiply, fastest on ONNX Runtime), ``xnnpack``
-``global_strip_pool`` (a dynamic strip pool as a global mean between permutes),
-``swap_as_view`` (the seed quirk's squeeze/unsqueeze as one view, or
-``swap_as_permute`` at symbolic sizes), ``broadcast_gate`` (two
-broadcasting multiplies) and ``float_hardsigmoid`` (hard-sigmoid gates with float
-constants): ops ExecuTorch lowers into one XNNPACK delegate.
-Dead nodes are removed and the graph is linted. The pass is idempotent: a rewritten graph has no
-concat left for the detector to match.
+A *form* is the declared order of passes that puts a block into the shape one runtime
+runs fastest; every form is exact. ``onnx`` (default): ``pool_to_reduce`` (strip pools
+right at every size), ``distribute_stem`` (no concat/split/transpose left), ``hardswish``
+(a written-out h_swish as one op), ``drop_expand`` (no shape arithmetic on the gates),
+``gate_once`` (the H x W gate built once, one same-shape multiply). ``xnnpack`` (ExecuTorch)
+ends with ``global_strip_pool`` (a dynamic strip pool as a global mean between permutes),
+``swap_as_view`` (``swap_as_permute`` at symbolic sizes), ``broadcast_gate`` and
+``float_hardsigmoid`` instead: ops ExecuTorch lowers into one XNNPACK delegate. ``skip``
+leaves named passes out (ablations); the results say per pass and per block what changed
+and why the rest was skipped.
+
+``rewrite`` edits a copy of an `ExportedProgram`, ``rewrite_model`` a copy of an ONNX
+model; the input is untouched. Both are idempotent: a rewritten graph has no concat left
+for the matcher.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import onnx
 from torch.export import ExportedProgram
 
+from ca_export.errors import BadInputError
 from ca_export.patterns import CABlock, Rejection, find
+from ca_export.patterns.aten import AtenView
+from ca_export.patterns.onnx_proto import OnnxView
+from ca_export.patterns.view import GraphView
 from ca_export.rewrites.broadcast_gate import broadcast_gate
 from ca_export.rewrites.distribute_stem import distribute_stem
 from ca_export.rewrites.drop_expand import drop_expand
@@ -29,55 +37,88 @@ from ca_export.rewrites.float_hardsigmoid import float_hardsigmoid
 from ca_export.rewrites.gate_once import gate_once
 from ca_export.rewrites.global_strip_pool import global_strip_pool
 from ca_export.rewrites.hardswish import fuse_hardswish
+from ca_export.rewrites.passes import Pass, PassResult, run
 from ca_export.rewrites.pool_to_reduce import pool_to_reduce
 from ca_export.rewrites.swap_as_permute import swap_as_permute
 from ca_export.rewrites.swap_as_view import swap_as_view
 
-FORMS = ("onnx", "xnnpack")
-"""Target forms of the rewritten block; they differ in how the gate is applied."""
+PASSES = {
+    p.name: p
+    for p in (
+        Pass("pool_to_reduce", pool_to_reduce, "strip pools as averages right at every size"),
+        Pass("distribute_stem", distribute_stem, "the shared stem copied per branch"),
+        Pass("hardswish", fuse_hardswish, "a written-out h_swish as one op"),
+        Pass("drop_expand", drop_expand, "no expand on the gates"),
+        Pass("gate_once", gate_once, "x * (a_h @ a_w): one same-shape multiply"),
+        Pass("swap_as_view", swap_as_view, "the seed quirk's axis swap as one view"),
+        Pass("broadcast_gate", broadcast_gate, "x * a_h * a_w: two broadcasting multiplies"),
+        Pass("global_strip_pool", global_strip_pool, "a dynamic strip pool as a global mean"),
+        Pass("swap_as_permute", swap_as_permute, "the seed quirk's axis swap as one permute"),
+        Pass("float_hardsigmoid", float_hardsigmoid, "hard-sigmoid gates with float constants"),
+    )
+}
+COMMON = ("pool_to_reduce", "distribute_stem", "hardswish", "drop_expand")
+FORMS: dict[str, tuple[str, ...]] = {
+    "onnx": (*COMMON, "gate_once"),
+    "xnnpack": (
+        *COMMON,
+        "global_strip_pool",
+        "swap_as_view",
+        "swap_as_permute",
+        "broadcast_gate",
+        "float_hardsigmoid",
+    ),
+}
+"""Target forms of the rewritten block: the passes each runs, in order."""
 
 
-@dataclass
-class BlockRewrite:
-    """One rewritten block: its module, and the nodes that bound it in the new graph."""
-
-    module: str
-    source: str
-    output: str
+def passes_for(form: str, skip: Sequence[str] = ()) -> list[Pass]:
+    """The passes of ``form`` without those named in ``skip``."""
+    if form not in FORMS:
+        raise BadInputError(f"unknown rewrite form {form!r}; expected one of {sorted(FORMS)}")
+    unknown = sorted(set(skip) - set(PASSES))
+    if unknown:
+        raise BadInputError(f"unknown rewrite pass {unknown[0]!r}; passes: {', '.join(PASSES)}")
+    return [PASSES[name] for name in FORMS[form] if name not in skip]
 
 
 @dataclass
 class RewriteResult:
-    """A pass result: the program after the pass and whether anything changed."""
+    """What the rewrite found, and what each pass did to it."""
 
-    program: ExportedProgram
-    blocks: list[BlockRewrite]
+    blocks: list[CABlock]
     rejections: list[Rejection]
+    passes: list[PassResult]
+    removed: int
 
     @property
     def modified(self) -> bool:
-        """Whether the pass changed the program."""
-        return bool(self.blocks)
+        """Whether any pass changed the graph."""
+        return any(p.modified for p in self.passes)
 
 
-def rewrite_block(
-    program: ExportedProgram, block: CABlock, static: bool, form: str = "onnx"
-) -> BlockRewrite:
-    """Apply every rewrite to one block of ``program``'s graph, in place."""
-    graph = program.graph
-    pooled = {b.axis: pool_to_reduce(graph, b, static) for b in block.branches}
-    fuse_hardswish(graph, distribute_stem(graph, block, pooled))
-    drop_expand(graph, block)
-    if form == "xnnpack":
-        for pool in pooled.values():
-            global_strip_pool(graph, pool)
-        swap_as_view(graph, block)
-        swap_as_permute(graph, block)
-        broadcast_gate(graph, block)
-        float_hardsigmoid(graph, block)
-    else:
-        gate_once(graph, block)
-    return BlockRewrite(block.module, block.source.name, block.output.name)
+@dataclass
+class ProgramRewrite(RewriteResult):
+    """``rewrite``'s result: the rewritten copy of the program."""
+
+    program: ExportedProgram
+
+
+@dataclass
+class ModelRewrite(RewriteResult):
+    """``rewrite_model``'s result: the rewritten copy of the ONNX model."""
+
+    model: onnx.ModelProto
+    shape_error: str | None
+
+
+def _apply(view: GraphView, form: str, static: bool, skip: Sequence[str]) -> RewriteResult:
+    """Find the blocks and run the form's passes on them."""
+    passes = passes_for(form, skip)
+    blocks, rejections = find(view)
+    results = run(view, blocks, passes, static) if blocks else []
+    removed = view.finish() if blocks else 0
+    return RewriteResult(blocks, rejections, results, removed)
 
 
 def _copy(program: ExportedProgram) -> ExportedProgram:
@@ -91,14 +132,21 @@ def _copy(program: ExportedProgram) -> ExportedProgram:
     return copied
 
 
-def rewrite(program: ExportedProgram, static: bool, form: str = "onnx") -> RewriteResult:
-    """Rewrite every CA block of a copy of ``program`` into ``form``; the input is untouched."""
-    if form not in FORMS:
-        raise ValueError(f"unknown rewrite form {form!r}; expected one of {FORMS}")
+def rewrite(
+    program: ExportedProgram, static: bool, form: str = "onnx", skip: Sequence[str] = ()
+) -> ProgramRewrite:
+    """Rewrite every CA block of a copy of ``program`` into ``form``."""
     program = _copy(program)
-    blocks, rejections = find(program.graph)
-    done = [rewrite_block(program, block, static, form) for block in blocks]
-    program.graph.eliminate_dead_code()
-    program.graph.lint()
-    program.graph_module.recompile()
-    return RewriteResult(program, done, rejections)
+    done = _apply(AtenView(program.graph), form, static, skip)
+    return ProgramRewrite(**vars(done), program=program)
+
+
+def rewrite_model(
+    model: onnx.ModelProto, static: bool, form: str = "onnx", skip: Sequence[str] = ()
+) -> ModelRewrite:
+    """Rewrite every CA block of a copy of ``model`` into ``form``."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    view = OnnxView(out)
+    done = _apply(view, form, static, skip)
+    return ModelRewrite(**vars(done), model=out, shape_error=view.shape_error)

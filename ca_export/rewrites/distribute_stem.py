@@ -1,11 +1,11 @@
 """Rewrite: run the CA block's shared pointwise branch on each pooled tensor apart.
 
-The shared conv1/BN/activation are spatially pointwise, so they commute with the
-concat, the split and the transposes around them: ``f(cat(a, b)) == cat(f(a), f(b))``.
-Each gate conv then reads ``f(pool)`` directly. Where the model never transposes a
-piece back (the seed's quirk), the gate keeps reading its input along the other
-axis; that axis swap moves a singleton, so it is a squeeze + unsqueeze, not a
-transpose.
+The shared conv1/BN/activation are spatially pointwise, so they commute with the concat,
+the split and the transposes around them: ``f(cat(a, b)) == cat(f(a), f(b))``. Each
+branch gets its own copy of those ops (reading the same weights), and each gate conv
+reads its branch directly. Where the model never transposes a piece back (the seed's
+quirk), the gate keeps reading its input along the other axis; that swap moves a
+singleton, so it is a squeeze + unsqueeze, not a transpose.
 
 Before::
 
@@ -25,31 +25,26 @@ After, where a piece is not transposed back (seed)::
 
 from __future__ import annotations
 
-import torch
-from torch.fx import Graph, Node
-
-from ca_export.fx import add_node, copy_node
-from ca_export.patterns import CABlock
-from ca_export.patterns.coordatt import IDENTITY
-
-aten = torch.ops.aten
+from ca_export.patterns.coordatt import IDENTITY, CABlock
+from ca_export.patterns.view import GraphView
 
 
-def distribute_stem(graph: Graph, block: CABlock, pooled: dict[str, Node]) -> list[Node]:
-    """Feed every gate conv from its own copy of the stem; return the nodes added."""
-    added: list[Node] = []
+def distribute_stem(view: GraphView, block: CABlock, static: bool) -> str:
+    """Feed every gate conv from its own copy of the stem."""
     for branch in block.branches:
-        env: dict[Node, Node] = {block.cat: pooled[branch.axis]}
-        for node in block.stem:
-            env[node] = copy_node(graph, node, env, before=block.splits[0])
-            added.append(env[node])
+        base = f"{block.name}/ca_{branch.axis}"
+        env = {view.output(block.concat): view.output(branch.pool)}
+        for op in block.stem:
+            view.clone(op, env, block.splits[0], base)
         gate_input = env[block.stem_end]
         if branch.perm != IDENTITY:
             kept = 2 if branch.axis == "h" else 3
-            gone = 5 - kept
+            lands = branch.perm.index(kept)
             conv = branch.gate_conv
-            squeezed = add_node(graph, aten.squeeze.dims, (gate_input, [gone]), conv)
-            gate_input = add_node(graph, aten.unsqueeze.default, (squeezed, kept), conv)
-            added += [squeezed, gate_input]
-        branch.gate_conv.replace_input_with(branch.gate_input, gate_input)
-    return added
+            squeezed = view.squeeze(gate_input, 5 - kept, conv, f"{base}/squeeze")
+            gate_input = view.unsqueeze(squeezed, 5 - lands, conv, f"{base}/unsqueeze")
+        view.replace_input(branch.gate_conv, view.data(branch.gate_conv), gate_input)
+    swapped = sum(b.perm != IDENTITY for b in block.branches)
+    return f"{len(block.stem)} stem ops per branch" + (
+        f", {swapped} singleton swap(s)" if swapped else ""
+    )

@@ -1,8 +1,9 @@
 """Rewrite: drop ``expand`` on a CA gate whose multiply broadcasts to the same shape.
 
-``x * a_h.expand(-1, -1, h, w)`` equals ``x * a_h``: the multiply broadcasts the
-gate anyway. The expand only adds shape arithmetic (Shape/Gather/Expand) to a
-dynamic-size export.
+``x * a_h.expand(-1, -1, h, w)`` equals ``x * a_h`` when the expanded shape broadcasts
+into x's: the multiply tree that ends at x broadcasts the gate to x's shape anyway. The
+expand only adds shape arithmetic (Shape/Gather/Expand) to a dynamic-size export, baked
+for one input size.
 
 Before::
 
@@ -15,24 +16,34 @@ After::
 
 from __future__ import annotations
 
-from torch.fx import Graph, Node
+from ca_export.patterns.coordatt import CABlock
+from ca_export.patterns.view import GraphView
+from ca_export.rewrites.passes import Skip
 
-from ca_export.fx import same_size, shape
-from ca_export.patterns import CABlock
 
-
-def drop_expand(graph: Graph, block: CABlock) -> list[Node]:
-    """Bypass each gate's expand where that keeps every multiply's shape; return them."""
-    dropped = []
+def drop_expand(view: GraphView, block: CABlock, static: bool) -> str:
+    """Bypass each gate's expand whose shape broadcasts into x's: every multiply of the
+    block's tree reads the gate itself."""
+    if all(b.expand is None for b in block.branches):
+        raise Skip("no expand on the gates")
+    dropped = 0
+    source = view.shape(block.source)
     for branch in block.branches:
-        expand = branch.gate_leaf
-        if expand is branch.gate:
+        if branch.expand is None or source is None:
             continue
-        mul = next(iter(expand.users))
-        other = next(a for a in mul.args[:2] if a is not expand)
-        if not isinstance(other, Node):
+        expanded, gate = view.output(branch.expand), view.output(branch.gate)
+        target = view.expand_target(branch.expand)
+        if target is None or len(target) != len(source):
             continue
-        if all(same_size(a, b) for a, b in zip(shape(other), shape(mul), strict=True)):
-            mul.replace_input_with(expand, branch.gate)
-            dropped.append(expand)
-    return dropped
+        if not all(
+            view.same_size(t, s) or view.same_size(t, 1)
+            for t, s in zip(target, source, strict=True)
+        ):
+            continue
+        for mul in view.users(expanded):
+            if view.mul_operands(mul) is not None:
+                view.replace_input(mul, expanded, gate)
+        dropped += not view.users(expanded)
+    if not dropped:
+        raise Skip("each expand's shape is not one x's shape holds")
+    return f"{dropped} expand(s) dropped"

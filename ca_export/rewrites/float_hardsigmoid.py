@@ -8,7 +8,7 @@ delegate, four per block. Written with float scalars, the same ops lower into th
 XNNPACK delegate with no copy. It is exact: PyTorch's CPU kernel computes
 ``min(max(x + 3, 0), 6) / 6`` in the input's dtype, and ``3`` and ``3.0`` are the same
 fp32 value (equal bit for bit on the CPU and in XNNPACK). Used for the ``xnnpack``
-form only.
+form (ExecuTorch) only, on ATen graphs; an ONNX graph is skipped.
 
 Before::
 
@@ -24,11 +24,12 @@ After::
 from __future__ import annotations
 
 import torch
-from torch.fx import Graph, Node
 
 from ca_export.fx import add_node
-from ca_export.patterns import CABlock
-from ca_export.patterns.coordatt import Branch
+from ca_export.patterns.aten import AtenView
+from ca_export.patterns.coordatt import CABlock
+from ca_export.patterns.view import GraphView
+from ca_export.rewrites.passes import Skip
 
 aten = torch.ops.aten
 
@@ -38,33 +39,26 @@ def _as_float(args: tuple[object, ...]) -> tuple[object, ...]:
     return tuple(float(a) if type(a) is int else a for a in args)
 
 
-def _written_out(branch: Branch) -> list[Node]:
-    """The add, clip and divide (or multiply) of a written-out ``relu6(x + 3) / 6`` gate."""
-    div = branch.gate
-    clip = div.args[0]
-    assert isinstance(clip, Node)
-    add = clip.args[0]
-    assert isinstance(add, Node)
-    return [add, clip, div]
-
-
-def float_hardsigmoid(graph: Graph, block: CABlock) -> list[Node]:
-    """Give every hard-sigmoid gate of the block float constants; return the gates changed."""
-    changed = []
+def float_hardsigmoid(view: GraphView, block: CABlock, static: bool) -> str:
+    """Give every hard-sigmoid gate of the block float constants."""
+    if not isinstance(view, AtenView):
+        raise Skip("the ExecuTorch form rewrites ATen graphs only")
+    done = []
     for branch in block.branches:
         if branch.gate_kind == "hardsigmoid":
             gate = branch.gate
-            added = add_node(graph, aten.add.Tensor, (gate.args[0], 3.0), gate)
-            clamped = add_node(graph, aten.clamp.default, (added, 0.0, 6.0), gate)
-            divided = add_node(graph, aten.div.Tensor, (clamped, 6.0), gate)
-            gate.replace_all_uses_with(divided)
-            graph.erase_node(gate)
-            changed.append(divided)
+            added = add_node(view.graph, aten.add.Tensor, (gate.args[0], 3.0), gate)
+            clamped = add_node(view.graph, aten.clamp.default, (added, 0.0, 6.0), gate)
+            divided = add_node(view.graph, aten.div.Tensor, (clamped, 6.0), gate)
+            view.replace_uses(gate, divided)
+            branch.gate_ops = [added, clamped, divided]
+            done.append(f"{branch.axis}: hardsigmoid as add/clamp/div by floats")
         elif branch.gate_kind == "h_sigmoid":
-            nodes = _written_out(branch)
-            if not any(type(a) is int for n in nodes for a in n.args):
+            if not any(type(a) is int for op in branch.gate_ops for a in op.args):
                 continue
-            for node in nodes:
-                node.args = _as_float(node.args)
-            changed.append(branch.gate)
-    return changed
+            for op in branch.gate_ops:
+                op.args = _as_float(op.args)
+            done.append(f"{branch.axis}: relu6(x + 3) / 6 with float scalars")
+    if not done:
+        raise Skip("no hard-sigmoid gate with int constants")
+    return "; ".join(done)

@@ -1,10 +1,11 @@
-"""Rewrite: ``x * relu6(x + 3) / 6`` written out becomes one ``hardswish``.
+"""Rewrite: ``x * relu6(x + 3) / 6`` written out at the end of a CA stem becomes one hardswish.
 
-The official CA block writes h_swish out (add, clip, divide, multiply); every node but
-the last must have no other reader. ``hardswish`` computes the same function (results
-differ by fp rounding only) as one op: ONNX ``HardSwish`` (opset 14+), which ONNX
-Runtime's CPU provider fuses into the 1x1 conv before it, so the gate path stays in
-its blocked layout with no reorders. Measured by ``benchmarks/ca_overhead.py``.
+The official CA block writes h_swish out (add, clip, divide, multiply); every op but the
+last must have no other reader. ``hardswish`` computes the same function (results differ
+by fp rounding only) as one op: ONNX ``HardSwish`` (opset 14+), which ONNX Runtime's CPU
+provider fuses into the 1x1 conv before it, so the gate path stays in its blocked layout
+with no reorders. Measured by ``benchmarks/ca_overhead.py``. Below opset 14 (an ONNX file
+``optimize`` reads) the block is skipped with that reason.
 
 Before (either grouping)::
 
@@ -21,79 +22,81 @@ After::
 
 from __future__ import annotations
 
-import torch
-from torch.fx import Graph, Node
-
-from ca_export.fx import add_node, single_user
-from ca_export.patterns.pointwise import UNARY
-
-aten = torch.ops.aten
-
-ADD = (aten.add.Tensor, aten.add.Scalar)
-DIV = (aten.div.Tensor, aten.div.Scalar)
-MUL = (aten.mul.Tensor, aten.mul.Scalar)
+from ca_export.patterns.coordatt import CABlock
+from ca_export.patterns.view import GraphView, Op, Value
+from ca_export.rewrites.passes import Skip
 
 
-def _is_relu6(node: Node) -> bool:
-    """``relu6(x)`` or ``hardtanh(x, 0, 6)``."""
-    kind = UNARY.get(node.target)
-    if kind == "relu6":
-        return True
-    return kind == "hardtanh" and tuple(node.args[1:3]) == (0.0, 6.0)
-
-
-def _relu6_of(clip: object, x: Node, user: Node) -> bool:
-    """Whether ``clip`` is ``relu6(x + 3)`` and only ``user`` reads it."""
-    if not isinstance(clip, Node) or not _is_relu6(clip) or single_user(clip) is not user:
+def _relu6_of(view: GraphView, clip: Op | None, x: Value, reader: Op) -> bool:
+    """Whether ``clip`` is ``relu6(x + 3)`` and only ``reader`` reads it."""
+    if clip is None or view.activation(clip) != "relu6":
         return False
-    add = clip.args[0]
+    if view.single_user(view.output(clip)) is not reader:
+        return False
+    add = view.producer(view.data(clip))
+    arith = view.scalar_arith(add) if add is not None else None
     return (
-        isinstance(add, Node)
-        and add.target in ADD
-        and single_user(add) is clip
-        and add.args[0] is x
-        and add.args[1] == 3
+        arith is not None
+        and arith[0] == "add"
+        and arith[1] == x
+        and arith[2] == 3.0
+        and view.single_user(view.output(add)) is clip
     )
 
 
-def _operands(node: Node) -> list[tuple[object, object]]:
-    """Both orders of a binary node's two operands."""
-    a, b = node.args[:2]
-    return [(a, b), (b, a)]
-
-
-def hswish_input(end: Node) -> Node | None:
+def hswish_input(view: GraphView, end: Op) -> Value | None:
     """``x`` if ``end`` is ``x * (relu6(x + 3) / 6)`` or ``(x * relu6(x + 3)) / 6``."""
-    if end.op != "call_function" or len(end.args) < 2:
+    operands = view.mul_operands(end)
+    for x, other in [operands, operands[::-1]] if operands else []:
+        div = view.producer(other)
+        arith = view.scalar_arith(div) if div is not None else None
+        if (
+            arith is not None
+            and arith[0] == "div"
+            and arith[2] == 6.0
+            and view.single_user(other) is end
+            and _relu6_of(view, view.producer(arith[1]), x, div)
+        ):
+            return x
+    arith = view.scalar_arith(end)
+    if arith is None or arith[0] != "div" or arith[2] != 6.0:
         return None
-    if end.target in MUL:
-        for x, div in _operands(end):
-            if (
-                isinstance(x, Node)
-                and isinstance(div, Node)
-                and div.target in DIV
-                and div.args[1] == 6
-                and single_user(div) is end
-                and _relu6_of(div.args[0], x, div)
-            ):
-                return x
-    if end.target in DIV and end.args[1] == 6:
-        mul = end.args[0]
-        if isinstance(mul, Node) and mul.target in MUL and single_user(mul) is end:
-            for x, clip in _operands(mul):
-                if isinstance(x, Node) and _relu6_of(clip, x, mul):
-                    return x
+    mul = view.producer(arith[1])
+    operands = view.mul_operands(mul) if mul is not None else None
+    if operands is None or view.single_user(arith[1]) is not end:
+        return None
+    for x, clip in (operands, operands[::-1]):
+        if _relu6_of(view, view.producer(clip), x, mul):
+            return x
     return None
 
 
-def fuse_hardswish(graph: Graph, nodes: list[Node]) -> list[Node]:
-    """Replace each written-out h_swish ending at one of ``nodes``; return the new nodes."""
-    fused = []
-    for end in nodes:
-        x = hswish_input(end)
-        if x is None:
-            continue
-        node = add_node(graph, aten.hardswish.default, (x,), end)
-        end.replace_all_uses_with(node)
-        fused.append(node)
-    return fused
+def _stem_ends(view: GraphView, block: CABlock) -> list[Op]:
+    """The ops from each gate conv's input back to its pool: where a stem copy ends."""
+    ends = []
+    for branch in block.branches:
+        pool = view.output(branch.pool)
+        value = view.data(branch.gate_conv)
+        while value != pool and (op := view.producer(value)) is not None:
+            ends.append(op)
+            value = view.data(op)
+    return ends
+
+
+def fuse_ends(view: GraphView, ops: list[Op], name: str) -> int:
+    """Replace each written-out h_swish ending at one of ``ops`` by one hardswish; return
+    how many."""
+    found = [(op, x) for op in ops if (x := hswish_input(view, op)) is not None]
+    for end, x in found:
+        view.replace_uses(view.output(end), view.hardswish(x, end, name))
+    return len(found)
+
+
+def fuse_hardswish(view: GraphView, block: CABlock, static: bool) -> str:
+    """Replace each written-out h_swish on the block's stem copies by one hardswish."""
+    ends = _stem_ends(view, block)
+    if not any(hswish_input(view, op) is not None for op in ends):
+        raise Skip("no written-out h_swish on the stem")
+    if not view.supports("hardswish"):
+        raise Skip("HardSwish needs opset 14; the h_swish stays written out")
+    return f"{fuse_ends(view, ends, f'{block.name}/ca_hswish')} h_swish fused"

@@ -18,26 +18,36 @@ After::
 from __future__ import annotations
 
 import torch
-from torch.fx import Graph, Node
 
 from ca_export.fx import add_node
-from ca_export.patterns import CABlock
-from ca_export.rewrites.swap_as_view import swap_source
+from ca_export.patterns.aten import AtenView
+from ca_export.patterns.coordatt import IDENTITY, CABlock
+from ca_export.patterns.view import GraphView
+from ca_export.rewrites.passes import Skip
 
 aten = torch.ops.aten
 
 
-def swap_as_permute(graph: Graph, block: CABlock) -> list[Node]:
-    """Replace each gate conv's squeeze + unsqueeze input by one permute; return them."""
-    permutes = []
+def swap_as_permute(view: GraphView, block: CABlock, static: bool) -> str:
+    """Replace each gate conv's squeeze + unsqueeze input by one permute."""
+    if not isinstance(view, AtenView):
+        raise Skip("the ExecuTorch form rewrites ATen graphs only")
+    swapped = 0
     for branch in block.branches:
-        conv = branch.gate_conv
-        unsqueezed = conv.args[0]
-        source = swap_source(unsqueezed)
-        if source is None:
+        if branch.perm == IDENTITY:
             continue
-        assert isinstance(unsqueezed, Node)
-        permute = add_node(graph, aten.permute.default, (source, [0, 1, 3, 2]), conv)
-        conv.replace_input_with(unsqueezed, permute)
-        permutes.append(permute)
-    return permutes
+        conv = branch.gate_conv
+        unsqueezed = view.data(conv)
+        unsqueeze = view.producer(unsqueezed)
+        if unsqueeze is None or view.onnx_type(unsqueeze) != "Unsqueeze":
+            continue
+        squeeze = view.producer(view.data(unsqueeze))
+        if squeeze is None or view.onnx_type(squeeze) != "Squeeze":
+            continue
+        source = view.data(squeeze)
+        permute = add_node(view.graph, aten.permute.default, (source, [0, 1, 3, 2]), conv)
+        view.replace_input(conv, unsqueezed, permute)
+        swapped += 1
+    if not swapped:
+        raise Skip("no singleton swap left")
+    return f"{swapped} singleton swap(s) as one permute"

@@ -1,12 +1,12 @@
-"""Rewrite (XNNPACK form): the seed quirk's singleton axis swap as one ``view``.
+"""Rewrite (XNNPACK form): the seed quirk's singleton axis swap as one reshape.
 
 Where a CA block never transposes a gate piece back (the seed's quirk),
 ``distribute_stem`` moves the singleton axis with ``squeeze(3)`` + ``unsqueeze(2)``:
 [B, mip, H, 1] -> [B, mip, 1, H]. XNNPACK takes neither op, so each such block splits
 the delegate (measured on ``seed_ca``: 4 segments, a squeeze/unsqueeze pair per block
-outside). Moving a size-1 axis does not reorder the elements, so a ``view`` to the
-same shape is exact, and XNNPACK takes it (``seed_ca`` then lowers into one
-delegate). Static shapes only: with symbolic sizes the pair is kept.
+outside). Moving a size-1 axis does not reorder the elements, so a ``view`` to the same
+shape is exact, and XNNPACK takes it (``seed_ca`` then lowers into one delegate). Static
+shapes only: with symbolic sizes the pair is kept.
 
 Before::
 
@@ -19,40 +19,32 @@ After::
 
 from __future__ import annotations
 
-import torch
-from torch.fx import Graph, Node
-
-from ca_export.fx import add_node, shape
-from ca_export.patterns import CABlock
-
-aten = torch.ops.aten
+from ca_export.patterns.coordatt import IDENTITY, CABlock
+from ca_export.patterns.view import GraphView
+from ca_export.rewrites.passes import Skip
 
 
-def swap_source(node: object) -> Node | None:
-    """The source of ``unsqueeze(squeeze(source, [d]), k)`` if ``node`` is that, else None."""
-    if not isinstance(node, Node) or node.target != aten.unsqueeze.default:
-        return None
-    squeezed = node.args[0]
-    if not isinstance(squeezed, Node) or squeezed.target != aten.squeeze.dims:
-        return None
-    source = squeezed.args[0]
-    return source if isinstance(source, Node) and len(squeezed.users) == 1 else None
-
-
-def swap_as_view(graph: Graph, block: CABlock) -> list[Node]:
-    """Replace each gate conv's squeeze + unsqueeze input by one view; return the views."""
-    views = []
+def swap_as_view(view: GraphView, block: CABlock, static: bool) -> str:
+    """Replace each gate conv's squeeze + unsqueeze input by one reshape."""
+    swapped = 0
     for branch in block.branches:
+        if branch.perm == IDENTITY:
+            continue
         conv = branch.gate_conv
-        unsqueezed = conv.args[0]
-        source = swap_source(unsqueezed)
-        if source is None:
+        unsqueezed = view.data(conv)
+        unsqueeze = view.producer(unsqueezed)
+        if unsqueeze is None or view.onnx_type(unsqueeze) != "Unsqueeze":
             continue
-        assert isinstance(unsqueezed, Node)
-        sizes = shape(unsqueezed)
-        if not all(isinstance(s, int) for s in sizes):
+        squeeze = view.producer(view.data(unsqueeze))
+        if squeeze is None or view.onnx_type(squeeze) != "Squeeze":
             continue
-        view = add_node(graph, aten.view.default, (source, list(sizes)), conv)
-        conv.replace_input_with(unsqueezed, view)
-        views.append(view)
-    return views
+        sizes = view.shape(unsqueezed)
+        if sizes is None or not all(isinstance(s, int) for s in sizes):
+            continue
+        source = view.data(squeeze)
+        name = f"{block.name}/ca_{branch.axis}/swap"
+        view.replace_input(conv, unsqueezed, view.reshape(source, list(sizes), conv, name))
+        swapped += 1
+    if not swapped:
+        raise Skip("no singleton swap with static sizes")
+    return f"{swapped} singleton swap(s) as one view"

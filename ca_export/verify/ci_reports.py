@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ca_export.files import MARKDOWN_HEADING
+from ca_export.files import MARKDOWN_HEADING, write_text
 
 if TYPE_CHECKING:
     from ca_export.report import ArtifactResult, VerifyReport
@@ -97,3 +97,18 @@ def markdown(report: VerifyReport) -> str:
         if where:
             lines += ["", f"{name}: {where}"]
     return "\n".join(lines) + "\n"
+
+
+def write_summaries(
+    report: VerifyReport, junit: Path | None, summary: Path | None, step_summary: Path | None
+) -> None:
+    """Write JUnit XML and the Markdown summary where asked; append the summary to the CI
+    step summary file (``$GITHUB_STEP_SUMMARY``) if one is given."""
+    text = markdown(report)
+    if junit is not None:
+        write_text(junit_xml(report), junit)
+    if summary is not None:
+        write_text(text, summary)
+    if step_summary is not None:
+        with open(step_summary, "a") as handle:
+            handle.write(text)

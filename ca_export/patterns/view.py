@@ -1,0 +1,210 @@
+"""The small interface the CA matcher and the rewrites read and edit a graph through.
+
+One CA block description (``coordatt``) and one file per rewrite (``ca_export.rewrites``)
+work on any graph API that implements ``GraphView``: the ATen graph of an
+`ExportedProgram` (``patterns.aten``, for ONNX, Core ML and ExecuTorch export) and an
+ONNX graph (``patterns.onnx``, for ``optimize``). A *value* is a tensor (an fx ``Node``,
+an ONNX tensor name); an *op* is a node that makes values (an fx ``Node``, a wrapped
+``NodeProto``). Both are hashable. Questions are asked in the block's terms ("is this a
+strip pool, which axis does it keep"), so each adapter answers them from its own ops and
+the rules stay in one place.
+
+Edits take an ``anchor`` op (new ops go before it where the graph API keeps an order) and a
+``name`` hint (ONNX node names; ATen names its nodes itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Protocol
+
+Value = Hashable
+Op = Hashable
+Dim = object
+"""A size: an int, a symbolic size (compared with ``same_size``), or None where unknown."""
+
+
+class NoMatch(Exception):
+    """A candidate is not a CA block; the message says which rule it broke."""
+
+
+class GraphView(Protocol):
+    """Reading and editing one graph in terms of the CA block."""
+
+    def ops(self) -> Sequence[Op]:
+        """Every op, in an order where producers come first."""
+        ...
+
+    def producer(self, value: Value) -> Op | None:
+        """The op that makes ``value`` (None for graph inputs and constants)."""
+        ...
+
+    def users(self, value: Value) -> list[Op]:
+        """The ops reading ``value``."""
+        ...
+
+    def single_user(self, value: Value) -> Op | None:
+        """The only op reading ``value``, if it is not also a graph output."""
+        ...
+
+    def is_output(self, value: Value) -> bool:
+        """Whether ``value`` is a graph output."""
+        ...
+
+    def output(self, op: Op) -> Value:
+        """The op's (first) output."""
+        ...
+
+    def outputs(self, op: Op) -> list[Value]:
+        """Every output of the op."""
+        ...
+
+    def data(self, op: Op) -> Value:
+        """The op's first input."""
+        ...
+
+    def shape(self, value: Value) -> tuple[Dim, ...] | None:
+        """The value's shape; None where it is unknown."""
+        ...
+
+    def shape_gap(self, value: Value) -> str:
+        """Why ``value``'s shape is unknown."""
+        ...
+
+    def same_size(self, a: Dim, b: Dim) -> bool:
+        """Whether two sizes are the same (same int or same symbolic expression)."""
+        ...
+
+    def name(self, op: Op) -> str:
+        """A name for the user: the module that made the op, or the node's name."""
+        ...
+
+    def node_name(self, op: Op) -> str:
+        """The op's own node name."""
+        ...
+
+    def label(self, op: Op) -> str:
+        """The op's kind in this graph API (``conv1x1``, ``HardSwish``, ...)."""
+        ...
+
+    def onnx_type(self, op: Op) -> str:
+        """The ONNX op the op is or exports to (``Transpose`` for a permute)."""
+        ...
+
+    def concat(self, op: Op) -> tuple[list[Value], int] | None:
+        """(inputs, axis) if the op concatenates; the axis is non-negative."""
+        ...
+
+    def perm(self, op: Op) -> tuple[int, ...] | None:
+        """The full permutation if the op is a transpose/permute."""
+        ...
+
+    def strip_pool(self, op: Op) -> tuple[Value, int, str] | None:
+        """(source, kept axis, kind) if the op averages one spatial axis of a 4-D tensor away."""
+        ...
+
+    def pool_source(self, op: Op) -> Value | None:
+        """The input of any average pool or mean, strip or not."""
+        ...
+
+    def pointwise(self, op: Op, inside: set[Value]) -> str:
+        """The op's kind if it is spatially pointwise on the ``inside`` values (its other
+        operands constants without spatial extent); raise NoMatch with the reason if not."""
+        ...
+
+    def cuts(self, op: Op, value: Value) -> bool:
+        """Whether the op is a split or a slice reading ``value`` as its data."""
+        ...
+
+    def pieces(self, op: Op, axis: int, sizes: list[Dim]) -> list[tuple[int, Value]]:
+        """For a split/slice along ``axis`` of a concat of ``sizes``: (which concat input,
+        value) for each piece it gives back; raise NoMatch if it does not undo the concat."""
+        ...
+
+    def gate_conv_channels(self, op: Op, data: Value) -> int | None:
+        """The output channels if the op is a 1x1, stride-1, unpadded conv reading ``data``."""
+        ...
+
+    def activation(self, op: Op) -> str | None:
+        """``sigmoid``, ``hardsigmoid`` or ``relu6`` (relu6, hardtanh(0, 6), Clip(0, 6))."""
+        ...
+
+    def scalar_arith(self, op: Op) -> tuple[str, Value, float] | None:
+        """(``add``/``mul``/``div``, tensor operand, number) for arithmetic with one number."""
+        ...
+
+    def mul_operands(self, op: Op) -> tuple[Value, Value] | None:
+        """The two tensor operands of an elementwise multiply."""
+        ...
+
+    def is_expand(self, op: Op) -> bool:
+        """Whether the op broadcasts its input to a shape (expand, Expand)."""
+        ...
+
+    def expand_target(self, op: Op) -> tuple[Dim, ...] | None:
+        """The shape an expand broadcasts its input to."""
+        ...
+
+    def owned(self, core: list[Op]) -> list[Op]:
+        """``core`` and the ops only it uses to compute its shapes and bounds."""
+        ...
+
+    def avg_pool(self, source: Value, kernel: list[int], anchor: Op, name: str) -> Value:
+        """A new average pool over ``kernel`` with stride ``kernel``, no padding."""
+        ...
+
+    def mean(self, source: Value, axis: int, anchor: Op, name: str) -> Value:
+        """A new mean over one axis, keeping it."""
+        ...
+
+    def clone(self, op: Op, env: dict[Value, Value], anchor: Op, name: str) -> Op:
+        """A copy of ``op`` reading ``env``'s values; its outputs are added to ``env``."""
+        ...
+
+    def squeeze(self, value: Value, axis: int, anchor: Op, name: str) -> Value:
+        """A new squeeze of one axis."""
+        ...
+
+    def unsqueeze(self, value: Value, axis: int, anchor: Op, name: str) -> Value:
+        """A new unsqueeze at one axis."""
+        ...
+
+    def reshape(self, value: Value, shape: list[int], anchor: Op, name: str) -> Value:
+        """A new reshape (a view) to a static shape."""
+        ...
+
+    def supports(self, kind: str) -> bool:
+        """Whether the graph can hold a new op of this kind (``hardswish`` needs ONNX opset 14)."""
+        ...
+
+    def hardswish(self, value: Value, anchor: Op, name: str) -> Value:
+        """A new hardswish."""
+        ...
+
+    def binary(self, kind: str, a: Value, b: Value, anchor: Op, name: str) -> Value:
+        """A new ``mul`` or ``matmul`` of two tensors."""
+        ...
+
+    def binary_kind(self, op: Op) -> str | None:
+        """``mul`` or ``matmul`` for an op of two tensors made by ``binary``, else None."""
+        ...
+
+    def operands(self, op: Op) -> list[Value]:
+        """The op's tensor inputs."""
+        ...
+
+    def set_operands(self, op: Op, values: list[Value]) -> None:
+        """Make the op read ``values`` as its tensor inputs, in order."""
+        ...
+
+    def replace_input(self, op: Op, old: Value, new: Value) -> None:
+        """Make ``op`` read ``new`` where it read ``old``."""
+        ...
+
+    def replace_uses(self, old: Value, new: Value) -> None:
+        """Make every reader of ``old`` read ``new``."""
+        ...
+
+    def finish(self) -> int:
+        """Order the graph, drop what is dead, check it; return how many ops were dropped."""
+        ...

@@ -1,0 +1,116 @@
+"""The ``bench`` pipeline: export what is to be timed (behind its gates), then time it all
+in one interleaved run.
+
+With a model, the stock export (rewrite off) and the rewritten one are made, and the
+baseline's if given; with ``executorch`` the same as ``.pte`` programs. Files the user
+names are timed as they are. A stock export that cannot be made dynamic is left out
+with a warning; every other failed export fails the run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ca_export.bench import BenchConfig, BenchProgress, BenchReport, bench, no_progress
+from ca_export.errors import BadInputError, CheckFailedError
+from ca_export.pipeline.common import Progress, quiet
+from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
+from ca_export.pipeline.onnx import OnnxJob, export_onnx
+
+
+@dataclass
+class BenchJob:
+    """What the user asked ``ca-export bench`` for."""
+
+    model: str | None
+    input_shape: tuple[int, int, int, int]
+    config: BenchConfig
+    weights: Path | None = None
+    onnx_files: tuple[Path, ...] = ()
+    pte_files: tuple[Path, ...] = ()
+    baseline: str | None = None
+    executorch: bool = False
+    dynamic: bool = False
+    skip_passes: tuple[str, ...] = ()
+    warnings: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        """Refuse combinations that cannot be timed."""
+        if (self.model is None) == (not (self.onnx_files or self.pte_files)):
+            raise BadInputError("give either MODEL or --onnx/--pte FILE")
+        if self.executorch and (self.model is None or self.dynamic):
+            raise BadInputError("--executorch needs MODEL and a static size (no --dynamic)")
+
+
+def _export(job: OnnxJob | ExecutorchJob, progress: Progress) -> Path:
+    """Export through the pipeline; a failed gate is a failed check."""
+    kind = "rewritten" if job.rewrite else "stock"
+    progress(f"export {job.model} ({kind}, {job.output.suffix})")
+    report = export_executorch(job) if isinstance(job, ExecutorchJob) else export_onnx(job)
+    if not report.passed or report.artifact is None:
+        raise CheckFailedError(f"the export of {job.model!r} did not pass its gates")
+    return job.output
+
+
+def _user_files(job: BenchJob) -> dict[str, Path]:
+    """The files the user named, under unique names."""
+    models: dict[str, Path] = {}
+    for path in job.onnx_files + job.pte_files:
+        name = path.stem if path.suffix == ".onnx" else path.name
+        while name in models:
+            name += "'"
+        models[name] = path
+    return models
+
+
+def _exports(job: BenchJob, folder: Path, progress: Progress) -> dict[str, Path]:
+    """Export the model's stock and rewritten forms, and the baseline, into ``folder``."""
+    models: dict[str, Path] = {}
+    shape = job.input_shape
+    if job.model is not None:
+        for name, rewrite in (("stock", False), ("rewritten", True)):
+            out = folder / f"{name}.onnx"
+            onnx_job = OnnxJob(
+                job.model,
+                out,
+                job.weights,
+                shape,
+                dynamic=job.dynamic,
+                rewrite=rewrite,
+                skip_passes=job.skip_passes,
+            )
+            try:
+                models[name] = _export(onnx_job, progress)
+            except BadInputError as err:
+                if rewrite or not job.dynamic:
+                    raise
+                job.warnings.append(f"not timing the stock export: {err}")
+    if job.baseline is not None:
+        out = folder / "baseline.onnx"
+        models["baseline"] = _export(
+            OnnxJob(job.baseline, out, None, shape, dynamic=job.dynamic), progress
+        )
+    if job.executorch and job.model is not None:
+        for name, spec, ckpt, rewrite in (
+            ("stock.pte", job.model, job.weights, False),
+            ("rewritten.pte", job.model, job.weights, True),
+            ("baseline.pte", job.baseline, None, True),
+        ):
+            if spec is not None:
+                et_job = ExecutorchJob(
+                    spec, folder / name, ckpt, shape, rewrite=rewrite, skip_passes=job.skip_passes
+                )
+                models[name] = _export(et_job, progress)
+    return models
+
+
+def run_bench(
+    job: BenchJob, progress: Progress = quiet, timing: BenchProgress = no_progress
+) -> BenchReport:
+    """Export what ``job`` asks for into a temporary folder and time it all, interleaved."""
+    job.validate()
+    with tempfile.TemporaryDirectory(prefix="ca-export-bench-") as folder:
+        models = _user_files(job) | _exports(job, Path(folder), progress)
+        return bench(models, job.input_shape, job.config, progress=timing)

@@ -1,0 +1,76 @@
+"""Rewrites as passes: each one runs on every block and says what it changed or why not.
+
+In the style of onnx_ir's ``PassResult`` and pass manager: a rewrite is a function of one
+block that returns a line saying what it did, or raises ``Skip`` with the reason it left
+the block as it was (already in that form, a size that is not static, an op the opset
+lacks). ``run`` applies the passes in their declared order, every block each, and returns
+one ``PassResult`` per pass; the report and ``inspect`` read them. A pass that fails with
+anything else is named, with the passes that ran before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ca_export.patterns.coordatt import CABlock
+from ca_export.patterns.view import GraphView
+
+Rewrite = Callable[[GraphView, CABlock, bool], str]
+"""``(view, block, static) -> what it did``; raises ``Skip`` to leave the block alone."""
+
+
+class Skip(Exception):
+    """A rewrite leaves a block as it is; the message says why."""
+
+
+class PassError(RuntimeError):
+    """A rewrite failed unexpectedly; the message names it and the passes before it."""
+
+
+@dataclass(frozen=True)
+class Pass:
+    """A named rewrite with a one-line summary for ``--help`` and the report."""
+
+    name: str
+    rewrite: Rewrite
+    summary: str
+
+
+@dataclass
+class PassResult:
+    """What one pass did: per block, the change made or the reason it was skipped."""
+
+    name: str
+    applied: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def modified(self) -> bool:
+        """Whether the pass changed the graph."""
+        return bool(self.applied)
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return {"name": self.name, "applied": self.applied, "skipped": self.skipped}
+
+
+def run(
+    view: GraphView, blocks: Sequence[CABlock], passes: Sequence[Pass], static: bool
+) -> list[PassResult]:
+    """Apply ``passes`` in order to every block; the view is edited in place."""
+    results: list[PassResult] = []
+    for p in passes:
+        result = PassResult(p.name)
+        for block in blocks:
+            try:
+                result.applied[block.name] = p.rewrite(view, block, static)
+            except Skip as why:
+                result.skipped[block.name] = str(why)
+            except Exception as err:
+                ran = ", ".join(r.name for r in results) or "none"
+                raise PassError(
+                    f"rewrite '{p.name}' failed on block '{block.name}' (after: {ran}): {err}"
+                ) from err
+        results.append(result)
+    return results
