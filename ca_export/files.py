@@ -89,8 +89,20 @@ def _is_pte(path: Path) -> bool:
     return len(head) == 8 and head[4:6] == b"ET"
 
 
+def _is_ort(path: Path) -> bool:
+    """An ONNX Runtime format model: a flatbuffer with the file identifier ``ORTM``."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False
+    return len(head) == 8 and head[4:8] == b"ORTM"
+
+
 FILE_KINDS: dict[str, Callable[[Path], bool]] = {
     "onnx": _is_onnx,
+    "ort": _is_ort,
+    "ort_config": _starts_with("# Generated from model/s:"),
     "mlmodel": _is_mlmodel,
     "pte": _is_pte,
     "json": _is_json,

@@ -159,6 +159,8 @@ def render_export(report: ExportReport) -> str:
         verdict = ("passed" if check.get("passed") else "FAILED") if check.get("ran") else "not run"
         reason = f" ({check['reason']})" if "reason" in check else ""
         lines.append(f"check {name}: {verdict}{reason}")
+        lines += [f"  {line}" for line in check.get("lines", [])]
+        lines += [f"  failed: {line}" for line in check.get("failures", [])]
         arithmetic = check.get("fp32_arithmetic")
         if arithmetic and arithmetic.get("ran"):
             lines.append(
@@ -171,6 +173,16 @@ def render_export(report: ExportReport) -> str:
             lines += [f"  failed: {line}" for line in arithmetic["constant_mismatches"]]
         elif arithmetic:
             lines.append(f"  fp32 arithmetic: not run ({arithmetic['reason']})")
+        if name == "compressed_weights" and check.get("ran"):
+            top1 = check["min_top1"]
+            lines.append(
+                f"  {check['format']} in PyTorch vs fp32: rel err {check['max_rel_err']:.3g}, "
+                f"min cosine {check['min_cosine']:.6f}"
+                + ("" if top1 is None else f", top-1 agreement {top1:.2f}")
+                + f"; {check['weights_placed']} weights placed, "
+                f"{check['factors_fitted']} fitted, {check['weights_unmatched']} unmatched"
+            )
+            lines += [f"  failed: {line}" for line in check["failures"]]
     parity = report.parity
     if parity and parity.get("ran", True):
         verdict = "FAILED" if parity["failures"] else "passed"
@@ -189,6 +201,10 @@ def render_export(report: ExportReport) -> str:
     if report.artifact:
         size = report.artifact["bytes"] / 1e6
         lines.append(f"wrote {report.artifact['path']} ({size:.2f} MB)")
+        if "ort" in report.artifact:
+            ort_size = report.artifact["ort_bytes"] / 1e6
+            config = report.artifact["ort_config"]
+            lines.append(f"wrote {report.artifact['ort']} ({ort_size:.2f} MB) and {config}")
     else:
         lines.append("no artifact written")
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in report.stages.items())
@@ -224,11 +240,13 @@ class OptimizeReport:
     artifact: dict[str, Any] | None = None
     stages: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         """Whether every gate and check passed (nothing to check passes)."""
         checks = [self.parity.get("passed", True), self.structure.get("passed", True)]
+        checks += [c.get("passed") for c in self.checks.values() if c.get("ran")]
         return all(bool(c) for c in checks) and bool(self.dynamic.get("passed", True))
 
     def to_dict(self) -> dict[str, Any]:
@@ -275,6 +293,12 @@ def render_optimize(report: OptimizeReport) -> str:
             f"min cosine {parity['min_cosine']:.9f}"
         )
         lines += [f"  failed: {line}" for line in parity["failures"]]
+    for name, check in report.checks.items():
+        verdict = ("passed" if check.get("passed") else "FAILED") if check.get("ran") else "not run"
+        reason = f" ({check['reason']})" if "reason" in check else ""
+        lines.append(f"check {name}: {verdict}{reason}")
+        lines += [f"  {line}" for line in check.get("lines", [])]
+        lines += [f"  failed: {line}" for line in check.get("failures", [])]
     if report.artifact:
         lines.append(f"wrote {report.artifact['path']} ({report.artifact['bytes'] / 1e6:.2f} MB)")
     else:

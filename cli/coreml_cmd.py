@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ca_export.export.coreml import EXTENSIONS, TARGETS, ImageInput
+from ca_export.export.coreml_compress import MODES
 from ca_export.pipeline.coreml import CoreMLJob, export_coreml, read_labels, validate
 from ca_export.report import render_export
 from cli.common import handle_errors, run_job
@@ -29,6 +30,7 @@ Examples:
   ca-export coreml mobilenetv2_ca -o mnv2_ca.mlpackage --image-input --scale 0.0187 \\
       --bias -2.12,-2.04,-1.80 --labels imagenet.txt --author me --license MIT
   ca-export coreml seed_ca -o seed.mlmodel --format neuralnetwork --input-shape 1,3,32,32
+  ca-export coreml mobilenetv2_ca -o mnv2_ca_int8.mlpackage --compress int8
 """
 
 
@@ -92,6 +94,12 @@ Examples:
 @click.option("--license", "license_", default=None, help="Metadata: license.")
 @click.option("--version", "version_", default=None, help="Metadata: model version.")
 @click.option("--description", default=None, help="Metadata: short description.")
+@click.option(
+    "--compress",
+    type=click.Choice(MODES),
+    default=None,
+    help="Compress the weights (mlprogram, iOS16+): int8, or a 4/6/8-bit k-means palette.",
+)
 @click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
 @skip_pass_option
 @report_option
@@ -117,6 +125,7 @@ def coreml(
     license_: str | None,
     version_: str | None,
     description: str | None,
+    compress: str | None,
     rewrite: bool,
     skip_passes: tuple[str, ...],
     report_path: Path | None,
@@ -153,6 +162,7 @@ def coreml(
         image=image,
         labels=labels,
         metadata={k: v for k, v in metadata.items() if v is not None},
+        compress=compress,
     )
     validate(job)
     labels = (labels_path,) if labels_path else ()

@@ -7,15 +7,25 @@ from pathlib import Path
 import click
 
 from ca_export.pipeline import OnnxJob, export_onnx
+from ca_export.pipeline.precision import PrecisionRequest
 from ca_export.report import render_export
 from cli.common import handle_errors, run_job
-from cli.options import dynamic_option, model_options, report_option, skip_pass_option
+from cli.options import (
+    dynamic_option,
+    model_options,
+    precision_options,
+    report_option,
+    skip_pass_option,
+)
 
 EPILOG = """\b
 Examples:
   ca-export onnx mobilenetv2_ca -o mnv2_ca.onnx
   ca-export onnx mobilenetv2_ca -o mnv2_ca.onnx --dynamic --report report.json
   ca-export onnx my_net.py:build --weights ckpt.pt -o net.onnx --no-rewrite
+  ca-export onnx mobilenetv2_ca -o mnv2_ca.fp16.onnx --precision fp16
+  ca-export onnx mobilenetv2_ca -o mnv2_ca.int8.onnx --precision int8 --calibration images/
+  ca-export onnx mobilenetv2_ca -o mnv2_ca.onnx --opset 13 --ort-format
 """
 
 
@@ -24,11 +34,23 @@ Examples:
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="ONNX file to write."
 )
-@click.option("--opset", type=click.IntRange(13, 23), default=18, show_default=True)
+@click.option(
+    "--opset",
+    type=click.IntRange(11, 23),
+    default=18,
+    show_default=True,
+    help="ONNX opset of the file (below 18: exported at 18, then converted exactly).",
+)
 @dynamic_option
 @click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
 @skip_pass_option
 @click.option("--simplify/--no-simplify", default=True, show_default=True, help="Run onnxsim.")
+@precision_options
+@click.option(
+    "--ort-format",
+    is_flag=True,
+    help="Also write OUT.ort (ONNX Runtime Mobile) and OUT.required_operators.config.",
+)
 @report_option
 @handle_errors
 def onnx(
@@ -43,6 +65,10 @@ def onnx(
     rewrite: bool,
     skip_passes: tuple[str, ...],
     simplify: bool,
+    precision: str,
+    calibration: Path | None,
+    keep_fp32: tuple[str, ...],
+    ort_format: bool,
     report_path: Path | None,
 ) -> None:
     """Export MODEL to ONNX, rewriting its CA blocks, and gate it against PyTorch."""
@@ -58,5 +84,7 @@ def onnx(
         skip_passes=skip_passes,
         opset=opset,
         simplify=simplify,
+        precision=PrecisionRequest(precision, calibration, keep_fp32),
+        ort_format=ort_format,
     )
     run_job(job, export_onnx, render_export, report_path)

@@ -7,15 +7,17 @@ from pathlib import Path
 import click
 
 from ca_export.pipeline.optimize import OptimizeJob, optimize_onnx
+from ca_export.pipeline.precision import PrecisionRequest
 from ca_export.report import render_optimize
 from cli.common import handle_errors, run_job
-from cli.options import dynamic_option, report_option, skip_pass_option
+from cli.options import dynamic_option, precision_options, report_option, skip_pass_option
 
 EPILOG = """\b
 Examples:
   ca-export optimize yolo_ca.onnx -o yolo_ca.opt.onnx
   ca-export optimize net.onnx -o net.dyn.onnx --dynamic --report report.json
   ca-export optimize plain.onnx -o plain.copy.onnx --force-write
+  ca-export optimize yolo_ca.onnx -o yolo_ca.fp16.onnx --precision fp16
 """
 
 
@@ -29,6 +31,7 @@ Examples:
 @click.option(
     "--force-write", is_flag=True, help="Write OUT even when IN has no CA block (a copy of IN)."
 )
+@precision_options
 @report_option
 @handle_errors
 def optimize(
@@ -37,12 +40,17 @@ def optimize(
     dynamic: bool,
     skip_passes: tuple[str, ...],
     force_write: bool,
+    precision: str,
+    calibration: Path | None,
+    keep_fp32: tuple[str, ...],
     report_path: Path | None,
 ) -> None:
     """Rewrite the CA blocks of IN.onnx exactly and write OUT if ONNX Runtime agrees with IN.
 
     With --dynamic, H and W become dynamic only where nothing else in the graph is baked
-    for the file's size (the report says why not otherwise).
+    for the file's size (the report says why not otherwise). With --precision fp16/int8 the
+    result is then converted and judged against IN by the lossy gate.
     """
-    job = OptimizeJob(source, output, dynamic, force_write, skip_passes)
+    request = PrecisionRequest(precision, calibration, keep_fp32)
+    job = OptimizeJob(source, output, dynamic, force_write, skip_passes, request)
     run_job(job, optimize_onnx, render_optimize, report_path, in_place=(output,))

@@ -184,3 +184,31 @@ class Shapes(click.ParamType):
             return parse_shapes(str(value))
         except Exception as err:
             self.fail(str(err), param, ctx)  # type: ignore[arg-type]
+
+
+precision_option = click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default="fp32",
+    show_default=True,
+    help="Lower the gated fp32 model to fp16 or int8 (QDQ), behind the lossy-format gate.",
+)
+calibration_option = click.option(
+    "--calibration",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of images or .npy/.npz arrays to calibrate int8 on (also gate inputs).",
+)
+keep_fp32_option = click.option(
+    "--keep-fp32",
+    multiple=True,
+    metavar="MODULE",
+    help="With int8: keep the nodes of this module (e.g. features.0) in fp32; repeatable.",
+)
+
+
+def precision_options(func: F) -> F:
+    """``--precision``, ``--calibration`` and ``--keep-fp32``, stacked."""
+    for option in reversed((precision_option, calibration_option, keep_fp32_option)):
+        func = option(func)
+    return func

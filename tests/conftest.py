@@ -3,11 +3,13 @@ every test file that needs the same one (keyed by model and options)."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from ca_zoo import NEGATIVE, POSITIVE, ZooCase
 
 from ca_export.pipeline import OnnxJob, export_onnx
@@ -15,6 +17,12 @@ from ca_export.pipeline.common import Prepared, Stages, prepare
 from ca_export.report import ExportReport
 from ca_export.rewrites import RewriteResult, rewrite
 from ca_export.tracing import Traced, trace
+
+# One torch thread per xdist worker: two workers already use both cores, and torch's thread
+# pool spins when its threads find the cores busy (8 small forwards: 3.4 s with two threads
+# against 0.02 s with one, measured at load 7).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 SMALL_SHAPES = {
     "seed_ca": (1, 3, 32, 32),

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ca_export.bench import BenchConfig, bench, render_bench, time_interleaved
 from ca_export.errors import BadInputError
 from ca_export.pipeline import OnnxJob
-from cli import bench_cmd
+from ca_export.pipeline import bench as bench_pipeline
 from cli.main import cli
 
 FAST = BenchConfig(warmup=2, runs=8, threads=(1,), profile_runs=3)
@@ -128,7 +128,7 @@ def _fake_export(passed: bool) -> Callable[..., SimpleNamespace]:
 
 
 def test_cli_exports_stock_rewritten_and_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench_cmd, "export_onnx", _fake_export(passed=True))
+    monkeypatch.setattr(bench_pipeline, "export_onnx", _fake_export(passed=True))
     args = ["bench", "seed_ca", "--baseline", "mobilenetv2", "--input-shape", "1,8,16,16"]
     result = CliRunner().invoke(cli, [*args, "--threads", "1", "--runs", "3", "--warmup", "1"])
     assert result.exit_code == 0, result.output
@@ -138,7 +138,7 @@ def test_cli_exports_stock_rewritten_and_baseline(monkeypatch: pytest.MonkeyPatc
 
 
 def test_cli_failed_export_gate_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench_cmd, "export_onnx", _fake_export(passed=False))
+    monkeypatch.setattr(bench_pipeline, "export_onnx", _fake_export(passed=False))
     result = CliRunner().invoke(cli, ["bench", "seed_ca", "--threads", "1"])
     assert result.exit_code == 1, result.output
     assert "did not pass" in result.output

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from ca_export.export import coreml as coreml_export
 from ca_export.export.coreml import InputSpec, Target
+from ca_export.export.coreml_compress import CONSTEXPR_OPS
 from ca_export.pipeline.common import Prepared
 from ca_export.tracing import example_input
 from ca_export.verify.mil.ops import OPS, Unsupported
@@ -316,8 +317,9 @@ def _run(program: MilProgram, x: np.ndarray) -> np.ndarray:
 
 
 def test_every_op_has_a_case() -> None:
-    """``classify`` (a label and a dict of scores) is tested in test_coreml_classifier."""
-    assert set(CASES) | {"classify"} == set(OPS)
+    """``classify`` (a label and a dict of scores) is tested in test_coreml_classifier, the
+    weight decompression ops in test_mil_constexpr."""
+    assert set(CASES) | {"classify", *CONSTEXPR_OPS} == set(OPS)
 
 
 @pytest.mark.parametrize("name", sorted({**CASES, **VARIANTS}))

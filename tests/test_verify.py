@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from ca_export.errors import BadInputError
+from ca_export.verify import parity
 from ca_export.verify.metrics import compare
 from ca_export.verify.tolerances import TOLERANCES, tolerance
 
@@ -66,3 +68,26 @@ def test_noise_widening_stops_at_the_ceiling() -> None:
     assert TOL.ceiling is not None
     assert not compare("y", ref, got, TOL, noise=0.9).passed
     assert TOL.allowed(0.9)[0] == TOL.ceiling
+
+
+def test_model_noise_is_measured_only_where_the_bound_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 4).eval()
+    inputs = [(1, torch.randn(2, 8))]
+    copies: list[int] = []
+    real_copy = parity.float64_copy
+    monkeypatch.setattr(parity, "float64_copy", lambda m: copies.append(1) or real_copy(m))
+
+    def exact(x: np.ndarray) -> list[np.ndarray]:
+        return [model(torch.from_numpy(x)).detach().numpy()]
+
+    def off(x: np.ndarray) -> list[np.ndarray]:
+        return [exact(x)[0] + 0.5]
+
+    assert parity.runner_gate(model, exact, ["y"], inputs, "onnxruntime-cpu").passed
+    assert copies == []
+    gate = parity.runner_gate(model, off, ["y"], inputs, "onnxruntime-cpu")
+    assert not gate.passed and copies == [1]
+    assert gate.cases[0].comparisons[0].noise < 1e-6

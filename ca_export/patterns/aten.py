@@ -254,9 +254,6 @@ class AtenView:
     def reshape(self, value: Node, shape: list[int], anchor: Node, name: str) -> Node:
         return add_node(self.graph, aten.view.default, (value, shape), anchor)
 
-    def supports(self, kind: str) -> bool:
-        return True
-
     def hardswish(self, value: Node, anchor: Node, name: str) -> Node:
         return add_node(self.graph, aten.hardswish.default, (value,), anchor)
 

@@ -173,12 +173,8 @@ class GraphView(Protocol):
         """A new reshape (a view) to a static shape."""
         ...
 
-    def supports(self, kind: str) -> bool:
-        """Whether the graph can hold a new op of this kind (``hardswish`` needs ONNX opset 14)."""
-        ...
-
     def hardswish(self, value: Value, anchor: Op, name: str) -> Value:
-        """A new hardswish."""
+        """A new hardswish (in the form the graph's opset has)."""
         ...
 
     def binary(self, kind: str, a: Value, b: Value, anchor: Op, name: str) -> Value:

@@ -16,6 +16,7 @@ import torch
 from ca_export import __version__
 from ca_export.errors import BadInputError
 from ca_export.export import coreml as coreml_export
+from ca_export.export import coreml_compress
 from ca_export.export.coreml import ImageInput, InputSpec, Target
 from ca_export.files import Output, guard, publish, remove_tree, scratch_folder
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet
@@ -23,9 +24,11 @@ from ca_export.report import ExportReport, gate_summary
 from ca_export.rewrites.size_to_scale import size_to_scale
 from ca_export.tracing import example_input
 from ca_export.verify.coreml_prediction import prediction_gate
+from ca_export.verify.mil.compressed import CompressedCopy, compressed_copy, weight_loss
 from ca_export.verify.mil.fp32_arithmetic import fp32_arithmetic_parity, twin_function
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import NotVerified, mil_parity
+from ca_export.verify.mil.program import MilProgram, load_program
 from ca_export.verify.parity import output_arrays
 
 DEFAULT_HW_RANGE = (32, 1024)
@@ -40,6 +43,8 @@ class CoreMLJob(ModelJob):
     neuralnetwork: fp32, iOS13; a neuralnetwork in fp16 stores fp16 weights).
     ``hw_range`` or ``sizes`` need ``dynamic``; dynamic
     without either gets ``DEFAULT_HW_RANGE``. ``metadata`` keys: ``METADATA_FIELDS``.
+    ``compress`` (an ML program only) compresses the weights (``export.coreml_compress``);
+    the deployment target then defaults to iOS16, the first with compressed weights.
     """
 
     format: str = "mlprogram"
@@ -50,6 +55,7 @@ class CoreMLJob(ModelJob):
     image: ImageInput | None = None
     labels: tuple[str, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
+    compress: str | None = None
 
     def writes(self) -> list[Output]:
         """The files this job writes."""
@@ -61,7 +67,8 @@ class CoreMLJob(ModelJob):
         """Format, precision and deployment target, with the format's defaults filled in."""
         program = self.format == "mlprogram"
         precision = self.precision or ("fp16" if program else "fp32")
-        return Target(self.format, precision, self.min_target or ("iOS15" if program else "iOS13"))
+        default = (coreml_compress.MIN_TARGET if self.compress else "iOS15") if program else "iOS13"
+        return Target(self.format, precision, self.min_target or default)
 
     def input_spec(self, name: str) -> InputSpec:
         """The converted model's input under ``name``."""
@@ -87,9 +94,29 @@ def validate(job: CoreMLJob) -> None:
             f"neuralnetwork needs --min-target iOS14 or earlier, not {target.min_target}"
         )
     _validate_sizes(job)
+    _validate_compress(job)
     if job.image is not None and (job.input_shape[0] != 1 or job.input_shape[1] != 3):
         raise BadInputError("an image input is one RGB image: --input-shape must be 1,3,H,W")
     guard(job.reads(), job.writes())
+
+
+def _validate_compress(job: CoreMLJob) -> None:
+    """Weight compression needs an ML program for iOS16 or later, and a known mode."""
+    if job.compress is None:
+        return
+    if job.compress not in coreml_compress.MODES:
+        raise BadInputError(
+            f"unknown --compress {job.compress!r}; choose from {', '.join(coreml_compress.MODES)}"
+        )
+    target = job.target
+    if target.format != "mlprogram":
+        raise BadInputError("--compress needs --format mlprogram (a neuralnetwork cannot hold it)")
+    first = coreml_export.TARGETS.index(coreml_compress.MIN_TARGET)
+    if coreml_export.TARGETS.index(target.min_target) < first:
+        raise BadInputError(
+            f"--compress needs --min-target {coreml_compress.MIN_TARGET} or later "
+            f"(compressed weights are {coreml_compress.MIN_TARGET} ops), not {target.min_target}"
+        )
 
 
 def _validate_sizes(job: CoreMLJob) -> None:
@@ -151,6 +178,8 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
             )
         if target.format == "neuralnetwork" and target.precision == "fp16":
             model = coreml_export.half_weights(model)
+        if job.compress:
+            model = coreml_compress.compress(model, job.compress)
         entries = _metadata(job, spec, report)
         if multiple != (1, 1):
             entries[coreml_export.HW_MULTIPLE] = "{}x{}".format(*multiple)
@@ -161,9 +190,24 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
         with stage("save"):
             coreml_export.save(model, temporary)
         with stage("check"):
-            _check(report, temporary, target.format, spec, names, shapes, job.labels, owner)
+            _check(
+                report,
+                temporary,
+                target.format,
+                spec,
+                names,
+                shapes,
+                job.labels,
+                owner,
+                job.compress,
+            )
         with stage("mil parity"):
-            _mil_parity(report, temporary, prepared, spec, target.precision, twin, multiple)
+            weights = _compressed_copy(temporary, prepared, spec) if job.compress else None
+            _mil_parity(
+                report, temporary, prepared, spec, (target.precision, weights), twin, multiple
+            )
+            if job.compress:
+                _weight_loss(report, weights, prepared, spec, multiple)
         if coreml_export.CAN_PREDICT:
             with stage("predict"):
                 _predict(
@@ -258,8 +302,12 @@ def _check(
     shapes: list[tuple[int, ...]],
     labels: tuple[str, ...],
     owner: dict[str, int],
+    compress: str | None = None,
 ) -> None:
-    """Load the saved model back; check its inputs/outputs and the CA-only ops per block."""
+    """Load the saved model back; check its inputs/outputs and the CA-only ops per block.
+
+    With ``compress``, the program must hold weight decompression (``constexpr_*``) ops.
+    """
     reloaded = coreml_export.reload(path, fmt)
     report.opset = reloaded.spec.specificationVersion
     report.checks["load"] = {"ran": True, "passed": True, "ops": len(reloaded.ops)}
@@ -282,6 +330,18 @@ def _check(
         "ops": "/".join(coreml_export.CA_ONLY_OPS[fmt]),
     }
     report.checks["structure"] = {"ran": True, "passed": left == 0}
+    if compress:
+        counts = coreml_compress.constexpr_counts(reloaded.ops)
+        report.checks["compression"] = {
+            "ran": True,
+            "passed": bool(counts),
+            "mode": compress,
+            "constexpr_ops": counts,
+        }
+        if not counts:
+            report.checks["compression"]["reason"] = (
+                f"no weight of {coreml_compress.WEIGHT_THRESHOLD} elements or more was compressed"
+            )
 
 
 def _predict(
@@ -307,22 +367,23 @@ def _mil_parity(
     path: Path,
     prepared: Prepared,
     spec: InputSpec,
-    precision: str,
+    compute: tuple[str, CompressedCopy | None],
     twin: Any,
     multiple: tuple[int, int],
 ) -> None:
     """The saved model evaluated in NumPy against PyTorch (runs on every platform).
+
+    ``compute`` is the compute precision and, for compressed weights, the model's copy
+    holding them, which the program is then compared with (``verify.mil.compressed``).
 
     An ML program runs op by op, a neural network layer by layer. An image input gets
     seeded RGB pixels; PyTorch gets them normalised as the user asked. An fp16 ML
     program is also evaluated in fp32 arithmetic against its fp32 ``twin``'s constants
     (``verify.mil.fp32_arithmetic``); the check passes only if that passes too.
     """
-    make = example_input if spec.image is None else coreml_export.pixels
-    inputs = [
-        (seed, make(shape, seed)) for seed, shape in coreml_export.prediction_inputs(spec, multiple)
-    ]
-    result = mil_parity(path, prepared.module, inputs, precision, spec.image)
+    precision, weights = compute
+    inputs = _gate_inputs(spec, multiple)
+    result = mil_parity(path, prepared.module, inputs, precision, spec.image, weights)
     check: dict[str, Any] = {"ran": False}
     if isinstance(result, NotVerified):
         check["reason"] = f"{precision} gate {result.reason}"
@@ -332,7 +393,9 @@ def _mil_parity(
         report.parity = gate_summary(result) | {"ran": True, "inputs": len(inputs)}
     if twin is not None:
         try:
-            arithmetic = fp32_arithmetic_parity(path, prepared.module, inputs, twin, spec.image)
+            arithmetic = fp32_arithmetic_parity(
+                path, prepared.module, inputs, twin, spec.image, weights
+            )
         except Unsupported as err:
             check["fp32_arithmetic"] = {"ran": False, "reason": f"not verified: {err}"}
         else:
@@ -340,6 +403,46 @@ def _mil_parity(
             check["passed"] = check.get("passed", True) and arithmetic.passed
             check["ran"] = True
     report.checks["mil_parity"] = check
+
+
+def _gate_inputs(spec: InputSpec, multiple: tuple[int, int]) -> list[tuple[int, torch.Tensor]]:
+    """(seed, input) pairs of the gates: seeded tensors, or RGB pixels for an image input."""
+    make = example_input if spec.image is None else coreml_export.pixels
+    cases = coreml_export.prediction_inputs(spec, multiple)
+    return [(seed, make(shape, seed)) for seed, shape in cases]
+
+
+def _compressed_copy(path: Path, prepared: Prepared, spec: InputSpec) -> CompressedCopy | None:
+    """The model's copy holding the saved program's decompressed weights (None if none)."""
+    program = load_program(path)
+    if not isinstance(program, MilProgram):
+        return None
+    return compressed_copy(program, prepared.module, spec.shape, prepared.program)
+
+
+def _weight_loss(
+    report: ExportReport,
+    weights: CompressedCopy | None,
+    prepared: Prepared,
+    spec: InputSpec,
+    multiple: tuple[int, int],
+) -> None:
+    """The lossy part of a compressed package: its weights in PyTorch against the fp32 model."""
+    if weights is None:
+        report.checks["compressed_weights"] = {"ran": False, "reason": "no compressed weights"}
+        return
+    inputs = [
+        (seed, x if spec.image is None else spec.image.normalise(x))
+        for seed, x in _gate_inputs(spec, multiple)
+    ]
+    names = prepared.traced.output_names
+    gate = weight_loss(weights, prepared.module, inputs, names)
+    top1 = [c.top1 for case in gate.cases for c in case.comparisons if c.top1 is not None]
+    report.checks["compressed_weights"] = (
+        {"ran": True, "tolerance": weights.key, "min_top1": min(top1, default=None)}
+        | gate_summary(gate)
+        | weights.summary()
+    )
 
 
 def _move(temporary: Path, output: Path, folder: Path) -> dict[str, Any]:
@@ -364,4 +467,6 @@ def _metadata(job: CoreMLJob, spec: InputSpec, report: ExportReport) -> dict[str
         entries["ca_export.shapes"] = ",".join(f"{h}x{w}" for h, w in spec.shapes)
     if spec.image is not None:
         entries |= spec.image.metadata()
+    if job.compress:
+        entries[coreml_compress.COMPRESSION] = job.compress
     return entries

@@ -5,14 +5,21 @@ An artifact is written under the requested name only after every gate passed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import onnx
 
 from ca_export import __version__
+from ca_export.errors import BadInputError
 from ca_export.export import onnx as onnx_export
-from ca_export.files import Output, guard, write_onnx
+from ca_export.export import opset as opset_export
+from ca_export.export.ort_format import paths_for
+from ca_export.export.precision import calibration_files
+from ca_export.files import Output, guard
+from ca_export.pipeline import ort_format
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet, with_block_gate
+from ca_export.pipeline.precision import PrecisionRequest, lower_precision, not_run
 from ca_export.report import ExportReport
 from ca_export.verify.parity import gate_inputs, onnx_gate
 
@@ -23,10 +30,34 @@ class OnnxJob(ModelJob):
 
     opset: int = 18
     simplify: bool = True
+    precision: PrecisionRequest = field(default_factory=PrecisionRequest)
+    ort_format: bool = False
+
+    def reads(self) -> list[Path]:
+        """The files this job reads: the model's, and the calibration folder's."""
+        return super().reads() + calibration_files(self.precision.calibration)
+
+    def check(self) -> None:
+        """Refuse options that do not fit together (exit 2)."""
+        self.precision.check()
+        lossy = self.precision.precision != "fp32"
+        if self.ort_format and lossy:
+            raise BadInputError(
+                "--ort-format is gated exactly and writes fp32 only; drop --precision "
+                f"{self.precision.precision} or --ort-format"
+            )
+        if self.precision.precision == "int8" and self.opset < 13:
+            raise BadInputError(
+                "--precision int8 quantizes weights per channel, which ONNX needs opset 13 for"
+            )
 
     def writes(self) -> list[Output]:
         """The files this job writes."""
-        return [Output(self.output, "onnx")]
+        outputs = [Output(self.output, "onnx")]
+        if self.ort_format:
+            ort = paths_for(self.output)
+            outputs += [Output(ort.model, "ort"), Output(ort.config, "ort_config")]
+        return outputs
 
 
 def parity_gates(prepared: Prepared, onnx_model: onnx.ModelProto, shape: tuple[int, ...]) -> dict:
@@ -39,6 +70,8 @@ def parity_gates(prepared: Prepared, onnx_model: onnx.ModelProto, shape: tuple[i
 def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     """Run the whole ONNX pipeline; the report says whether every gate passed."""
     guard(job.reads(), job.writes())
+    job.check()
+    samples = job.precision.samples(job.input_shape)
     stage = Stages(progress)
     report = ExportReport(
         job.model, __version__, "onnx", list(job.input_shape), job.dynamic, job.rewrite, job.opset
@@ -46,7 +79,7 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     prepared = job.prepare(stage, report)
     traced = prepared.traced
     with stage("export"):
-        raw = onnx_export.emit(prepared.program, traced, job.opset)
+        raw = onnx_export.emit(prepared.program, traced, opset_export.export_opset(job.opset))
     model = raw
     if job.simplify:
         with stage("simplify"):
@@ -54,15 +87,32 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
             report.warnings += warnings
     with stage("check"):
         onnx_export.keep_scopes(model, raw)
+        model, change = opset_export.convert(model, job.opset)
+        report.checks["opset"] = opset_export.check_entry(model, change)
+        report.notices += [change.summary()] if change.converted else []
         onnx_export.check(model)
         report.structure = structure(report, model, raw, [b.module for b in prepared.blocks])
         report.op_counts_after = onnx_export.op_counts(model)
     with stage("gate"):
         report.parity = parity_gates(prepared, model, job.input_shape)
+    if job.precision.precision != "fp32":
+        if report.passed:
+            model = lower_precision(
+                job.precision, prepared, model, samples, job.input_shape, report, stage
+            )
+        else:
+            not_run(job.precision, report)
     onnx_export.set_metadata(model, _metadata(job, traced.dynamic, report))
-    if report.passed:
-        with stage("write"):
-            report.artifact = write_onnx(model, job.output)
+    with ort_format.scratch(job.output, job.ort_format) as folder:
+        staged = None
+        if folder is not None and report.passed:
+            with stage("ort format"):
+                staged, report.checks["ort_format"] = ort_format.build_and_gate(
+                    prepared, model, job.output, folder, job.input_shape
+                )
+        if report.passed:
+            with stage("write"):
+                report.artifact = ort_format.write_all(model, job.output, staged, folder)
     report.stages = stage.times
     return report
 
@@ -105,6 +155,7 @@ def _metadata(job: OnnxJob, dynamic: bool, report: ExportReport) -> dict[str, st
         "ca_export.tool_version": f"ca-export {__version__}",
         "ca_export.input_shape": ",".join(map(str, job.input_shape)),
         "ca_export.dynamic": str(dynamic).lower(),
+        "ca_export.precision": job.precision.precision,
         "ca_export.blocks_found": str(len(report.ca_blocks)),
         "ca_export.blocks_rewritten": str(sum(b.rewritten for b in report.ca_blocks)),
     }

@@ -10,11 +10,13 @@ shape inference failure as a warning.
 The gate runs the input file and the rewritten one in ONNX Runtime on the same seeded
 inputs at the file's input size; the output file is written (atomically) only when it
 passes. A file without CA blocks is left alone unless ``force_write`` is set.
+With a lossy ``precision`` the file to write is then converted and gated against the
+input file (``pipeline.precision.lower_file``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +28,13 @@ from onnx import helper
 from ca_export import __version__
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import onnx as onnx_export
+from ca_export.export.precision import calibration_files
 from ca_export.files import Output, guard, write_atomic
 from ca_export.onnx_graph import make_dynamic, normalize
 from ca_export.patterns import CABlock
 from ca_export.patterns.coordatt import CA_ONLY_OPS
 from ca_export.pipeline.common import Progress, Stages, quiet
+from ca_export.pipeline.precision import PrecisionRequest, lower_file
 from ca_export.report import BlockReport, OptimizeReport, gate_summary
 from ca_export.rewrites import rewrite_model
 from ca_export.verify.artifacts import cpu_session
@@ -50,10 +54,11 @@ class OptimizeJob:
     dynamic: bool = False
     force_write: bool = False
     skip_passes: tuple[str, ...] = ()
+    precision: PrecisionRequest = field(default_factory=PrecisionRequest)
 
     def reads(self) -> list[Path]:
         """The files this job reads."""
-        return [self.source]
+        return [self.source, *calibration_files(self.precision.calibration)]
 
     def writes(self) -> list[Output]:
         """The files this job writes (the output may replace the source in place)."""
@@ -200,11 +205,13 @@ def _block_report(block: CABlock, model: onnx.ModelProto) -> BlockReport:
 def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeReport:
     """Rewrite the CA blocks of an ONNX file; the report says what was found and checked."""
     guard(job.reads(), job.writes(), in_place=[job.output])
+    job.precision.check()
     stage = Stages(progress)
     with stage("load"):
         source = load_onnx(job.source)
         shapes = input_shapes(source)
         cpu_session(source.SerializeToString(), job.source.name)
+        samples = _calibration(job.precision, shapes)
     opset = next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 0)
     report = OptimizeReport(str(job.source), __version__, opset, shapes)
     report.dynamic = {"requested": job.dynamic}
@@ -229,8 +236,10 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
         why = "see the skipped pooled concats" if result.rejections else "no pooled concat"
         report.warnings.append(f"no CA block found ({why}); the model is left as it is")
         if job.force_write:
-            with stage("write"):
-                report.artifact = write_atomic(source.SerializeToString(), job.output)
+            written = _lower(job.precision, source, source, shapes, samples, report, stage)
+            if report.passed:
+                with stage("write"):
+                    report.artifact = write_atomic(written.SerializeToString(), job.output)
         report.stages = stage.times
         return report
     model = result.model
@@ -256,6 +265,8 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
             second = other_size(shapes, square)
             ran = dynamic_check(model, second)
             report.dynamic |= {"ran_at": second, **ran}
+    if report.passed:
+        model = _lower(job.precision, model, source, shapes, samples, report, stage)
     entries = {p.key: p.value for p in source.metadata_props}
     entries |= _metadata(job, report)
     onnx_export.set_metadata(model, entries)
@@ -266,6 +277,38 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
     return report
 
 
+def _calibration(
+    request: PrecisionRequest, shapes: dict[str, list[int]]
+) -> list[tuple[str, np.ndarray]]:
+    """Calibration samples for a lossy precision; such a file must have one 4-D input."""
+    if request.precision == "fp32":
+        return []
+    if len(shapes) != 1 or len(next(iter(shapes.values()))) != 4:
+        raise BadInputError("--precision fp16/int8 needs a file with one N,C,H,W input")
+    n, c, h, w = next(iter(shapes.values()))
+    return request.samples((n, c, h, w))
+
+
+def _lower(
+    request: PrecisionRequest,
+    model: onnx.ModelProto,
+    source: onnx.ModelProto,
+    shapes: dict[str, list[int]],
+    samples: list[tuple[str, np.ndarray]],
+    report: OptimizeReport,
+    stage: Stages,
+) -> onnx.ModelProto:
+    """``model`` lowered to the requested precision and gated against ``source`` (fp32: as is)."""
+    if request.precision == "fp32":
+        return model
+    shape = tuple(next(iter(shapes.values())))
+    lowered, check, warnings = lower_file(request, model, source, shape, samples, stage)
+    report.checks["precision"] = check
+    report.warnings += warnings
+    report.op_counts_after = onnx_export.op_counts(lowered)
+    return lowered
+
+
 def _metadata(job: OptimizeJob, report: OptimizeReport) -> dict[str, str]:
     """The ca_export entries added to the file's own metadata_props."""
     return {
@@ -274,4 +317,5 @@ def _metadata(job: OptimizeJob, report: OptimizeReport) -> dict[str, str]:
         "ca_export.dynamic": str(bool(report.dynamic.get("applied"))).lower(),
         "ca_export.blocks_found": str(len(report.ca_blocks)),
         "ca_export.blocks_rewritten": str(sum(b.rewritten for b in report.ca_blocks)),
+        "ca_export.precision": job.precision.precision,
     }

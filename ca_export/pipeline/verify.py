@@ -9,6 +9,10 @@ for a dynamic artifact the input shape, a larger non-square one and batch 2), pl
 user's files. Where outputs diverge, the first diverging module is named (for an ML
 program off macOS, through the evaluator's per-op values: ``verify.mil.localize``).
 
+A Core ML ML program with compressed weights is compared with a copy of the model
+holding its decompressed weights, and each case also compares that copy with the model
+in PyTorch under the weight format's row (``verify.mil.compressed``).
+
 A Core ML model with an image input is fed RGB pixels (seeded, or the user's image
 files unnormalised) and applies its own preprocessing; PyTorch gets the same pixels
 normalised as ``VerifyJob.image`` says (``--scale``/``--bias``), or else as ca-export
@@ -32,20 +36,28 @@ from ca_export.patterns import find
 from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.report import ArtifactResult, VerifyCase, VerifyReport
 from ca_export.tracing import example_input, guard_memory, trace
-from ca_export.verify.artifacts import OnnxArtifact, PteArtifact, open_onnx, open_pte
+from ca_export.verify.artifacts import (
+    OnnxArtifact,
+    OrtArtifact,
+    PteArtifact,
+    open_onnx,
+    open_ort,
+    open_pte,
+)
 from ca_export.verify.ci_reports import write_summaries
 from ca_export.verify.inputs import is_image, load_inputs
 from ca_export.verify.localize import Localization, localize
 from ca_export.verify.metrics import compare
 from ca_export.verify.mil.artifact import SUFFIXES, MilArtifact, open_mil
+from ca_export.verify.mil.compressed import compressed_copy
 from ca_export.verify.mil.localize import localize_mil
 from ca_export.verify.mil.ops import Unsupported
-from ca_export.verify.mil.parity import model_noise, reference_copy, vacuous
+from ca_export.verify.mil.parity import model_noise, reference_copy, subject, vacuous
 from ca_export.verify.mil.program import MilProgram
 from ca_export.verify.parity import SEEDS
 from ca_export.verify.tolerances import tolerance, user_tolerance
 
-Artifact = OnnxArtifact | MilArtifact | PteArtifact
+Artifact = OnnxArtifact | OrtArtifact | MilArtifact | PteArtifact
 
 
 @dataclass
@@ -134,9 +146,11 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
 
 
 def open_artifact(path: Path) -> Artifact:
-    """An ONNX file, or a Core ML model or an ExecuTorch program by its suffix."""
+    """An ONNX file, or by its suffix a Core ML model, an ExecuTorch program or a .ort."""
     if path.suffix == ".pte":
         return open_pte(path)
+    if path.suffix == ".ort":
+        return open_ort(path)
     return open_mil(path) if path.suffix in SUFFIXES else open_onnx(path)
 
 
@@ -164,6 +178,12 @@ def _verify_one(
     ]
     failing: tuple[np.ndarray, torch.Tensor, float] | None = None
     noise_dtype = artifact.dtype if coreml else "float32"
+    weights = None
+    if coreml and isinstance(artifact.program, MilProgram) and artifact.unverifiable is None:
+        shape = tuple(seeded[0][1].shape) if seeded else job.input_shape
+        weights = compressed_copy(artifact.program, model, shape)
+    # A compressed package is checked against the copy holding its weights, localised too.
+    original, model = model, weights.model if weights else model
     reference = reference_copy(model, noise_dtype)
     for i, (label, x) in enumerate(seeded + user_inputs):
         case = VerifyCase(label, tuple(x.shape))
@@ -191,10 +211,14 @@ def _verify_one(
             )
         for name, ref, noise, out in zip(artifact.output_names, expected, noises, got, strict=True):
             case.comparisons.append(compare(name, ref, out.astype(np.float32), tol, noise))
-        case.skipped = vacuous(tol, case.comparisons, tuple(x.shape)) if coreml else None
+        case.skipped = (
+            vacuous(tol, case.comparisons, tuple(x.shape), subject(weights)) if coreml else None
+        )
         if case.skipped:
             case.comparisons = []
             continue
+        if weights is not None:
+            case.comparisons += weights.loss(original, torch_x, artifact.output_names, expected)
         if failing is None and not all(c.passed for c in case.comparisons):
             failing = (x, torch_x, max(tol.allowed(c.noise)[0] for c in case.comparisons))
     if failing is None:

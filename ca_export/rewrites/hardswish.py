@@ -5,7 +5,8 @@ last must have no other reader. ``hardswish`` computes the same function (result
 by fp rounding only) as one op: ONNX ``HardSwish`` (opset 14+), which ONNX Runtime's CPU
 provider fuses into the 1x1 conv before it, so the gate path stays in its blocked layout
 with no reorders. Measured by ``benchmarks/ca_overhead.py``. Below opset 14 (an ONNX file
-``optimize`` reads) the block is skipped with that reason.
+``optimize`` reads) the ONNX adapter writes ``x * HardSigmoid(x, 1/6, 1/2)``, the form
+``export.opset`` gives ``ca-export onnx --opset 13``.
 
 Before (either grouping)::
 
@@ -97,6 +98,4 @@ def fuse_hardswish(view: GraphView, block: CABlock, static: bool) -> str:
     ends = _stem_ends(view, block)
     if not any(hswish_input(view, op) is not None for op in ends):
         raise Skip("no written-out h_swish on the stem")
-    if not view.supports("hardswish"):
-        raise Skip("HardSwish needs opset 14; the h_swish stays written out")
     return f"{fuse_ends(view, ends, f'{block.name}/ca_hswish')} h_swish fused"

@@ -118,19 +118,31 @@ def runner_gate(
     inputs: Sequence[tuple[int, torch.Tensor]],
     backend: str,
 ) -> GateResult:
-    """Compare an fp32 artifact's ``run`` on ``backend`` with the original model, per output."""
+    """Compare an fp32 artifact's ``run`` on ``backend`` with the original model, per output.
+
+    The model's own fp32 noise (a float64 copy's run, which can widen the bound; see
+    ``Tolerance``) is measured only for an input where the table's bound does not hold:
+    elsewhere it could not change the verdict, and a float64 run costs several fp32 ones.
+    Those comparisons report a noise of 0.
+    """
     tol = tolerance("float32", backend)
     result = GateResult(backend)
-    precise = float64_copy(model)
+    precise: list[nn.Module | None] = []
     for seed, x in inputs:
         with torch.no_grad():
             expected = output_arrays(model(x))
-            exact = run_float64(precise, x) or expected
         got = run(x.numpy())
-        comparisons = [
-            compare(name, ref, out, tol, noise=relative_error(ref64, ref))
-            for name, ref, ref64, out in zip(output_names, expected, exact, got, strict=True)
-        ]
+        pairs = list(zip(output_names, expected, got, strict=True))
+        comparisons = [compare(name, ref, out, tol) for name, ref, out in pairs]
+        if not all(c.passed for c in comparisons):
+            if not precise:
+                precise.append(float64_copy(model))
+            with torch.no_grad():
+                exact = run_float64(precise[0], x) or expected
+            comparisons = [
+                compare(name, ref, out, tol, noise=relative_error(ref64, ref))
+                for (name, ref, out), ref64 in zip(pairs, exact, strict=True)
+            ]
         result.cases.append(CaseResult(tuple(x.shape), seed, comparisons))
     return result
 

@@ -20,6 +20,11 @@ Together they say the fp16 program is the fp32 program with its constants rounde
 its activations held in fp16; what fp16 rounding does to the outputs is left to the
 fp16 gate. Evaluating with the fp16 constants themselves (no twin) cannot be judged
 with an fp32 bound on the sample models, as measured above.
+
+A program with compressed weights (``constexpr_*`` ops, which the twin does not have)
+pairs with its twin without those ops; its compressed weights keep their decompressed
+values, and it is compared with the model's copy holding those same values
+(``verify.mil.compressed``) under the same fp32 bound.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from torch import nn
 
 from ca_export.export.coreml import ImageInput
 from ca_export.verify.metrics import compare
+from ca_export.verify.mil.compressed import CompressedCopy
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import BACKEND, model_noise, reference_copy
 from ca_export.verify.mil.program import MilProgram, load_program, run_program
@@ -77,8 +83,13 @@ def twin_function(model: Any) -> Any:
 
 
 def _computing(function: Any) -> list[Any]:
-    """A function's ops without ``const`` and ``cast`` (the ops fp16 conversion leaves alike)."""
-    return [op for op in function.operations if op.op_type not in ("const", "cast")]
+    """A function's ops without ``const``, ``cast`` and weight decompression (``constexpr_*``):
+    the ops fp16 conversion and weight compression leave alike."""
+    return [
+        op
+        for op in function.operations
+        if op.op_type not in ("const", "cast") and not op.op_type.startswith("constexpr_")
+    ]
 
 
 def _values(value: Any) -> list[Any]:
@@ -138,11 +149,13 @@ def fp32_arithmetic_parity(
     inputs: Sequence[tuple[int, torch.Tensor]],
     twin: Any,
     image: ImageInput | None = None,
+    weights: CompressedCopy | None = None,
 ) -> Fp32Arithmetic:
     """The saved fp16 program at ``package`` in fp32 arithmetic against the fp32 ``model``.
 
     ``twin`` is the same program converted in fp32 (``twin_function``); ``inputs`` and
-    ``image`` are as for ``mil_parity``.
+    ``image`` are as for ``mil_parity``; a program with compressed weights is compared
+    with ``weights``, the model's copy holding them.
     """
     program = load_program(package)
     if not isinstance(program, MilProgram):
@@ -150,10 +163,11 @@ def fp32_arithmetic_parity(
     constants, mismatches = unrounded(program, twin)
     result = Fp32Arithmetic(GateResult(BACKEND), len(constants) + len(mismatches), mismatches)
     tol = tolerance("float32", "coreml")
-    precise = reference_copy(model, "float32")
+    reference = model if weights is None else weights.model
+    precise = reference_copy(reference, "float32")
     for seed, x in inputs:
         expected, noise = model_noise(
-            model, precise, x if image is None else image.normalise(x), "float32"
+            reference, precise, x if image is None else image.normalise(x), "float32"
         )
         got = run_program(program, x.numpy(), fp32_arithmetic=True, constants=constants)
         comparisons = [

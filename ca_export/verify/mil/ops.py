@@ -532,6 +532,77 @@ def resize_nearest_neighbor(
     return _nearest(x, int(target_size_height), int(target_size_width))
 
 
+# Compressed weights (coremltools.optimize) ------------------------------------------------
+
+
+def constexpr_affine_dequantize(
+    quantized_data: Array, zero_point: Array, scale: Array, axis: Any
+) -> Array:
+    """scale * (quantized_data - zero_point); a vector scale or zero point runs along ``axis``."""
+    data = np.asarray(quantized_data, dtype=np.float32)
+    shape = [1] * data.ndim
+    shape[int(axis)] = -1
+
+    def along(value: Array) -> Array:
+        value = np.asarray(value, dtype=np.float32)
+        return value.reshape(shape) if value.ndim == 1 else value
+
+    return along(scale) * (data - along(zero_point))
+
+
+def _blocks(data_shape: Sequence[int], table_shape: Sequence[int], what: str) -> list[int]:
+    """The block size along each axis: data size over table size, which must divide it."""
+    if len(table_shape) != len(data_shape) or any(
+        t == 0 or d % t for d, t in zip(data_shape, table_shape, strict=True)
+    ):
+        raise Unsupported(f"{what} of shape {tuple(table_shape)} over data {tuple(data_shape)}")
+    return [d // t for d, t in zip(data_shape, table_shape, strict=True)]
+
+
+def constexpr_blockwise_shift_scale(
+    data: Array, scale: Array, offset: Array | None = None
+) -> Array:
+    """scale[block] * (data - offset[block]), blocks of data.shape / scale.shape elements."""
+    values = np.asarray(data, dtype=np.float32)
+    scale = np.asarray(scale, dtype=np.float32)
+    blocks = _blocks(values.shape, scale.shape, "scale")
+    split = [n for pair in zip(scale.shape, blocks, strict=True) for n in pair]
+    spread = [n for pair in zip(scale.shape, [1] * len(blocks), strict=True) for n in pair]
+    grouped = values.reshape(split)
+    if offset is not None:
+        grouped = grouped - np.asarray(offset, dtype=np.float32).reshape(spread)
+    return (grouped * scale.reshape(spread)).reshape(values.shape)
+
+
+def constexpr_lut_to_dense(
+    indices: Array, lut: Array, shape: Any = None, vector_axis: Any = None
+) -> Array:
+    """Each index replaced by its entry in the lookup table (palettized weights).
+
+    iOS16 form (``shape`` given): one table of 2**n entries, ``indices`` n-bit fields packed
+    into bytes from the least significant bit up, row-major. iOS18 form: ``indices`` has the
+    output's shape, and ``lut`` (rank + 2) holds one table per block of
+    ``indices.shape / lut.shape[:rank]`` elements; only scalar tables (last axis 1).
+    """
+    table = np.asarray(lut)
+    if shape is not None:
+        size = int(np.prod(_ints(shape)))
+        nbits = int(table.size).bit_length() - 1
+        if table.ndim != 1 or 1 << nbits != table.size:
+            raise Unsupported(f"lookup table of {table.size} entries")
+        bits = np.unpackbits(np.asarray(indices, dtype=np.uint8), bitorder="little")
+        if bits.size < size * nbits:
+            raise Unsupported(f"{bits.size} index bits for {size} values of {nbits} bits")
+        fields = bits[: size * nbits].reshape(size, nbits).astype(np.int64)
+        return table[fields @ (1 << np.arange(nbits))].reshape(_ints(shape))
+    index = np.asarray(indices).astype(np.int64)
+    if table.ndim != index.ndim + 2 or table.shape[-1] != 1:
+        raise Unsupported(f"lookup table of shape {table.shape} over indices {index.shape}")
+    blocks = _blocks(index.shape, table.shape[: index.ndim], "lookup table")
+    groups = np.ix_(*(np.arange(n) // b for n, b in zip(index.shape, blocks, strict=True)))
+    return table[(*groups, index, 0)]
+
+
 # Classifier output ---------------------------------------------------------------------------
 
 
@@ -595,6 +666,9 @@ OPS: dict[str, Callable[..., Any]] = {
         upsample_nearest_neighbor,
         resize_nearest_neighbor,
         classify,
+        constexpr_affine_dequantize,
+        constexpr_blockwise_shift_scale,
+        constexpr_lut_to_dense,
     )
 }
 """Every op the evaluator implements, by MIL op type (``const`` is read, not computed)."""

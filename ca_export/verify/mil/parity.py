@@ -3,6 +3,9 @@
 Errors are judged with the ``coreml`` rows of the tolerance table. The noise that
 widens a bound is the model's own loss at the program's precision: PyTorch fp32
 against fp64 for an fp32 program, PyTorch fp32 against PyTorch fp16 for an fp16 one.
+A program with compressed weights is compared with a copy of the model holding its
+decompressed weights under the same rows, and that copy with the fp32 model under its
+weight format's row (``verify.mil.compressed``).
 Where that noise is so large that the bound admits any output (allowed error at or
 above the signal's RMS), parity cannot be judged, and the result says so.
 """
@@ -21,8 +24,9 @@ from torch import nn
 from ca_export.errors import CheckFailedError
 from ca_export.export.coreml import PRECISIONS, ImageInput
 from ca_export.verify.metrics import Comparison, compare, relative_error
+from ca_export.verify.mil.compressed import CompressedCopy, compressed_copy
 from ca_export.verify.mil.ops import Unsupported
-from ca_export.verify.mil.program import load_program, run_program, uncovered
+from ca_export.verify.mil.program import MilProgram, load_program, run_program, uncovered
 from ca_export.verify.parity import (
     CaseResult,
     GateResult,
@@ -72,16 +76,24 @@ def reference_copy(model: nn.Module, dtype: str) -> nn.Module | None:
 
 
 def vacuous(
-    tol: Tolerance, comparisons: Sequence[Comparison], shape: tuple[int, ...]
+    tol: Tolerance,
+    comparisons: Sequence[Comparison],
+    shape: tuple[int, ...],
+    subject: str = "the model itself",
 ) -> str | None:
     """Why these comparisons cannot fail (a bound at or above the signal's RMS), or None."""
     loose = [c for c in comparisons if tol.allowed(c.noise)[0] >= 1]
     if not loose:
         return None
     return (
-        f"not verified: at {'x'.join(map(str, shape))} the model itself at this precision is "
+        f"not verified: at {'x'.join(map(str, shape))} {subject} at this precision is "
         f"off by rel err {loose[0].noise:.3g} ({loose[0].name}), so any output would pass"
     )
+
+
+def subject(weights: CompressedCopy | None) -> str:
+    """Whose noise a gate measures, for its "not verified" reason."""
+    return "the model itself" if weights is None else f"the model with its {weights.key}"
 
 
 def mil_parity(
@@ -90,8 +102,12 @@ def mil_parity(
     inputs: Sequence[tuple[int, torch.Tensor]],
     precision: str,
     image: ImageInput | None = None,
+    weights: CompressedCopy | None = None,
 ) -> GateResult | NotVerified:
     """Evaluate the saved ML program at ``package`` on each seeded input; compare with ``model``.
+
+    A program with compressed weights is compared with ``weights``, the model's copy
+    holding them (``compressed_copy``; made here when not given).
 
     ``precision`` is the conversion's compute precision, "fp16" or "fp32". For a
     package with an image input, ``inputs`` are RGB pixels: the program takes them as
@@ -110,13 +126,15 @@ def mil_parity(
         return NotVerified(f"not verified: {program.unit} " + ", ".join(gaps))
     if len(program.input_names) != 1:
         return NotVerified(f"not verified: the program takes {len(program.input_names)} inputs")
+    if weights is None and isinstance(program, MilProgram) and inputs:
+        weights = compressed_copy(program, model, tuple(inputs[0][1].shape))
+    reference = weights.model if weights else model
     tol = tolerance(dtype, "coreml")
-    other = reference_copy(model, dtype)
+    other = reference_copy(reference, dtype)
     result = GateResult(BACKEND)
     for seed, x in inputs:
-        expected, noise = model_noise(
-            model, other, x if image is None else image.normalise(x), dtype
-        )
+        torch_x = x if image is None else image.normalise(x)
+        expected, noise = model_noise(reference, other, torch_x, dtype)
         try:
             got = run_program(program, x.numpy())
         except Unsupported as err:
@@ -131,7 +149,7 @@ def mil_parity(
                 program.compared_outputs, expected, got, noise, strict=True
             )
         ]
-        reason = vacuous(tol, comparisons, tuple(x.shape))
+        reason = vacuous(tol, comparisons, tuple(x.shape), subject(weights))
         if reason:
             return NotVerified(reason)
         result.cases.append(CaseResult(tuple(x.shape), seed, comparisons))

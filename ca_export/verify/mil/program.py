@@ -127,7 +127,8 @@ def evaluate(
 ) -> dict[str, np.ndarray]:
     """The program's outputs on ``feeds`` (by input name); raises ``Unsupported`` on a gap.
 
-    ``fp32_arithmetic`` keeps values the program declares fp16 in fp32 instead;
+    ``fp32_arithmetic`` keeps values the program declares fp16 in fp32 instead, except
+    decompressed weights (``constexpr_*``), which are stored values like constants;
     ``constants`` replaces the values of the ``const`` ops it names; with ``every``,
     every array value is returned by name (for localisation).
     """
@@ -155,7 +156,7 @@ def evaluate(
             raise Unsupported(f"op {op.op_type} ({err})") from None
         results = result if isinstance(result, list) else [result]
         for var, value in zip(op.outputs, results, strict=True):
-            kind = nptype(var)
+            kind = _nptype(var) if op.op_type.startswith("constexpr_") else nptype(var)
             values[var.name] = value if kind in (str, dict) else np.asarray(value).astype(kind)
     if every:
         return {k: v for k, v in values.items() if isinstance(v, np.ndarray)}

@@ -1,0 +1,224 @@
+"""The post-emit precision stage of ``onnx`` and ``optimize``: fp16 or int8, behind the lossy gate.
+
+It runs on the fp32 model only after that model passed its exact gates, converts it
+(``export.precision``) and judges the result against the fp32 reference on 8 seeded
+inputs, up to 8 calibration samples and, for a dynamic export, the exact gate's inputs at
+its other sizes (``verify.lossy``). The reference is the PyTorch model for ``onnx`` and the
+input file, run in ONNX Runtime, for ``optimize``. The report's ``checks.precision``
+states the method, the inputs, the bounds and each output's figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ca_export.errors import BadInputError
+from ca_export.export import onnx as onnx_export
+from ca_export.export import precision as convert
+from ca_export.pipeline.common import Prepared, Stages
+from ca_export.report import ExportReport
+from ca_export.tracing import example_input
+from ca_export.verify.lossy import LossyGate, Runner, lossy_gate, torch_runner
+from ca_export.verify.parity import SEEDS, gate_inputs
+from ca_export.verify.tolerances import tolerance
+
+GATE_SEEDS = tuple(range(1, 9))
+GATE_CALIBRATION = 8
+"""At most this many calibration samples (the first, by file name) join the gate's inputs."""
+BACKEND = "onnxruntime-cpu"
+METHODS = {
+    "fp16": "fp16 weights and compute, fp32 inputs and outputs (onnxruntime float16 converter)",
+    "int8": "QDQ, per-channel int8 weights, uint8 activations, MinMax calibration "
+    "(onnxruntime quantize_static)",
+}
+SEEDED_WARNING = (
+    "int8 calibrated on {n} seeded random inputs; real images (--calibration DIR) calibrate better"
+)
+
+
+@dataclass
+class PrecisionRequest:
+    """What the user asked for: the precision, a calibration folder, modules kept fp32."""
+
+    precision: str = "fp32"
+    calibration: Path | None = None
+    keep_fp32: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        """Refuse options that do not fit together (exit 2)."""
+        if self.precision not in convert.PRECISIONS:
+            raise BadInputError(f"unknown precision {self.precision!r}")
+        if self.precision == "fp32" and (self.calibration is not None or self.keep_fp32):
+            raise BadInputError("--calibration and --keep-fp32 need --precision fp16 or int8")
+        if self.precision == "fp16" and self.keep_fp32:
+            raise BadInputError("--keep-fp32 applies to --precision int8")
+
+    def samples(self, input_shape: tuple[int, int, int, int]) -> list[tuple[str, np.ndarray]]:
+        """The calibration samples of the folder, or none without one (read before any work)."""
+        if self.calibration is None:
+            return []
+        return convert.calibration_inputs(self.calibration, input_shape)
+
+
+def lower_precision(
+    request: PrecisionRequest,
+    prepared: Prepared,
+    model: onnx.ModelProto,
+    samples: list[tuple[str, np.ndarray]],
+    input_shape: tuple[int, ...],
+    report: ExportReport,
+    stage: Stages,
+) -> onnx.ModelProto:
+    """Convert the gated fp32 ``model`` and gate it against the PyTorch model; fill
+    ``report.checks['precision']``."""
+    traced = prepared.traced
+    extra = []
+    if traced.dynamic:
+        others = gate_inputs(traced, input_shape, prepared.square_only)[len(SEEDS) :]
+        extra = [(f"seed {s} at {_dims(x.shape)}", x.numpy()) for s, x in others]
+    io = (traced.input_names[0], traced.output_names)
+    reference = (torch_runner(prepared.module), "PyTorch fp32")
+    lowered, check, warnings = convert_and_gate(
+        request, model, io, reference, input_shape, samples, extra, stage
+    )
+    report.checks["precision"] = check
+    report.warnings += warnings
+    report.op_counts_after = onnx_export.op_counts(lowered)
+    return lowered
+
+
+def lower_file(
+    request: PrecisionRequest,
+    model: onnx.ModelProto,
+    source: onnx.ModelProto,
+    input_shape: tuple[int, ...],
+    samples: list[tuple[str, np.ndarray]],
+    stage: Stages,
+) -> tuple[onnx.ModelProto, dict, list[str]]:
+    """Convert ``model`` (optimize's result) and gate it against the ``source`` file as read,
+    in ONNX Runtime; the lowered model, the check entry and warnings."""
+    inits = {i.name for i in source.graph.initializer}
+    (name,) = [i.name for i in source.graph.input if i.name not in inits]
+    outputs = [o.name for o in source.graph.output]
+    session = _session(source)
+
+    def reference(x: np.ndarray) -> list[np.ndarray]:
+        return session.run(outputs, {name: x})
+
+    io, against = (name, outputs), (reference, "IN (fp32, onnxruntime-cpu)")
+    return convert_and_gate(request, model, io, against, input_shape, samples, [], stage)
+
+
+def convert_and_gate(
+    request: PrecisionRequest,
+    model: onnx.ModelProto,
+    io: tuple[str, list[str]],
+    reference: tuple[Runner, str],
+    input_shape: tuple[int, ...],
+    samples: list[tuple[str, np.ndarray]],
+    extra: list[tuple[str, np.ndarray]],
+    stage: Stages,
+) -> tuple[onnx.ModelProto, dict, list[str]]:
+    """Convert ``model`` (input and output names ``io``) and judge it against the fp32
+    ``reference`` (runner, name) on the seeded inputs, up to 8 calibration samples and
+    ``extra``; the lowered model, the check entry and warnings."""
+    input_name, output_names = io
+    method = METHODS[request.precision]
+    check: dict = {
+        "ran": True,
+        "precision": request.precision,
+        "method": method,
+        "reference": reference[1],
+    }
+    warnings = []
+    with stage(request.precision):
+        if request.precision == "fp16":
+            lowered = convert.to_fp16(model)
+        else:
+            calibration = samples or convert.seeded_calibration(input_shape)
+            if not samples:
+                warnings.append(SEEDED_WARNING.format(n=len(calibration)))
+            source = str(request.calibration) if samples else "seeded random inputs"
+            check["calibration"] = {"source": source, "samples": len(calibration)}
+            check["kept_fp32"] = {
+                "modules": list(request.keep_fp32),
+                "nodes": len(convert.fp32_nodes(model, request.keep_fp32)),
+            }
+            lowered = convert.to_int8(
+                model, input_name, [x for _, x in calibration], request.keep_fp32
+            )
+        onnx_export.check(lowered)
+    with stage("lossy gate"):
+        inputs = [(f"seed {s}", example_input(input_shape, s).numpy()) for s in GATE_SEEDS]
+        inputs += samples[:GATE_CALIBRATION] + extra
+        session = _session(lowered)
+
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            return session.run(output_names, {input_name: x})
+
+        tol = tolerance(request.precision, BACKEND)
+        runner = reference[0]
+        gate = lossy_gate(runner, run, output_names, inputs, request.precision, BACKEND, tol)
+    check |= _summary(gate, reference[1])
+    check["fp32_bytes"] = model.ByteSize()
+    check["bytes"] = lowered.ByteSize()
+    return lowered, check, warnings
+
+
+def not_run(request: PrecisionRequest, report: ExportReport) -> None:
+    """Record that the precision stage did not run because the fp32 model failed its gates."""
+    report.checks["precision"] = {
+        "ran": False,
+        "precision": request.precision,
+        "reason": "the fp32 model failed its gates",
+    }
+
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session of ``model``."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    """``2x3x64x96``."""
+    return "x".join(map(str, shape))
+
+
+def _summary(gate: LossyGate, against: str) -> dict:
+    """The gate as report data, with the lines the CLI prints."""
+    bounds = gate.bounds
+    lines = [
+        f"{gate.precision} ({gate.backend}) vs {against} on {len(gate.inputs)} inputs "
+        f"({', '.join(gate.inputs[:3])}{', ...' if len(gate.inputs) > 3 else ''}); bounds: "
+        f"top-1 >= {bounds['top1']:.3g}, top-1 in top-5 >= {bounds['top1_in_top5']:.3g}, "
+        f"cosine >= {bounds['cosine']}, rel err <= {bounds['rel']}"
+    ]
+    for out in gate.outputs:
+        figures = f"min cosine {out.min_cosine:.4f}, max rel err {out.max_rel_err:.3g}"
+        if out.top1 is not None:
+            figures = (
+                f"top-1 {round(out.top1 * out.rows)}/{out.rows}, top-1 in top-5 "
+                f"{round((out.top1_in_top5 or 0) * out.rows)}/{out.rows}, top-5 set "
+                f"{round((out.top5 or 0) * out.rows)}/{out.rows}, {figures}, smallest top-1 "
+                f"margin {out.margin:.3g} std"
+            )
+        lines.append(f"{out.name}: {'passed' if out.passed else 'FAILED'}; {figures}")
+    return {
+        "passed": gate.passed,
+        "backend": gate.backend,
+        "bounds": bounds,
+        "inputs": gate.inputs,
+        "outputs": [dataclasses.asdict(o) for o in gate.outputs],
+        "failures": gate.failures(),
+        "lines": lines,
+    }
