@@ -197,6 +197,7 @@ def test_bounded_strip_pools_become_global_means_between_permutes() -> None:
         torch.testing.assert_close(module(x_in), (model(x_in),), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_batch_of_two_keeps_its_strip_pools_as_means_over_one_axis(
     zoo_trace: Callable[..., Traced],
 ) -> None:
