@@ -150,6 +150,9 @@ def render_export(report: ExportReport) -> str:
         for module, counts in structure.get("in_unmatched_concats", {}).items():
             listed = ", ".join(f"{k} {v}" for k, v in counts.items())
             lines.append(f"  in {module} (not matched as CA): {listed}")
+        for axis, span in structure.get("dynamic_sizes", {}).items():
+            step = f", multiples of {span['multiple_of']}" if span["multiple_of"] > 1 else ""
+            lines.append(f"dynamic {axis.upper()}: {span['min']} to {span['max']}{step}")
         if "segments" in structure:
             lines.append(f"XNNPACK delegate segments: {structure['segments']}")
             lines += [

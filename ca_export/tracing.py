@@ -4,6 +4,11 @@ The user's module is never traced itself: `torch.export` runs a deep copy, so a
 ``forward`` that caches tensors on the module (as YOLO detection heads cache anchors)
 leaves its tracing tensors on the copy. The copy returns its outputs as a flat tuple
 of tensors (``tensor_leaves``), the same order the gates read the original's outputs in.
+
+A bounded trace (for ExecuTorch, whose memory plan needs upper bounds) keeps the batch
+static and bounds H and W; where the model needs multiples (e.g. a stride-32 neck that
+concatenates upsampled maps), torch.export's own suggested fixes
+(``refine_dynamic_shapes_from_suggested_fixes``) make each a multiple, ``32 * Dim``.
 """
 
 from __future__ import annotations
@@ -22,9 +27,34 @@ import numpy as np
 import torch
 from torch import nn
 from torch.export import Dim, ExportedProgram
+from torch.export.dynamic_shapes import refine_dynamic_shapes_from_suggested_fixes
 
 from ca_export.errors import BadInputError
 from ca_export.fx import shape
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The sizes H and W may take in a bounded dynamic trace."""
+
+    h: tuple[int, ...]
+    w: tuple[int, ...]
+
+    def describe(self, axis: str) -> dict[str, int]:
+        """The smallest and largest size of ``axis`` ("h" or "w") and the step between."""
+        sizes = self.h if axis == "h" else self.w
+        step = sizes[1] - sizes[0] if len(sizes) > 1 else 0
+        return {"min": sizes[0], "max": sizes[-1], "multiple_of": step}
+
+    def other_sizes(self, square_only: bool) -> list[tuple[int, int]]:
+        """Two sizes to gate besides the traced one: the largest H with a middle W and the
+        reverse, or, for a square-only model, the largest and a middle square size."""
+        if square_only:
+            common = sorted(set(self.h) & set(self.w))
+            middle = common[len(common) // 2]
+            return [(common[-1], common[-1]), (middle, middle)]
+        h, w = self.h[len(self.h) // 2], self.w[len(self.w) // 2]
+        return [(self.h[-1], w), (h, self.w[-1])]
 
 
 @dataclass
@@ -37,6 +67,7 @@ class Traced:
     input_names: list[str]
     output_names: list[str]
     notices: list[str] = field(default_factory=list)
+    bounds: Bounds | None = None
 
     @property
     def square_only(self) -> bool:
@@ -124,27 +155,99 @@ def traceable_copy(model: nn.Module) -> tuple[nn.Module, list[str]]:
     return clone, skipped
 
 
-def trace(model: nn.Module, input_shape: tuple[int, ...], dynamic: bool) -> Traced:
+BOUND_LOW = 64
+"""The smallest H and W of a bounded trace (or the traced size, if smaller); the largest is
+twice the traced size. (At 32 a stride-32 network's last map is 1x1, a size torch.export
+specialises, so the range must start above it.)"""
+
+REFINES = 3
+"""How many times a bounded trace is refined by torch.export's suggested fixes."""
+
+
+def _bounded_shapes(input_shape: tuple[int, ...]) -> tuple[dict[int, Any]]:
+    """H and W each in [min(64, size), 2 * size]; the batch static."""
+    h, w = input_shape[2:]
+    return (
+        {
+            2: Dim("h", min=min(BOUND_LOW, h), max=2 * h),
+            3: Dim("w", min=min(BOUND_LOW, w), max=2 * w),
+        },
+    )
+
+
+def _within(spec: Any, input_shape: tuple[int, ...]) -> Any:
+    """A refined spec whose multiples (``m * Dim``) keep the bounds: torch.export suggests
+    such a root dim without its lower bound (``Dim('_h', max=4)``)."""
+    dims = dict(spec[0])
+    for axis, dim in dims.items():
+        root = getattr(dim, "root", None)
+        if root is None:
+            continue
+        offset, multiple = dim.fn(0), dim.fn(1) - dim.fn(0)
+        low = min(BOUND_LOW, input_shape[axis])
+        least = max(root.min, -(-(low - offset) // multiple))
+        dims[axis] = multiple * Dim(root.__name__, min=least, max=root.max) + offset
+    return (dims,)
+
+
+def _export(
+    module: nn.Module, example: torch.Tensor, dynamic_shapes: Any, bounded: bool
+) -> ExportedProgram:
+    """`torch.export`; a bounded trace the model constrains further (multiples, a smaller
+    range) is exported again with torch.export's suggested fixes."""
+    for _ in range(REFINES):
+        try:
+            return torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes)
+        except torch._dynamo.exc.UserError as err:
+            if not bounded or "Suggested fixes" not in err.msg:
+                raise
+            refined = refine_dynamic_shapes_from_suggested_fixes(err.msg, dynamic_shapes)
+            dynamic_shapes = _within(refined, tuple(example.shape))
+    return torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes)
+
+
+def _sizes(program: ExportedProgram, size: Any) -> tuple[int, ...]:
+    """Every value a traced input size takes over its symbol's range (an int: itself)."""
+    if isinstance(size, int):
+        return (size,)
+    expr = size.node.expr
+    (symbol,) = expr.free_symbols
+    span = program.range_constraints[symbol]
+    return tuple(
+        sorted({int(expr.subs(symbol, k)) for k in range(int(span.lower), int(span.upper) + 1)})
+    )
+
+
+def trace(
+    model: nn.Module, input_shape: tuple[int, ...], dynamic: bool, bounded: bool = False
+) -> Traced:
     """Export a copy of ``model`` on one image tensor; with ``dynamic``, batch, H and W are
-    symbolic. ``model`` itself is not run or changed.
+    symbolic, or with ``bounded`` too, H and W only, within bounds (see ``Bounds``).
+    ``model`` itself is not run or changed.
 
     A dynamic trace uses batch 2 at least, since `torch.export` specialises size-1 dims.
     """
-    if dynamic and input_shape[0] == 1:
+    bounded = dynamic and bounded
+    if dynamic and not bounded and input_shape[0] == 1:
         input_shape = (2, *input_shape[1:])
     example = example_input(input_shape)
-    dynamic_shapes = ({0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC},) if dynamic else None
+    dynamic_shapes: Any = None
+    if bounded:
+        dynamic_shapes = _bounded_shapes(input_shape)
+    elif dynamic:
+        dynamic_shapes = ({0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC},)
     try:
         clone, skipped = traceable_copy(model)
         with torch.no_grad():
-            program = torch.export.export(clone, (example,), dynamic_shapes=dynamic_shapes)
+            program = _export(clone, example, dynamic_shapes, bounded)
         program = program.run_decompositions({})
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0]
         shape_text = ",".join(map(str, input_shape))
         raise BadInputError(
             f"torch.export cannot trace the model at {shape_text}"
-            f"{' with dynamic batch/H/W' if dynamic else ''}: {type(err).__name__}: {first}"
+            f"{' with dynamic batch/H/W' if dynamic and not bounded else ''}"
+            f"{' with bounded H/W' if bounded else ''}: {type(err).__name__}: {first}"
         ) from None
     inputs = list(program.graph_signature.user_inputs)
     if len(inputs) != 1:
@@ -154,7 +257,11 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dynamic: bool) -> Trac
         raise BadInputError("the model returns no tensor; ca-export compares tensor outputs")
     names = ["output"] if outputs == 1 else [f"output_{i}" for i in range(outputs)]
     notices = [f"model output {s} is not a tensor; it is left out" for s in skipped]
-    return Traced(program, example, dynamic, [str(inputs[0])], names, notices)
+    bounds = None
+    if bounded:
+        size = next(n for n in program.graph.nodes if n.name == str(inputs[0])).meta["val"].shape
+        bounds = Bounds(_sizes(program, size[2]), _sizes(program, size[3]))
+    return Traced(program, example, dynamic, [str(inputs[0])], names, notices, bounds)
 
 
 MEMORY_FACTOR = 8

@@ -16,6 +16,7 @@ Examples:
   ca-export executorch mobilenetv2_ca -o mnv2_ca.pte
   ca-export executorch mobilenetv2_ca -o mnv2_ca.pte --report report.json
   ca-export executorch mobilenetv2_ca -o stock.pte --no-rewrite
+  ca-export executorch ca_segnet -o seg.pte --input-shape 1,3,256,256 --dynamic
 """
 
 

@@ -170,7 +170,6 @@ def test_cli_help_lists_the_options() -> None:
     ("args", "message"),
     [
         (["seed_ca", "-o", "{tmp}/m.onnx"], "saved as .pte"),
-        (["seed_ca", "-o", "{tmp}/m.pte", "--dynamic"], "--dynamic is not supported"),
         (["seed_ca", "-o", "{tmp}/no/m.pte"], "does not exist"),
         (["no_such_model", "-o", "{tmp}/m.pte"], "no_such_model"),
     ],

@@ -1,6 +1,9 @@
-"""The xnnpack rewrite form: ``broadcast_gate`` and ``swap_as_view``, exact, with twins."""
+"""The xnnpack rewrite form: ``broadcast_gate``, ``swap_as_view``/``swap_as_permute``,
+``float_hardsigmoid`` and ``global_strip_pool``, exact, with twins."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -9,8 +12,11 @@ from torch.export import ExportedProgram
 
 from ca_export.errors import BadInputError
 from ca_export.patterns import find
+from ca_export.patterns.aten import AtenView
 from ca_export.rewrites import rewrite
-from ca_export.tracing import trace
+from ca_export.rewrites.float_hardsigmoid import float_hardsigmoid
+from ca_export.rewrites.passes import Skip
+from ca_export.tracing import Traced, trace
 
 aten = torch.ops.aten
 
@@ -87,14 +93,113 @@ def test_the_seed_quirk_swap_becomes_one_exact_view() -> None:
     torch.testing.assert_close(after.module()(x_in), (model(x_in),), rtol=1e-6, atol=1e-6)
 
 
-def test_the_onnx_form_keeps_the_swap_and_a_dynamic_trace_keeps_it_too() -> None:
+def test_the_onnx_form_keeps_the_swap_and_a_dynamic_trace_swaps_by_permute() -> None:
     case = _case("seed")
     onnx_form = rewrite(trace(case.build(), case.input_shape, False).program, True, "onnx")
     assert aten.squeeze.dims in _targets(onnx_form.program)
-    _, _, dynamic = _xnnpack_form(case, dynamic=True)
-    assert aten.squeeze.dims in _targets(dynamic)
+    model, _, dynamic = _xnnpack_form(case, dynamic=True)
+    assert aten.squeeze.dims not in _targets(dynamic)
+    assert aten.view.default not in _targets(dynamic)
+    swaps = [n for n in dynamic.graph.nodes if n.target == aten.permute.default]
+    assert [list(n.args[1]) for n in swaps] == [[0, 1, 3, 2]]
+    assert swaps[0].users and all(u.target == aten.conv2d.default for u in swaps[0].users)
+    x_in = seeded_input((2, 3, 24, 24), 5)
+    torch.testing.assert_close(dynamic.module()(x_in), (model(x_in),), rtol=1e-6, atol=1e-6)
 
 
 def test_blocks_that_transpose_back_get_no_view() -> None:
     _, before, after = _xnnpack_form(_case("official"))
     assert aten.view.default not in _targets(after) - _targets(before)
+
+
+def _int_scalars(program: ExportedProgram) -> list[str]:
+    """Nodes of arithmetic ops with an int scalar operand (ExecuTorch casts those outside)."""
+    arithmetic = (aten.add.Tensor, aten.div.Tensor, aten.mul.Tensor, aten.clamp.default)
+    return [
+        n.name
+        for n in program.graph.nodes
+        if n.target in arithmetic and any(type(a) is int for a in n.args)
+    ]
+
+
+def test_hardsigmoid_gates_get_float_constants_and_stay_exact() -> None:
+    case = _case("hardsigmoid_expand")
+    model, before, after = _xnnpack_form(case)
+    assert aten.hardsigmoid.default in _targets(before)
+    assert aten.hardsigmoid.default not in _targets(after)
+    clamps = [n for n in after.graph.nodes if n.target == aten.clamp.default]
+    assert [tuple(n.args[1:]) for n in clamps] == [(0.0, 6.0), (0.0, 6.0)]
+    assert _int_scalars(after) == []
+    x_in = seeded_input(case.input_shape, 4)
+    (got,) = after.module()(x_in)
+    assert torch.equal(got, model(x_in))
+
+
+def test_a_written_out_hard_sigmoid_gate_gets_float_scalars() -> None:
+    case = _case("hardsigmoid_expand")
+    model = case.build()
+    for module in model.modules():
+        if hasattr(module, "conv_h"):
+            module.forward = _written_out_forward(module)  # type: ignore[method-assign]
+    before = trace(model, case.input_shape, dynamic=False).program
+    (block,) = find(before.graph)[0]
+    assert {b.gate_kind for b in block.branches} == {"h_sigmoid"}
+    assert len(_int_scalars(before)) == 4
+    after = rewrite(before, static=True, form="xnnpack").program
+    assert _int_scalars(after) == []
+    x_in = seeded_input(case.input_shape, 6)
+    torch.testing.assert_close(after.module()(x_in), (model(x_in),), rtol=1e-6, atol=1e-6)
+
+
+def _written_out_forward(block: torch.nn.Module) -> object:
+    """The hard-sigmoid zoo block's forward with ``relu6(x + 3) / 6`` gates, int scalars."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        _, _, h, w = x.shape
+        x_h = block.pool_h(x)
+        x_w = block.pool_w(x).permute(0, 1, 3, 2)
+        y = torch.nn.functional.silu(block.conv1(torch.cat([x_h, x_w], dim=2)))
+        y_h, y_w = torch.split(y, [h, w], dim=2)
+        a_h = torch.nn.functional.relu6(block.conv_h(y_h) + 3) / 6
+        a_w = torch.nn.functional.relu6(block.conv_w(y_w.permute(0, 1, 3, 2)) + 3) / 6
+        return x * a_h * a_w
+
+    return forward
+
+
+def test_sigmoid_gates_are_left_alone_by_float_hardsigmoid() -> None:
+    case = _case("official")
+    program = trace(case.build(), case.input_shape, dynamic=False).program
+    view = AtenView(program.graph)
+    (block,) = find(view)[0]
+    before = [(n.name, n.target, n.args) for n in program.graph.nodes]
+    with pytest.raises(Skip, match="no hard-sigmoid gate"):
+        float_hardsigmoid(view, block, True)
+    assert [(n.name, n.target, n.args) for n in program.graph.nodes] == before
+
+
+def _means(program: ExportedProgram) -> list[list[int]]:
+    return [list(n.args[1]) for n in program.graph.nodes if n.target == aten.mean.dim]
+
+
+def test_bounded_strip_pools_become_global_means_between_permutes() -> None:
+    case = _case("official")
+    model = case.build()
+    traced = trace(model, case.input_shape, dynamic=True, bounded=True)
+    assert traced.bounds is not None
+    assert (traced.bounds.h[0], traced.bounds.h[-1]) == (16, 32)
+    assert (traced.bounds.w[0], traced.bounds.w[-1]) == (24, 48)
+    after = rewrite(traced.program, static=False, form="xnnpack").program
+    assert _means(after) == [[2, 3], [2, 3]]
+    module = after.module()
+    for h, w in [(16, 24), *traced.bounds.other_sizes(square_only=False)]:
+        x_in = seeded_input((1, 3, h, w), h + w)
+        torch.testing.assert_close(module(x_in), (model(x_in),), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_batch_of_two_keeps_its_strip_pools_as_means_over_one_axis(
+    zoo_trace: Callable[..., Traced],
+) -> None:
+    after = rewrite(zoo_trace("official", dynamic=True).program, static=False, form="xnnpack")
+    assert sorted(_means(after.program)) == [[2], [3]]

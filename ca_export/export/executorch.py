@@ -29,6 +29,9 @@ from ca_export.fx import module_path, owning_block
 
 BACKEND = "executorch-xnnpack"
 DELEGATE = "executorch_call_delegate"
+NO_MODULE = "_empty_nn_module_stack"
+"""The placeholder module name ExecuTorch gives nodes it makes (the size reads of a dynamic
+program); reported as no module."""
 INSTALL_HINT = 'ExecuTorch is not installed; install the extra: pip install -e ".[executorch]"'
 
 
@@ -110,7 +113,10 @@ def outside_ops(graph: torch.fx.Graph, modules: Sequence[str]) -> list[OutsideOp
         name = op_name(node)
         if name == DELEGATE:
             continue
-        found.append(OutsideOp(name, node.name, module_path(node), owning_block(node, modules)))
+        module = module_path(node)
+        if module.startswith(NO_MODULE):
+            module = ""
+        found.append(OutsideOp(name, node.name, module, owning_block(node, modules)))
     return found
 
 

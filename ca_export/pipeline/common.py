@@ -50,10 +50,12 @@ class Stages:
             self.times[name] = round(self.times.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
-def trace_or_explain(model: nn.Module, input_shape: tuple[int, ...], dynamic: bool) -> Traced:
+def trace_or_explain(
+    model: nn.Module, input_shape: tuple[int, ...], dynamic: bool, bounded: bool = False
+) -> Traced:
     """Trace; when a non-square size fails, name a square-only CA block if that is the cause."""
     try:
-        return trace(model, input_shape, dynamic)
+        return trace(model, input_shape, dynamic, bounded)
     except BadInputError:
         n, c, h, w = input_shape
         if h == w:
@@ -165,14 +167,16 @@ def prepare(
     skip: Sequence[str] = (),
 ) -> Prepared:
     """Load, trace, find blocks and (if asked) rewrite them into ``form`` without the passes
-    named in ``skip``; fill the report with what each pass did."""
+    named in ``skip``; fill the report with what each pass did. The ``xnnpack`` form
+    (ExecuTorch) traces dynamic H/W bounded, with a static batch."""
     with stage("load"):
         loaded = load_model(model, weights, trust_pickle)
         report.notices += loaded.notices
         if check_memory:
             guard_memory(loaded.module, input_shape)
     with stage("trace"):
-        traced = trace_or_explain(loaded.module, input_shape, dynamic)
+        bounded = form == "xnnpack"
+        traced = trace_or_explain(loaded.module, input_shape, dynamic, bounded)
         report.notices += traced.notices
     with stage("detect"):
         blocks, report.rejected = find(traced.program.graph)

@@ -7,6 +7,11 @@ each rewritten block is also gated in PyTorch. The .pte takes the requested name
 when every gate passed. Delegate segments and every op left outside XNNPACK (with its
 CA block) go into the report; CA ops left outside are a warning, not a failure (a
 block the xnnpack form does not cover still exports, slower).
+
+``--dynamic`` traces H and W bounded (``tracing.Bounds``: from min(64, size) to twice the
+size, at the multiples the model needs) with the batch static, since ExecuTorch plans
+memory for the largest size; the gate then also runs at two other sizes in the bounds
+(one non-square where the model allows), in ExecuTorch.
 """
 
 from __future__ import annotations
@@ -38,11 +43,6 @@ def validate(job: ExecutorchJob) -> None:
     """Refuse, before any heavy work, what cannot be lowered or written as asked."""
     if job.output.suffix != SUFFIX:
         raise BadInputError(f"an ExecuTorch program is saved as {SUFFIX}, not {job.output.name!r}")
-    if job.dynamic:
-        raise BadInputError(
-            "ca-export executorch --dynamic is not supported yet: export one .pte per input "
-            "size with --input-shape"
-        )
     guard(job.reads(), job.writes())
     if not et.available():
         raise BadInputError(et.INSTALL_HINT)
@@ -71,6 +71,9 @@ def export_executorch(job: ExecutorchJob, progress: Progress = quiet) -> ExportR
         "ca_only_nodes_after": left,
         "outside": [dataclasses.asdict(o) for o in lowered.outside],
     }
+    bounds = prepared.traced.bounds
+    if bounds is not None:
+        report.structure["dynamic_sizes"] = {"h": bounds.describe("h"), "w": bounds.describe("w")}
     if left:
         report.warnings.append(
             f"{left} op(s) of CA blocks run outside XNNPACK ({lowered.segments} delegate "

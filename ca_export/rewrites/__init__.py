@@ -1,17 +1,19 @@
 """Exact rewrites of CA blocks, written once over ``GraphView``, run as passes.
 
 A *form* is the declared order of passes that puts a block into the shape one runtime runs
-fastest; every form is exact. ``onnx`` (default): ``pool_to_reduce`` (strip pools right at
-every size), ``distribute_stem`` (no concat/split/transpose left), ``hardswish`` (a
-written-out h_swish as one op), ``drop_expand`` (no shape arithmetic on the gates),
-``gate_once`` (the H x W gate built once, one same-shape multiply). ``xnnpack``
-(ExecuTorch) ends with ``swap_as_view`` and ``broadcast_gate`` instead: ops ExecuTorch
-lowers into one XNNPACK delegate. ``TARGETS`` maps each ONNX runtime to the form measured
-fastest there (``benchmarks/target_forms.py``): ``ort-x86`` (blocked NCHWc layout) to
-``resize_pad`` (``pad_mip`` and ``resize_gate``: nothing leaves the blocked layout),
-``ort-plain`` (plain NCHW) to ``matmul_pool`` (strip pools as MatMul). ``resize`` is trial A, for
-benchmarks. ``skip`` leaves named passes out (ablations); the results say per pass and per
-block what changed and why the rest was skipped.
+fastest; every form is exact. ``onnx``: ``pool_to_reduce`` (strip pools right at every size),
+``distribute_stem`` (no concat/split/transpose left), ``hardswish`` (a written-out h_swish as
+one op), ``drop_expand`` (no shape arithmetic on the gates), ``gate_once`` (the H x W gate
+built once, one same-shape multiply). ``xnnpack`` (ExecuTorch) ends with
+``global_strip_pool`` (a dynamic strip pool as a global mean between permutes),
+``swap_as_view`` (``swap_as_permute`` at symbolic sizes), ``broadcast_gate`` and
+``float_hardsigmoid`` instead: ops ExecuTorch lowers into one XNNPACK delegate. ``TARGETS``
+maps each ONNX runtime to the form measured fastest there (``benchmarks/target_forms.py``):
+``ort-x86`` (blocked NCHWc layout, the default) to ``resize_pad`` (``pad_mip`` and
+``resize_gate``: nothing leaves the blocked layout), ``ort-plain`` (plain NCHW) to
+``matmul_pool`` (strip pools as MatMul). ``resize`` is trial A, for benchmarks. ``skip``
+leaves named passes out (ablations); the results say per pass and per block what changed
+and why the rest was skipped.
 
 ``rewrite`` edits a copy of an `ExportedProgram`, ``rewrite_model`` a copy of an ONNX
 model; the input is untouched. Both are idempotent: a rewritten graph has no concat left
@@ -35,13 +37,16 @@ from ca_export.patterns.view import GraphView
 from ca_export.rewrites.broadcast_gate import broadcast_gate
 from ca_export.rewrites.distribute_stem import distribute_stem
 from ca_export.rewrites.drop_expand import drop_expand
+from ca_export.rewrites.float_hardsigmoid import float_hardsigmoid
 from ca_export.rewrites.gate_once import gate_once
+from ca_export.rewrites.global_strip_pool import global_strip_pool
 from ca_export.rewrites.hardswish import fuse_hardswish
 from ca_export.rewrites.matmul_pool import matmul_pool
 from ca_export.rewrites.pad_mip import pad_mip
 from ca_export.rewrites.passes import Pass, PassResult, run
 from ca_export.rewrites.pool_to_reduce import pool_to_reduce
 from ca_export.rewrites.resize_gate import resize_gate
+from ca_export.rewrites.swap_as_permute import swap_as_permute
 from ca_export.rewrites.swap_as_view import swap_as_view
 
 PASSES = {
@@ -57,12 +62,22 @@ PASSES = {
         Pass("pad_mip", pad_mip, "the bottleneck zero-padded to a multiple of 16 channels"),
         Pass("resize_gate", resize_gate, "gates expanded by nearest Resize, same-shape Muls"),
         Pass("matmul_pool", matmul_pool, "strip pools as MatMul with a 1/W (1/H) vector"),
+        Pass("global_strip_pool", global_strip_pool, "a dynamic strip pool as a global mean"),
+        Pass("swap_as_permute", swap_as_permute, "the seed quirk's axis swap as one permute"),
+        Pass("float_hardsigmoid", float_hardsigmoid, "hard-sigmoid gates with float constants"),
     )
 }
 COMMON = ("pool_to_reduce", "distribute_stem", "hardswish", "drop_expand")
 FORMS: dict[str, tuple[str, ...]] = {
     "onnx": (*COMMON, "gate_once"),
-    "xnnpack": (*COMMON, "swap_as_view", "broadcast_gate"),
+    "xnnpack": (
+        *COMMON,
+        "global_strip_pool",
+        "swap_as_view",
+        "swap_as_permute",
+        "broadcast_gate",
+        "float_hardsigmoid",
+    ),
     "resize": (*COMMON, "gate_once", "resize_gate"),
     "resize_pad": (*COMMON, "pad_mip", "gate_once", "resize_gate"),
     "matmul_pool": ("pool_to_reduce", "matmul_pool", *COMMON[1:], "gate_once"),

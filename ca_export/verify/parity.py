@@ -76,10 +76,14 @@ def gate_inputs(
     traced: Traced, input_shape: tuple[int, ...], square_only: bool
 ) -> list[tuple[int, torch.Tensor]]:
     """Seeded inputs: several at the traced size and, if dynamic, one at each other size
-    (square ones where the model runs on square inputs only)."""
-    _, c, h, w = input_shape
+    (square ones where the model runs on square inputs only; for a bounded trace, sizes
+    within its bounds at the traced batch)."""
+    n, c, h, w = input_shape
     cases = [(seed, example_input(input_shape, seed)) for seed in SEEDS]
-    if traced.dynamic:
+    if traced.bounds is not None:
+        others = [(n, c, h2, w2) for h2, w2 in traced.bounds.other_sizes(square_only)]
+        cases += [(seed, example_input(s, seed)) for seed, s in zip(SEEDS, others, strict=False)]
+    elif traced.dynamic:
         if square_only:
             others = [(2, c, h + 32, h + 32), (1, c, h + 64, h + 64)]
         else:

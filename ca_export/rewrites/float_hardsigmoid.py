@@ -1,0 +1,64 @@
+"""Rewrite (XNNPACK form): a hard-sigmoid gate as add/clamp/div with float constants.
+
+ExecuTorch decomposes ``hardsigmoid`` into ``clamp(x + 3, 0, 6) / 6`` with the 3 and the
+6 as int64 tensor constants, each cast to float by a ``_to_dim_order_copy`` that
+XNNPACK does not take (a dtype conversion); a written-out ``relu6(x + 3) / 6`` with
+int scalars lowers the same way. Measured on ``ca_segnet``: 12 such copies outside the
+delegate, four per block. Written with float scalars, the same ops lower into the one
+XNNPACK delegate with no copy. It is exact: PyTorch's CPU kernel computes
+``min(max(x + 3, 0), 6) / 6`` in the input's dtype, and ``3`` and ``3.0`` are the same
+fp32 value (equal bit for bit on the CPU and in XNNPACK). Used for the ``xnnpack``
+form (ExecuTorch) only, on ATen graphs; an ONNX graph is skipped.
+
+Before::
+
+    conv ── hardsigmoid ── (mul)            or   conv ── add(·, 3) ── relu6 ── div(·, 6)
+
+After::
+
+    conv ── add(·, 3.0) ── clamp(·, 0.0, 6.0) ── div(·, 6.0) ── (mul)
+                                                 (a written-out gate keeps its own ops,
+                                                  only its int scalars become floats)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ca_export.fx import add_node
+from ca_export.patterns.aten import AtenView
+from ca_export.patterns.coordatt import CABlock
+from ca_export.patterns.view import GraphView
+from ca_export.rewrites.passes import Skip
+
+aten = torch.ops.aten
+
+
+def _as_float(args: tuple[object, ...]) -> tuple[object, ...]:
+    """Every int scalar argument (not a bool) as a float."""
+    return tuple(float(a) if type(a) is int else a for a in args)
+
+
+def float_hardsigmoid(view: GraphView, block: CABlock, static: bool) -> str:
+    """Give every hard-sigmoid gate of the block float constants."""
+    if not isinstance(view, AtenView):
+        raise Skip("the ExecuTorch form rewrites ATen graphs only")
+    done = []
+    for branch in block.branches:
+        if branch.gate_kind == "hardsigmoid":
+            gate = branch.gate
+            added = add_node(view.graph, aten.add.Tensor, (gate.args[0], 3.0), gate)
+            clamped = add_node(view.graph, aten.clamp.default, (added, 0.0, 6.0), gate)
+            divided = add_node(view.graph, aten.div.Tensor, (clamped, 6.0), gate)
+            view.replace_uses(gate, divided)
+            branch.gate_ops = [added, clamped, divided]
+            done.append(f"{branch.axis}: hardsigmoid as add/clamp/div by floats")
+        elif branch.gate_kind == "h_sigmoid":
+            if not any(type(a) is int for op in branch.gate_ops for a in op.args):
+                continue
+            for op in branch.gate_ops:
+                op.args = _as_float(op.args)
+            done.append(f"{branch.axis}: relu6(x + 3) / 6 with float scalars")
+    if not done:
+        raise Skip("no hard-sigmoid gate with int constants")
+    return "; ".join(done)

@@ -1,0 +1,53 @@
+"""Rewrite (XNNPACK form, dynamic H/W): the seed quirk's singleton axis swap as a permute.
+
+``swap_as_view`` turns ``squeeze(3)`` + ``unsqueeze(2)`` ([B, mip, H, 1] -> [B, mip, 1, H])
+into one ``view`` at static sizes; with symbolic sizes XNNPACK refuses the view
+("symbolic reshape"), and the pair stays outside the delegate (measured on ``seed_ca``
+with bounded H/W: a squeeze/unsqueeze pair per block). ``permute(0, 1, 3, 2)`` moves the
+same size-1 axis, so it is exact, and XNNPACK takes it at any size.
+
+Before::
+
+    act ── squeeze(·, [3]) ── unsqueeze(·, 2) ── conv_h
+
+After::
+
+    act ── permute(·, [0, 1, 3, 2]) ── conv_h
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ca_export.fx import add_node
+from ca_export.patterns.aten import AtenView
+from ca_export.patterns.coordatt import IDENTITY, CABlock
+from ca_export.patterns.view import GraphView
+from ca_export.rewrites.passes import Skip
+
+aten = torch.ops.aten
+
+
+def swap_as_permute(view: GraphView, block: CABlock, static: bool) -> str:
+    """Replace each gate conv's squeeze + unsqueeze input by one permute."""
+    if not isinstance(view, AtenView):
+        raise Skip("the ExecuTorch form rewrites ATen graphs only")
+    swapped = 0
+    for branch in block.branches:
+        if branch.perm == IDENTITY:
+            continue
+        conv = branch.gate_conv
+        unsqueezed = view.data(conv)
+        unsqueeze = view.producer(unsqueezed)
+        if unsqueeze is None or view.onnx_type(unsqueeze) != "Unsqueeze":
+            continue
+        squeeze = view.producer(view.data(unsqueeze))
+        if squeeze is None or view.onnx_type(squeeze) != "Squeeze":
+            continue
+        source = view.data(squeeze)
+        permute = add_node(view.graph, aten.permute.default, (source, [0, 1, 3, 2]), conv)
+        view.replace_input(conv, unsqueezed, permute)
+        swapped += 1
+    if not swapped:
+        raise Skip("no singleton swap left")
+    return f"{swapped} singleton swap(s) as one permute"
