@@ -456,7 +456,13 @@ class OnnxView:
 
     def upsample(self, value: str, scales: tuple[int, int], anchor: OnnxOp, name: str) -> str:
         factors = np.array([1, 1, *scales], dtype=np.float32)
+        if self.index.opset < 9:
+            node = self.edit.node("Upsample", [value], name, mode="nearest", scales=factors)
+            return self.output(self._add(node))
         scales_name = self.edit.initializer(factors, f"{name}_scales")
+        if self.index.opset == 9:
+            node = self.edit.node("Upsample", [value, scales_name], name, mode="nearest")
+            return self.output(self._add(node))
         if self.index.opset < 11:
             node = self.edit.node("Resize", [value, scales_name], name, mode="nearest")
             return self.output(self._add(node))

@@ -206,8 +206,8 @@ class GraphView(Protocol):
 
     def upsample(self, value: Value, scales: tuple[int, int], anchor: Op, name: str) -> Value:
         """A new nearest-neighbour upsample of H and W by integer ``scales`` (ONNX ``Resize``
-        nearest, asymmetric, floor, constant scales; at opset 10, Resize-10's nearest, which
-        is the same for integer scales)."""
+        nearest, asymmetric, floor, constant scales; at opset 10, Resize-10's nearest, and
+        below it ``Upsample`` nearest, which are the same for integer scales)."""
         ...
 
     def filled(self, shape: list[int], fill: float, like: Value, anchor: Op, name: str) -> Value:
