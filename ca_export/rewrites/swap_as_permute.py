@@ -21,9 +21,10 @@ import torch
 
 from ca_export.fx import add_node
 from ca_export.patterns.aten import AtenView
-from ca_export.patterns.coordatt import IDENTITY, CABlock
+from ca_export.patterns.coordatt import CABlock
 from ca_export.patterns.view import GraphView
 from ca_export.rewrites.passes import Skip
+from ca_export.rewrites.swap_as_view import singleton_swaps
 
 aten = torch.ops.aten
 
@@ -33,18 +34,7 @@ def swap_as_permute(view: GraphView, block: CABlock, static: bool) -> str:
     if not isinstance(view, AtenView):
         raise Skip("the ExecuTorch form rewrites ATen graphs only")
     swapped = 0
-    for branch in block.branches:
-        if branch.perm == IDENTITY:
-            continue
-        conv = branch.gate_conv
-        unsqueezed = view.data(conv)
-        unsqueeze = view.producer(unsqueezed)
-        if unsqueeze is None or view.onnx_type(unsqueeze) != "Unsqueeze":
-            continue
-        squeeze = view.producer(view.data(unsqueeze))
-        if squeeze is None or view.onnx_type(squeeze) != "Squeeze":
-            continue
-        source = view.data(squeeze)
+    for conv, unsqueezed, source in singleton_swaps(view, block):
         permute = add_node(view.graph, aten.permute.default, (source, [0, 1, 3, 2]), conv)
         view.replace_input(conv, unsqueezed, permute)
         swapped += 1

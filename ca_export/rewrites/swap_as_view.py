@@ -20,13 +20,14 @@ After::
 from __future__ import annotations
 
 from ca_export.patterns.coordatt import IDENTITY, CABlock
-from ca_export.patterns.view import GraphView
+from ca_export.patterns.view import GraphView, Op, Value
 from ca_export.rewrites.passes import Skip
 
 
-def swap_as_view(view: GraphView, block: CABlock, static: bool) -> str:
-    """Replace each gate conv's squeeze + unsqueeze input by one reshape."""
-    swapped = 0
+def singleton_swaps(view: GraphView, block: CABlock) -> list[tuple[Op, Value, Value]]:
+    """(gate conv, its unsqueezed input, the squeeze's source) where ``distribute_stem`` moved
+    a singleton axis with squeeze + unsqueeze (the seed's quirk)."""
+    found = []
     for branch in block.branches:
         if branch.perm == IDENTITY:
             continue
@@ -36,13 +37,19 @@ def swap_as_view(view: GraphView, block: CABlock, static: bool) -> str:
         if unsqueeze is None or view.onnx_type(unsqueeze) != "Unsqueeze":
             continue
         squeeze = view.producer(view.data(unsqueeze))
-        if squeeze is None or view.onnx_type(squeeze) != "Squeeze":
-            continue
+        if squeeze is not None and view.onnx_type(squeeze) == "Squeeze":
+            found.append((conv, unsqueezed, view.data(squeeze)))
+    return found
+
+
+def swap_as_view(view: GraphView, block: CABlock, static: bool) -> str:
+    """Replace each gate conv's squeeze + unsqueeze input by one reshape."""
+    swapped = 0
+    for conv, unsqueezed, source in singleton_swaps(view, block):
         sizes = view.shape(unsqueezed)
         if sizes is None or not all(isinstance(s, int) for s in sizes):
             continue
-        source = view.data(squeeze)
-        name = f"{block.name}/ca_{branch.axis}/swap"
+        name = f"{block.name}/ca_swap"
         view.replace_input(conv, unsqueezed, view.reshape(source, list(sizes), conv, name))
         swapped += 1
     if not swapped:
