@@ -10,7 +10,7 @@ import click
 from ca_export.pipeline import inspect_model
 from ca_export.report import render_inspect
 from cli.common import handle_errors, progress
-from cli.options import model_options
+from cli.options import model_options, target_option
 
 EPILOG = """\b
 Examples:
@@ -21,6 +21,7 @@ Examples:
 
 @click.command(epilog=EPILOG)
 @model_options
+@target_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @handle_errors
 def inspect(
@@ -29,8 +30,12 @@ def inspect(
     input_shape: tuple[int, int, int, int],
     trust_pickle: bool,
     memory_check: bool,
+    target: str,
     as_json: bool,
 ) -> None:
-    """Find the CA blocks of MODEL by graph structure and lint them."""
-    report = inspect_model(model, weights, input_shape, progress, trust_pickle, memory_check)
+    """Find the CA blocks of MODEL by graph structure and lint them; say what each rewrite
+    pass of the target's form would do to each block."""
+    report = inspect_model(
+        model, weights, input_shape, progress, trust_pickle, memory_check, target
+    )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else render_inspect(report))

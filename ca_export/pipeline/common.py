@@ -17,7 +17,7 @@ from ca_export.errors import BadInputError, CAExportError, StageError
 from ca_export.loading import load_model, model_files
 from ca_export.patterns import CABlock, find
 from ca_export.report import BlockReport, ExportReport, InspectReport, gate_summary
-from ca_export.rewrites import rewrite
+from ca_export.rewrites import DEFAULT_TARGET, form_of, rewrite
 from ca_export.tracing import Traced, guard_memory, trace
 from ca_export.verify.parity import GateResult, block_gate
 
@@ -78,8 +78,10 @@ def inspect_model(
     progress: Progress = quiet,
     trust_pickle: bool = False,
     check_memory: bool = True,
+    target: str = DEFAULT_TARGET,
 ) -> InspectReport:
-    """Trace a model and report its CA blocks and the pooled concats that are not CA."""
+    """Trace a model and report its CA blocks, the pooled concats that are not CA, and what
+    each rewrite pass of ``target``'s form would do to each block."""
     stage = Stages(progress)
     with stage("load"):
         loaded = load_model(model, weights, trust_pickle)
@@ -92,7 +94,8 @@ def inspect_model(
     passes = []
     if blocks:
         with stage("rewrite"):
-            passes = [p.to_dict() for p in rewrite(traced.program, static=True).passes]
+            result = rewrite(traced.program, static=True, form=form_of(target))
+            passes = [p.to_dict() for p in result.passes]
     notices = loaded.notices + traced.notices
     entries = [BlockReport.of(b) for b in blocks]
     return InspectReport(model, list(input_shape), entries, rejected, notices, passes)
