@@ -19,8 +19,8 @@ import contextlib
 import io
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -32,8 +32,7 @@ CONFIG_SUFFIX = ".required_operators.config"
 """How the converter names the operator config it writes beside ``<stem>.ort``."""
 
 
-@dataclass(frozen=True)
-class OrtFiles:
+class OrtFiles(NamedTuple):
     """The .ort model and its operator config."""
 
     model: Path
