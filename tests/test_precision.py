@@ -274,9 +274,12 @@ def test_lossy_gate_fails_a_collapsed_output(scorer: nn.Module) -> None:
     assert any(line.startswith("scores: cosine") for line in gate.failures())
 
 
-FIRST_STAGES = [arg for i in range(6) for arg in ("--keep-fp32", f"features.{i}")]
-"""MobileNetV2-CA's first six stages: with its calibrated-random weights, int8 rounding there
-is amplified by the 16 CA blocks downstream (all nodes int8: cosine 0.885, top-1 3/8)."""
+FIRST_STAGES = [arg for i in range(10) for arg in ("--keep-fp32", f"features.{i}")]
+"""MobileNetV2-CA's first ten stages: with its calibrated-random weights, int8 rounding there
+is amplified by the 16 CA blocks downstream (all nodes int8: cosine 0.885, top-1 3/8). With
+six stages kept, top-1 was 6/8 or 4/8 depending on torch's thread count (the sample's BN
+calibration moves by rounding, its top-1 margins are 0.07 std); with ten it is 7/8 (one
+thread) or 6/8 (two), cosine 0.99."""
 
 
 @pytest.mark.slow
