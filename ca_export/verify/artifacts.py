@@ -17,11 +17,10 @@ DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"
 
 
 @dataclass
-class OnnxArtifact:
-    """An ONNX file loaded for ONNX Runtime on the CPU."""
+class OrtArtifact:
+    """A model in ONNX Runtime's session on the CPU (an ONNX Runtime format file, .ort)."""
 
     path: Path
-    model: onnx.ModelProto
     session: ort.InferenceSession
     input_name: str
     input_dims: list[int | str]
@@ -40,6 +39,13 @@ class OnnxArtifact:
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """Run the artifact on one input (cast to its dtype)."""
         return self.session.run(self.output_names, {self.input_name: x.astype(self.dtype)})
+
+
+@dataclass
+class OnnxArtifact(OrtArtifact):
+    """An ONNX file loaded for ONNX Runtime on the CPU; its graph is kept for localisation."""
+
+    model: onnx.ModelProto | None = None
 
 
 def _refuses(dims: list[int | str], shape: tuple[int, ...]) -> str | None:
@@ -51,31 +57,6 @@ def _refuses(dims: list[int | str], shape: tuple[int, ...]) -> str | None:
     if fixed != wanted:
         return "artifact's input is static " + "x".join(map(str, dims))
     return None
-
-
-@dataclass
-class OrtArtifact:
-    """An ONNX Runtime format model (.ort) loaded in ONNX Runtime on the CPU."""
-
-    path: Path
-    session: ort.InferenceSession
-    input_name: str
-    input_dims: list[int | str]
-    output_names: list[str]
-    dtype: str
-
-    def refuses(self, shape: tuple[int, ...]) -> str | None:
-        """Why the artifact cannot take an input of ``shape``, or None if it can."""
-        return _refuses(self.input_dims, shape)
-
-    @property
-    def dynamic(self) -> bool:
-        """Whether any input dimension is symbolic."""
-        return any(isinstance(d, str) for d in self.input_dims)
-
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        """Run the artifact on one input (cast to its dtype)."""
-        return self.session.run(self.output_names, {self.input_name: x.astype(self.dtype)})
 
 
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
@@ -127,9 +108,8 @@ def open_onnx(path: Path) -> OnnxArtifact:
     ]
     session = cpu_session(str(path), path.name)
     outputs = [o.name for o in model.graph.output]
-    return OnnxArtifact(
-        path, model, session, inputs[0].name, dims, outputs, DTYPES[tensor.elem_type]
-    )
+    dtype = DTYPES[tensor.elem_type]
+    return OnnxArtifact(path, session, inputs[0].name, dims, outputs, dtype, model=model)
 
 
 def cpu_session(model: str | bytes, name: str) -> ort.InferenceSession:
