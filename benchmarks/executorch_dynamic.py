@@ -18,16 +18,11 @@ programs are timed at.
 
 from __future__ import annotations
 
-import json
-import sys
-import tempfile
-import warnings
-from argparse import ArgumentParser, Namespace
 from pathlib import Path
 from typing import Any
 
-from ca_export.bench import BenchConfig, bench, render_bench
-from ca_export.export import executorch as et
+from benchmarks.executorch_overhead import arguments, cached, lower_and_time
+from ca_export.bench import render_bench
 from ca_export.loading import load_model
 from ca_export.patterns import find
 from ca_export.rewrites import rewrite
@@ -45,49 +40,29 @@ VARIANTS: dict[str, tuple[str, bool, bool]] = {
 """Name: (model, bounded dynamic H/W, strip pools as global means)."""
 
 
-def lower(name: str, folder: Path, args: Namespace) -> tuple[Path, dict[str, Any]]:
-    """Lower one variant into ``folder`` (reused if there) and describe its delegation."""
-    stem = name.replace(" ", "_").replace(",", "")
-    path, facts = folder / f"{stem}-{args.size}.pte", folder / f"{stem}-{args.size}.json"
-    if path.is_file() and facts.is_file():
-        return path, json.loads(facts.read_text())
-    print(f"lowering {name} ...", file=sys.stderr, flush=True)
+def lower(name: str, folder: Path, size: int) -> tuple[Path, dict[str, Any]]:
+    """Lower one variant (reused if there) and describe its delegation; dynamic programs are
+    traced at half ``size``, so their bounds end at it."""
     model, dynamic, global_pools = VARIANTS[name]
-    size = args.size // 2 if dynamic else args.size
-    shape = (1, 3, size, size)
-    traced = trace(load_model(model).module, shape, dynamic=dynamic, bounded=True)
-    blocks, _ = find(traced.program.graph)
-    skip = () if global_pools else ("global_strip_pool",)
-    program = rewrite(traced.program, not dynamic, "xnnpack", skip).program
-    lowered = et.lower(program, [b.module for b in blocks])
-    described = {
-        "segments": lowered.segments,
-        "outside": et.outside_counts(lowered.outside),
-        "ca_outside": sum(o.block is not None for o in lowered.outside),
-    }
-    path.write_bytes(lowered.buffer)
-    facts.write_text(json.dumps(described))
-    return path, described
+
+    def make() -> tuple[Any, list[str]]:
+        side = size // 2 if dynamic else size
+        shape = (1, 3, side, side)
+        traced = trace(load_model(model).module, shape, dynamic=dynamic, bounded=True)
+        blocks, _ = find(traced.program.graph)
+        skip = () if global_pools else ("global_strip_pool",)
+        program = rewrite(traced.program, not dynamic, "xnnpack", skip).program
+        return program, [b.module for b in blocks]
+
+    stem = name.replace(" ", "_").replace(",", "")
+    return cached(folder, f"{stem}-{size}", make)
 
 
 def main() -> None:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, help="reuse/keep the .pte programs in this folder")
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--min-time", type=float, default=0.0)
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    with tempfile.TemporaryDirectory() as temp:
-        folder = args.cache or Path(temp)
-        folder.mkdir(parents=True, exist_ok=True)
-        lowered = {name: lower(name, folder, args) for name in VARIANTS}
-        config = BenchConfig(20, args.runs, args.min_time, (args.threads,), profile_runs=0)
-        paths = {name: path for name, (path, _) in lowered.items()}
-        report = bench(paths, (1, 3, args.size, args.size), config)
+    args = arguments(__doc__)
+    lowered, report = lower_and_time(VARIANTS, lambda n, f: lower(n, f, args.size), args)
     t = args.threads
-    p50 = {name: report.timing(name, t).p50_ms for name in paths}
+    p50 = {name: report.timing(name, t).p50_ms for name in lowered}
     print(render_bench(report))
     rounds = report.timings[0].runs
     size = f"{args.size}x{args.size}"

@@ -23,10 +23,11 @@ import sys
 import tempfile
 import warnings
 from argparse import ArgumentParser, Namespace
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ca_export.bench import BenchConfig, bench, render_bench
+from ca_export.bench import BenchConfig, BenchReport, bench, render_bench
 from ca_export.export import executorch as et
 from ca_export.loading import load_model
 from ca_export.patterns import find
@@ -45,18 +46,19 @@ VARIANTS: dict[str, tuple[str, str | None]] = {
 """Name: (model, rewrite form or None for the stock program)."""
 
 
-def lower(name: str, folder: Path, args: Namespace) -> tuple[Path, dict[str, Any]]:
-    """Lower one variant into ``folder`` (reused if there) and describe its delegation."""
-    path = folder / f"{name}-{args.size}.pte"
-    facts = folder / f"{name}-{args.size}.json"
+Lowered = dict[str, tuple[Path, dict[str, Any]]]
+"""Per program: the .pte and its delegation (segments, ops outside, CA ops outside)."""
+
+
+def cached(folder: Path, stem: str, make: Callable[[], Any]) -> tuple[Path, dict[str, Any]]:
+    """``make()``'s program lowered into ``folder/stem.pte`` with its delegation beside it in
+    ``stem.json``; both are reused when there. ``make`` returns (program, CA modules)."""
+    path, facts = folder / f"{stem}.pte", folder / f"{stem}.json"
     if path.is_file() and facts.is_file():
         return path, json.loads(facts.read_text())
-    print(f"lowering {name} ...", file=sys.stderr, flush=True)
-    model, form = VARIANTS[name]
-    traced = trace(load_model(model).module, (1, 3, args.size, args.size), dynamic=False)
-    blocks, _ = find(traced.program.graph)
-    program = traced.program if form is None else rewrite(traced.program, True, form).program
-    lowered = et.lower(program, [b.module for b in blocks])
+    print(f"lowering {stem} ...", file=sys.stderr, flush=True)
+    program, modules = make()
+    lowered = et.lower(program, modules)
     described = {
         "segments": lowered.segments,
         "outside": et.outside_counts(lowered.outside),
@@ -67,24 +69,50 @@ def lower(name: str, folder: Path, args: Namespace) -> tuple[Path, dict[str, Any
     return path, described
 
 
-def main() -> None:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(doc: str) -> Namespace:
+    """The options both ExecuTorch benchmarks take."""
+    parser = ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--cache", type=Path, help="reuse/keep the .pte programs in this folder")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--min-time", type=float, default=0.0)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def lower_and_time(
+    names: Iterable[str], lower: Callable[[str, Path], tuple[Path, dict[str, Any]]], args: Namespace
+) -> tuple[Lowered, BenchReport]:
+    """Lower every program (into ``--cache`` or a temporary folder), then time them all in
+    ExecuTorch, interleaved, at ``--size``."""
     warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory() as temp:
         folder = args.cache or Path(temp)
         folder.mkdir(parents=True, exist_ok=True)
-        lowered = {name: lower(name, folder, args) for name in VARIANTS}
+        lowered = {name: lower(name, folder) for name in names}
         config = BenchConfig(20, args.runs, args.min_time, (args.threads,), profile_runs=0)
         paths = {name: path for name, (path, _) in lowered.items()}
-        report = bench(paths, (1, 3, args.size, args.size), config)
+        return lowered, bench(paths, (1, 3, args.size, args.size), config)
+
+
+def lower(name: str, folder: Path, size: int) -> tuple[Path, dict[str, Any]]:
+    """Lower one variant at ``size`` (reused if there) and describe its delegation."""
+    model, form = VARIANTS[name]
+
+    def make() -> tuple[Any, list[str]]:
+        traced = trace(load_model(model).module, (1, 3, size, size), dynamic=False)
+        blocks, _ = find(traced.program.graph)
+        program = traced.program if form is None else rewrite(traced.program, True, form).program
+        return program, [b.module for b in blocks]
+
+    return cached(folder, f"{name}-{size}", make)
+
+
+def main() -> None:
+    args = arguments(__doc__)
+    lowered, report = lower_and_time(VARIANTS, lambda n, f: lower(n, f, args.size), args)
     t = args.threads
-    p50 = {name: report.timing(name, t).p50_ms for name in paths}
+    p50 = {name: report.timing(name, t).p50_ms for name in lowered}
     print(render_bench(report))
     rounds = report.timings[0].runs
     print(
