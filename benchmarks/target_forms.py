@@ -10,6 +10,7 @@ layout's target to. Ratios are the result; absolute milliseconds depend on the m
 
     python -m benchmarks.target_forms --cache /tmp/forms-bench --runs 300
     python -m benchmarks.target_forms --cache /tmp/forms-bench --dynamic
+    python -m benchmarks.target_forms --cache /tmp/forms-bench --ablations
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ VARIANTS: dict[str, Variant] = {
     "pad only": (MODEL, True, "resize_pad", ("resize_gate",)),
     "C matmul_pool": (MODEL, True, "matmul_pool", ()),
 }
+ABLATIONS: dict[str, Variant] = {
+    "onnx -gate_once": (MODEL, True, "onnx", ("gate_once",)),
+    "onnx -hardswish": (MODEL, True, "onnx", ("hardswish",)),
+}
+"""``--ablations``: the ``onnx`` form without one of its passes, to show what each is worth."""
 
 
 def export(name: str, spec: Variant, folder: Path, args: Namespace) -> Path:
@@ -45,7 +51,8 @@ def export(name: str, spec: Variant, folder: Path, args: Namespace) -> Path:
     model, rewrite, form, skip = spec
     tag = "dyn" if args.dynamic else "static"
     slug = name.split()[0].replace("+", "_")
-    path = folder / f"{slug}-{form}-{args.size}-{tag}.onnx"
+    cut = "".join(f"-no_{p}" for p in skip)
+    path = folder / f"{slug}-{form}{cut}-{args.size}-{tag}.onnx"
     if path.is_file():
         return path
     print(f"exporting {name} ...", file=sys.stderr, flush=True)
@@ -66,9 +73,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--min-time", type=float, default=0.0)
     parser.add_argument("--dynamic", action="store_true", help="dynamic H/W exports")
+    parser.add_argument("--ablations", action="store_true", help="also the onnx form less a pass")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    variants = dict(VARIANTS)
+    variants = VARIANTS | (ABLATIONS if args.ablations else {})
     if args.dynamic:
         variants.pop("stock")  # the stock dynamic export fails (adaptive pools)
     with tempfile.TemporaryDirectory() as temp:

@@ -7,7 +7,7 @@ element (no sum), and elementwise multiplication is associative (results differ 
 rounding only). On ONNX Runtime CPU the broadcasting multiply that would build the outer
 product is slower than MatMul, and the final multiply reads two tensors of one shape.
 Where the gates are not such strips (the seed's square-only quirk) the gate is
-``a_h * a_w``. Measured by ``benchmarks/ca_overhead.py``.
+``a_h * a_w``. Measured by ``benchmarks/target_forms.py --ablations``.
 
 Before::
 

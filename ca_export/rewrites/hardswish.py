@@ -4,9 +4,9 @@ The official CA block writes h_swish out (add, clip, divide, multiply); every op
 last must have no other reader. ``hardswish`` computes the same function (results differ
 by fp rounding only) as one op: ONNX ``HardSwish`` (opset 14+), which ONNX Runtime's CPU
 provider fuses into the 1x1 conv before it, so the gate path stays in its blocked layout
-with no reorders. Measured by ``benchmarks/ca_overhead.py``. Below opset 14 (an ONNX file
-``optimize`` reads) the ONNX adapter writes ``x * HardSigmoid(x, 1/6, 1/2)``, the form
-``export.opset`` gives ``ca-export onnx --opset 13``.
+with no reorders. Measured by ``benchmarks/target_forms.py --ablations``. Below opset 14
+(an ONNX file ``optimize`` reads) the ONNX adapter writes ``x * HardSigmoid(x, 1/6, 1/2)``,
+the form ``export.opset`` gives ``ca-export onnx --opset 13``.
 
 Before (either grouping)::
 
