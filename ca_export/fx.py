@@ -43,11 +43,6 @@ def norm_dim(dim: int, rank: int) -> int:
     return dim + rank if dim < 0 else dim
 
 
-def compose(first: Sequence[int], then: Sequence[int]) -> tuple[int, ...]:
-    """The permutation equal to ``t.permute(first).permute(then)`` as one ``permute``."""
-    return tuple(first[i] for i in then)
-
-
 def layout_perm(node: Node) -> tuple[int, ...]:
     """The permutation a permute/transpose node applies, as a full permute list."""
     rank = len(shape(node))
@@ -123,13 +118,3 @@ def owning_block(node: Node, modules: Sequence[str]) -> int | None:
     paths = {path for path, _ in (node.meta.get("nn_module_stack") or {}).values()}
     found = [i for i, module in enumerate(modules) if module in paths]
     return found[-1] if found else None
-
-
-def single_user(node: Node) -> Node | None:
-    """The only user of a node, or None."""
-    return next(iter(node.users)) if len(node.users) == 1 else None
-
-
-def topo_index(graph: Graph) -> dict[Node, int]:
-    """Each node's position in the graph."""
-    return {n: i for i, n in enumerate(graph.nodes)}

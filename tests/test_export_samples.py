@@ -12,8 +12,8 @@ import pytest
 import torch
 from ca_zoo import POSITIVE
 
-from ca_export.export.onnx import CA_ONLY_OPS
 from ca_export.files import write_onnx
+from ca_export.patterns.coordatt import CA_ONLY_OPS
 from ca_export.pipeline import OnnxJob, export_onnx
 from ca_export.report import ExportReport
 from ca_export.tracing import example_input

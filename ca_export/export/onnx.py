@@ -18,10 +18,10 @@ import torch
 from torch.export import ExportedProgram
 
 from ca_export.errors import BadInputError, CheckFailedError
+from ca_export.patterns.coordatt import CA_ONLY_OPS
 from ca_export.tracing import Traced
 
 SCOPE_KEY = "pkg.torch.onnx.name_scopes"
-CA_ONLY_OPS = ("Transpose", "Concat", "Split", "Slice", "Shape", "Gather")
 
 
 def emit(program: ExportedProgram, traced: Traced, opset: int) -> onnx.ModelProto:
