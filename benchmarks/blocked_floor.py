@@ -12,7 +12,12 @@ without CA, MobileNetV2-CA in the ``onnx`` form and in ``resize_pad`` (form B, w
 - ``gate first``: B with the gate built first, ``x * (up(a_h) * up(a_w))``;
 - ``a_w first``: B with the multiplies in the model's order, ``(x * up(a_w)) * up(a_h)``;
 - ``hand B, mip<16 unpadded``: ``hand B`` padding only a mip above 16 (a gate conv with
-  fewer than 16 input channels runs blocked too, reading its input in plain NCHW).
+  fewer than 16 input channels runs blocked too, reading its input in plain NCHW);
+- ``stacked stem``: B with one stem conv per block instead of two (square maps): the W
+  strip transposed to ``[C, W, 1]``, stacked on the H strip along channels, one grouped
+  conv (the stem's weights twice), each gate conv reading its half through zero weights,
+  the W gate transposed back; an identity ``AveragePool`` (1x1) after each transpose
+  brings the strip back into the blocked layout.
 
 Each variant is checked against B in ONNX Runtime (max error / RMS), its blocked-layout
 graph (``ORT_ENABLE_ALL``, as ORT optimises it) is summarised (NCHWc ops, reorders), then
@@ -81,6 +86,77 @@ def a_w_first(model: onnx.ModelProto) -> onnx.ModelProto:
     """``(x * up_2) * up_1``: the other gate multiplied first."""
     for inner, outer in _resize_gates(model.graph):
         inner.input[1], outer.input[1] = outer.input[1], inner.input[1]
+    return model
+
+
+def stacked_stem(model: onnx.ModelProto) -> onnx.ModelProto:
+    """One grouped stem conv over the channel-stacked H strip and transposed W strip."""
+    graph = model.graph
+    made = _producers(graph)
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+
+    def const(name: str, value: np.ndarray) -> str:
+        graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
+        return name
+
+    swap = [0, 1, 3, 2]
+    dropped: set[str] = set()
+    before: dict[str, list[onnx.NodeProto]] = {}
+    for inner, outer in _resize_gates(graph):
+        chains = {}
+        for resize in (made[inner.input[1]], made[outer.input[1]]):
+            sig = made[resize.input[0]]
+            gate = made[sig.input[0]]
+            act = made[gate.input[0]]
+            stem = made[act.input[0]]
+            pool = made[stem.input[0]]
+            kernel = next(a.ints for a in pool.attribute if a.name == "kernel_shape")
+            chains["w" if kernel[1] == 1 else "h"] = (resize, sig, gate, act, stem, pool)
+        (up_h, *ops_h, pool_h), (up_w, *ops_w, pool_w) = chains["h"], chains["w"]
+        stem_w, stem_b = inits[ops_h[3].input[1]], inits[ops_h[3].input[2]]
+        gate_h, gate_w = inits[ops_h[1].input[1]], inits[ops_w[1].input[1]]
+        zero = np.zeros_like(gate_h)
+        t = up_h.output[0]
+        before[up_h.output[0]] = [
+            helper.make_node("Transpose", [pool_w.output[0]], [f"{t}_pt"], perm=swap),
+            helper.make_node("AveragePool", [f"{t}_pt"], [f"{t}_ptb"], kernel_shape=[1, 1]),
+            helper.make_node("Concat", [pool_h.output[0], f"{t}_ptb"], [f"{t}_s"], axis=1),
+            helper.make_node(
+                "Conv",
+                [
+                    f"{t}_s",
+                    const(f"{t}_sw", np.concatenate([stem_w, stem_w])),
+                    const(f"{t}_sb", np.concatenate([stem_b, stem_b])),
+                ],
+                [f"{t}_c"],
+                group=2,
+            ),
+            helper.make_node(ops_h[2].op_type, [f"{t}_c"], [f"{t}_a"]),
+            helper.make_node(
+                "Conv",
+                [f"{t}_a", const(f"{t}_hw", np.concatenate([gate_h, zero], 1)), ops_h[1].input[2]],
+                [f"{t}_gh"],
+            ),
+            helper.make_node("Sigmoid", [f"{t}_gh"], [f"{t}_ah"]),
+            helper.make_node(
+                "Conv",
+                [f"{t}_a", const(f"{t}_ww", np.concatenate([zero, gate_w], 1)), ops_w[1].input[2]],
+                [f"{t}_gw"],
+            ),
+            helper.make_node("Sigmoid", [f"{t}_gw"], [f"{t}_awt"]),
+            helper.make_node("Transpose", [f"{t}_awt"], [f"{t}_awp"], perm=swap),
+            helper.make_node("AveragePool", [f"{t}_awp"], [f"{t}_aw"], kernel_shape=[1, 1]),
+        ]
+        up_h.input[0], up_w.input[0] = f"{t}_ah", f"{t}_aw"
+        dropped |= {op.output[0] for op in (*ops_h, *ops_w)}
+    nodes = []
+    for node in graph.node:
+        if node.output[0] not in dropped:
+            nodes += [*before.get(node.output[0], []), node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.value_info[:]
+    onnx.checker.check_model(model)
     return model
 
 
@@ -255,6 +331,7 @@ def main() -> None:
             "gate first": (source["B"], gate_first),
             "a_w first": (source["B"], a_w_first),
             "hand B, mip<16 unpadded": (source["onnx"], partial(hand_b, least=BLOCK)),
+            "stacked stem": (source["B"], stacked_stem),
         }
         for name, (origin, build) in builds.items():
             paths[name] = work / f"{name.replace(' ', '-')}.onnx"
