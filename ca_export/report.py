@@ -9,6 +9,7 @@ from typing import Any
 
 from ca_export.patterns import CABlock, Rejection
 from ca_export.verify.localize import Localization
+from ca_export.verify.lossy import LossyGate, describe
 from ca_export.verify.metrics import Comparison
 from ca_export.verify.parity import GateResult
 from ca_export.verify.tolerances import Tolerance
@@ -326,7 +327,11 @@ class VerifyCase:
 
 @dataclass
 class ArtifactResult:
-    """Every case of one artifact, the tolerance used, and where outputs diverge."""
+    """Every case of one artifact, the tolerance used, and where outputs diverge.
+
+    A lossy file (fp16, int8) is judged by the lossy gate over all its cases at once:
+    ``lossy`` holds that verdict and its cases hold no comparisons.
+    """
 
     path: str
     dtype: str
@@ -334,12 +339,14 @@ class ArtifactResult:
     backend: str = "onnxruntime-cpu"
     cases: list[VerifyCase] = field(default_factory=list)
     localization: Localization | None = None
+    lossy: LossyGate | None = None
 
     @property
     def passed(self) -> bool:
-        """Whether every comparison passed and at least one case ran."""
+        """Whether every comparison and the lossy gate (if any) passed, and a case ran."""
         ran = [c for c in self.cases if c.skipped is None]
-        return bool(ran) and all(x.passed for c in ran for x in c.comparisons)
+        lossy = self.lossy is None or self.lossy.passed
+        return bool(ran) and lossy and all(x.passed for c in ran for x in c.comparisons)
 
 
 @dataclass
@@ -363,7 +370,14 @@ class VerifyReport:
         data["passed"] = self.passed
         for entry, result in zip(data["artifacts"], self.artifacts, strict=True):
             entry["passed"] = result.passed
+            if result.lossy is not None:
+                gate = result.lossy
+                entry["lossy"] |= {"passed": gate.passed, "failures": gate.failures()}
         return data
+
+
+LOSSY_REFERENCE = "PyTorch fp32"
+"""What verify's lossy gate compares a file with."""
 
 
 def render_verify(report: VerifyReport) -> str:
@@ -385,6 +399,11 @@ def render_verify(report: VerifyReport) -> str:
                     f"  {mark} {shape} {case.input} {c.name}: rel err {c.rel_err:.3g}, "
                     f"max abs {c.max_abs_err:.3g}, cosine {c.cosine:.9f}, PSNR {c.psnr:.1f} dB{top}"
                 )
+        if artifact.lossy is not None:
+            first, *outputs = describe(artifact.lossy, LOSSY_REFERENCE)
+            lines.append(f"  lossy gate: {first}")
+            lines += [f"    {line}" for line in outputs]
+            lines += [f"  failed: {line}" for line in artifact.lossy.failures()]
         loc = artifact.localization
         if loc is not None:
             if loc.first_divergence:

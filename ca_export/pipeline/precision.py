@@ -24,7 +24,7 @@ from ca_export.export import precision as convert
 from ca_export.pipeline.common import Prepared, Stages
 from ca_export.report import ExportReport
 from ca_export.tracing import example_input
-from ca_export.verify.lossy import LossyGate, Runner, lossy_gate, torch_runner
+from ca_export.verify.lossy import LossyGate, Runner, describe, lossy_gate, torch_runner
 from ca_export.verify.parity import SEEDS, gate_inputs
 from ca_export.verify.tolerances import tolerance
 
@@ -196,29 +196,12 @@ def _dims(shape: tuple[int, ...]) -> str:
 
 def _summary(gate: LossyGate, against: str) -> dict:
     """The gate as report data, with the lines the CLI prints."""
-    bounds = gate.bounds
-    lines = [
-        f"{gate.precision} ({gate.backend}) vs {against} on {len(gate.inputs)} inputs "
-        f"({', '.join(gate.inputs[:3])}{', ...' if len(gate.inputs) > 3 else ''}); bounds: "
-        f"top-1 >= {bounds['top1']:.3g}, top-1 in top-5 >= {bounds['top1_in_top5']:.3g}, "
-        f"cosine >= {bounds['cosine']}, rel err <= {bounds['rel']}"
-    ]
-    for out in gate.outputs:
-        figures = f"min cosine {out.min_cosine:.4f}, max rel err {out.max_rel_err:.3g}"
-        if out.top1 is not None:
-            figures = (
-                f"top-1 {round(out.top1 * out.rows)}/{out.rows}, top-1 in top-5 "
-                f"{round((out.top1_in_top5 or 0) * out.rows)}/{out.rows}, top-5 set "
-                f"{round((out.top5 or 0) * out.rows)}/{out.rows}, {figures}, smallest top-1 "
-                f"margin {out.margin:.3g} std"
-            )
-        lines.append(f"{out.name}: {'passed' if out.passed else 'FAILED'}; {figures}")
     return {
         "passed": gate.passed,
         "backend": gate.backend,
-        "bounds": bounds,
+        "bounds": gate.bounds,
         "inputs": gate.inputs,
         "outputs": [dataclasses.asdict(o) for o in gate.outputs],
         "failures": gate.failures(),
-        "lines": lines,
+        "lines": describe(gate, against),
     }

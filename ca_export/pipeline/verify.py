@@ -9,6 +9,11 @@ for a dynamic artifact the input shape, a larger non-square one and batch 2), pl
 user's files. Where outputs diverge, the first diverging module is named (for an ML
 program off macOS, through the evaluator's per-op values: ``verify.mil.localize``).
 
+An fp16 or int8 ONNX file (``ca-export onnx --precision``, as its ``ca_export.precision``
+metadata says) cannot meet the exact rows: it gets the lossy gate its export ran
+(``verify.lossy``, the ``fp16``/``int8`` rows, ``--rtol``/``--atol`` applied) over the same
+inputs, against the PyTorch model, and no localisation (every module differs by rounding).
+
 A Core ML ML program with compressed weights is compared with a copy of the model
 holding its decompressed weights, and each case also compares that copy with the model
 in PyTorch under the weight format's row (``verify.mil.compressed``).
@@ -47,6 +52,7 @@ from ca_export.verify.artifacts import (
 )
 from ca_export.verify.ci_reports import write_summaries
 from ca_export.verify.localize import Localization, localize
+from ca_export.verify.lossy import judge, torch_runner
 from ca_export.verify.metrics import compare
 from ca_export.verify.mil.artifact import SUFFIXES, MilArtifact, open_mil
 from ca_export.verify.mil.compressed import compressed_copy
@@ -162,6 +168,8 @@ def _verify_one(
     report: VerifyReport,
 ) -> ArtifactResult:
     """Run every case through one artifact, then localise the first failing one."""
+    if isinstance(artifact, OnnxArtifact) and artifact.lossy:
+        return _verify_lossy(job, model, artifact, user_inputs)
     coreml = isinstance(artifact, MilArtifact)
     pte = isinstance(artifact, PteArtifact)
     backend = "coreml" if coreml else artifact.backend if pte else "onnxruntime-cpu"
@@ -204,11 +212,7 @@ def _verify_one(
         except Unsupported as err:
             case.skipped = f"not verified: {err}"
             continue
-        if len(got) != len(expected):
-            raise CheckFailedError(
-                f"{artifact.path.name} has {len(got)} outputs and the model {len(expected)}: "
-                "it is not an artifact of this model"
-            )
+        _same_count(artifact, got, expected)
         for name, ref, noise, out in zip(artifact.output_names, expected, noises, got, strict=True):
             case.comparisons.append(compare(name, ref, out.astype(np.float32), tol, noise))
         case.skipped = (
@@ -237,6 +241,60 @@ def _verify_one(
             note="localisation covers ONNX files and, off macOS, Core ML ML programs"
         )
     return result
+
+
+def _verify_lossy(
+    job: VerifyJob,
+    model: torch.nn.Module,
+    artifact: OnnxArtifact,
+    user_inputs: list[tuple[str, np.ndarray]],
+) -> ArtifactResult:
+    """The lossy gate of an fp16 or int8 file over every seeded and user input it takes."""
+    backend = "onnxruntime-cpu"
+    tol = user_tolerance(tolerance(artifact.precision, backend), job.rtol, job.atol)
+    result = ArtifactResult(str(artifact.path), artifact.precision, tol, backend)
+    seeded = [
+        (f"seed {seed}", example_input(shape, seed).numpy())
+        for shape in (job.shapes or default_shapes(artifact, job.input_shape))
+        for seed in SEEDS
+    ]
+    reference = torch_runner(model)
+    labels, references, actuals = [], [], []
+    for label, x in seeded + user_inputs:
+        case = VerifyCase(label, tuple(x.shape))
+        result.cases.append(case)
+        case.skipped = artifact.refuses(tuple(x.shape))
+        if case.skipped:
+            continue
+        try:
+            expected = reference(x)
+        except Exception as err:
+            case.skipped = f"the PyTorch model cannot run at this shape: {type(err).__name__}"
+            continue
+        got = artifact.run(x)
+        _same_count(artifact, got, expected)
+        labels.append(f"{label} at {'x'.join(map(str, x.shape))}")
+        references.append(expected)
+        actuals.append(got)
+    if not labels:
+        return result
+    names = artifact.output_names
+    result.lossy = judge(references, actuals, names, labels, artifact.precision, backend, tol)
+    if not result.lossy.passed:
+        result.localization = Localization(
+            note=f"not run for lossy formats ({artifact.precision}): every module differs "
+            "by rounding; verify the fp32 file to find a wrong module"
+        )
+    return result
+
+
+def _same_count(artifact: Artifact, got: list[np.ndarray], expected: list[np.ndarray]) -> None:
+    """Fail when the artifact gives another number of outputs than the model."""
+    if len(got) != len(expected):
+        raise CheckFailedError(
+            f"{artifact.path.name} has {len(got)} outputs and the model {len(expected)}: "
+            "it is not an artifact of this model"
+        )
 
 
 def _preprocessing(job: VerifyJob, artifact: Artifact, report: VerifyReport) -> ImageInput | None:

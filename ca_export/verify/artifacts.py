@@ -1,5 +1,9 @@
 """Artifacts to verify: open an ONNX file or an ONNX Runtime format model (.ort) for ONNX
-Runtime, or an ExecuTorch .pte for ExecuTorch's runtime, and say which inputs each takes."""
+Runtime, or an ExecuTorch .pte for ExecuTorch's runtime, and say which inputs each takes.
+
+An ONNX file says its precision in its ``ca_export.precision`` metadata (``ca-export onnx``
+and ``optimize`` write it): fp32, or a lossy fp16 or int8 that verify judges with the lossy
+gate; a file without it is taken as fp32, one naming another precision is refused."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import onnxruntime as ort
 
 from ca_export.errors import BadInputError
 from ca_export.export.executorch import BACKEND, PteRunner
+from ca_export.export.precision import PRECISIONS
 
 DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
 
@@ -43,9 +48,18 @@ class OrtArtifact:
 
 @dataclass
 class OnnxArtifact(OrtArtifact):
-    """An ONNX file loaded for ONNX Runtime on the CPU; its graph is kept for localisation."""
+    """An ONNX file loaded for ONNX Runtime on the CPU; its graph is kept for localisation.
+
+    ``precision`` is its ``ca_export.precision`` metadata: fp32, or a lossy fp16 or int8.
+    """
 
     model: onnx.ModelProto | None = None
+    precision: str = "fp32"
+
+    @property
+    def lossy(self) -> bool:
+        """Whether the file is a lossy conversion, judged by the lossy gate."""
+        return self.precision != "fp32"
 
 
 def _refuses(dims: list[int | str], shape: tuple[int, ...]) -> str | None:
@@ -89,12 +103,12 @@ def open_onnx(path: Path) -> OnnxArtifact:
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0]
         raise BadInputError(f"{str(path)!r} is not a valid ONNX model: {first}") from None
-    precision = {p.key: p.value for p in model.metadata_props}.get("ca_export.precision")
-    if precision in ("fp16", "int8"):
+    meta = {p.key: p.value for p in model.metadata_props}
+    precision = meta.get("ca_export.precision", "fp32")
+    if precision not in PRECISIONS:
         raise BadInputError(
-            f"{str(path)!r} is a {precision} model (ca-export onnx --precision {precision}); "
-            "verify judges exact formats only: its lossy gate ran at export (report: "
-            "checks.precision)"
+            f"{str(path)!r} says ca_export.precision={precision!r}; verify knows "
+            f"{', '.join(PRECISIONS)}"
         )
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
@@ -109,7 +123,9 @@ def open_onnx(path: Path) -> OnnxArtifact:
     session = cpu_session(str(path), path.name)
     outputs = [o.name for o in model.graph.output]
     dtype = DTYPES[tensor.elem_type]
-    return OnnxArtifact(path, session, inputs[0].name, dims, outputs, dtype, model=model)
+    return OnnxArtifact(
+        path, session, inputs[0].name, dims, outputs, dtype, model=model, precision=precision
+    )
 
 
 def cpu_session(model: str | bytes, name: str) -> ort.InferenceSession:

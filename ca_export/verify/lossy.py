@@ -4,8 +4,11 @@ An exact format is held to the exact tolerances (``verify.parity``); an fp16 or 
 model cannot be, so it is judged against the fp32 PyTorch model over every gate input
 at once: top-1 agreement and the reference's top-1 in the artifact's top five (for
 class scores, 2-D [N, K]), the smallest cosine and the largest max-abs error over the
-reference's RMS. Bounds come from the tolerance table (``("fp16" | "int8",
-"onnxruntime-cpu")``). The figures say on which inputs they were measured.
+reference's RMS (and, where a user set ``--atol``, the largest max-abs error). Bounds come
+from the tolerance table (``("fp16" | "int8", "onnxruntime-cpu")``). The figures say on
+which inputs they were measured. ``ca-export onnx --precision`` runs this gate before it
+writes a file, ``ca-export verify`` runs it again on the written file (``judge`` on outputs
+it computed, skipping inputs the file or the model cannot take).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class OutputAgreement:
     top1_in_top5: float | None = None
     top5: float | None = None
     margin: float | None = None
+    max_abs_err: float = 0.0
     cosines: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -102,6 +106,21 @@ def lossy_gate(
     """
     references = [reference(x) for _, x in inputs]
     actuals = [run(x) for _, x in inputs]
+    labels = [n for n, _ in inputs]
+    return judge(references, actuals, output_names, labels, precision, backend, tol)
+
+
+def judge(
+    references: Sequence[list[np.ndarray]],
+    actuals: Sequence[list[np.ndarray]],
+    output_names: Sequence[str],
+    labels: Sequence[str],
+    precision: str,
+    backend: str,
+    tol: Tolerance,
+) -> LossyGate:
+    """The gate's verdict on outputs already computed: per input (named by ``labels``), the
+    reference's and the lossy artifact's output arrays."""
     outputs = []
     for i, name in enumerate(output_names):
         refs = [r[i] for r in references]
@@ -113,7 +132,32 @@ def lossy_gate(
         "cosine": tol.cosine,
         "rel": tol.rel,
     }
-    return LossyGate(precision, backend, bounds, [n for n, _ in inputs], outputs)
+    if tol.atol is not None:
+        bounds["atol"] = tol.atol
+    return LossyGate(precision, backend, bounds, list(labels), outputs)
+
+
+def describe(gate: LossyGate, against: str) -> list[str]:
+    """The gate as lines: inputs and bounds, then each output's verdict and figures."""
+    bounds = gate.bounds
+    atol = f", max abs err <= {bounds['atol']:.3g}" if bounds.get("atol") is not None else ""
+    lines = [
+        f"{gate.precision} ({gate.backend}) vs {against} on {len(gate.inputs)} inputs "
+        f"({', '.join(gate.inputs[:3])}{', ...' if len(gate.inputs) > 3 else ''}); bounds: "
+        f"top-1 >= {bounds['top1']:.3g}, top-1 in top-5 >= {bounds['top1_in_top5']:.3g}, "
+        f"cosine >= {bounds['cosine']}, rel err <= {bounds['rel']}{atol}"
+    ]
+    for out in gate.outputs:
+        figures = f"min cosine {out.min_cosine:.4f}, max rel err {out.max_rel_err:.3g}"
+        if out.top1 is not None:
+            figures = (
+                f"top-1 {round(out.top1 * out.rows)}/{out.rows}, top-1 in top-5 "
+                f"{round((out.top1_in_top5 or 0) * out.rows)}/{out.rows}, top-5 set "
+                f"{round((out.top5 or 0) * out.rows)}/{out.rows}, {figures}, smallest top-1 "
+                f"margin {out.margin:.3g} std"
+            )
+        lines.append(f"{out.name}: {'passed' if out.passed else 'FAILED'}; {figures}")
+    return lines
 
 
 def _agreement(
@@ -131,12 +175,15 @@ def _agreement(
     result = OutputAgreement(
         name, list(refs[0].shape), len(refs), min(cosines), max(rels), finite, cosines=cosines
     )
+    result.max_abs_err = max(_max_abs(r, g) for r, g in zip(refs, gots, strict=True))
     if not finite:
         result.failures.append("non-finite values")
     if result.min_cosine < tol.cosine:
         result.failures.append(f"cosine {result.min_cosine:.4f} < {tol.cosine}")
     if result.max_rel_err > tol.rel:
         result.failures.append(f"rel err {result.max_rel_err:.3g} > {tol.rel}")
+    if tol.atol is not None and result.max_abs_err > tol.atol:
+        result.failures.append(f"max abs err {result.max_abs_err:.3g} > {tol.atol:.3g}")
     if refs[0].ndim == 2 and refs[0].shape[1] > 1:
         ref, got = np.concatenate(refs), np.concatenate(gots)
         rows = len(ref)
@@ -165,3 +212,9 @@ def _cosine(ref: np.ndarray, got: np.ndarray) -> float:
     if norms == 0:
         return float(np.array_equal(a, b))
     return float(a @ b / norms)
+
+
+def _max_abs(ref: np.ndarray, got: np.ndarray) -> float:
+    """The largest absolute difference of two arrays (0 for empty ones)."""
+    diff = np.abs(np.asarray(ref, np.float64) - np.asarray(got, np.float64))
+    return float(diff.max()) if diff.size else 0.0

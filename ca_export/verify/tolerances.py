@@ -49,7 +49,7 @@ and rel errors above 3.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ca_export.errors import BadInputError
 
@@ -109,10 +109,11 @@ def tolerance(dtype: str, backend: str) -> Tolerance:
 
 
 def user_tolerance(base: Tolerance, rtol: float | None, atol: float | None) -> Tolerance:
-    """``base`` with the user's ``--rtol`` (relative to the output's RMS) and ``--atol``."""
+    """``base`` with the user's ``--rtol`` (relative to the output's RMS) and ``--atol``; a
+    lossy row keeps its top-1 bounds."""
     if rtol is None and atol is None:
         return base
     rel = base.rel if rtol is None else rtol
     cosine = base.cosine if rtol is None else min(base.cosine, 1 - rel * rel / 2)
     factor = 0.0 if rtol is not None else base.noise_factor
-    return Tolerance(rel, cosine, factor, base.ceiling, atol)
+    return replace(base, rel=rel, cosine=cosine, noise_factor=factor, atol=atol)
