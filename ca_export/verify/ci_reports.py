@@ -1,4 +1,8 @@
-"""Verification results in the forms CI systems read: JUnit XML and a Markdown summary."""
+"""Verification results in the forms CI systems read: JUnit XML and a Markdown summary.
+
+An exact artifact gives one row (test case) per input x output; a lossy one (fp16, int8)
+gives its skipped inputs and one row per output for the lossy gate, judged over all
+inputs at once."""
 
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def junit_xml(report: VerifyReport) -> str:
-    """One test suite per artifact, one test case per artifact x input x output."""
+    """One test suite per artifact, one test case per artifact x input x output, or per
+    artifact x output for the lossy gate."""
     suites = ET.Element("testsuites", name="ca-export verify")
     for artifact in report.artifacts:
         name = Path(artifact.path).name
@@ -51,6 +56,16 @@ def junit_xml(report: VerifyReport) -> str:
                     )
                     failure = ET.SubElement(test, "failure", message=message, type="ParityMismatch")
                     failure.text = _where(artifact)
+        for out in artifact.lossy.outputs if artifact.lossy else []:
+            counts["tests"] += 1
+            test = ET.SubElement(
+                suite, "testcase", classname=name, name=f"lossy gate {artifact.dtype} {out.name}"
+            )
+            if not out.passed:
+                counts["failures"] += 1
+                message = "; ".join(out.failures)
+                failure = ET.SubElement(test, "failure", message=message, type="LossyGateFailed")
+                failure.text = _where(artifact)
         for key, value in counts.items():
             suite.set(key, str(value))
         suite.set("errors", "0")
@@ -96,7 +111,28 @@ def markdown(report: VerifyReport) -> str:
         where = _where(artifact)
         if where:
             lines += ["", f"{name}: {where}"]
+    gates = [(Path(a.path).name, a.lossy) for a in report.artifacts if a.lossy is not None]
+    if gates:
+        lines += [
+            "",
+            "| artifact | lossy gate | output | inputs | top-1 | top-1 in top-5 | min cosine "
+            "| max rel err | result |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+    for name, gate in gates:
+        for out in gate.outputs:
+            result = "pass" if out.passed else "**FAIL**: " + "; ".join(out.failures)
+            lines.append(
+                f"| {name} | {gate.precision} | {out.name} | {len(gate.inputs)} | "
+                f"{_share(out.top1, out.rows)} | {_share(out.top1_in_top5, out.rows)} | "
+                f"{out.min_cosine:.4f} | {out.max_rel_err:.3g} | {result} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def _share(share: float | None, rows: int) -> str:
+    """``7/8`` for a share of rows; empty for an output that is not class scores."""
+    return "" if share is None else f"{round(share * rows)}/{rows}"
 
 
 def write_summaries(
