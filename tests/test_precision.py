@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
+import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -129,15 +130,99 @@ def test_clipping_calibration_fails_the_gate(lowered: dict[str, Any]) -> None:
     assert any(f.startswith("output: cosine") for f in check["failures"])
 
 
-def test_verify_refuses_a_lossy_file(lowered: dict[str, Any], tmp_path: Path) -> None:
+PERTURBED = """
+import torch
+from sample_models import build
+
+def seed_perturbed():
+    model = build("seed_ca")
+    noise = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for weight in model.parameters():
+            weight.add_(torch.randn(weight.shape, generator=noise) * weight.std())
+    return model
+"""
+"""seed_ca with noise as large as each weight tensor's spread added: another model."""
+
+
+@pytest.fixture(scope="module")
+def lossy_files(lowered: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fp16 and int8 models saved with the metadata ``ca-export onnx`` writes, and the
+    perturbed seed_ca's factory file."""
+    folder = tmp_path_factory.mktemp("lossy_files")
+    for precision in ("fp16", "int8"):
+        model = onnx.ModelProto()
+        model.CopyFrom(lowered[precision][0])
+        onnx_export.set_metadata(model, {"ca_export.precision": precision})
+        onnx.save(model, folder / f"m.{precision}.onnx")
+    (folder / "perturbed.py").write_text(PERTURBED)
+    return folder
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_verify_gates_a_lossy_file_and_skips_refused_shapes(
+    lossy_files: Path, tmp_path: Path, precision: str
+) -> None:
+    junit, md, report = tmp_path / "v.xml", tmp_path / "v.md", tmp_path / "v.json"
+    path = str(lossy_files / f"m.{precision}.onnx")
+    reports = ["--junit", str(junit), "--markdown", str(md), "--report", str(report)]
+    result = run("verify", *SMALL, path, "--shapes", "1x3x32x32,1x3x64x64", *reports)
+    assert result.exit_code == 0, result.output
+    assert f"({precision}, onnxruntime-cpu): passed" in result.stdout
+    assert f"lossy gate: {precision} (onnxruntime-cpu) vs PyTorch fp32 on 3 inputs" in result.stdout
+    assert "output: passed; top-1 3/3, top-1 in top-5 3/3" in result.stdout
+    assert "1x3x64x64 seed 1: skipped (artifact's input is static 1x3x32x32)" in result.stdout
+    (artifact,) = json.loads(report.read_text())["artifacts"]
+    assert artifact["passed"] and artifact["lossy"]["passed"]
+    assert artifact["lossy"]["inputs"] == [f"seed {s} at 1x3x32x32" for s in (1, 2, 3)]
+    (output,) = artifact["lossy"]["outputs"]
+    bound = tolerance(precision, "onnxruntime-cpu")
+    assert output["rows"] == 3 and output["top1"] == 1.0 and output["min_cosine"] >= bound.cosine
+    assert sum(c["skipped"] is not None for c in artifact["cases"]) == 3
+    suite = ET.fromstring(junit.read_text()).find("testsuite")
+    assert suite is not None and suite.get("skipped") == "3" and suite.get("failures") == "0"
+    names = [c.get("name") for c in suite.findall("testcase")]
+    assert names[-1] == f"lossy gate {precision} output" and len(names) == 4
+    assert f"| m.{precision}.onnx | {precision} | output | 3 | 3/3 | 3/3 |" in md.read_text()
+
+
+def test_verify_fails_the_fp16_file_of_another_model(lossy_files: Path, tmp_path: Path) -> None:
+    junit, md = tmp_path / "v.xml", tmp_path / "v.md"
+    model = f"{lossy_files / 'perturbed.py'}:seed_perturbed"
+    path = str(lossy_files / "m.fp16.onnx")
+    result = run("verify", model, path, *SMALL[1:], "--junit", str(junit), "--markdown", str(md))
+    assert result.exit_code == 1, result.output
+    assert "(fp16, onnxruntime-cpu): FAILED" in result.stdout
+    assert "  failed: output: cosine " in result.stdout
+    assert "localisation: not run for lossy formats (fp16)" in result.stdout
+    suite = ET.fromstring(junit.read_text()).find("testsuite")
+    assert suite is not None and suite.get("failures") == "1"
+    (failure,) = suite.iter("failure")
+    assert failure.get("type") == "LossyGateFailed"
+    assert (failure.get("message") or "").startswith("cosine ")
+    assert "| fp16 | output | 3 |" in md.read_text() and "**FAIL**: cosine" in md.read_text()
+
+
+def test_verify_holds_a_lossy_file_to_the_users_bounds(lossy_files: Path) -> None:
+    path = str(lossy_files / "m.fp16.onnx")
+    strict = run("verify", *SMALL, path, "--rtol", "1e-4")
+    assert strict.exit_code == 1, strict.output
+    assert "failed: output: rel err " in strict.stdout and "> 0.0001" in strict.stdout
+    assert "top-1 >= 0.875" in strict.stdout, "--rtol keeps the top-1 bounds"
+    tiny = run("verify", *SMALL, path, "--atol", "1e-7")
+    assert tiny.exit_code == 1 and "failed: output: max abs err " in tiny.stdout
+
+
+def test_verify_refuses_an_unknown_precision(lowered: dict[str, Any], tmp_path: Path) -> None:
     model = onnx.ModelProto()
     model.CopyFrom(lowered["fp16"][0])
-    onnx_export.set_metadata(model, {"ca_export.precision": "fp16"})
-    path = tmp_path / "m.fp16.onnx"
+    onnx_export.set_metadata(model, {"ca_export.precision": "fp8"})
+    path = tmp_path / "m.fp8.onnx"
     onnx.save(model, path)
     result = run("verify", *SMALL, str(path))
     assert result.exit_code == 2
-    assert "is a fp16 model (ca-export onnx --precision fp16)" in result.output
+    assert "says ca_export.precision='fp8'; verify knows fp32, fp16, int8" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.fixture(scope="module")
