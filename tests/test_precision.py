@@ -235,6 +235,14 @@ def legacy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def test_verify_takes_a_file_without_precision_as_fp32(legacy: Path) -> None:
+    result = run("verify", *SMALL, str(legacy))
+    assert result.exit_code == 0, result.output
+    assert "(float32, onnxruntime-cpu): passed" in result.stdout
+    assert "lossy gate" not in result.stdout
+    assert not {p.key for p in onnx.load(legacy).metadata_props} & {"ca_export.precision"}
+
+
 def test_optimize_fp16_writes_a_file_gated_against_in(legacy: Path, tmp_path: Path) -> None:
     out, report = tmp_path / "fp16.onnx", tmp_path / "fp16.json"
     options = ["--precision", "fp16", "--report", str(report)]
@@ -273,12 +281,16 @@ def test_cli_clipping_calibration_exits_1_and_writes_nothing(tmp_path: Path) -> 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_cli_writes_a_gated_lossy_model(tmp_path: Path, precision: str) -> None:
+    """The file written passes ``verify``'s run of the same gate."""
     out = tmp_path / f"{precision}.onnx"
     result = run("onnx", *SMALL, "-o", str(out), "--precision", precision)
     assert result.exit_code == 0, result.output
     assert "check precision: passed" in result.output
     meta = {p.key: p.value for p in onnx.load(out).metadata_props}
     assert meta["ca_export.precision"] == precision
+    verified = run("verify", *SMALL, str(out))
+    assert verified.exit_code == 0, verified.output
+    assert f"lossy gate: {precision} (onnxruntime-cpu)" in verified.stdout
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import torch
 from ca_export.errors import BadInputError
 from ca_export.verify import parity
 from ca_export.verify.metrics import compare
-from ca_export.verify.tolerances import TOLERANCES, tolerance
+from ca_export.verify.tolerances import TOLERANCES, tolerance, user_tolerance
 
 TOL = tolerance("float32", "onnxruntime-cpu")
 
@@ -50,6 +50,14 @@ def test_tolerance_table_has_no_loose_defaults() -> None:
     )
     with pytest.raises(BadInputError, match="no parity tolerance"):
         tolerance("int8", "executorch-xnnpack")
+
+
+def test_user_tolerance_keeps_a_lossy_rows_top1_bounds() -> None:
+    base = tolerance("fp16", "onnxruntime-cpu")
+    strict = user_tolerance(base, 1e-3, 1e-5)
+    assert (strict.rel, strict.atol, strict.cosine) == (1e-3, 1e-5, base.cosine)
+    assert (strict.top1, strict.top1_in_top5) == (base.top1, base.top1_in_top5)
+    assert base.top1 is not None
 
 
 def test_model_noise_widens_the_bound_only_by_its_factor() -> None:
