@@ -86,6 +86,9 @@ def verify(
     image input gets RGB pixels; PyTorch gets them as scale * pixel + bias
     (--scale/--bias, or as recorded in the model).
 
+    An fp16 or int8 ONNX file (ca-export onnx --precision) gets the lossy gate its
+    export ran: top-1, top-1 in top-5, cosine and rel err bounds over all inputs.
+
     Exit 0 when every output passes, 1 on a mismatch (the first diverging module is
     named), 2 on bad input. Writes the Markdown summary to $GITHUB_STEP_SUMMARY too
     when that is set.

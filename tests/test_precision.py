@@ -161,29 +161,32 @@ def lossy_files(lowered: dict[str, Any], tmp_path_factory: pytest.TempPathFactor
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_verify_gates_a_lossy_file_and_skips_refused_shapes(
-    lossy_files: Path, tmp_path: Path, precision: str
+    lowered: dict[str, Any], lossy_files: Path, tmp_path: Path, precision: str
 ) -> None:
+    """verify's gate on the saved file repeats the export's: same inputs, same figures."""
     junit, md, report = tmp_path / "v.xml", tmp_path / "v.md", tmp_path / "v.json"
     path = str(lossy_files / f"m.{precision}.onnx")
     reports = ["--junit", str(junit), "--markdown", str(md), "--report", str(report)]
     result = run("verify", *SMALL, path, "--shapes", "1x3x32x32,1x3x64x64", *reports)
     assert result.exit_code == 0, result.output
     assert f"({precision}, onnxruntime-cpu): passed" in result.stdout
-    assert f"lossy gate: {precision} (onnxruntime-cpu) vs PyTorch fp32 on 3 inputs" in result.stdout
-    assert "output: passed; top-1 3/3, top-1 in top-5 3/3" in result.stdout
+    assert f"lossy gate: {precision} (onnxruntime-cpu) vs PyTorch fp32 on 8 inputs" in result.stdout
+    assert "output: passed; top-1 " in result.stdout
     assert "1x3x64x64 seed 1: skipped (artifact's input is static 1x3x32x32)" in result.stdout
     (artifact,) = json.loads(report.read_text())["artifacts"]
     assert artifact["passed"] and artifact["lossy"]["passed"]
-    assert artifact["lossy"]["inputs"] == [f"seed {s} at 1x3x32x32" for s in (1, 2, 3)]
+    assert artifact["lossy"]["inputs"] == [f"seed {s} at 1x3x32x32" for s in range(1, 9)]
     (output,) = artifact["lossy"]["outputs"]
-    bound = tolerance(precision, "onnxruntime-cpu")
-    assert output["rows"] == 3 and output["top1"] == 1.0 and output["min_cosine"] >= bound.cosine
-    assert sum(c["skipped"] is not None for c in artifact["cases"]) == 3
+    (at_export,) = lowered[precision][1]["outputs"]
+    assert output["rows"] == 8 and output["top1"] == at_export["top1"]
+    assert output["min_cosine"] == pytest.approx(at_export["min_cosine"], abs=1e-6)
+    assert sum(c["skipped"] is not None for c in artifact["cases"]) == 8
     suite = ET.fromstring(junit.read_text()).find("testsuite")
-    assert suite is not None and suite.get("skipped") == "3" and suite.get("failures") == "0"
+    assert suite is not None and suite.get("skipped") == "8" and suite.get("failures") == "0"
     names = [c.get("name") for c in suite.findall("testcase")]
-    assert names[-1] == f"lossy gate {precision} output" and len(names) == 4
-    assert f"| m.{precision}.onnx | {precision} | output | 3 | 3/3 | 3/3 |" in md.read_text()
+    assert names[-1] == f"lossy gate {precision} output" and len(names) == 9
+    top1 = round(at_export["top1"] * 8)
+    assert f"| m.{precision}.onnx | {precision} | output | 8 | {top1}/8 | 8/8 |" in md.read_text()
 
 
 def test_verify_fails_the_fp16_file_of_another_model(lossy_files: Path, tmp_path: Path) -> None:
@@ -200,7 +203,7 @@ def test_verify_fails_the_fp16_file_of_another_model(lossy_files: Path, tmp_path
     (failure,) = suite.iter("failure")
     assert failure.get("type") == "LossyGateFailed"
     assert (failure.get("message") or "").startswith("cosine ")
-    assert "| fp16 | output | 3 |" in md.read_text() and "**FAIL**: cosine" in md.read_text()
+    assert "| fp16 | output | 8 |" in md.read_text() and "**FAIL**: cosine" in md.read_text()
 
 
 def test_verify_holds_a_lossy_file_to_the_users_bounds(lossy_files: Path) -> None:

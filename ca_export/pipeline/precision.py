@@ -24,11 +24,17 @@ from ca_export.export import precision as convert
 from ca_export.pipeline.common import Prepared, Stages
 from ca_export.report import ExportReport
 from ca_export.tracing import example_input
-from ca_export.verify.lossy import LossyGate, Runner, describe, lossy_gate, torch_runner
+from ca_export.verify.lossy import (
+    GATE_SEEDS,
+    LossyGate,
+    Runner,
+    describe,
+    lossy_gate,
+    torch_runner,
+)
 from ca_export.verify.parity import SEEDS, gate_inputs
 from ca_export.verify.tolerances import tolerance
 
-GATE_SEEDS = tuple(range(1, 9))
 GATE_CALIBRATION = 8
 """At most this many calibration samples (the first, by file name) join the gate's inputs."""
 BACKEND = "onnxruntime-cpu"
