@@ -1,9 +1,9 @@
-"""Dynamic-size strip pools: which exact form of ``mean over one spatial axis`` is fastest in
-ONNX Runtime (issue 11, dynamic H/W).
+"""Dynamic-size strip pools and gates: which exact form of a CA block with symbolic H and W
+is fastest in ONNX Runtime (issue 11, dynamic H/W).
 
 Exports MobileNetV2-CA rewritten with dynamic H/W (strip pools are ``ReduceMean``) and
 MobileNetV2 without CA, then writes variants of the CA file where every strip
-``ReduceMean`` (one axis, 2 or 3, kept) is replaced by another exact form that holds at
+``ReduceMean`` (one axis, 2 or 3, kept) is replaced by another form that is exact at
 every size:
 
 - ``reducesum``: ``ReduceSum`` times ``1 / size``, the size read by ``Shape``;
@@ -11,12 +11,29 @@ every size:
   times ``1 / size``;
 - ``gap``: for the pool over W, ``Reshape [B, C*H, 1, W]`` + ``GlobalAveragePool`` +
   ``Reshape [B, C, H, 1]`` (constant shapes, no ``Shape`` op); the pool over H stays a
-  ``ReduceMean`` (no reshape brings H last without a transpose).
+  ``ReduceMean`` (no reshape brings H last without a transpose);
+- ``two_stage``: an ``AveragePool`` with a fixed ``1 x 8`` (``8 x 1``) window and stride,
+  ``ceil_mode`` (ONNX Runtime runs it in its blocked layout; the last window averages the
+  valid elements only), then the small result summed, its last window re-weighted from the
+  sizes read by ``Shape`` (``8 * sum - (8 n - W) * last``), divided by W;
+- ``transpose_h``: on maps of at least 384 channels, the pool over H as ``Transpose`` +
+  ``ReduceMean`` over the last axis + ``Transpose`` (ONNX Runtime's mean over axis 2 of a
+  small map with many channels is its slow case).
 
-Every variant is checked against the ``ReduceMean`` file in ONNX Runtime at two sizes,
-then all are timed in one run, interleaved, in both layouts, against the no-CA net.
+and two bounds that are *not* exact forms, to show where the remaining cost is:
 
-    python -m benchmarks.dynamic_pools --cache /tmp/dyn-pools --runs 200
+- ``oversize64``: each pool an ``AveragePool`` whose window (64) spans the pooled axis,
+  ``ceil_mode``: exact only while the axis is at most 64 long (a longer one gives two
+  windows and the gate fails on shapes); it runs in the blocked layout, as a static pool;
+- ``no_gate``: the block's output is its input (the gates stay computed, as extra graph
+  outputs): what the pools, the strip convs and their reorders cost without the gate.
+
+Every exact variant is checked against the ``ReduceMean`` file in ONNX Runtime at four
+sizes (some pooled extents above 64 and not a multiple of 8), ``oversize64`` at the traced
+size only; then all are timed in one run, interleaved, in both layouts, against the no-CA
+net. ``--profile-runs N`` adds ONNX Runtime's per-op time in the blocked layout.
+
+    python -m benchmarks.dynamic_pools --cache /tmp/dyn-pools --runs 200 --profile-runs 50
 """
 
 from __future__ import annotations
@@ -98,7 +115,69 @@ def gap(graph: onnx.GraphProto, node: onnx.NodeProto, axis: int, c: int, tag: st
     ]
 
 
-VARIANTS: dict[str, Builder] = {"reducesum": reducesum, "matmul": matmul, "gap": gap}
+WINDOW = 8
+"""``two_stage``'s fixed window along the pooled axis."""
+WIDE = 384
+"""``transpose_h`` rewrites the pool over H of maps with at least this many channels."""
+OVERSIZE = 64
+"""``oversize64``'s window: exact while the pooled axis is at most this long."""
+
+
+def two_stage(graph: onnx.GraphProto, node: onnx.NodeProto, axis: int, c: int, tag: str) -> list:
+    x, y = node.input[0], node.output[0]
+    kernel = [1, WINDOW] if axis == 3 else [WINDOW, 1]
+    k = _const(graph, f"{tag}_k", np.array(WINDOW, dtype=np.float32))
+    k_int = _const(graph, f"{tag}_k_int", np.array([WINDOW], dtype=np.int64))
+    axes = _const(graph, f"{tag}_axes", np.array([axis], dtype=np.int64))
+    last = _const(graph, f"{tag}_last", np.array([-1], dtype=np.int64))
+    end = _const(graph, f"{tag}_end", np.array([np.iinfo(np.int64).max], dtype=np.int64))
+    pool = helper.make_node(
+        "AveragePool", [x], [f"{tag}_a"], kernel_shape=kernel, strides=kernel, ceil_mode=1
+    )
+    return [
+        pool,
+        helper.make_node("Shape", [x], [f"{tag}_size"], start=axis, end=axis + 1),
+        helper.make_node("Shape", [f"{tag}_a"], [f"{tag}_n"], start=axis, end=axis + 1),
+        helper.make_node("Mul", [f"{tag}_n", k_int], [f"{tag}_span"]),
+        helper.make_node("Sub", [f"{tag}_span", f"{tag}_size"], [f"{tag}_gap"]),
+        helper.make_node("Cast", [f"{tag}_gap"], [f"{tag}_gap_f"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Cast", [f"{tag}_size"], [f"{tag}_size_f"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("ReduceSum", [f"{tag}_a", axes], [f"{tag}_s"], keepdims=1),
+        helper.make_node("Slice", [f"{tag}_a", last, end, axes], [f"{tag}_tail"]),
+        helper.make_node("Mul", [f"{tag}_s", k], [f"{tag}_ks"]),
+        helper.make_node("Mul", [f"{tag}_tail", f"{tag}_gap_f"], [f"{tag}_fix"]),
+        helper.make_node("Sub", [f"{tag}_ks", f"{tag}_fix"], [f"{tag}_sum"]),
+        helper.make_node("Div", [f"{tag}_sum", f"{tag}_size_f"], [y]),
+    ]
+
+
+def transpose_h(graph: onnx.GraphProto, node: onnx.NodeProto, axis: int, c: int, tag: str) -> list:
+    if axis != 2 or c < WIDE:
+        return [node]
+    x, y = node.input[0], node.output[0]
+    last = _const(graph, f"{tag}_axes", np.array([3], dtype=np.int64))
+    return [
+        helper.make_node("Transpose", [x], [f"{tag}_t"], perm=[0, 1, 3, 2]),
+        helper.make_node("ReduceMean", [f"{tag}_t", last], [f"{tag}_m"], keepdims=1),
+        helper.make_node("Transpose", [f"{tag}_m"], [y], perm=[0, 1, 3, 2]),
+    ]
+
+
+def oversize(graph: onnx.GraphProto, node: onnx.NodeProto, axis: int, c: int, tag: str) -> list:
+    kernel = [1, OVERSIZE] if axis == 3 else [OVERSIZE, 1]
+    attrs = {"kernel_shape": kernel, "strides": kernel, "ceil_mode": 1}
+    return [helper.make_node("AveragePool", [node.input[0]], [node.output[0]], **attrs)]
+
+
+VARIANTS: dict[str, Builder] = {
+    "reducesum": reducesum,
+    "matmul": matmul,
+    "gap": gap,
+    "two_stage": two_stage,
+    "transpose_h": transpose_h,
+}
+BOUNDS: dict[str, Builder] = {"oversize64": oversize}
+"""Pool forms that are not exact at every size, timed to bound what a blocked pool could give."""
 
 
 def strip_axis(model: onnx.ModelProto, node: onnx.NodeProto) -> int | None:
@@ -135,10 +214,40 @@ def variant(model: onnx.ModelProto, build: Builder) -> tuple[onnx.ModelProto, in
     return out, count
 
 
-def check(reference: Path, candidate: Path) -> float:
-    """Max relative error of ``candidate`` against ``reference`` at two sizes."""
+def without_gate(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy of ``model`` whose CA blocks output their input: each ``Mul(x, MatMul(a_h, a_w))``
+    is dropped, its readers read ``x``, and ``a_h``, ``a_w`` become graph outputs (kept)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    made = {o: n for n in out.graph.node for o in n.output}
+    gates = {
+        n.output[0]: (n.input[0], made[n.input[1]])
+        for n in out.graph.node
+        if n.op_type == "Mul" and n.input[1] in made and made[n.input[1]].op_type == "MatMul"
+    }
+    dropped = set(gates) | {product.output[0] for _, product in gates.values()}
+    nodes = [n for n in out.graph.node if n.output[0] not in dropped]
+    for node in nodes:
+        for i, name in enumerate(node.input):
+            if name in gates:
+                node.input[i] = gates[name][0]
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    kept = [name for _, product in gates.values() for name in product.input]
+    float_4d = (onnx.TensorProto.FLOAT, ["n", "c", "h", "w"])
+    out.graph.output.extend(helper.make_tensor_value_info(name, *float_4d) for name in kept)
+    onnx.checker.check_model(out)
+    return out, len(gates)
+
+
+SIZES = ((1, 3, 224, 224), (1, 3, 160, 256), (1, 3, 97, 131), (1, 3, 300, 260))
+"""Where exact variants are checked: pooled extents from 4 to 75, many not a multiple of 8."""
+
+
+def check(reference: Path, candidate: Path, sizes: tuple[tuple[int, ...], ...] = SIZES) -> float:
+    """Max error of ``candidate``'s first output against ``reference``'s, over its RMS."""
     worst = 0.0
-    for size in ((1, 3, 224, 224), (1, 3, 160, 256)):
+    for size in sizes:
         x = np.random.default_rng(0).standard_normal(size).astype(np.float32)
         outs = []
         options = ort.SessionOptions()
@@ -156,6 +265,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="reuse/keep exports in this folder")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--profile-runs", type=int, default=0, help="ORT per-op profile runs")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory() as temp:
@@ -178,13 +288,24 @@ def main() -> None:
             err = check(paths["reducemean"], path)
             print(f"{name}: {count} strip pools rebuilt, max error / RMS {err:.1e}")
             paths[name] = path
-        config = BenchConfig(20, args.runs, 0.0, (1,), profile_runs=0)
+        traced = ((1, 3, args.size, args.size),)
+        for name, build in BOUNDS.items():
+            model, count = variant(source, build)
+            paths[name] = folder / f"{name}-dyn.onnx"
+            onnx.save(model, paths[name])
+            err = check(paths["reducemean"], paths[name], traced)
+            print(f"{name} (bound): {count} pools rebuilt, error / RMS {err:.1e} at {args.size}")
+        model, count = without_gate(source)
+        paths["no_gate"] = folder / "no_gate-dyn.onnx"
+        onnx.save(model, paths["no_gate"])
+        print(f"no_gate (bound): {count} gates dropped")
+        config = BenchConfig(20, args.runs, 0.0, (1,), profile_runs=args.profile_runs)
         report = bench(paths, (1, 3, args.size, args.size), config)
     print(render_bench(report))
     for layout in config.layouts:
         print(f"{layout} layout, x no-CA (dynamic exports, 1 thread):")
         for name in paths:
-            print(f"  {name:12} {report.ratio(name, 'no-CA', 1, layout=layout):6.3f}")
+            print(f"  {name:13} {report.ratio(name, 'no-CA', 1, layout=layout):6.3f}")
 
 
 if __name__ == "__main__":
