@@ -20,7 +20,12 @@ every size:
   ``ReduceMean`` over the last axis + ``Transpose`` (ONNX Runtime's mean over axis 2 of a
   small map with many channels is its slow case).
 
-and two bounds that are *not* exact forms, to show where the remaining cost is:
+variants where every gate ``x * MatMul(a_h, a_w)`` is rebuilt, exact at every size
+(``GATES``: ``two_mul``, ``outer_mul``, ``add_blocked``), and ``if_bounded``: one model
+whose ``If`` on the input size runs the ``oversize64`` network (below) for inputs up to
+256x256 and the ``ReduceMean`` network beyond, so it is exact at every size, with the
+weights stored twice; and two bounds that are *not* exact forms, to show where the
+remaining cost is:
 
 - ``oversize64``: each pool an ``AveragePool`` whose window (64) spans the pooled axis,
   ``ceil_mode``: exact only while the axis is at most 64 long (longer axes give several
@@ -30,9 +35,10 @@ and two bounds that are *not* exact forms, to show where the remaining cost is:
   outputs): what the pools, the strip convs and their reorders cost without the gate.
 
 Every exact variant is checked against the ``ReduceMean`` file in ONNX Runtime at four
-sizes (some pooled extents above 64 and not a multiple of 8), ``oversize64`` at the traced
-size only; then all are timed in one run, interleaved, in both layouts, against the no-CA
-net. ``--profile-runs N`` adds ONNX Runtime's per-op time in the blocked layout.
+sizes (some pooled extents above 64 and not a multiple of 8; ``if_bounded`` also at
+512x320, beyond its bound), ``oversize64`` at the traced size only; then all are timed
+in one run, interleaved, in both layouts, against the no-CA net. ``--profile-runs N`` adds
+ONNX Runtime's per-op time in the blocked layout.
 
     python -m benchmarks.dynamic_pools --cache /tmp/dyn-pools --runs 200 --profile-runs 50
 """
@@ -215,23 +221,112 @@ def variant(model: onnx.ModelProto, build: Builder) -> tuple[onnx.ModelProto, in
     return out, count
 
 
+GateBuilder = Callable[[onnx.ModelProto, onnx.NodeProto, onnx.NodeProto, int, str], list]
+"""``(model, Mul(x, g), MatMul(a_h, a_w) making g, channels, tag) -> nodes making the Mul's
+output``; the model is passed for new initializers and value_info."""
+WIDE_GATE = 576
+"""``outer_mul`` rewrites the gates of maps with at least this many channels."""
+
+
+def _value_info(model: onnx.ModelProto, name: str, like: str) -> None:
+    """Declare ``name`` with the type and (symbolic) shape of ``like``."""
+    known = {v.name: v for v in model.graph.value_info}
+    info = onnx.ValueInfoProto()
+    info.CopyFrom(known[like])
+    info.name = name
+    model.graph.value_info.append(info)
+
+
+def two_mul(model: onnx.ModelProto, mul: onnx.NodeProto, product: onnx.NodeProto, c: int, tag: str):
+    x, (a_h, a_w), y = mul.input[0], product.input, mul.output[0]
+    return [
+        helper.make_node("Mul", [x, a_h], [f"{tag}_xh"]),
+        helper.make_node("Mul", [f"{tag}_xh", a_w], [y]),
+    ]
+
+
+def outer_mul(
+    model: onnx.ModelProto, mul: onnx.NodeProto, product: onnx.NodeProto, c: int, tag: str
+):
+    if c < WIDE_GATE:
+        return [product, mul]
+    return [helper.make_node("Mul", list(product.input), list(product.output)), mul]
+
+
+def add_blocked(
+    model: onnx.ModelProto, mul: onnx.NodeProto, product: onnx.NodeProto, c: int, tag: str
+):
+    x, (a_h, a_w), y = mul.input[0], product.input, mul.output[0]
+    zero = _const(model.graph, f"{tag}_zero", np.zeros((c, 1, 1, 1), dtype=np.float32))
+    for name in ("z", "gh", "gw", "xh"):
+        _value_info(model, f"{tag}_{name}", y)
+    return [
+        helper.make_node("Conv", [x, zero], [f"{tag}_z"], group=c, kernel_shape=[1, 1]),
+        helper.make_node("Add", [f"{tag}_z", a_h], [f"{tag}_gh"]),
+        helper.make_node("Add", [f"{tag}_z", a_w], [f"{tag}_gw"]),
+        helper.make_node("Mul", [x, f"{tag}_gh"], [f"{tag}_xh"]),
+        helper.make_node("Mul", [f"{tag}_xh", f"{tag}_gw"], [y]),
+    ]
+
+
+GATES: dict[str, GateBuilder] = {
+    "two_mul": two_mul,
+    "outer_mul": outer_mul,
+    "add_blocked": add_blocked,
+}
+"""Exact gate forms: ``x * a_h * a_w`` as two broadcasting ``Mul``; the outer product as a
+broadcasting ``Mul`` instead of ``MatMul`` on maps of >= 576 channels; and a gate that ORT
+keeps blocked: ``x`` times (a zero depthwise conv of ``x`` plus each strip), with
+``same-shape`` multiplies (ORT runs a broadcasting ``Add`` blocked, through 5-D reshapes,
+but never a broadcasting ``Mul``)."""
+
+
+def _gates(model: onnx.ModelProto) -> dict[str, tuple[onnx.NodeProto, onnx.NodeProto]]:
+    """Each CA gate by the output of its ``Mul(x, MatMul(a_h, a_w))``: (mul, matmul)."""
+    made = {o: n for n in model.graph.node for o in n.output}
+    return {
+        n.output[0]: (n, made[n.input[1]])
+        for n in model.graph.node
+        if n.op_type == "Mul" and n.input[1] in made and made[n.input[1]].op_type == "MatMul"
+    }
+
+
+def gate_variant(model: onnx.ModelProto, build: GateBuilder) -> tuple[onnx.ModelProto, int]:
+    """A copy of ``model`` with every CA gate rebuilt by ``build``."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    gates = _gates(out)
+    products = {product.output[0] for _, product in gates.values()}
+    channels = {v.name: v.type.tensor_type.shape.dim[1].dim_value for v in out.graph.value_info}
+    nodes, count = [], 0
+    for i, node in enumerate(out.graph.node):
+        if node.output[0] in products:
+            continue
+        if node.output[0] not in gates:
+            nodes.append(node)
+            continue
+        mul, product = gates[node.output[0]]
+        built = build(out, mul, product, channels[mul.output[0]], f"gate{i}")
+        count += built != [product, mul]
+        nodes += built
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    onnx.checker.check_model(out)
+    return out, count
+
+
 def without_gate(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """A copy of ``model`` whose CA blocks output their input: each ``Mul(x, MatMul(a_h, a_w))``
     is dropped, its readers read ``x``, and ``a_h``, ``a_w`` become graph outputs (kept)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    made = {o: n for n in out.graph.node for o in n.output}
-    gates = {
-        n.output[0]: (n.input[0], made[n.input[1]])
-        for n in out.graph.node
-        if n.op_type == "Mul" and n.input[1] in made and made[n.input[1]].op_type == "MatMul"
-    }
+    gates = _gates(out)
     dropped = set(gates) | {product.output[0] for _, product in gates.values()}
     nodes = [n for n in out.graph.node if n.output[0] not in dropped]
     for node in nodes:
         for i, name in enumerate(node.input):
             if name in gates:
-                node.input[i] = gates[name][0]
+                node.input[i] = gates[name][0].input[0]
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     kept = [name for _, product in gates.values() for name in product.input]
@@ -239,6 +334,41 @@ def without_gate(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     out.graph.output.extend(helper.make_tensor_value_info(name, *float_4d) for name in kept)
     onnx.checker.check_model(out)
     return out, len(gates)
+
+
+BOUND_INPUT = 4 * OVERSIZE
+"""``if_bounded`` takes the ``oversize64`` branch for inputs of at most this H and W:
+MobileNetV2's first CA block is at stride 4, so every pooled length is then <= 64."""
+
+
+def if_bounded(fast: onnx.ModelProto, slow: onnx.ModelProto) -> onnx.ModelProto:
+    """One model, exact at every size: an ``If`` on the input's H and W that runs ``fast``
+    within ``BOUND_INPUT`` and ``slow`` beyond. Each branch keeps its own weights: with
+    weights read from the outer graph ORT's NCHWc transformer leaves every conv plain."""
+    branches = []
+    for model, name in ((fast, "within"), (slow, "beyond")):
+        graph = onnx.GraphProto()
+        graph.CopyFrom(model.graph)
+        graph.name = name
+        del graph.input[:]
+        branches.append(graph)
+    (image,), (output, *_) = slow.graph.input, slow.graph.output
+    limit = numpy_helper.from_array(np.array([BOUND_INPUT] * 2, dtype=np.int64), "bound")
+    nodes = [
+        helper.make_node("Shape", [image.name], ["hw"], start=2, end=4),
+        helper.make_node("LessOrEqual", ["hw", "bound"], ["hw_ok"]),
+        helper.make_node("Cast", ["hw_ok"], ["hw_ok_i"], to=onnx.TensorProto.INT64),
+        helper.make_node("ReduceMin", ["hw_ok_i"], ["ok_i"], keepdims=0),
+        helper.make_node("Cast", ["ok_i"], ["ok"], to=onnx.TensorProto.BOOL),
+        helper.make_node(
+            "If", ["ok"], [output.name], then_branch=branches[0], else_branch=branches[1]
+        ),
+    ]
+    graph = helper.make_graph(nodes, "if_bounded", [image], [output], [limit])
+    out = helper.make_model(graph, opset_imports=slow.opset_import)
+    out.ir_version = slow.ir_version
+    onnx.checker.check_model(out)
+    return out
 
 
 SIZES = ((1, 3, 224, 224), (1, 3, 160, 256), (1, 3, 97, 131), (1, 3, 300, 260))
@@ -289,6 +419,12 @@ def main() -> None:
             err = check(paths["reducemean"], path)
             print(f"{name}: {count} strip pools rebuilt, max error / RMS {err:.1e}")
             paths[name] = path
+        for name, build_gate in GATES.items():
+            model, count = gate_variant(source, build_gate)
+            paths[name] = folder / f"{name}-dyn.onnx"
+            onnx.save(model, paths[name])
+            err = check(paths["reducemean"], paths[name])
+            print(f"{name}: {count} gates rebuilt, max error / RMS {err:.1e}")
         traced = ((1, 3, args.size, args.size),)
         for name, build in BOUNDS.items():
             model, count = variant(source, build)
@@ -296,6 +432,10 @@ def main() -> None:
             onnx.save(model, paths[name])
             err = check(paths["reducemean"], paths[name], traced)
             print(f"{name} (bound): {count} pools rebuilt, error / RMS {err:.1e} at {args.size}")
+        paths["if_bounded"] = folder / "if_bounded-dyn.onnx"
+        onnx.save(if_bounded(onnx.load(paths["oversize64"]), source), paths["if_bounded"])
+        err = check(paths["reducemean"], paths["if_bounded"], (*SIZES, (1, 3, 512, 320)))
+        print(f"if_bounded: max error / RMS {err:.1e} (512x320 beyond the bound)")
         model, count = without_gate(source)
         paths["no_gate"] = folder / "no_gate-dyn.onnx"
         onnx.save(model, paths["no_gate"])
