@@ -221,7 +221,9 @@ def variant(model: onnx.ModelProto, build: Builder) -> tuple[onnx.ModelProto, in
     return out, count
 
 
-GateBuilder = Callable[[onnx.ModelProto, onnx.NodeProto, onnx.NodeProto, int, str], list]
+GateBuilder = Callable[
+    [onnx.ModelProto, onnx.NodeProto, onnx.NodeProto, int, str], list[onnx.NodeProto]
+]
 """``(model, Mul(x, g), MatMul(a_h, a_w) making g, channels, tag) -> nodes making the Mul's
 output``; the model is passed for new initializers and value_info."""
 WIDE_GATE = 576
@@ -237,7 +239,9 @@ def _value_info(model: onnx.ModelProto, name: str, like: str) -> None:
     model.graph.value_info.append(info)
 
 
-def two_mul(model: onnx.ModelProto, mul: onnx.NodeProto, product: onnx.NodeProto, c: int, tag: str):
+def two_mul(
+    model: onnx.ModelProto, mul: onnx.NodeProto, product: onnx.NodeProto, c: int, tag: str
+) -> list[onnx.NodeProto]:
     x, (a_h, a_w), y = mul.input[0], product.input, mul.output[0]
     return [
         helper.make_node("Mul", [x, a_h], [f"{tag}_xh"]),
@@ -247,7 +251,7 @@ def two_mul(model: onnx.ModelProto, mul: onnx.NodeProto, product: onnx.NodeProto
 
 def outer_mul(
     model: onnx.ModelProto, mul: onnx.NodeProto, product: onnx.NodeProto, c: int, tag: str
-):
+) -> list[onnx.NodeProto]:
     if c < WIDE_GATE:
         return [product, mul]
     return [helper.make_node("Mul", list(product.input), list(product.output)), mul]
@@ -255,7 +259,7 @@ def outer_mul(
 
 def add_blocked(
     model: onnx.ModelProto, mul: onnx.NodeProto, product: onnx.NodeProto, c: int, tag: str
-):
+) -> list[onnx.NodeProto]:
     x, (a_h, a_w), y = mul.input[0], product.input, mul.output[0]
     zero = _const(model.graph, f"{tag}_zero", np.zeros((c, 1, 1, 1), dtype=np.float32))
     for name in ("z", "gh", "gw", "xh"):
