@@ -63,9 +63,12 @@ def is_getitem(node: Node, index: int | None = None) -> bool:
     )
 
 
-def fake_mode_of(graph: Graph) -> Any:
-    """The FakeTensorMode the graph was traced with."""
-    return detect_fake_mode([n.meta["val"] for n in graph.nodes if "val" in n.meta])
+def fake_mode_of(graph: Graph, values: Any = ()) -> Any:
+    """The FakeTensorMode the graph was traced with: that of ``values`` (fake arguments of
+    a new node) where they hold a fake tensor, else found by scanning the graph."""
+    return detect_fake_mode(values) or detect_fake_mode(
+        [n.meta["val"] for n in graph.nodes if "val" in n.meta]
+    )
 
 
 def add_node(
@@ -80,7 +83,7 @@ def add_node(
         node = graph.call_function(target, args, kwargs or {})
     copy_meta(node, like)
     fake_args, fake_kwargs = torch.fx.node.map_arg((args, kwargs or {}), val)
-    with fake_mode_of(graph):
+    with fake_mode_of(graph, (fake_args, fake_kwargs)):
         node.meta["val"] = target(*fake_args, **fake_kwargs)
     return node
 
@@ -90,7 +93,7 @@ def copy_node(graph: Graph, node: Node, env: dict[Node, Node], before: Node) -> 
     with graph.inserting_before(before):
         clone = graph.node_copy(node, lambda a: env.get(a, a))
     fake_args, fake_kwargs = torch.fx.node.map_arg((clone.args, clone.kwargs), val)
-    with fake_mode_of(graph):
+    with fake_mode_of(graph, (fake_args, fake_kwargs)):
         clone.meta["val"] = clone.target(*fake_args, **fake_kwargs)  # type: ignore[operator]
     return clone
 

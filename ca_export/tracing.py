@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import operator
 import os
 import types
 from collections.abc import Mapping
@@ -59,7 +60,8 @@ class Bounds:
 
 @dataclass
 class Traced:
-    """A decomposed ExportedProgram and what the later stages need to know about it."""
+    """An ExportedProgram (functional: decomposed, or with its in-place ops made out of
+    place) and what the later stages need to know about it."""
 
     program: ExportedProgram
     example: torch.Tensor
@@ -218,12 +220,80 @@ def _sizes(program: ExportedProgram, size: Any) -> tuple[int, ...]:
     )
 
 
+def _functional_twin(op: torch._ops.OpOverload) -> torch._ops.OpOverload | None:
+    """The out-of-place overload of an in-place ATen op (``hardtanh_`` -> ``hardtanh``,
+    ``transpose_`` -> ``transpose.int``): same name without the underscore, same arguments."""
+    name = op._schema.name.split("::")[-1]
+    packet = getattr(torch.ops.aten, name.removesuffix("_"), None)
+    if not name.endswith("_") or packet is None:
+        return None
+    types = [str(a.type) for a in op._schema.arguments]
+    for overload in packet.overloads():
+        candidate = getattr(packet, overload)
+        if [str(a.type) for a in candidate._schema.arguments] == types:
+            return candidate
+    return None
+
+
+def _aliases(node: torch.fx.Node) -> bool:
+    """Whether the node's value may share memory with another value: a graph input,
+    parameter or buffer, or the result of a view op (a split's piece included)."""
+    if node.op != "call_function":
+        return True
+    op = node.args[0].target if node.target is operator.getitem else node.target  # type: ignore[union-attr]
+    if not isinstance(op, torch._ops.OpOverload):
+        return True
+    return any(r.alias_info is not None for r in op._schema.returns)
+
+
+def out_of_place(program: ExportedProgram) -> bool:
+    """Make every in-place op of ``program`` out of place, if each one is safe to: it writes
+    only its first argument, a fresh tensor (not aliased, or the result of an in-place op
+    made out of place) that nothing else reads. Returns
+    False, changing nothing, when one is not, so the caller functionalizes the program
+    with ``run_decompositions`` instead."""
+    twins: dict[torch.fx.Node, torch._ops.OpOverload] = {}
+    for node in program.graph.nodes:
+        op = node.target
+        if node.op != "call_function" or not isinstance(op, torch._ops.OpOverload):
+            continue
+        written = [a.alias_info is not None and a.alias_info.is_write for a in op._schema.arguments]
+        if not any(written):
+            continue
+        twin = _functional_twin(op)
+        source = node.args[0] if node.args else None
+        if (
+            twin is None
+            or written != [True] + [False] * (len(written) - 1)
+            or not isinstance(source, torch.fx.Node)
+            or (source not in twins and _aliases(source))
+            or list(source.users) != [node]
+        ):
+            return False
+        twins[node] = twin
+    for node, twin in twins.items():
+        node.target = twin
+    if twins:
+        program.graph_module.recompile()
+    return True
+
+
 def trace(
-    model: nn.Module, input_shape: tuple[int, ...], dynamic: bool, bounded: bool = False
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    dynamic: bool,
+    bounded: bool = False,
+    decompose: bool = True,
 ) -> Traced:
     """Export a copy of ``model`` on one image tensor; with ``dynamic``, batch, H and W are
     symbolic, or with ``bounded`` too, H and W only, within bounds (see ``Bounds``).
     ``model`` itself is not run or changed.
+
+    With ``decompose`` the program is decomposed to the inference IR (Core ML and
+    ExecuTorch need it); without, it stays in torch.export's IR with its in-place ops made
+    out of place (``out_of_place``), for the ONNX exporter, which decomposes it itself:
+    one decomposition instead of two. A program whose in-place ops cannot all be made out
+    of place safely is decomposed anyway.
 
     A dynamic trace uses batch 2 at least, since `torch.export` specialises size-1 dims.
     """
@@ -240,7 +310,8 @@ def trace(
         clone, skipped = traceable_copy(model)
         with torch.no_grad():
             program = _export(clone, example, dynamic_shapes, bounded)
-        program = program.run_decompositions({})
+        if decompose or not out_of_place(program):
+            program = program.run_decompositions({})
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0]
         shape_text = ",".join(map(str, input_shape))

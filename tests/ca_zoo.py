@@ -340,6 +340,15 @@ class SoftmaxBeforeSplitCA(OfficialCA):
         return torch.softmax(super()._shared(y), dim=2)
 
 
+class BatchStatsCA(OfficialCA):
+    """Twin of ``OfficialCA`` whose BN keeps no running statistics: even in eval mode it
+    normalizes with the statistics of the batch's whole H+W strip, so it is not pointwise."""
+
+    def __init__(self, channels: int, mip: int) -> None:
+        super().__init__(channels, mip)
+        self.bn1 = nn.BatchNorm2d(mip, track_running_stats=False)
+
+
 class AdditiveGateCA(OfficialCA):
     """Twin of ``OfficialCA`` whose gates are added to the input: ``x + a_h + a_w`` (``sum``)
     or ``x + a_h * a_w`` (``gate_product``, the gates still meet in a multiply)."""
@@ -580,5 +589,11 @@ NEGATIVE: list[ZooCase] = [
         lambda: _net(32, AdditiveGateCA(32, 8, "gate_product")),
         seed=109,
         note="twin of official: x + a_h * a_w, the gates multiply each other but not x",
+    ),
+    _case(
+        "batch_stats_bn",
+        lambda: _net(32, BatchStatsCA(32, 8)),
+        seed=110,
+        note="twin of official: BN without running stats (batch statistics in eval mode)",
     ),
 ]

@@ -81,18 +81,24 @@ Prepare = Callable[..., Prepared]
 
 @pytest.fixture(scope="session")
 def zoo_trace() -> ZooTrace:
-    """``zoo_trace(name, dynamic=False, shape=None)``: the trace of a ca_zoo case (at its own
-    input shape unless ``shape``), made once per session.
+    """``zoo_trace(name, dynamic=False, shape=None, decompose=True)``: the trace of a ca_zoo
+    case (at its own input shape unless ``shape``; decomposed, or in torch.export's IR as the
+    ONNX pipeline traces), made once per session.
 
     Shared by test_patterns, test_rewrites and test_gate_once; ``find`` and ``rewrite`` leave
     the program untouched (test_input_program_is_left_untouched checks it).
     """
-    cache: dict[tuple[str, tuple[int, ...], bool], Traced] = {}
+    cache: dict[tuple[str, tuple[int, ...], bool, bool], Traced] = {}
 
-    def get(name: str, dynamic: bool = False, shape: tuple[int, ...] | None = None) -> Traced:
-        key = (name, shape or ZOO[name].input_shape, dynamic)
+    def get(
+        name: str,
+        dynamic: bool = False,
+        shape: tuple[int, ...] | None = None,
+        decompose: bool = True,
+    ) -> Traced:
+        key = (name, shape or ZOO[name].input_shape, dynamic, decompose)
         if key not in cache:
-            cache[key] = trace(ZOO[name].build(), key[1], dynamic)
+            cache[key] = trace(ZOO[name].build(), key[1], dynamic, decompose=decompose)
         return cache[key]
 
     return get

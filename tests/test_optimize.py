@@ -132,6 +132,7 @@ NEGATIVE_REASONS = {
     "softmax_before_split": "'Softmax' reads the concatenated tensor",
     "gates_added": "not multiplied into the pooled input",
     "gate_product_added": "not multiplied into the pooled input",
+    "batch_stats_bn": "reads the concatenated tensor but is not spatially pointwise",
 }
 """The one rejection each look-alike with a pooled concat gets; the others (CBAM, SE, ELA)
 have no pooled concat, so nothing is considered and nothing is rejected."""

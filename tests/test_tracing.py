@@ -1,4 +1,5 @@
-"""Bounded dynamic traces: H/W bounds, the multiples a model needs, a static batch."""
+"""Traces: bounded dynamic H/W (bounds, the multiples a model needs, a static batch), and
+in-place ops made out of place where that is safe."""
 
 from __future__ import annotations
 
@@ -63,3 +64,64 @@ def test_an_unbounded_dynamic_trace_has_no_bounds() -> None:
     traced = trace(AnySize().eval(), (1, 3, 16, 24), dynamic=True)
     assert traced.bounds is None
     assert not isinstance(_input_shape(traced)[0], int)
+
+
+class FreshInPlace(nn.Module):
+    """In-place ops, each on a fresh tensor nothing else reads: ReLU6(inplace), relu_ and
+    the seed's ``transpose_`` of a pool."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.bn = nn.BatchNorm2d(4)
+        self.act = nn.ReLU6(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.bn(self.conv(x)) + 3).relu_()
+        return y * F.adaptive_avg_pool2d(y, (1, None)).transpose_(2, 3).sum()
+
+
+class AliasedInPlace(nn.Module):
+    """Twin of ``FreshInPlace`` whose ``relu_`` writes a view: it changes ``y`` too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        y[:, :2].relu_()
+        return y * 2
+
+
+def _in_place_ops(traced: Traced) -> list[str]:
+    return [
+        str(n.target)
+        for n in traced.program.graph.nodes
+        if isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable
+    ]
+
+
+def _targets(traced: Traced) -> set[str]:
+    return {str(n.target) for n in traced.program.graph.nodes if n.op == "call_function"}
+
+
+def test_in_place_ops_on_fresh_tensors_are_made_out_of_place_without_decomposing() -> None:
+    model = FreshInPlace().eval()
+    x = torch.randn(1, 3, 8, 8)
+    traced = trace(model, tuple(x.shape), dynamic=False, decompose=False)
+    assert _in_place_ops(traced) == []
+    assert {"aten.hardtanh.default", "aten.relu.default", "aten.transpose.int"} <= _targets(traced)
+    assert "aten.batch_norm.default" in _targets(traced)
+    torch.testing.assert_close(traced.program.module()(x)[0], model(x), rtol=0, atol=0)
+
+
+def test_an_in_place_op_on_a_view_makes_the_trace_decompose() -> None:
+    model = AliasedInPlace().eval()
+    x = torch.randn(1, 3, 8, 8)
+    traced = trace(model, tuple(x.shape), dynamic=False, decompose=False)
+    assert _in_place_ops(traced) == []
+    assert "aten.batch_norm.default" not in _targets(traced)
+    torch.testing.assert_close(traced.program.module()(x)[0], model(x), rtol=0, atol=0)
+    assert (model(x) < 0).any() and (model(x)[:, :2] >= 0).all()

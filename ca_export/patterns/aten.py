@@ -1,4 +1,4 @@
-"""``GraphView`` over the ATen graph of an `ExportedProgram` (after ``run_decompositions``).
+"""``GraphView`` over the ATen graph of a functional `ExportedProgram` (``tracing.trace``).
 
 Ops and values are both fx ``Node``s (a split's pieces are its ``getitem`` nodes). Shapes come
 from the nodes' fake values; new nodes get theirs by running their op on the fake values of
@@ -30,6 +30,7 @@ from ca_export.patterns.pointwise import (
     BATCH_NORM,
     CONV,
     UNARY,
+    is_eval_batch_norm,
     is_pointwise_conv,
     pointwise_kind,
 )
@@ -281,7 +282,7 @@ class AtenView:
 
     def channel_params(self, op: Node) -> list[tuple[Node, int]] | None:
         params = [a for a in op.args[1:] if isinstance(a, Node)]
-        if op.target in CONV or op.target == BATCH_NORM:
+        if op.target in CONV or op.target == BATCH_NORM or is_eval_batch_norm(op):
             return [(p, 0) for p in params]
         if op.target in UNARY or is_getitem(op, 0):
             return [] if not params else None

@@ -53,6 +53,9 @@ BINARY = {
 
 CONV = (aten.conv2d.default, aten.convolution.default)
 BATCH_NORM = aten._native_batch_norm_legit_no_training.default
+"""Eval-mode batch norm after decomposition: a tuple whose item 0 is the output."""
+EVAL_BATCH_NORM = aten.batch_norm.default
+"""Batch norm in torch.export's IR, the output itself; eval mode when ``training`` is False."""
 
 
 def is_pointwise_conv(node: Node) -> bool:
@@ -78,7 +81,7 @@ def pointwise_kind(node: Node, inside: Callable[[Node], bool]) -> str | None:
         return None
     if node.target in CONV:
         return "conv1x1" if is_pointwise_conv(node) and inside(node.args[0]) else None
-    if node.target == BATCH_NORM:
+    if node.target == BATCH_NORM or is_eval_batch_norm(node):
         return "bn" if inside(node.args[0]) else None
     if is_getitem(node, 0) and isinstance(node.args[0], Node):
         return "bn" if node.args[0].target == BATCH_NORM else None
@@ -92,6 +95,11 @@ def pointwise_kind(node: Node, inside: Callable[[Node], bool]) -> str | None:
         ok = all(not isinstance(a, Node) or inside(a) or _channel_constant(a) for a in operands)
         return BINARY[node.target] if ok else None
     return None
+
+
+def is_eval_batch_norm(node: Node) -> bool:
+    """``aten.batch_norm`` (torch.export's IR) in eval mode (``training`` False)."""
+    return node.target == EVAL_BATCH_NORM and len(node.args) > 5 and node.args[5] is False
 
 
 def _channel_constant(node: Node) -> bool:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -51,11 +51,15 @@ class Stages:
 
 
 def trace_or_explain(
-    model: nn.Module, input_shape: tuple[int, ...], dynamic: bool, bounded: bool = False
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    dynamic: bool,
+    bounded: bool = False,
+    decompose: bool = True,
 ) -> Traced:
     """Trace; when a non-square size fails, name a square-only CA block if that is the cause."""
     try:
-        return trace(model, input_shape, dynamic, bounded)
+        return trace(model, input_shape, dynamic, bounded, decompose)
     except BadInputError:
         n, c, h, w = input_shape
         if h == w:
@@ -88,7 +92,7 @@ def inspect_model(
         if check_memory:
             guard_memory(loaded.module, input_shape)
     with stage("trace"):
-        traced = trace_or_explain(loaded.module, input_shape, dynamic=False)
+        traced = trace_or_explain(loaded.module, input_shape, dynamic=False, decompose=False)
     with stage("detect"):
         blocks, rejected = find(traced.program.graph)
     passes = []
@@ -114,6 +118,9 @@ class ModelJob:
     trust_pickle: bool = False
     check_memory: bool = True
     skip_passes: tuple[str, ...] = ()
+    decompose: ClassVar[bool] = True
+    """Whether the trace is decomposed here (``tracing.trace``); False where the emitter
+    decomposes it itself."""
 
     def reads(self) -> list[Path]:
         """The files this job reads."""
@@ -133,6 +140,7 @@ class ModelJob:
             self.check_memory,
             form,
             self.skip_passes,
+            self.decompose,
         )
 
 
@@ -168,6 +176,7 @@ def prepare(
     check_memory: bool = True,
     form: str = "onnx",
     skip: Sequence[str] = (),
+    decompose: bool = True,
 ) -> Prepared:
     """Load, trace, find blocks and (if asked) rewrite them into ``form`` without the passes
     named in ``skip``; fill the report with what each pass did. The ``xnnpack`` form
@@ -179,7 +188,7 @@ def prepare(
             guard_memory(loaded.module, input_shape)
     with stage("trace"):
         bounded = form == "xnnpack"
-        traced = trace_or_explain(loaded.module, input_shape, dynamic, bounded)
+        traced = trace_or_explain(loaded.module, input_shape, dynamic, bounded, decompose)
         report.notices += traced.notices
     with stage("detect"):
         blocks, report.rejected = find(traced.program.graph)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import onnx
 
@@ -37,6 +38,7 @@ class OnnxJob(ModelJob):
     form: str | None = None
     """A rewrite form by name (``ca_export.rewrites.FORMS``) instead of the target's; for
     benchmarks that compare forms."""
+    decompose: ClassVar[bool] = False
 
     def reads(self) -> list[Path]:
         """The files this job reads: the model's, and the calibration folder's."""

@@ -166,7 +166,8 @@ def run_float64(model: nn.Module | None, x: torch.Tensor) -> list[np.ndarray] | 
 
 
 class _Recorder(torch.fx.Interpreter):
-    """Runs a graph module, keeps the values of ``wanted`` nodes, substitutes ``given`` ones."""
+    """Runs the part of a graph module that ``wanted`` nodes depend on, keeps their values,
+    and substitutes ``given`` ones (whose own inputs are then not run)."""
 
     def __init__(
         self,
@@ -178,8 +179,24 @@ class _Recorder(torch.fx.Interpreter):
         self.wanted = wanted
         self.given = given or {}
         self.seen: dict[str, torch.Tensor] = {}
+        self.needed = self._needed(module.graph)
+
+    def _needed(self, graph: torch.fx.Graph) -> set[str]:
+        """The nodes the wanted values are computed from, stopping at given ones."""
+        stack = [n for n in graph.nodes if n.name in self.wanted]
+        needed: set[str] = set()
+        while stack:
+            node = stack.pop()
+            if node.name in needed:
+                continue
+            needed.add(node.name)
+            if node.name not in self.given:
+                stack.extend(node.all_input_nodes)
+        return needed
 
     def run_node(self, n: torch.fx.Node) -> Any:
+        if n.name not in self.needed and n.op not in ("placeholder", "output"):
+            return None
         value = self.given[n.name] if n.name in self.given else super().run_node(n)
         if n.name in self.wanted:
             self.seen[n.name] = value
