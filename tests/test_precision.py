@@ -216,6 +216,13 @@ def test_verify_holds_a_lossy_file_to_the_users_bounds(lossy_files: Path) -> Non
     assert tiny.exit_code == 1 and "failed: output: max abs err " in tiny.stdout
 
 
+def test_verify_never_passes_a_lossy_file_on_skips(lossy_files: Path) -> None:
+    result = run("verify", *SMALL, str(lossy_files / "m.fp16.onnx"), "--shapes", "1x3x64x64")
+    assert result.exit_code == 1, result.output
+    assert "(fp16, onnxruntime-cpu): NOT VERIFIED" in result.stdout
+    assert "lossy gate" not in result.stdout
+
+
 def test_verify_refuses_an_unknown_precision(lowered: dict[str, Any], tmp_path: Path) -> None:
     model = onnx.ModelProto()
     model.CopyFrom(lowered["fp16"][0])
