@@ -249,9 +249,8 @@ def _aliases(node: torch.fx.Node) -> bool:
 def out_of_place(program: ExportedProgram) -> bool:
     """Make every in-place op of ``program`` out of place, if each one is safe to: it writes
     only its first argument, a fresh tensor (not aliased, or the result of an in-place op
-    made out of place) that nothing else reads. Returns
-    False, changing nothing, when one is not, so the caller functionalizes the program
-    with ``run_decompositions`` instead."""
+    made out of place) that nothing else reads. Returns False, changing nothing, when one
+    is not, so that the caller functionalizes the program with ``run_decompositions``."""
     twins: dict[torch.fx.Node, torch._ops.OpOverload] = {}
     for node in program.graph.nodes:
         op = node.target
