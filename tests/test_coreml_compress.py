@@ -239,12 +239,13 @@ def small():
 """
 
 
-@pytest.mark.slow
-def test_a_model_with_only_small_weights_says_nothing_was_compressed(tmp_path: Path) -> None:
+def test_a_model_with_only_small_weights_is_refused_before_converting(tmp_path: Path) -> None:
     (tmp_path / "small_net.py").write_text(SMALL_ONLY)
     out = tmp_path / "small.mlpackage"
     args = ["coreml", f"{tmp_path / 'small_net.py'}:small", "-o", str(out), "--compress", "int8"]
     result = CliRunner().invoke(cli, [*args, "--input-shape", "1,3,16,16"])
-    assert result.exit_code == 1, result.output
-    assert "check compression: FAILED (no weight of 2048 elements or more" in result.output
+    assert result.exit_code == 2, result.output
+    assert "no weight of 2048 elements or more" in result.output
+    assert "[trace]" in result.output and "[convert]" not in result.output
+    assert "Traceback" not in result.output
     assert not out.exists()

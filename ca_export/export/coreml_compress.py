@@ -30,6 +30,8 @@ from collections import Counter
 from collections.abc import Collection
 from typing import Any
 
+from torch import nn
+
 from ca_export.errors import BadInputError
 from ca_export.export.coreml import coremltools
 
@@ -60,6 +62,15 @@ def op_config(mode: str) -> Any:
             weight_threshold=WEIGHT_THRESHOLD,
         )
     raise BadInputError(f"unknown weight compression {mode!r}; choose from {', '.join(MODES)}")
+
+
+def check_compressible(module: nn.Module, mode: str) -> None:
+    """Refuse (exit 2) a model none of whose weights is large enough to be compressed."""
+    if not any(p.numel() >= WEIGHT_THRESHOLD for p in module.parameters()):
+        raise BadInputError(
+            f"--compress {mode}: the model has no weight of {WEIGHT_THRESHOLD} elements or "
+            "more, the smallest Core ML compresses; nothing would be compressed"
+        )
 
 
 def compress(model: Any, mode: str, keep: Collection[str] = ()) -> Any:

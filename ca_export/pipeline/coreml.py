@@ -160,6 +160,8 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
         0,
     )
     prepared = job.prepare(stage, report)
+    if job.compress:
+        coreml_compress.check_compressible(prepared.module, job.compress)
     spec = job.input_spec(prepared.traced.input_names[0])
     names = prepared.traced.output_names
     shapes = _output_shapes(prepared, job.input_shape)
