@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,8 +17,10 @@ from cli.options import (
     SizeList,
     SizeRange,
     dynamic_option,
+    model_job,
     model_options,
     report_option,
+    rewrite_option,
     skip_pass_option,
 )
 
@@ -100,21 +103,16 @@ Examples:
     default=None,
     help="Compress the weights (mlprogram, iOS16+): int8, or a 4/6/8-bit k-means palette.",
 )
-@click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
+@rewrite_option
 @skip_pass_option
 @report_option
 @handle_errors
+@model_job
 def coreml(
-    model: str,
-    weights: Path | None,
-    input_shape: tuple[int, int, int, int],
-    trust_pickle: bool,
-    memory_check: bool,
-    output: Path,
+    fields: dict[str, Any],
     fmt: str,
     precision: str | None,
     min_target: str | None,
-    dynamic: bool,
     hw_range: tuple[int, int] | None,
     sizes: tuple[tuple[int, int], ...] | None,
     image_input: bool,
@@ -126,8 +124,6 @@ def coreml(
     version_: str | None,
     description: str | None,
     compress: str | None,
-    rewrite: bool,
-    skip_passes: tuple[str, ...],
     report_path: Path | None,
 ) -> None:
     """Convert MODEL to Core ML, rewriting its CA blocks, and check the saved model.
@@ -145,15 +141,7 @@ def coreml(
         "short_description": description,
     }
     job = CoreMLJob(
-        model,
-        output,
-        weights=weights,
-        input_shape=input_shape,
-        dynamic=dynamic,
-        rewrite=rewrite,
-        trust_pickle=trust_pickle,
-        check_memory=memory_check,
-        skip_passes=skip_passes,
+        **fields,
         format=fmt,
         precision=precision,
         min_target=min_target,

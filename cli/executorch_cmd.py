@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
 from ca_export.report import render_export
 from cli.common import handle_errors, run_job
-from cli.options import dynamic_option, model_options, report_option, skip_pass_option
+from cli.options import (
+    dynamic_option,
+    model_job,
+    model_options,
+    report_option,
+    rewrite_option,
+    skip_pass_option,
+)
 
 EPILOG = """\b
 Examples:
@@ -26,20 +34,13 @@ Examples:
     "-o", "--output", type=click.Path(path_type=Path), required=True, help=".pte file to write."
 )
 @dynamic_option
-@click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
+@rewrite_option
 @skip_pass_option
 @report_option
 @handle_errors
+@model_job
 def executorch(
-    model: str,
-    weights: Path | None,
-    input_shape: tuple[int, int, int, int],
-    trust_pickle: bool,
-    memory_check: bool,
-    output: Path,
-    dynamic: bool,
-    rewrite: bool,
-    skip_passes: tuple[str, ...],
+    fields: dict[str, Any],
     report_path: Path | None,
 ) -> None:
     """Lower MODEL to an ExecuTorch program with XNNPACK and gate it against PyTorch.
@@ -48,15 +49,5 @@ def executorch(
     it matches the original model. The summary gives the XNNPACK delegate segments
     and the ops left outside, by CA block. Needs the extra: pip install -e ".[executorch]".
     """
-    job = ExecutorchJob(
-        model,
-        output,
-        weights=weights,
-        input_shape=input_shape,
-        dynamic=dynamic,
-        rewrite=rewrite,
-        trust_pickle=trust_pickle,
-        check_memory=memory_check,
-        skip_passes=skip_passes,
-    )
+    job = ExecutorchJob(**fields)
     run_job(job, export_executorch, render_export, report_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -12,9 +13,11 @@ from ca_export.report import render_export
 from cli.common import handle_errors, run_job
 from cli.options import (
     dynamic_option,
+    model_job,
     model_options,
     precision_options,
     report_option,
+    rewrite_option,
     skip_pass_option,
     target_option,
 )
@@ -44,7 +47,7 @@ Examples:
     help="ONNX opset of the file (below 18: exported at 18, then converted exactly).",
 )
 @dynamic_option
-@click.option("--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks.")
+@rewrite_option
 @skip_pass_option
 @target_option
 @click.option("--simplify/--no-simplify", default=True, show_default=True, help="Run onnxsim.")
@@ -56,17 +59,10 @@ Examples:
 )
 @report_option
 @handle_errors
+@model_job
 def onnx(
-    model: str,
-    weights: Path | None,
-    input_shape: tuple[int, int, int, int],
-    trust_pickle: bool,
-    memory_check: bool,
-    output: Path,
+    fields: dict[str, Any],
     opset: int,
-    dynamic: bool,
-    rewrite: bool,
-    skip_passes: tuple[str, ...],
     target: str,
     simplify: bool,
     precision: str,
@@ -77,15 +73,7 @@ def onnx(
 ) -> None:
     """Export MODEL to ONNX, rewriting its CA blocks, and gate it against PyTorch."""
     job = OnnxJob(
-        model,
-        output,
-        weights=weights,
-        input_shape=input_shape,
-        dynamic=dynamic,
-        rewrite=rewrite,
-        trust_pickle=trust_pickle,
-        check_memory=memory_check,
-        skip_passes=skip_passes,
+        **fields,
         target=target,
         opset=opset,
         simplify=simplify,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +63,9 @@ dynamic_option = click.option(
     help="Make H and W dynamic (and the batch, where the format allows); the gate also runs "
     "at other sizes.",
 )
+rewrite_option = click.option(
+    "--rewrite/--no-rewrite", default=True, show_default=True, help="Rewrite CA blocks."
+)
 skip_pass_option = click.option(
     "--skip-pass",
     "skip_passes",
@@ -98,6 +102,33 @@ def model_options(func: F) -> F:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+JOB_FIELDS = {
+    "model": "model",
+    "output": "output",
+    "weights": "weights",
+    "input_shape": "input_shape",
+    "trust_pickle": "trust_pickle",
+    "memory_check": "check_memory",
+    "dynamic": "dynamic",
+    "rewrite": "rewrite",
+    "skip_passes": "skip_passes",
+}
+"""Command parameters that are ``ModelJob`` fields, and the field each one sets."""
+
+
+def model_job(func: F) -> F:
+    """Hand a command the ``ModelJob`` fields of its shared options as one ``fields`` dict
+    (MODEL, -o, --weights, --input-shape, --trust-pickle, --memory-check, --dynamic,
+    --rewrite/--no-rewrite, --skip-pass), so that it builds its job as ``Job(**fields, ...)``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        fields = {field: kwargs.pop(param) for param, field in JOB_FIELDS.items()}
+        return func(*args, fields=fields, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class PositiveFloat(click.ParamType):
