@@ -80,22 +80,24 @@ def _is_mlmodel(path: Path) -> bool:
     return spec.specificationVersion > 0
 
 
-def _is_pte(path: Path) -> bool:
+def _head(path: Path) -> bytes:
+    """The file's first 8 bytes (fewer for a shorter or unreadable file)."""
     try:
         with path.open("rb") as handle:
-            head = handle.read(8)
+            return handle.read(8)
     except OSError:
-        return False
+        return b""
+
+
+def _is_pte(path: Path) -> bool:
+    """An ExecuTorch program: a flatbuffer whose file identifier starts with ``ET``."""
+    head = _head(path)
     return len(head) == 8 and head[4:6] == b"ET"
 
 
 def _is_ort(path: Path) -> bool:
     """An ONNX Runtime format model: a flatbuffer with the file identifier ``ORTM``."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(8)
-    except OSError:
-        return False
+    head = _head(path)
     return len(head) == 8 and head[4:8] == b"ORTM"
 
 

@@ -133,6 +133,15 @@ def render_inspect(report: InspectReport) -> str:
     return "\n".join(lines + report.notices)
 
 
+def _check_lines(name: str, check: dict[str, Any]) -> list[str]:
+    """A named check's verdict (and why it did not run), its lines and its failures."""
+    verdict = ("passed" if check.get("passed") else "FAILED") if check.get("ran") else "not run"
+    reason = f" ({check['reason']})" if "reason" in check else ""
+    lines = [f"check {name}: {verdict}{reason}"]
+    lines += [f"  {line}" for line in check.get("lines", [])]
+    return lines + [f"  failed: {line}" for line in check.get("failures", [])]
+
+
 def render_export(report: ExportReport) -> str:
     """The summary printed after an export."""
     rewritten = sum(b.rewritten for b in report.ca_blocks)
@@ -160,11 +169,7 @@ def render_export(report: ExportReport) -> str:
                 f"  outside: {o['op']} ({o['module'] or '<model>'})" for o in structure["outside"]
             ]
     for name, check in report.checks.items():
-        verdict = ("passed" if check.get("passed") else "FAILED") if check.get("ran") else "not run"
-        reason = f" ({check['reason']})" if "reason" in check else ""
-        lines.append(f"check {name}: {verdict}{reason}")
-        lines += [f"  {line}" for line in check.get("lines", [])]
-        lines += [f"  failed: {line}" for line in check.get("failures", [])]
+        lines += _check_lines(name, check)
         arithmetic = check.get("fp32_arithmetic")
         if arithmetic and arithmetic.get("ran"):
             lines.append(
@@ -301,11 +306,7 @@ def render_optimize(report: OptimizeReport) -> str:
         )
         lines += [f"  failed: {line}" for line in parity["failures"]]
     for name, check in report.checks.items():
-        verdict = ("passed" if check.get("passed") else "FAILED") if check.get("ran") else "not run"
-        reason = f" ({check['reason']})" if "reason" in check else ""
-        lines.append(f"check {name}: {verdict}{reason}")
-        lines += [f"  {line}" for line in check.get("lines", [])]
-        lines += [f"  failed: {line}" for line in check.get("failures", [])]
+        lines += _check_lines(name, check)
     if report.artifact:
         lines.append(f"wrote {report.artifact['path']} ({report.artifact['bytes'] / 1e6:.2f} MB)")
     else:

@@ -67,46 +67,46 @@ def test_an_unbounded_dynamic_trace_has_no_bounds() -> None:
     assert not isinstance(_input_shape(traced)[0], int)
 
 
-class FreshInPlace(nn.Module):
+class ConvBN(nn.Module):
+    """A 1x1 conv and BN (which stays ``aten.batch_norm`` unless the trace decomposes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+class FreshInPlace(ConvBN):
     """In-place ops, each on a fresh tensor nothing else reads: ReLU6(inplace), relu_ and
     the seed's ``transpose_`` of a pool."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(3, 4, 1)
-        self.bn = nn.BatchNorm2d(4)
         self.act = nn.ReLU6(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.act(self.bn(self.conv(x)) + 3).relu_()
+        y = self.act(self.features(x) + 3).relu_()
         return y * F.adaptive_avg_pool2d(y, (1, None)).transpose_(2, 3).sum()
 
 
-class AliasedInPlace(nn.Module):
+class AliasedInPlace(ConvBN):
     """Twin of ``FreshInPlace`` whose ``relu_`` writes a view: it changes ``y`` too."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 1)
-        self.bn = nn.BatchNorm2d(4)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn(self.conv(x))
+        y = self.features(x)
         y[:, :2].relu_()
         return y * 2
 
 
-class ReadInPlace(nn.Module):
+class ReadInPlace(ConvBN):
     """Twin of ``FreshInPlace`` whose ``relu_`` writes a tensor a view was taken of before:
     the view sees the write, which an out-of-place ``relu`` would lose."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 1)
-        self.bn = nn.BatchNorm2d(4)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn(self.conv(x))
+        y = self.features(x)
         flat = y.flatten(1)
         y.relu_()
         return flat * 2
