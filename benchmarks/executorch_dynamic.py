@@ -21,8 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks.executorch_overhead import arguments, cached, lower_and_time
-from ca_export.bench import render_bench
+from benchmarks.executorch_overhead import arguments, cached, lower_and_time, print_programs
 from ca_export.loading import load_model
 from ca_export.patterns import find
 from ca_export.rewrites import rewrite
@@ -61,20 +60,9 @@ def lower(name: str, folder: Path, size: int) -> tuple[Path, dict[str, Any]]:
 def main() -> None:
     args = arguments(__doc__)
     lowered, report = lower_and_time(VARIANTS, lambda n, f: lower(n, f, args.size), args)
-    t = args.threads
-    p50 = {name: report.timing(name, t).p50_ms for name in lowered}
-    print(render_bench(report))
-    rounds = report.timings[0].runs
-    size = f"{args.size}x{args.size}"
-    print(f"\n{MODEL} at {size}, ExecuTorch/XNNPACK, {t} thread(s), {rounds} rounds")
-    print(f"  {'program':23}{'segments':>9}{'CA ops out':>11}{'x no-CA':>9}  ops outside XNNPACK")
-    for name, (_, facts) in lowered.items():
-        base = "no-CA dynamic" if VARIANTS[name][1] else "no-CA static"
-        outside = ", ".join(f"{n} {op}" for op, n in facts["outside"].items()) or "-"
-        print(
-            f"  {name:23}{facts['segments']:9d}{facts['ca_outside']:11d}"
-            f"{p50[name] / p50[base]:9.3f}  {outside}"
-        )
+    p50 = print_programs(
+        lowered, report, args, lambda n: "no-CA dynamic" if VARIANTS[n][1] else "no-CA static"
+    )
     print(f"dynamic vs static, CA: {p50['CA dynamic'] / p50['CA static']:.3f}x")
     pools = p50["CA dynamic, pools out"] / p50["CA dynamic"]
     print(f"strip pools outside vs as global means (dynamic): {pools:.3f}x")
