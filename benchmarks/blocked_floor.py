@@ -46,6 +46,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
+from benchmarks.dynamic_pools import check
 from benchmarks.target_forms import VARIANTS, export
 from ca_export.bench import BenchConfig, bench
 from ca_export.rewrites.pad_mip import BLOCK
@@ -250,16 +251,6 @@ def _input(size: int) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
 
 
-def error(reference: Path, candidate: Path, size: int) -> float:
-    """Max error / RMS of ``candidate``'s output against ``reference``'s."""
-    outs = []
-    for path in (reference, candidate):
-        sess = _session(path)
-        outs.append(sess.run(None, {sess.get_inputs()[0].name: _input(size)})[0])
-    rms = float(np.sqrt(np.mean(outs[0].astype(np.float64) ** 2)))
-    return float(np.max(np.abs(outs[0] - outs[1]))) / rms
-
-
 def blocked_ops(path: Path, folder: Path) -> Counter[str]:
     """Op types of the graph ORT runs in the blocked layout (``nchwc.`` marks NCHWc ops,
     ``+Name`` an activation fused into an NCHWc conv)."""
@@ -344,7 +335,11 @@ def main() -> None:
             ops = blocked_ops(path, work)
             nchwc = sum(n for op, n in ops.items() if op.startswith("nchwc."))
             reorders = sum(n for op, n in ops.items() if "Reorder" in op)
-            err = "" if name == "no-CA" else f"{error(source['B'], path, args.size):.1e}"
+            err = (
+                ""
+                if name == "no-CA"
+                else f"{check(source['B'], path, ((1, 3, args.size, args.size),)):.1e}"
+            )
             if err and float(err) > bound:
                 raise SystemExit(f"{name}: max error / RMS {err} against B, above {bound}")
             fused = ", ".join(f"{op[1:]} {n}" for op, n in sorted(ops.items()) if op[0] == "+")
