@@ -27,6 +27,7 @@ recorded in the model's metadata. A wrong bias or scale in the package then fail
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,11 +181,7 @@ def _verify_one(
     )
     image = _preprocessing(job, artifact, report)
     make = example_input if image is None else coreml_export.pixels
-    seeded = [
-        (f"seed {seed}", make(shape, seed).numpy())
-        for shape in (job.shapes or default_shapes(artifact, job.input_shape))
-        for seed in SEEDS
-    ]
+    seeded = _seeded(job, artifact, SEEDS, make)
     failing: tuple[np.ndarray, torch.Tensor, float] | None = None
     noise_dtype = artifact.dtype if coreml else "float32"
     weights = None
@@ -255,11 +252,7 @@ def _verify_lossy(
     backend = "onnxruntime-cpu"
     tol = user_tolerance(tolerance(artifact.precision, backend), job.rtol, job.atol)
     result = ArtifactResult(str(artifact.path), artifact.precision, tol, backend)
-    seeded = [
-        (f"seed {seed}", example_input(shape, seed).numpy())
-        for shape in (job.shapes or default_shapes(artifact, job.input_shape))
-        for seed in GATE_SEEDS
-    ]
+    seeded = _seeded(job, artifact, GATE_SEEDS, example_input)
     reference = torch_runner(model)
     labels, references, actuals = [], [], []
     for label, x in seeded + user_inputs:
@@ -288,6 +281,20 @@ def _verify_lossy(
             "by rounding; verify the fp32 file to find a wrong module"
         )
     return result
+
+
+def _seeded(
+    job: VerifyJob,
+    artifact: Artifact,
+    seeds: Sequence[int],
+    make: Callable[[tuple[int, ...], int], torch.Tensor],
+) -> list[tuple[str, np.ndarray]]:
+    """Seeded inputs, ``make(shape, seed)``, at every shape the job checks the artifact at."""
+    return [
+        (f"seed {seed}", make(shape, seed).numpy())
+        for shape in (job.shapes or default_shapes(artifact, job.input_shape))
+        for seed in seeds
+    ]
 
 
 def _same_count(artifact: Artifact, got: list[np.ndarray], expected: list[np.ndarray]) -> None:
