@@ -98,6 +98,7 @@ def gate_summary(gate: GateResult) -> dict[str, Any]:
         "passed": gate.passed,
         "max_abs_err": gate.worst("max_abs_err"),
         "max_rel_err": gate.worst("rel_err"),
+        "max_margin": gate.worst("margin"),
         "min_cosine": gate.min_cosine,
         "failures": gate.failures(),
         "cases": [dataclasses.asdict(case) for case in gate.cases],
@@ -174,7 +175,7 @@ def render_export(report: ExportReport) -> str:
         if arithmetic and arithmetic.get("ran"):
             lines.append(
                 f"  fp32 arithmetic: {'passed' if arithmetic['passed'] else 'FAILED'}; rel err "
-                f"{arithmetic['rel_err']:.3g} (bound {arithmetic['bound']:.3g}), "
+                f"{arithmetic['rel_err']:.3g} (margin {arithmetic['margin']:.3g}), "
                 f"{arithmetic['fp16_constants']} fp16 constants, "
                 f"{len(arithmetic['constant_mismatches'])} not their fp32 value rounded"
             )
@@ -197,8 +198,8 @@ def render_export(report: ExportReport) -> str:
         verdict = "FAILED" if parity["failures"] else "passed"
         lines.append(
             f"parity vs PyTorch ({parity['backend']}, {parity['inputs']} inputs): {verdict}; "
-            f"max abs err {parity['max_abs_err']:.3g}, rel err {parity['max_rel_err']:.3g}, "
-            f"min cosine {parity['min_cosine']:.9f}"
+            f"margin {parity['max_margin']:.3g} (1 = bound), max abs err "
+            f"{parity['max_abs_err']:.3g}, rel err {parity['max_rel_err']:.3g}"
         )
         blocks = parity.get("blocks")
         if blocks:
@@ -301,8 +302,8 @@ def render_optimize(report: OptimizeReport) -> str:
         verdict = "passed" if parity["passed"] else "FAILED"
         lines.append(
             f"parity OUT vs IN ({parity['backend']}, {parity['inputs']} inputs): {verdict}; "
-            f"max abs err {parity['max_abs_err']:.3g}, rel err {parity['max_rel_err']:.3g}, "
-            f"min cosine {parity['min_cosine']:.9f}"
+            f"margin {parity['max_margin']:.3g} (1 = bound), max abs err "
+            f"{parity['max_abs_err']:.3g}, rel err {parity['max_rel_err']:.3g}"
         )
         lines += [f"  failed: {line}" for line in parity["failures"]]
     for name, check in report.checks.items():
@@ -396,10 +397,11 @@ def render_verify(report: VerifyReport) -> str:
             for c in case.comparisons:
                 mark = "ok  " if c.passed else "FAIL"
                 top = "" if c.top1 is None else f", top-1 {c.top1:.2f}, top-5 {c.top5:.2f}"
-                lines.append(
-                    f"  {mark} {shape} {case.input} {c.name}: rel err {c.rel_err:.3g}, "
-                    f"max abs {c.max_abs_err:.3g}, cosine {c.cosine:.9f}, PSNR {c.psnr:.1f} dB{top}"
+                figures = c.note or (
+                    f"margin {c.margin:.3g}, rel err {c.rel_err:.3g}, max abs "
+                    f"{c.max_abs_err:.3g}, cosine {c.cosine:.9f}, PSNR {c.psnr:.1f} dB{top}"
                 )
+                lines.append(f"  {mark} {shape} {case.input} {c.name}: {figures}")
         if artifact.lossy is not None:
             first, *outputs = describe(artifact.lossy, LOSSY_REFERENCE)
             lines.append(f"  lossy gate: {first}")

@@ -70,7 +70,7 @@ def test_verify_compares_a_classifier_numerically(packages: dict[str, Path]) -> 
         cli, ["verify", "seed_ca", str(packages["right"]), "--input-shape", SHAPE]
     )
     assert result.exit_code == 0, result.output
-    assert "ok   1x3x32x32 seed 1 classLabel_probs: rel err" in result.output
+    assert "ok   1x3x32x32 seed 1 classLabel_probs: margin" in result.output
     assert "top-1 1.00" in result.output
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ca_export.errors import BadInputError
-from ca_export.verify import parity
+from ca_export.verify import metrics, parity
 from ca_export.verify.metrics import compare
 from ca_export.verify.tolerances import TOLERANCES, tolerance, user_tolerance
 
@@ -45,9 +45,9 @@ def test_shape_mismatch_and_nan_fail() -> None:
 
 
 def test_tolerance_table_has_no_loose_defaults() -> None:
-    assert all(
-        t.rel <= 1e-3 and t.cosine >= 1 - 1e-5 for k, t in TOLERANCES.items() if k[0] == "float32"
-    )
+    exact = [t for k, t in TOLERANCES.items() if k[0] == "float32"]
+    assert all(t.rel <= 1e-3 and t.cosine is None and t.floor < 1e-5 for t in exact)
+    assert all(t.ceiling is not None and t.ceiling <= 3e-3 for t in exact if t.noise_factor)
     with pytest.raises(BadInputError, match="no parity tolerance"):
         tolerance("int8", "executorch-xnnpack")
 
@@ -65,17 +65,90 @@ def test_model_noise_widens_the_bound_only_by_its_factor() -> None:
     scale = float(np.sqrt(np.mean(ref.astype(np.float64) ** 2)))
     got = ref.copy()
     got[0, 0] += 1e-3 * scale
+
+    def alike(noise: float) -> list[np.ndarray]:
+        other = ref.copy()
+        other[0, 1] += noise * scale
+        return [other]
+
     assert not compare("y", ref, got, TOL).passed
-    assert not compare("y", ref, got, TOL, noise=1e-4).passed
-    assert compare("y", ref, got, TOL, noise=5e-4).passed
+    assert not compare("y", ref, got, TOL, alike(1e-4)).passed
+    assert compare("y", ref, got, TOL, alike(5e-4)).passed
 
 
 def test_noise_widening_stops_at_the_ceiling() -> None:
     ref = np.random.default_rng(3).normal(size=(1, 100)).astype(np.float32)
     got = ref + np.float32(0.5)
     assert TOL.ceiling is not None
-    assert not compare("y", ref, got, TOL, noise=0.9).passed
-    assert TOL.allowed(0.9)[0] == TOL.ceiling
+    result = compare("y", ref, got, TOL, [ref + np.float32(0.9)])
+    assert not result.passed and result.slack == pytest.approx(TOL.ceiling)
+
+
+def _detections(seed: int) -> np.ndarray:
+    """A YOLOv5-like output: 300 boxes of xywh in pixels, objectness and 3 class scores."""
+    rng = np.random.default_rng(seed)
+    boxes = rng.uniform(0, 320, size=(1, 300, 4))
+    scores = rng.uniform(0, 0.2, size=(1, 300, 4))
+    return np.concatenate([boxes, scores], axis=2)
+
+
+def test_each_column_of_a_detector_output_is_judged_on_its_own_scale() -> None:
+    ref = _detections(4)
+    fp32 = ref.copy()
+    fp32[..., :4] += 0.05
+    noisy_boxes = ref.copy()
+    noisy_boxes[..., :4] += 0.1
+    result = compare("y", ref, noisy_boxes, TOL, [fp32])
+    assert result.passed and result.margin < 1
+    wrong_score = ref.copy()
+    wrong_score[0, 7, 5] += 2e-3
+    result = compare("y", ref, wrong_score, TOL, [fp32])
+    assert not result.passed and result.worst_slice == "sample 0, column 5"
+    assert result.rel_err < TOL.rel
+
+
+def test_slices_follow_the_feature_axis() -> None:
+    assert metrics.slices((2, 6300, 85)) == ((0, 2), 2)
+    assert metrics.slices((2, 84, 8400)) == ((0, 1), 1)
+    assert metrics.slices((2, 16, 8, 8)) == ((0, 1), 1)
+    assert metrics.slices((2, 16, 1, 1)) == ((0,), None)
+    assert metrics.slices((2, 1000)) == ((0,), None)
+    assert metrics.slices((7,)) == ((), None)
+
+
+def test_nan_and_inf_fail_and_say_so() -> None:
+    ref = np.ones((1, 8, 4, 4), dtype=np.float32)
+    got = ref.copy()
+    got[0, 1, 2, 2] = np.inf
+    result = compare("y", ref, got, TOL)
+    assert not result.passed and "Inf at 1 of 128" in result.note
+    both = ref.copy()
+    both[0, 0, 0, 0] = np.nan
+    result = compare("y", both, both.copy(), TOL)
+    assert not result.passed and "reference (PyTorch) output is NaN" in result.note
+    assert "the artifact too at 1" in result.note
+    ref_inf = ref.copy()
+    ref_inf[0, 0, 0, 0] = -np.inf
+    assert compare("y", ref_inf, ref_inf.copy(), TOL).passed
+    flipped = ref_inf.copy()
+    flipped[0, 0, 0, 0] = np.inf
+    assert not compare("y", ref_inf, flipped, TOL).passed
+
+
+def test_boolean_and_integer_outputs_must_be_equal() -> None:
+    mask = np.array([[True, False, True]])
+    assert compare("mask", mask, mask.copy(), TOL).passed
+    result = compare("mask", mask, ~mask, TOL)
+    assert not result.passed and result.note == "3 of 3 values differ"
+    labels = np.array([[1, 2, 3]], dtype=np.int64)
+    assert not compare("labels", labels, labels + 1, TOL).passed
+
+
+def test_a_lossy_row_judges_the_whole_output() -> None:
+    lossy = tolerance("int8-weights", "coreml")
+    ref = np.random.default_rng(5).normal(size=(1, 1000)).astype(np.float32)
+    assert compare("y", ref, ref * 1.01, lossy).passed
+    assert not compare("y", ref, -ref, lossy).passed
 
 
 def test_model_noise_is_measured_only_where_the_bound_fails(

@@ -16,6 +16,7 @@ input file (``pipeline.precision.lower_file``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,9 +39,8 @@ from ca_export.pipeline.precision import PrecisionRequest, lower_file
 from ca_export.report import BlockReport, OptimizeReport, gate_summary
 from ca_export.rewrites import DEFAULT_TARGET, form_of, rewrite_model
 from ca_export.verify.artifacts import cpu_session
-from ca_export.verify.metrics import compare
-from ca_export.verify.parity import SEEDS, CaseResult, GateResult
-from ca_export.verify.tolerances import tolerance
+from ca_export.verify.parity import SEEDS, CaseResult, GateResult, Judged, judge
+from ca_export.verify.tolerances import tolerance, user_tolerance
 
 Feeds = dict[str, np.ndarray]
 
@@ -126,10 +126,15 @@ def seeded_feeds(model: onnx.ModelProto, shapes: dict[str, list[int]], seed: int
     return feeds
 
 
-def session(model: onnx.ModelProto, what: str) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session; a model it cannot load fails the run."""
+def session(
+    model: onnx.ModelProto, what: str, level: ort.GraphOptimizationLevel | None = None
+) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session (at ``level``, default all optimisations); a model it
+    cannot load fails the run."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if level is not None:
+        options.graph_optimization_level = level
     try:
         return ort.InferenceSession(
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
@@ -139,19 +144,48 @@ def session(model: onnx.ModelProto, what: str) -> ort.InferenceSession:
         raise CheckFailedError(f"ONNX Runtime cannot load {what}: {first}") from None
 
 
+PERTURB_ULPS = 2
+"""How many ulps each input element moves to measure the input file's own sensitivity."""
+
+
 def file_gate(
-    before: onnx.ModelProto, after: onnx.ModelProto, shapes: dict[str, list[int]]
+    before: onnx.ModelProto,
+    after: onnx.ModelProto,
+    shapes: dict[str, list[int]],
+    tolerances: tuple[float | None, float | None] = (None, None),
 ) -> GateResult:
-    """Run both models on seeded inputs and compare every output of ``after`` with ``before``."""
-    tol = tolerance("float32", "onnxruntime-cpu")
+    """Run both models on seeded inputs and judge every output of ``after`` by ``before``'s.
+
+    No PyTorch model is at hand, so the input file's own fp32 noise is estimated from
+    the file, for an input where ``after`` is not within ``rel`` of it: ``before`` run
+    with ONNX Runtime's optimisations off (other kernels, other summation orders), and
+    on the input moved by ``PERTURB_ULPS`` ulps per element (its sensitivity to
+    rounding). Both are the alike runs of ``verify.metrics.compare``.
+    """
+    tol = user_tolerance(tolerance("float32", "onnxruntime-cpu"), *tolerances)
     reference, candidate = session(before, "the input file"), session(after, "the result")
+    plain: list[ort.InferenceSession] = []
     names = [o.name for o in before.graph.output]
     result = GateResult("onnxruntime-cpu")
+
+    def noise(feeds: Feeds, expected: list[np.ndarray]) -> Judged:
+        if not plain:
+            plain.append(
+                session(before, "the input file", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+            )
+        rng = np.random.default_rng(0)
+        moved = {
+            k: (v + PERTURB_ULPS * np.spacing(v) * rng.choice([-1, 1], v.shape)).astype(v.dtype)
+            for k, v in feeds.items()
+        }
+        runs = [plain[0].run(names, feeds), reference.run(names, moved)]
+        return expected, [[run[i] for run in runs] for i in range(len(names))]
+
     for seed in SEEDS:
         feeds = seeded_feeds(before, shapes, seed)
         expected = reference.run(names, feeds)
         got = candidate.run(names, feeds)
-        comparisons = [compare(n, e, g, tol) for n, e, g in zip(names, expected, got, strict=True)]
+        comparisons = judge(names, expected, got, tol, functools.partial(noise, feeds, expected))
         shape = tuple(next(iter(shapes.values())))
         result.cases.append(CaseResult(shape, seed, comparisons))
     return result

@@ -50,10 +50,7 @@ def junit_xml(report: VerifyReport) -> str:
                 )
                 if not c.passed:
                     counts["failures"] += 1
-                    message = (
-                        f"rel err {c.rel_err:.3g}, max abs err {c.max_abs_err:.3g}, "
-                        f"cosine {c.cosine:.9f}"
-                    )
+                    message = c.describe()
                     failure = ET.SubElement(test, "failure", message=message, type="ParityMismatch")
                     failure.text = _where(artifact)
         for out in artifact.lossy.outputs if artifact.lossy else []:

@@ -51,46 +51,63 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from ca_export.errors import BadInputError
+
+FP32_FLOOR = 8 * float(np.finfo(np.float32).eps)
+"""Eight fp32 ulps at the output's RMS: rounding in any order, whatever the slice."""
+FP16_FLOOR = 8 * float(np.finfo(np.float16).eps)
+"""Eight fp16 ulps at the output's RMS."""
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Largest allowed max-abs error over the reference's RMS, and smallest cosine.
+    """The bounds of one (dtype, backend) row.
 
-    ``noise_factor`` widens ``rel`` to that many times the model's own fp32 noise
-    (PyTorch fp32 against PyTorch fp64 on the same input) where that noise is larger:
-    a deep network at a small input size can be that ill-conditioned by itself. The
-    widening stops at ``ceiling``: a model whose runs disagree by more (a random op, a
-    float64 run that goes elsewhere) cannot pass on its own noise.
-    ``atol``, set only by a user, bounds the max abs error as well.
-    ``top1`` and ``top1_in_top5`` (lossy rows only) are the smallest shares of inputs whose
-    top-1 class agrees, and whose reference top-1 class is in the artifact's top five.
+    Exact rows (``cosine`` None) bound each output slice's max abs error
+    (``verify.metrics``) by the largest of: ``rel`` times the slice's RMS;
+    ``noise_factor`` times the reference computation's own error on that slice, itself
+    at most ``ceiling`` times the slice's RMS (a model whose runs disagree by more, a
+    random op or a float64 run that goes elsewhere, cannot pass on its own noise); and
+    ``floor`` times the whole output's RMS (rounding at the output's own scale).
+    Lossy rows (``cosine`` set) bound the whole output's max abs error over its RMS by
+    ``rel`` and its cosine from below; ``top1`` and ``top1_in_top5`` are the smallest
+    shares of inputs whose top-1 class agrees, and whose reference top-1 class is in the
+    artifact's top five. ``atol``, set only by a user, bounds the max abs error as well;
+    ``user`` says the user set ``rel`` or ``atol``.
     """
 
     rel: float
-    cosine: float
     noise_factor: float = 0.0
     ceiling: float | None = None
+    floor: float = 0.0
+    cosine: float | None = None
     atol: float | None = None
     top1: float | None = None
     top1_in_top5: float | None = None
+    user: bool = False
 
-    def allowed(self, noise: float) -> tuple[float, float]:
-        """The (rel, cosine) bounds given the model's own noise on this input."""
-        rel = max(self.rel, self.noise_factor * noise)
+    def bounds(self, scales: np.ndarray, noises: np.ndarray, scale: float) -> np.ndarray:
+        """Each slice's bound on its max abs error, from its RMS (``scales``), its noise
+        (``noises``, the alike runs' max abs error) and the whole output's RMS."""
+        widened = self.noise_factor * noises
         if self.ceiling is not None:
-            rel = min(rel, max(self.ceiling, self.rel))
-        return rel, min(self.cosine, 1 - rel * rel / 2)
+            widened = np.minimum(widened, self.ceiling * scales)
+        return np.maximum(np.maximum(self.rel * scales, widened), self.floor * scale)
 
+
+_FP32 = {"noise_factor": 4.0, "floor": FP32_FLOOR}
 
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
-    ("float32", "torch"): Tolerance(rel=1e-4, cosine=1 - 1e-8),
-    ("float32", "onnxruntime-cpu"): Tolerance(3e-4, 1 - 1e-7, noise_factor=4.0, ceiling=2e-3),
-    ("float32", "executorch-xnnpack"): Tolerance(3e-4, 1 - 1e-7, noise_factor=4.0, ceiling=2e-3),
-    ("float16", "onnxruntime-cpu"): Tolerance(2e-2, 1 - 1e-4, noise_factor=4.0, ceiling=1e-1),
-    ("float16", "coreml"): Tolerance(rel=2e-2, cosine=1 - 1e-4, noise_factor=4.0),
-    ("float32", "coreml"): Tolerance(1e-3, 1 - 1e-6, noise_factor=4.0, ceiling=3e-3),
+    ("float32", "torch"): Tolerance(rel=1e-4, floor=FP32_FLOOR),
+    ("float32", "onnxruntime-cpu"): Tolerance(rel=3e-4, ceiling=2e-3, **_FP32),
+    ("float32", "executorch-xnnpack"): Tolerance(rel=3e-4, ceiling=2e-3, **_FP32),
+    ("float32", "coreml"): Tolerance(rel=1e-3, ceiling=3e-3, **_FP32),
+    ("float16", "onnxruntime-cpu"): Tolerance(
+        rel=2e-2, noise_factor=4.0, ceiling=1e-1, floor=FP16_FLOOR
+    ),
+    ("float16", "coreml"): Tolerance(rel=2e-2, noise_factor=4.0, floor=FP16_FLOOR),
     ("fp16", "onnxruntime-cpu"): Tolerance(rel=0.5, cosine=0.99, top1=7 / 8, top1_in_top5=1.0),
     ("int8", "onnxruntime-cpu"): Tolerance(rel=1.6, cosine=0.90, top1=6 / 8, top1_in_top5=7 / 8),
     ("int8-weights", "coreml"): Tolerance(rel=0.2, cosine=0.98),
@@ -109,11 +126,12 @@ def tolerance(dtype: str, backend: str) -> Tolerance:
 
 
 def user_tolerance(base: Tolerance, rtol: float | None, atol: float | None) -> Tolerance:
-    """``base`` with the user's ``--rtol`` (relative to the output's RMS) and ``--atol``; a
-    lossy row keeps its top-1 bounds."""
+    """``base`` with the user's ``--rtol`` and ``--atol``. ``rtol`` replaces ``rel`` (of each
+    slice's RMS on exact rows, of the output's on lossy ones) and turns off the widening
+    by noise; a lossy row keeps its top-1 bounds and takes the cosine ``rtol`` implies."""
     if rtol is None and atol is None:
         return base
-    rel = base.rel if rtol is None else rtol
-    cosine = base.cosine if rtol is None else min(base.cosine, 1 - rel * rel / 2)
-    factor = 0.0 if rtol is not None else base.noise_factor
-    return replace(base, rel=rel, cosine=cosine, noise_factor=factor, atol=atol)
+    if rtol is None:
+        return replace(base, atol=atol, user=True)
+    cosine = None if base.cosine is None else min(base.cosine, 1 - rtol * rtol / 2)
+    return replace(base, rel=rtol, cosine=cosine, noise_factor=0.0, atol=atol, user=True)
