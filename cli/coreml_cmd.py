@@ -17,6 +17,7 @@ from cli.options import (
     SizeList,
     SizeRange,
     dynamic_option,
+    gate_options,
     model_job,
     model_options,
     report_option,
@@ -106,6 +107,7 @@ Examples:
 @rewrite_option
 @skip_pass_option
 @report_option
+@gate_options
 @handle_errors
 @model_job
 def coreml(

@@ -12,6 +12,7 @@ from ca_export.report import render_export
 from cli.common import handle_errors, run_job
 from cli.options import (
     dynamic_option,
+    gate_options,
     model_job,
     model_options,
     report_option,
@@ -37,6 +38,7 @@ Examples:
 @rewrite_option
 @skip_pass_option
 @report_option
+@gate_options
 @handle_errors
 @model_job
 def executorch(

@@ -13,6 +13,7 @@ from ca_export.report import render_export
 from cli.common import handle_errors, run_job
 from cli.options import (
     dynamic_option,
+    gate_options,
     model_job,
     model_options,
     precision_options,
@@ -58,6 +59,7 @@ Examples:
     help="Also write OUT.ort (ONNX Runtime Mobile) and OUT.required_operators.config.",
 )
 @report_option
+@gate_options
 @handle_errors
 @model_job
 def onnx(

@@ -11,6 +11,7 @@ from ca_export.pipeline.precision import PrecisionRequest
 from ca_export.report import render_optimize
 from cli.common import handle_errors, run_job
 from cli.options import (
+    bound_options,
     dynamic_option,
     precision_options,
     report_option,
@@ -40,6 +41,7 @@ Examples:
     "--force-write", is_flag=True, help="Write OUT even when IN has no CA block (a copy of IN)."
 )
 @precision_options
+@bound_options
 @report_option
 @handle_errors
 def optimize(
@@ -52,6 +54,8 @@ def optimize(
     precision: str,
     calibration: Path | None,
     keep_fp32: tuple[str, ...],
+    rtol: float | None,
+    atol: float | None,
     report_path: Path | None,
 ) -> None:
     """Rewrite the CA blocks of IN.onnx exactly and write OUT if ONNX Runtime agrees with IN.
@@ -61,5 +65,7 @@ def optimize(
     result is then converted and judged against IN by the lossy gate.
     """
     request = PrecisionRequest(precision, calibration, keep_fp32)
-    job = OptimizeJob(source, output, dynamic, force_write, skip_passes, request, target)
+    job = OptimizeJob(
+        source, output, dynamic, force_write, skip_passes, request, target, (rtol, atol)
+    )
     run_job(job, optimize_onnx, render_optimize, report_path, in_place=(output,))

@@ -13,6 +13,7 @@ import click
 from ca_export.errors import BadInputError
 from ca_export.inputs import parse_shapes
 from ca_export.loading import parse_input_shape
+from ca_export.pipeline.common import GateOptions
 from ca_export.rewrites import DEFAULT_TARGET, PASSES, TARGETS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -115,17 +116,50 @@ JOB_FIELDS = {
     "rewrite": "rewrite",
     "skip_passes": "skip_passes",
 }
+GATE_FIELDS = ("rtol", "atol", "allow_unverified")
+"""Command parameters that are ``GateOptions`` fields."""
 """Command parameters that are ``ModelJob`` fields, and the field each one sets."""
+
+
+def bound_options(func: F) -> F:
+    """--rtol and --atol, stacked."""
+    rtol = click.option(
+        "--rtol",
+        type=PositiveFloat(),
+        help="Max abs error over the RMS of each output slice (replaces the table's bound "
+        "and its widening by the model's own noise).",
+    )
+    atol = click.option("--atol", type=PositiveFloat(), help="Max abs error, on top of the bound.")
+    return rtol(atol(func))
+
+
+allow_unverified_option = click.option(
+    "--allow-unverified",
+    is_flag=True,
+    help="Accept an artifact whose parity cannot be judged here (exit 0, not 1).",
+)
+
+
+def gate_options(func: F) -> F:
+    """--rtol, --atol and --allow-unverified, stacked."""
+    return bound_options(allow_unverified_option(func))
+
+
+def gate_fields(kwargs: dict[str, Any]) -> GateOptions:
+    """The ``GateOptions`` of a command's parameters, taken out of ``kwargs``."""
+    return GateOptions(*(kwargs.pop(name, False) for name in GATE_FIELDS))
 
 
 def model_job(func: F) -> F:
     """Hand a command the ``ModelJob`` fields of its shared options as one ``fields`` dict
     (MODEL, -o, --weights, --input-shape, --trust-pickle, --memory-check, --dynamic,
-    --rewrite/--no-rewrite, --skip-pass), so that it builds its job as ``Job(**fields, ...)``."""
+    --rewrite/--no-rewrite, --skip-pass, and --rtol/--atol/--allow-unverified as ``gates``),
+    so that it builds its job as ``Job(**fields, ...)``."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         fields = {field: kwargs.pop(param) for param, field in JOB_FIELDS.items()}
+        fields["gates"] = gate_fields(kwargs)
         return func(*args, fields=fields, **kwargs)
 
     return wrapper  # type: ignore[return-value]

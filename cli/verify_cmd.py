@@ -11,7 +11,7 @@ from ca_export.export.coreml import ImageInput
 from ca_export.pipeline.verify import VerifyJob, run_verify
 from ca_export.report import render_verify
 from cli.common import handle_errors, run_job
-from cli.options import FloatList, PositiveFloat, Shapes, model_options, report_option
+from cli.options import FloatList, Shapes, gate_options, model_options, report_option
 
 EPILOG = """\b
 Examples:
@@ -52,8 +52,7 @@ Examples:
     default=None,
     help="Image-input Core ML models: the bias per channel R,G,B (see --scale).",
 )
-@click.option("--rtol", type=PositiveFloat(), help="Max abs error over the output's RMS.")
-@click.option("--atol", type=PositiveFloat(), help="Max abs error.")
+@gate_options
 @report_option
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="JUnit XML here.")
 @click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), help="Markdown.")
@@ -71,6 +70,7 @@ def verify(
     bias: tuple[float, ...] | None,
     rtol: float | None,
     atol: float | None,
+    allow_unverified: bool,
     report_path: Path | None,
     junit_path: Path | None,
     markdown_path: Path | None,
@@ -112,5 +112,6 @@ def verify(
         junit=junit_path,
         markdown=markdown_path,
         step_summary=Path(step_summary) if step_summary else None,
+        allow_unverified=allow_unverified,
     )
     run_job(job, run_verify, render_verify, report_path)

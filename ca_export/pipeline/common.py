@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -105,6 +105,21 @@ def inspect_model(
     return InspectReport(model, list(input_shape), entries, rejected, notices, passes)
 
 
+@dataclass(frozen=True)
+class GateOptions:
+    """What the user set of the gates: ``--rtol`` and ``--atol`` (see
+    ``verify.tolerances.user_tolerance``) and ``--allow-unverified``."""
+
+    rtol: float | None = None
+    atol: float | None = None
+    allow_unverified: bool = False
+
+    @property
+    def bounds(self) -> tuple[float | None, float | None]:
+        """(rtol, atol), as the gates take them."""
+        return self.rtol, self.atol
+
+
 @dataclass
 class ModelJob:
     """What every export job shares: the model, the output, and how it is traced."""
@@ -118,6 +133,7 @@ class ModelJob:
     trust_pickle: bool = False
     check_memory: bool = True
     skip_passes: tuple[str, ...] = ()
+    gates: GateOptions = field(default_factory=GateOptions)
     decompose: ClassVar[bool] = True
     """Whether the trace is decomposed here (``tracing.trace``); False where the emitter
     decomposes it itself."""
@@ -128,7 +144,7 @@ class ModelJob:
 
     def prepare(self, stage: Stages, report: ExportReport, form: str = "onnx") -> Prepared:
         """Load, trace, find blocks and rewrite them into ``form``, as this job asks."""
-        return prepare(
+        prepared = prepare(
             self.model,
             self.weights,
             self.input_shape,
@@ -142,16 +158,20 @@ class ModelJob:
             self.skip_passes,
             self.decompose,
         )
+        prepared.gates = self.gates
+        return prepared
 
 
 @dataclass
 class Prepared:
-    """The front of every export: the model, its trace, its blocks, the program to emit."""
+    """The front of every export: the model, its trace, its blocks, the program to emit,
+    and the user's gate options."""
 
     module: nn.Module
     traced: Traced
     blocks: list[CABlock]
     program: ExportedProgram
+    gates: GateOptions = field(default_factory=GateOptions)
 
     @property
     def square_only(self) -> bool:

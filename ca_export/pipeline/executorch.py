@@ -83,7 +83,8 @@ def export_executorch(job: ExecutorchJob, progress: Progress = quiet) -> ExportR
         runner = et.PteRunner(lowered.buffer)
         inputs = gate_inputs(prepared.traced, job.input_shape, prepared.square_only)
         names = prepared.traced.output_names
-        gate = runner_gate(prepared.module, runner.run, names, inputs, et.BACKEND)
+        bounds = prepared.gates.bounds
+        gate = runner_gate(prepared.module, runner.run, names, inputs, et.BACKEND, bounds)
         report.parity = with_block_gate(prepared, gate, inputs)
     if report.passed:
         with stage("write"):

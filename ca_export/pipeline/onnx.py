@@ -70,7 +70,7 @@ class OnnxJob(ModelJob):
 def parity_gates(prepared: Prepared, onnx_model: onnx.ModelProto, shape: tuple[int, ...]) -> dict:
     """ONNX Runtime against the original model, and each rewritten block against its original."""
     inputs = gate_inputs(prepared.traced, shape, prepared.square_only)
-    gate = onnx_gate(prepared.module, onnx_model, prepared.traced, inputs)
+    gate = onnx_gate(prepared.module, onnx_model, prepared.traced, inputs, prepared.gates.bounds)
     return with_block_gate(prepared, gate, inputs)
 
 

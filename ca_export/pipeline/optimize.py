@@ -56,6 +56,8 @@ class OptimizeJob:
     skip_passes: tuple[str, ...] = ()
     precision: PrecisionRequest = field(default_factory=PrecisionRequest)
     target: str = DEFAULT_TARGET
+    bounds: tuple[float | None, float | None] = (None, None)
+    """The user's ``--rtol`` and ``--atol``."""
 
     def reads(self) -> list[Path]:
         """The files this job reads."""
@@ -166,7 +168,7 @@ def file_gate(
     reference, candidate = session(before, "the input file"), session(after, "the result")
     plain: list[ort.InferenceSession] = []
     names = [o.name for o in before.graph.output]
-    result = GateResult("onnxruntime-cpu")
+    result = GateResult("onnxruntime-cpu", tolerance=tol)
 
     def noise(feeds: Feeds, expected: list[np.ndarray]) -> Judged:
         if not plain:
@@ -296,7 +298,7 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
         report.op_counts_before = onnx_export.op_counts(source)
         report.op_counts_after = onnx_export.op_counts(model)
     with stage("gate"):
-        gate = file_gate(source, model, shapes)
+        gate = file_gate(source, model, shapes, job.bounds)
         report.parity = gate_summary(gate) | {"inputs": len(gate.cases)}
         if report.dynamic.get("applied"):
             second = other_size(shapes, square)

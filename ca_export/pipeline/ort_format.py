@@ -45,7 +45,9 @@ def build_and_gate(
     traced = prepared.traced
     inputs = gate_inputs(traced, shape, prepared.square_only)
     run = ort_format.runner(staged.model, traced.input_names[0], traced.output_names)
-    gate = runner_gate(prepared.module, run, traced.output_names, inputs, "onnxruntime-cpu")
+    backend = "onnxruntime-cpu"
+    names = traced.output_names
+    gate = runner_gate(prepared.module, run, names, inputs, backend, prepared.gates.bounds)
     check = {"ran": True} | gate_summary(gate) | {"inputs": len(inputs)}
     check["operators"] = [
         line for line in staged.config.read_text().splitlines() if not line.startswith("#")

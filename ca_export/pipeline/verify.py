@@ -86,6 +86,7 @@ class VerifyJob:
     junit: Path | None = None
     markdown: Path | None = None
     step_summary: Path | None = None
+    allow_unverified: bool = False
 
     def reads(self) -> list[Path]:
         """The files this job reads."""
@@ -179,6 +180,7 @@ def _verify_one(
     result = ArtifactResult(
         str(artifact.path), artifact.dtype, tol, artifact.backend if coreml else backend
     )
+    result.allow_unverified = job.allow_unverified
     image = _preprocessing(job, artifact, report)
     make = example_input if image is None else coreml_export.pixels
     seeded = _seeded(job, artifact, SEEDS, make)

@@ -43,6 +43,7 @@ class GateResult:
 
     backend: str
     cases: list[CaseResult] = field(default_factory=list)
+    tolerance: Tolerance | None = None
 
     @property
     def passed(self) -> bool:
@@ -127,7 +128,7 @@ def runner_gate(
     ``Tolerance``); a float64 run costs several fp32 ones, so it is made only there.
     """
     tol = user_tolerance(tolerance("float32", backend), *tolerances)
-    result = GateResult(backend)
+    result = GateResult(backend, tolerance=tol)
     precise: list[nn.Module | None] = []
 
     def exact(x: torch.Tensor, own: list[np.ndarray]) -> Judged | None:

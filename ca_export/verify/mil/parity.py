@@ -34,7 +34,7 @@ from ca_export.verify.parity import (
     output_arrays,
     run_float64,
 )
-from ca_export.verify.tolerances import tolerance
+from ca_export.verify.tolerances import tolerance, user_tolerance
 
 BACKEND = "coreml-mil-numpy"
 
@@ -106,6 +106,7 @@ def mil_parity(
     precision: str,
     image: ImageInput | None = None,
     weights: CompressedCopy | None = None,
+    bounds: tuple[float | None, float | None] = (None, None),
 ) -> GateResult | NotVerified:
     """Evaluate the saved ML program at ``package`` on each seeded input; compare with ``model``.
 
@@ -132,9 +133,9 @@ def mil_parity(
     if weights is None and isinstance(program, MilProgram) and inputs:
         weights = compressed_copy(program, model, tuple(inputs[0][1].shape))
     reference = weights.model if weights else model
-    tol = tolerance(dtype, "coreml")
+    tol = user_tolerance(tolerance(dtype, "coreml"), *bounds)
     other = reference_copy(reference, dtype)
-    result = GateResult(BACKEND)
+    result = GateResult(BACKEND, tolerance=tol)
     for seed, x in inputs:
         torch_x = x if image is None else image.normalise(x)
         expected, alike = model_noise(reference, other, torch_x, dtype)
