@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -16,18 +18,21 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from conftest import SMALL_SHAPES
 from torch import nn
 from yolov5_files import export_like_yolov5, write_stripped_checkpoint
 
 from ca_export.loading import load_model
 from ca_export.patterns import find
+from ca_export.pipeline import OnnxJob, export_onnx
 from ca_export.pipeline.optimize import OptimizeJob, optimize_onnx
+from ca_export.report import ExportReport
 from ca_export.tracing import example_input, trace
 from cli.main import cli
 from sample_models import build
 from sample_models.yolov5 import C3, SPPF, CoordAtt, Detect, Model
 
-SHAPE = (1, 3, 64, 64)
+SHAPE = SMALL_SHAPES["yolov5_ca"]
 FULL = (1, 3, 320, 320)
 CA_ROWS = {5: ("C3", 128), 8: ("C3", 256), 12: ("SPPF", 512)}
 """Model dict row of each CA block: the row type it follows, and its channels (YOLOv5s)."""
@@ -118,6 +123,30 @@ def test_without_ca_rows_nothing_is_found_in_c3_sppf_or_neck_concats() -> None:
     c3_and_sppf = sum(isinstance(m, C3 | SPPF) for m in model.modules())
     assert c3_and_sppf == 9 and len(cats) >= c3_and_sppf + 4
     assert find(graph) == ([], [])
+
+
+# ----------------------------------------------------------------- ca-export onnx
+
+
+def _assert_rewritten(report: ExportReport) -> None:
+    """Three blocks rewritten, no CA-only node left (the parity verdict is not asserted)."""
+    assert [b.module for b in report.ca_blocks] == [f"model.{i}" for i in CA_ROWS]
+    assert all(b.rewritten for b in report.ca_blocks)
+    assert report.structure["passed"] and report.structure["ca_only_nodes_after"] == 0
+
+
+def test_onnx_export_rewrites_the_three_blocks(
+    exported: Callable[..., tuple[ExportReport, Path]],
+) -> None:
+    _assert_rewritten(exported("yolov5_ca", False)[0])
+
+
+@pytest.mark.slow
+def test_onnx_export_at_320_rewrites_the_three_blocks(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = export_onnx(OnnxJob("yolov5_ca", tmp_path / "y5.onnx", None, FULL))
+    _assert_rewritten(report)
 
 
 # ----------------------------------------------------------------- files a fork leaves
