@@ -157,6 +157,7 @@ def test_stripped_best_pt_loads_as_fp32_with_trust_pickle(best_pt: Path) -> None
     cast to fp32 with a notice."""
     saved = torch.load(best_pt, weights_only=False)
     assert saved["ema"] is None and next(saved["model"].parameters()).dtype == torch.float16
+    assert saved["model"].model[-1].stride.dtype == torch.float16, "Model._apply casts it"
     refused = _run("inspect", best_pt, "--input-shape", "1,3,64,64")
     assert refused.exit_code == 2 and "--trust-pickle" in refused.stderr
     loaded = load_model(str(best_pt), trust_pickle=True)
