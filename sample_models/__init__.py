@@ -16,6 +16,10 @@ Each factory returns an eval-mode network with deterministic, calibrated weights
   C2f split/concat and SPPF (not CA), FPN/PAN neck, a head that caches anchors on itself in
   ``forward`` and returns ``(predictions, [feature maps])``; H and W multiples of 32.
 - ``yolo_cls_ca``: YOLO-style classifier, 10 classes, 2 official-flavour CA blocks.
+- ``yolov5_ca``: YOLOv5s laid out like a YOLOv5 fork (model dict parsed into Conv/C3/SPPF
+  layers), 80 classes, 3 official-flavour CA blocks (after the C3 of P3 and P4, after SPPF),
+  PAN neck, an anchor-based head that caches its grids in ``forward`` and returns one tensor
+  ``[N, anchors, 85]`` (boxes in input pixels); H and W multiples of 32, at least 64.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from sample_models.mobilenext import mobilenext_ca
 from sample_models.seed import seed_ca
 from sample_models.segnet import ca_segnet
 from sample_models.yolo import yolo_ca, yolo_cls_ca
+from sample_models.yolov5 import yolov5_ca
 
 __all__ = ["REGISTRY", "build"]
 
@@ -40,6 +45,7 @@ REGISTRY: dict[str, Callable[[], nn.Module]] = {
     "ca_segnet": ca_segnet,
     "yolo_ca": yolo_ca,
     "yolo_cls_ca": yolo_cls_ca,
+    "yolov5_ca": yolov5_ca,
 }
 """Sample network factories by name."""
 

@@ -30,6 +30,7 @@ SMALL_SHAPES = {
     "mobilenext_ca": (1, 3, 64, 64),
     "ca_segnet": (1, 3, 64, 64),
     "mobilenetv2": (1, 3, 64, 64),
+    "yolov5_ca": (1, 3, 64, 64),
 }
 """The small input each sample model is exported at in the fast tests."""
 

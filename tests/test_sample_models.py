@@ -30,6 +30,7 @@ CA_BLOCKS: dict[str, tuple[type[nn.Module], int]] = {
     "ca_segnet": (HardsigmoidCoordAtt, 3),
     "yolo_ca": (YoloCoordAtt, 4),
     "yolo_cls_ca": (YoloCoordAtt, 2),
+    "yolov5_ca": (CoordAtt, 3),
 }
 """Per model: its CA block class and how many it holds (MobileNetV2: one per expanded block;
 ``mobilenetv2`` is the no-CA baseline)."""
@@ -51,11 +52,15 @@ NUM_CLASSES = {
     "ca_segnet": 5,
     "yolo_ca": 4,
     "yolo_cls_ca": 10,
+    "yolov5_ca": 80,
 }
 DENSE = {"ca_segnet"}
 """Models that output one map per class at the input resolution."""
 DETECTORS = {"yolo_ca"}
 """Models that return ``(predictions [B, 4 + classes, anchors], [feature maps])``."""
+ANCHOR_DETECTORS = {"yolov5_ca"}
+"""Models that return one tensor ``[B, 3 anchors per cell, 5 + classes]`` (box, objectness,
+class probabilities)."""
 
 MIN_SENSITIVITY = 0.3
 """Lower bound on ``||y1 - y2|| / ||y1 - mean(y1)||`` for two seeded inputs. Independent outputs
@@ -92,6 +97,9 @@ def _expected_shape(name: str, size: tuple[int, int]) -> tuple[int, ...]:
     if name in DETECTORS:
         anchors = sum((size[0] // s) * (size[1] // s) for s in DETECT_STRIDES)
         return (1, 4 + NUM_CLASSES[name], anchors)
+    if name in ANCHOR_DETECTORS:
+        cells = sum((size[0] // s) * (size[1] // s) for s in DETECT_STRIDES)
+        return (1, 3 * cells, 5 + NUM_CLASSES[name])
     return (1, NUM_CLASSES[name])
 
 
@@ -103,8 +111,11 @@ def _predict(name: str, x: torch.Tensor) -> torch.Tensor:
 
 
 def _signal(name: str, x: torch.Tensor) -> torch.Tensor:
-    """What must depend on the input: the output, or a detector's raw head maps (its decoded
-    boxes are dominated by the input-independent anchor grid)."""
+    """What must depend on the input: the output, a detector's raw head maps or an anchor
+    detector's objectness and class probabilities (decoded boxes are dominated by the
+    input-independent anchor grid)."""
+    if name in ANCHOR_DETECTORS:
+        return _predict(name, x)[..., 4:]
     if name not in DETECTORS:
         return _predict(name, x)
     with torch.no_grad():
@@ -126,6 +137,7 @@ def test_registry_names() -> None:
         "ca_segnet",
         "yolo_ca",
         "yolo_cls_ca",
+        "yolov5_ca",
     }
 
 
@@ -141,7 +153,7 @@ def test_builds_in_eval_mode(name: str) -> None:
     assert not any(m.training for m in model.modules())
 
 
-EXPENSIVE = {"mobilenetv2_ca", "mobilenext_ca", "mobilenetv2"}
+EXPENSIVE = {"mobilenetv2_ca", "mobilenext_ca", "mobilenetv2", "yolov5_ca"}
 """Models whose second build (BN calibration of a full network) runs with ``-m slow``."""
 
 
