@@ -6,12 +6,16 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import onnx
 import pytest
 from conftest import ZOO_FACTORIES
-from test_faults import run
+from test_faults import one_error, run
+
+from ca_export.export import coreml as coreml_export
+from ca_export.export.coreml import InputSpec
 
 PLAIN = """
 import torch.nn as nn
@@ -77,3 +81,43 @@ def test_optimize_force_write_without_blocks_writes_what_was_asked(
     assert result.exit_code == 0, result.output
     dims = _dims(plain_onnx.parent / "o.onnx")
     assert dims[2:] == (["height", "width"] if dynamic else [32, 32])
+
+
+# ----------------------------------------------------------------- 8, 9: coreml --sizes
+
+SEED = ["coreml", "seed_ca", "--input-shape", "1,3,32,32", "--dynamic"]
+
+
+def test_sizes_in_any_order_pass_the_io_check(tmp_path: Path) -> None:
+    """Core ML lists the default size first; the order --sizes gave is not a mismatch."""
+    spec = InputSpec("input", (1, 3, 32, 32), None, ((64, 64), (32, 32)), None)
+    expected = coreml_export.expected_io(spec, "mlprogram", ["out"], [(1, 10)])
+    found = copy.deepcopy(expected)
+    found["inputs"]["input"]["shapes"].reverse()
+    assert coreml_export.io_mismatches(expected, found) == []
+    found["inputs"]["input"]["shapes"][0] = [1, 3, 48, 48]  # the twin: another size
+    assert coreml_export.io_mismatches(expected, found) != []
+
+
+def test_coreml_sizes_not_in_input_order_exports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run(*SEED, "--sizes", "64x64,32x32", "-o", "s.mlpackage")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s.mlpackage").is_dir()
+
+
+def test_repeated_sizes_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    one_error(run(*SEED, "--sizes", "32x32,32x32", "-o", "s.mlpackage"), 2, "32x32 more than once")
+    assert not (tmp_path / "s.mlpackage").exists()
+
+
+def test_memory_guard_covers_every_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A size from --sizes, not only --input-shape, is refused with its estimate."""
+    monkeypatch.chdir(tmp_path)
+    result = run(*SEED, "--sizes", "32x32,99999x99999", "-o", "s.mlpackage")
+    one_error(result, 2, "input shape 1,3,99999,99999 needs about")
+    assert "use a smaller --sizes" in result.stderr
+    assert not (tmp_path / "s.mlpackage").exists()
