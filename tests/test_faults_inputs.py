@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -121,3 +122,26 @@ def test_memory_guard_covers_every_size(tmp_path: Path, monkeypatch: pytest.Monk
     one_error(result, 2, "input shape 1,3,99999,99999 needs about")
     assert "use a smaller --sizes" in result.stderr
     assert not (tmp_path / "s.mlpackage").exists()
+
+
+# ------------------------------------------- 10: verify of a dynamic file of another model
+
+
+@pytest.mark.parametrize("model", ["m.py:plain", "seed_ca"], ids=["other-model", "own-model"])
+def test_verify_dynamic_onnx_of_another_model_fails_the_check_quietly(
+    model: str,
+    exported: Callable,
+    plain_onnx: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The seed's dynamic file cannot run the non-square sizes the plain network runs: exit
+    1, one line, and nothing from ONNX Runtime's log on the real stderr; the twin verifies
+    the seed's file against the seed."""
+    _, seed_dynamic = exported("seed_ca", True)
+    result = run("verify", model, seed_dynamic, "--input-shape", "1,3,32,32")
+    logged = capfd.readouterr().err
+    assert "onnxruntime" not in logged.lower() and "\x1b[" not in logged
+    if model == "seed_ca":
+        assert result.exit_code == 0, result.output
+    else:
+        one_error(result, 1, "not an artifact of this model")
