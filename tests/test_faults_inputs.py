@@ -10,13 +10,16 @@ import copy
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from conftest import ZOO_FACTORIES
+from PIL import Image
 from test_faults import one_error, run
 
 from ca_export.export import coreml as coreml_export
 from ca_export.export.coreml import InputSpec
+from ca_export.inputs import load_inputs
 
 PLAIN = """
 import torch.nn as nn
@@ -145,3 +148,22 @@ def test_verify_dynamic_onnx_of_another_model_fails_the_check_quietly(
         assert result.exit_code == 0, result.output
     else:
         one_error(result, 1, "not an artifact of this model")
+
+
+# ------------------------------------------------------------------ 14: 16-bit PNG inputs
+
+
+@pytest.mark.parametrize("bits", [16, 8])
+def test_image_values_keep_their_range(bits: int, tmp_path: Path) -> None:
+    """A 16-bit grey ramp reads as the same ramp in 0..255 (not clipped to 255), with a
+    notice; the 8-bit twin reads as it is, without one."""
+    ramp = np.linspace(0, 1, 32 * 32).reshape(32, 32)
+    top = 65535 if bits == 16 else 255
+    pixels = (ramp * top).round().astype(np.uint16 if bits == 16 else np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "ramp.png")
+    notices: list[str] = []
+    ((_, x),) = load_inputs([tmp_path / "ramp.png"], (1, 3, 32, 32), pixels=True, notices=notices)
+    assert x.shape == (1, 3, 32, 32)
+    np.testing.assert_allclose(x[0, 0], ramp * 255, atol=0.5)
+    assert (x[0, 1] == x[0, 0]).all()
+    assert len(notices) == (1 if bits == 16 else 0)
