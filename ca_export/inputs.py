@@ -39,6 +39,8 @@ def load_inputs(
     """
     loaded: list[tuple[str, np.ndarray]] = []
     for path in paths:
+        if path.is_dir():
+            raise BadInputError(f"input {str(path)!r} is a folder, not a file")
         if not path.is_file():
             raise BadInputError(f"input file {str(path)!r} does not exist")
         suffix = path.suffix.lower()

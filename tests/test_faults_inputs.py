@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -167,3 +168,63 @@ def test_image_values_keep_their_range(bits: int, tmp_path: Path) -> None:
     np.testing.assert_allclose(x[0, 0], ramp * 255, atol=0.5)
     assert (x[0, 1] == x[0, 0]).all()
     assert len(notices) == (1 if bits == 16 else 0)
+
+
+# ------------------------------------------------------ 16: inspect --json with user prints
+
+PRINTS = """
+import torch.nn as nn
+
+
+class Loud(nn.Sequential):
+    def forward(self, x):
+        print("forward called")
+        return super().forward(x)
+
+
+def loud():
+    print("building the model")
+    return Loud(nn.Conv2d(3, 8, 3), nn.ReLU()).eval()
+"""
+
+
+@pytest.mark.parametrize("factory", ["loud", "plain"])
+def test_inspect_json_parses_when_the_model_prints(
+    factory: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.py").write_text(PRINTS + PLAIN)
+    result = run("inspect", f"m.py:{factory}", "--input-shape", "1,3,32,32", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["ca_blocks"] == []
+    assert ("building the model" in result.stderr) == (factory == "loud")
+
+
+# ------------------------------------------------------------------------ 17: messages
+
+
+def test_a_folder_given_as_an_input_is_called_a_folder(
+    tmp_path: Path, exported: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _, seed = exported("seed_ca", False)
+    (tmp_path / "sub.png").mkdir()
+    args = ["verify", "seed_ca", seed, "--input-shape", "1,3,32,32", "--inputs"]
+    one_error(run(*args, "sub.png"), 2, "'sub.png' is a folder")
+    one_error(run(*args, "gone.png"), 2, "'gone.png' does not exist")  # the twin
+
+
+@pytest.mark.parametrize("own", [False, True], ids=["other-model", "own-model"])
+def test_a_failed_check_says_so_in_one_line_on_stderr(
+    own: bool, plain_onnx: Path, exported: Callable
+) -> None:
+    """verify of the seed against a file of another model exits 1 with one stderr line
+    naming the failed artifact; the twin (the seed's own file) passes with none."""
+    _, seed = exported("seed_ca", False)
+    result = run("verify", "seed_ca", seed if own else plain_onnx, "--input-shape", "1,3,32,32")
+    if own:
+        assert result.exit_code == 0, result.output
+        assert "check failed" not in result.stderr
+    else:
+        one_error(result, 1, "check failed: ")
+        assert result.stderr.rstrip().endswith("plain.onnx")
