@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,14 +29,18 @@ def load_inputs(
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
     pixels: bool = False,
+    notices: list[str] | None = None,
 ) -> list[tuple[str, np.ndarray]]:
     """Arrays from .npy/.npz files (N,C,H,W or C,H,W) and images, as float32 N,C,H,W.
 
     Images are normalised by ``mean`` and ``std``, or with ``pixels`` kept as RGB
     values 0..255 (for a model that takes images and normalises them itself).
+    A 16-bit grey image is scaled to 0..255 in float; ``notices`` gets a line saying so.
     """
     loaded: list[tuple[str, np.ndarray]] = []
     for path in paths:
+        if path.is_dir():
+            raise BadInputError(f"input {str(path)!r} is a folder, not a file")
         if not path.is_file():
             raise BadInputError(f"input file {str(path)!r} does not exist")
         suffix = path.suffix.lower()
@@ -47,7 +52,7 @@ def load_inputs(
                     name = f"{path.name}:{key}"
                     loaded.append((name, _as_batch(archive[key], name)))
         elif suffix in IMAGE_SUFFIXES:
-            rgb = _load_image(path, input_shape)
+            rgb = _load_image(path, input_shape, notices)
             loaded.append((path.name, rgb if pixels else _normalise(rgb, mean, std)))
         else:
             raise BadInputError(f"input {str(path)!r}: expected .npy, .npz or an image file")
@@ -76,18 +81,45 @@ def is_image(name: str) -> bool:
     return Path(name.split(":")[0]).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _load_image(path: Path, shape: tuple[int, int, int, int]) -> np.ndarray:
+def _load_image(
+    path: Path, shape: tuple[int, int, int, int], notices: list[str] | None = None
+) -> np.ndarray:
     """An RGB image resized to H,W: pixel values 0..255 as float32 1,3,H,W."""
     try:
         from PIL import Image
     except ImportError:
         raise BadInputError("image inputs need Pillow: pip install pillow") from None
+    size = (shape[3], shape[2])
     try:
         with Image.open(path) as image:
-            rgb = image.convert("RGB").resize((shape[3], shape[2]), Image.Resampling.BILINEAR)
+            if image.mode.startswith("I;16") or image.mode == "I":
+                if notices is not None:
+                    notices.append(
+                        f"{path.name} is a 16-bit grey image: its values are scaled by "
+                        "255/65535 (kept in float) and copied to R, G and B"
+                    )
+                return _wide_grey(image, size, path)
+            rgb = image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
     except OSError as err:
         raise BadInputError(f"cannot read image {str(path)!r}: {err}") from None
     return np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1)[None].copy()
+
+
+def _wide_grey(image: Any, size: tuple[int, int], path: Path) -> np.ndarray:
+    """A 16-bit grey image as float RGB 0..255: each value times 255/65535, kept in float
+    (Pillow's ``convert("RGB")`` clips it to 255 instead, whitening nearly every pixel).
+    Values beyond 16 bits (a 32-bit integer image) are refused: their range is unknown."""
+    from PIL import Image
+
+    values = np.asarray(image, dtype=np.float64)
+    if values.min() < 0 or values.max() > 65535:
+        raise BadInputError(
+            f"image {str(path)!r} holds {image.mode} values outside 0..65535; "
+            "give it as 8- or 16-bit, or as a .npy array"
+        )
+    grey = Image.fromarray((values * (255 / 65535)).astype(np.float32), mode="F")
+    grey = np.asarray(grey.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+    return np.repeat(grey[None, None], 3, axis=1)
 
 
 def _normalise(rgb: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:

@@ -377,8 +377,11 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def guard_memory(model: nn.Module, input_shape: tuple[int, ...]) -> None:
-    """Refuse (exit 2) an input shape whose run would need more memory than is available."""
+def guard_memory(
+    model: nn.Module, input_shape: tuple[int, ...], option: str = "--input-shape"
+) -> None:
+    """Refuse (exit 2) an input shape whose run would need more memory than is available;
+    ``option`` is the one that asked for the shape."""
     largest = largest_activation(model, input_shape)
     if largest is None:
         return
@@ -388,6 +391,6 @@ def guard_memory(model: nn.Module, input_shape: tuple[int, ...]) -> None:
         raise BadInputError(
             f"input shape {shape_text} needs about {need / 2**30:.1f} GiB "
             f"({MEMORY_FACTOR}x its largest activation, {largest / 2**30:.1f} GiB) and "
-            f"{have / 2**30:.1f} GiB is available; use a smaller --input-shape "
+            f"{have / 2**30:.1f} GiB is available; use a smaller {option} "
             "or --no-memory-check"
         )

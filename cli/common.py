@@ -137,7 +137,23 @@ def run_job(
         write_text(to_json(report.to_dict()), report_path)
     click.echo(render(report))
     if not report.passed:
+        names = ", ".join(_failed(report.to_dict())) or "see the report above"
+        click.echo(f"check failed: {names}", err=True)
         sys.exit(EXIT_CHECK_FAILED)
+
+
+def _failed(report: dict[str, Any]) -> list[str]:
+    """The failed checks named in a report's JSON form: each top-level entry, entry of
+    ``checks`` or item of a list (by its ``path``) whose ``passed`` is false."""
+    found = []
+    for key, value in report.items():
+        entries = value.items() if key == "checks" and isinstance(value, dict) else [(key, value)]
+        for name, entry in entries:
+            items = entry if isinstance(entry, list) else [entry]
+            for item in items:
+                if isinstance(item, dict) and item.get("passed") is False:
+                    found.append(str(item.get("path", name)))
+    return found
 
 
 def _first_line(err: BaseException) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -35,7 +37,10 @@ def inspect(
 ) -> None:
     """Find the CA blocks of MODEL by graph structure and lint them; say what each rewrite
     pass of the target's form would do to each block."""
-    report = inspect_model(
-        model, weights, input_shape, progress, trust_pickle, memory_check, target
-    )
+    # The user's factory and forward may print: keep that off stdout, which holds the report
+    # (JSON that must parse).
+    with contextlib.redirect_stdout(sys.stderr):
+        report = inspect_model(
+            model, weights, input_shape, progress, trust_pickle, memory_check, target
+        )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else render_inspect(report))

@@ -251,6 +251,41 @@ class InvertedResidualInlineCA(nn.Module):
         return x + self.project_bn(self.project_conv(out))
 
 
+class SandglassInlineCA(nn.Module):
+    """MobileNeXt-style sandglass block whose forward runs the CA steps inline after its first
+    depthwise conv, computing the W gate before the H gate (``ca_*`` convs are attributes of
+    this block), then reduces, expands, runs the second depthwise conv and adds the input."""
+
+    def __init__(self, channels: int, reduced: int, mip: int) -> None:
+        super().__init__()
+        self.dw1 = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.dw1_bn = nn.BatchNorm2d(channels)
+        self.ca_conv1 = nn.Conv2d(channels, mip, 1)
+        self.ca_bn = nn.BatchNorm2d(mip)
+        self.ca_conv_h = nn.Conv2d(mip, channels, 1)
+        self.ca_conv_w = nn.Conv2d(mip, channels, 1)
+        self.reduce = nn.Conv2d(channels, reduced, 1, bias=False)
+        self.reduce_bn = nn.BatchNorm2d(reduced)
+        self.expand = nn.Conv2d(reduced, channels, 1, bias=False)
+        self.expand_bn = nn.BatchNorm2d(channels)
+        self.dw2 = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.dw2_bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu6(self.dw1_bn(self.dw1(x)))
+        _, _, h, w = out.shape
+        pooled_h = out.mean(3, keepdim=True)
+        pooled_w = out.mean(2, keepdim=True).transpose(2, 3)
+        y = F.relu6(self.ca_bn(self.ca_conv1(torch.cat([pooled_h, pooled_w], dim=2))))
+        y_h, y_w = torch.split(y, [h, w], dim=2)
+        gate_w = self.ca_conv_w(y_w.transpose(2, 3)).sigmoid()
+        gate_h = self.ca_conv_h(y_h).sigmoid()
+        out = out * gate_h * gate_w
+        out = self.reduce_bn(self.reduce(out))
+        out = F.relu6(self.expand_bn(self.expand(out)))
+        return x + self.dw2_bn(self.dw2(out))
+
+
 # --------------------------------------------------------------------------- negatives
 
 
@@ -532,6 +567,14 @@ POSITIVE: list[ZooCase] = [
         channels=(32, 64),
         mip=(8, 16),
         note="official CA at 32 ch on 16x24, stride-2 conv, official CA at 64 ch on 8x12",
+    ),
+    _case(
+        "inline_sandglass",
+        lambda: _net(32, SandglassInlineCA(32, 8, 8)),
+        seed=11,
+        channels=(32,),
+        mip=(8,),
+        note="CA inline in a MobileNeXt sandglass forward, W gate computed before the H gate",
     ),
 ]
 

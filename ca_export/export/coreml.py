@@ -378,9 +378,17 @@ def io_mismatches(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
         for name, want in expected[side].items():
             got = found[side][name]
             for key, value in want.items():
-                if got.get(key) != value:
+                if not _same(key, got.get(key), value):
                     problems.append(f"{name}: {key} is {got.get(key)}, expected {value}")
     return problems
+
+
+def _same(key: str, got: Any, want: Any) -> bool:
+    """Whether a described field is as expected; enumerated shapes and sizes are a set
+    (Core ML lists the default first, whatever order ``--sizes`` gave)."""
+    if key in ("shapes", "sizes") and isinstance(got, list):
+        return sorted(got) == sorted(want)
+    return bool(got == want)
 
 
 def set_metadata(model: Any, fields: dict[str, str], entries: dict[str, str]) -> None:

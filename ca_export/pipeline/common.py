@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -142,6 +143,11 @@ class ModelJob:
         """The files this job reads."""
         return model_files(self.model, self.weights)
 
+    def other_shapes(self) -> list[tuple[tuple[int, int, int, int], str]]:
+        """Input shapes the run evaluates besides ``input_shape`` that the user chose, with
+        the option that chose them (the memory guard checks each)."""
+        return []
+
     def prepare(self, stage: Stages, report: ExportReport, form: str = "onnx") -> Prepared:
         """Load, trace, find blocks and rewrite them into ``form``, as this job asks."""
         prepared = prepare(
@@ -157,6 +163,7 @@ class ModelJob:
             form,
             self.skip_passes,
             self.decompose,
+            self.other_shapes(),
         )
         prepared.gates = self.gates
         return prepared
@@ -197,6 +204,7 @@ def prepare(
     form: str = "onnx",
     skip: Sequence[str] = (),
     decompose: bool = True,
+    other_shapes: Sequence[tuple[tuple[int, int, int, int], str]] = (),
 ) -> Prepared:
     """Load, trace, find blocks and (if asked) rewrite them into ``form`` without the passes
     named in ``skip``; fill the report with what each pass did. The ``xnnpack`` form
@@ -205,7 +213,9 @@ def prepare(
         loaded = load_model(model, weights, trust_pickle)
         report.notices += loaded.notices
         if check_memory:
-            guard_memory(loaded.module, input_shape)
+            shapes = [(input_shape, "--input-shape"), *other_shapes]
+            for shape, option in sorted(shapes, key=lambda s: -math.prod(s[0])):
+                guard_memory(loaded.module, shape, option)
     with stage("trace"):
         bounded = form == "xnnpack"
         traced = trace_or_explain(loaded.module, input_shape, dynamic, bounded, decompose)

@@ -70,6 +70,11 @@ class CoreMLJob(ModelJob):
         default = (coreml_compress.MIN_TARGET if self.compress else "iOS15") if program else "iOS13"
         return Target(self.format, precision, self.min_target or default)
 
+    def other_shapes(self) -> list[tuple[tuple[int, int, int, int], str]]:
+        """Each of ``--sizes`` (the gate runs the model at every one)."""
+        n, c, _, _ = self.input_shape
+        return [((n, c, h, w), "--sizes") for h, w in self.sizes]
+
     def input_spec(self, name: str) -> InputSpec:
         """The converted model's input under ``name``."""
         hw_range = self.hw_range or (DEFAULT_HW_RANGE if self.dynamic and not self.sizes else None)
@@ -129,6 +134,9 @@ def _validate_sizes(job: CoreMLJob) -> None:
     low, high = job.hw_range or DEFAULT_HW_RANGE
     if job.dynamic and not job.sizes and not 1 <= low <= min(h, w) <= max(h, w) <= high:
         raise BadInputError(f"--hw-range {low}:{high} must hold the input size {h}x{w}")
+    repeated = sorted({s for s in job.sizes if job.sizes.count(s) > 1})
+    if repeated:
+        raise BadInputError(f"--sizes lists {repeated[0][0]}x{repeated[0][1]} more than once")
     if job.sizes and (h, w) not in job.sizes:
         raise BadInputError(f"--sizes must include the input size {h}x{w}")
 

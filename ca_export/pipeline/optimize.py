@@ -273,9 +273,13 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
         report.warnings.append(f"ONNX shape inference failed: {result.shape_error}")
     if not result.blocks:
         why = "see the skipped pooled concats" if result.rejections else "no pooled concat"
-        report.warnings.append(f"no CA block found ({why}); the model is left as it is")
+        report.warnings.append(f"no CA block found ({why}); no block rewritten")
+        if job.dynamic and not job.force_write:
+            reason = "no CA block found: nothing rewritten, nothing written"
+            report.dynamic |= {"applied": False, "reason": reason}
         if job.force_write:
-            written = _lower(job.precision, source, source, shapes, samples, report, stage)
+            model = _dynamic_copy(source, shapes, report, stage) if job.dynamic else source
+            written = _lower(job.precision, model, source, shapes, samples, report, stage)
             if report.passed:
                 with stage("write"):
                     report.artifact = write_atomic(written.SerializeToString(), job.output)
@@ -314,6 +318,26 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
             report.artifact = write_atomic(model.SerializeToString(), job.output)
     report.stages = stage.times
     return report
+
+
+def _dynamic_copy(
+    source: onnx.ModelProto, shapes: dict[str, list[int]], report: OptimizeReport, stage: Stages
+) -> onnx.ModelProto:
+    """``--force-write --dynamic`` on a file without CA blocks: IN with dynamic H/W where
+    nothing in it is baked for its size, gated against IN and run at another size; IN as
+    it is otherwise (the report says why)."""
+    with stage("dynamic"):
+        dyn = make_dynamic(source, square=False)
+    report.dynamic |= {"applied": dyn.applied, "reason": dyn.reason, "dims": dyn.dims}
+    if not dyn.applied:
+        report.warnings.append(f"H/W kept static: {dyn.reason}")
+        return source
+    with stage("gate"):
+        gate = file_gate(source, dyn.model, shapes)
+        report.parity = gate_summary(gate) | {"inputs": len(gate.cases)}
+        second = other_size(shapes, False)
+        report.dynamic |= {"ran_at": second, **dynamic_check(dyn.model, second)}
+    return dyn.model
 
 
 def _calibration(

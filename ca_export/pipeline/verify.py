@@ -130,7 +130,7 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
     report = VerifyReport(job.model)
     with stage("load"):
         artifacts = [open_artifact(path) for path in job.artifacts]
-        user_inputs = load_inputs(job.inputs, job.input_shape)
+        user_inputs = load_inputs(job.inputs, job.input_shape, notices=report.notices)
         images = any(isinstance(a, MilArtifact) and a.image for a in artifacts)
         user_pixels = load_inputs(job.inputs, job.input_shape, pixels=True) if images else []
         loaded = load_model(job.model, job.weights, job.trust_pickle)

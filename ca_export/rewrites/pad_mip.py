@@ -53,6 +53,12 @@ def pad_mip(view: GraphView, block: CABlock, static: bool) -> str:
         for op in chain:
             if view.channel_params(op) is None:
                 raise Skip(f"cannot pad the channels of '{view.label(op)}'")
+    # The branches share parameters (one stem, distributed), so a parameter is padded once,
+    # before the gate conv that comes first in the graph: every branch's clones, placed
+    # before their own gate conv, then read it after it is defined, whichever gate the
+    # forward computes first.
+    order = {op: i for i, op in enumerate(view.ops())}
+    first = min((b.gate_conv for b in block.branches), key=order.__getitem__)
     padded: dict[Value, Value] = {}
     for branch, chain in zip(block.branches, chains, strict=True):
         base = f"{block.name}/ca_{branch.axis}/pad"
@@ -60,7 +66,7 @@ def pad_mip(view: GraphView, block: CABlock, static: bool) -> str:
         for op in chain:
             for value, axis in view.channel_params(op) or []:
                 if value not in padded:
-                    padded[value] = view.pad(value, axis, size, branch.gate_conv, base)
+                    padded[value] = view.pad(value, axis, size, first, base)
                 env[value] = padded[value]
             view.clone(op, env, branch.gate_conv, base)
         weight = view.operands(branch.gate_conv)[1]
