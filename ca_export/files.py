@@ -8,25 +8,38 @@ Rules, checked by ``guard`` before a run does anything heavy:
 2. An existing output is replaced only when it is what the command writes: an ONNX
    file for ``onnx``, a folder with a ``Manifest.json`` for ``mlpackage``, a JSON
    report for ``json``, and so on. Anything else is the user's and stays.
-3. Files are written under a temporary name in the same folder and renamed into
-   place, so a failed or interrupted run never leaves a partial file under the
-   requested name. A new file gets the mode a plain ``open`` would give it under the
-   user's umask; a replaced file keeps its mode.
+3. Files are written under a temporary name beside their target and renamed into
+   place, all of a run's files together (``staging``), so a failed or interrupted run
+   never leaves a partial file under a requested name nor a set of outputs half
+   replaced. A new file gets the mode a plain ``open`` would give it under the user's
+   umask; a replaced file keeps its mode.
+4. An output that is a symbolic link is written through: its target is replaced (with
+   the temporary file beside the target, so the rename stays on one filesystem) and the
+   link stays. Named pipes, sockets and devices are refused without being opened.
+5. Temporary names fit in 255 bytes whatever the output's name; a run's temporary files
+   elsewhere (coremltools', ONNX Runtime's) go to a folder of its own inside TMPDIR
+   (``private_tempdir``), removed however the run ends.
 """
 
 from __future__ import annotations
 
+import contextvars
+import errno
 import hashlib
 import json
 import os
+import secrets
 import shutil
+import stat
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
+from ca_export import interrupts
 from ca_export.errors import BadInputError
 
 MARKDOWN_HEADING = "### ca-export verify:"
@@ -139,6 +152,9 @@ def guard(reads: Iterable[Path], writes: Iterable[Output], in_place: Iterable[Pa
 def _check_replaceable(out: Output) -> None:
     """An existing output must be what the command writes; otherwise it is left alone."""
     path = out.path
+    if len(path.name.encode()) > NAME_MAX:
+        raise BadInputError(f"output name {path.name[:40]!r}... is longer than {NAME_MAX} bytes")
+    _check_not_special(path)
     if out.kind == "mlpackage":
         if path.is_file():
             raise BadInputError(f"output {str(path)!r} is a file, not a Core ML package")
@@ -147,7 +163,7 @@ def _check_replaceable(out: Output) -> None:
                 f"output {str(path)!r} is a folder but not a Core ML package (no Manifest.json); "
                 "ca-export replaces only a package it could have written"
             )
-        check_writable(path.with_name(f".{path.name}.tmp"))
+        _check_folder(path)
         return
     if path.is_dir():
         raise BadInputError(f"output {str(path)!r} is a folder")
@@ -159,11 +175,42 @@ def _check_replaceable(out: Output) -> None:
         )
 
 
+SPECIAL_FILES = {
+    stat.S_IFIFO: "a named pipe",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def _check_not_special(path: Path) -> None:
+    """Refuse a named pipe, socket or device (through links too) without opening it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    what = SPECIAL_FILES.get(stat.S_IFMT(mode))
+    if what is not None:
+        raise BadInputError(f"output {str(path)!r} is {what}, not a regular file")
+
+
+NAME_MAX = 255
+"""Longest file name, in bytes, on the file systems ca-export writes to."""
+
+
 def check_writable(path: Path) -> None:
-    """Fail early, before any heavy work, if ``path`` cannot be written."""
-    parent = path.resolve().parent
+    """Fail early, before any heavy work, if ``path`` cannot be written.
+
+    A symbolic link is written through, so its target's folder is the one checked.
+    """
     if path.is_dir():
         raise BadInputError(f"output {str(path)!r} is a directory")
+    _check_folder(path)
+
+
+def _check_folder(path: Path) -> None:
+    """The output's name fits, and the folder it is written in exists and is writable."""
+    parent = path.resolve().parent
     if not parent.is_dir():
         raise BadInputError(f"output folder {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK):
@@ -185,20 +232,180 @@ def _mode_for(path: Path) -> int:
         return _new_file_mode()
 
 
-def write_atomic(data: bytes, path: Path) -> dict[str, object]:
-    """Write atomically: a temporary file in the same folder, then a rename."""
-    mode = _mode_for(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
+def _real(path: Path) -> Path:
+    """Where writing ``path`` lands: a symbolic link's target (links are written through)."""
+    return Path(os.path.realpath(path))
+
+
+def _short(name: str, room: int = 200) -> str:
+    """``name``, or its first bytes and a digest when it is longer than ``room`` bytes."""
+    raw = name.encode()
+    if len(raw) <= room:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    return raw[: room - len(digest) - 1].decode(errors="ignore") + "~" + digest
+
+
+def _aside(target: Path, tag: str) -> Path:
+    """An unused hidden name beside ``target``, within the file name limit."""
+    return target.with_name(f".{_short(target.name)}.{secrets.token_hex(4)}.{tag}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+class Staging:
+    """The outputs of one run, staged beside their targets and renamed into place together.
+
+    ``write`` stages bytes; ``folder`` gives a scratch folder beside an output, for a
+    file or package made by another library, which ``add`` then stages. ``commit``
+    renames every staged file into place: each file it replaces is kept aside until all
+    are in place, so a failure (or a signal) on the way puts the previous files back.
+    ``close`` removes whatever was not committed.
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[Path, Path, Path]] = []
+        self._temporary: list[Path] = []
+
+    def folder(self, output: Path) -> Path:
+        """A new hidden folder beside ``output``'s target, removed by ``close``."""
+        target = _real(output)
+        try:
+            folder = tempfile.mkdtemp(prefix=f".{_short(target.name)}.", dir=target.parent)
+        except OSError as err:
+            raise BadInputError(f"cannot write {str(output)!r}: {err.strerror}") from None
+        self._temporary.append(Path(folder))
+        return Path(folder)
+
+    def add(self, staged: Path, output: Path) -> None:
+        """Rename ``staged`` (beside ``output``'s target) to ``output`` at ``commit``."""
+        self._entries.append((staged, _real(output), output))
+
+    def write(self, data: bytes, output: Path) -> dict[str, object]:
+        """Stage ``data`` for ``output``; its path, size and digest, for the report."""
+        target = _real(output)
+        mode = _mode_for(target)
+        try:
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{_short(target.name)}.", suffix=".tmp", dir=target.parent
+            )
+        except OSError as err:
+            raise BadInputError(f"cannot write {str(output)!r}: {err.strerror}") from None
+        self._temporary.append(Path(tmp))
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chmod(tmp, mode)
+        except OSError as err:
+            raise BadInputError(f"cannot write {str(output)!r}: {err.strerror}") from None
+        self.add(Path(tmp), output)
+        return {"path": str(output), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    def commit(self) -> None:
+        """Rename every staged file into place, or (on any failure or signal) none."""
+        interrupts.check()
+        placed: list[tuple[Path, Path, Path | None]] = []
+        output = None
+        with interrupts.deferred():
+            try:
+                for staged, target, output in self._entries:  # noqa: B007 (named in the error)
+                    backup = self._set_aside(target)
+                    placed.append((staged, target, backup))
+                    os.replace(staged, target)
+                    if interrupts.pending() is not None:
+                        break
+            except BaseException as err:
+                self._put_back(placed)
+                if isinstance(err, OSError):
+                    raise BadInputError(f"cannot write {str(output)!r}: {err.strerror}") from None
+                raise
+            if interrupts.pending() is not None:
+                self._put_back(placed)
+            else:
+                for _, _, backup in placed:
+                    if backup is not None:
+                        _remove(backup)
+                self._entries.clear()
+        interrupts.check()
+
+    @staticmethod
+    def _set_aside(target: Path) -> Path | None:
+        """Keep the file ``target`` names under a hidden name (None if there is none)."""
+        if not os.path.lexists(target):
+            return None
+        backup = _aside(target, "old")
+        if not target.is_dir():
+            try:
+                os.link(target, backup)
+                return backup
+            except OSError:
+                pass
+        os.rename(target, backup)
+        return backup
+
+    @staticmethod
+    def _put_back(placed: list[tuple[Path, Path, Path | None]]) -> None:
+        """Undo ``commit``: each target as it was before, newest first."""
+        for staged, target, backup in reversed(placed):
+            if os.path.lexists(target) and not os.path.lexists(staged):
+                os.rename(target, staged)
+            if backup is None:
+                continue
+            if os.path.lexists(target) and os.path.samefile(backup, target):
+                backup.unlink()  # a hard link to the file still in place (rename is a no-op)
+            else:
+                os.replace(backup, target)
+
+    def close(self) -> None:
+        """Remove every temporary file and folder that is still there."""
+        for path in self._temporary:
+            _remove(path)
+        for staged, _, _ in self._entries:
+            _remove(staged)
+        self._temporary.clear()
+        self._entries.clear()
+
+
+_ACTIVE: contextvars.ContextVar[Staging | None] = contextvars.ContextVar("staging", default=None)
+
+
+@contextmanager
+def staging() -> Iterator[Staging]:
+    """Stage every file written inside the block; commit them together if it ends well.
+
+    ``write_atomic``, ``write_text``, ``write_onnx``, ``scratch`` and ``publish`` join
+    the innermost ``staging`` block; outside one, each commits its own files at once.
+    """
+    current = Staging()
+    token = _ACTIVE.set(current)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise BadInputError(f"cannot write {str(path)!r}: {err.strerror}") from None
+        yield current
+        current.commit()
     finally:
-        Path(tmp).unlink(missing_ok=True)
-    return {"path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        _ACTIVE.reset(token)
+        current.close()
+
+
+@contextmanager
+def _joined() -> Iterator[Staging]:
+    """The active ``staging``, or one of its own for the block."""
+    active = _ACTIVE.get()
+    if active is not None:
+        yield active
+        return
+    with staging() as own:
+        yield own
+
+
+def write_atomic(data: bytes, path: Path) -> dict[str, object]:
+    """Write atomically: a temporary file beside the target, renamed at the commit."""
+    with _joined() as stage:
+        return stage.write(data, path)
 
 
 def write_text(text: str, path: Path) -> None:
@@ -216,12 +423,12 @@ def write_onnx(
     """Write an ONNX model atomically; past ``limit`` its tensors go to ``<path>.data``."""
     if model.ByteSize() < limit:
         return write_atomic(model.SerializeToString(), path)
-    folder = path.resolve().parent
     data_name = f"{path.name}.data"
-    mode = _mode_for(path)
-    try:
-        with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=folder) as tmp:
-            staged = Path(tmp) / path.name
+    mode = _mode_for(_real(path))
+    with _joined() as stage:
+        folder = stage.folder(path)
+        staged = folder / path.name
+        try:
             onnx.save_model(
                 model,
                 staged,
@@ -231,31 +438,32 @@ def write_onnx(
                 size_threshold=1024,
             )
             for name in (data_name, path.name):
-                os.chmod(Path(tmp) / name, mode)
-            os.replace(Path(tmp) / data_name, folder / data_name)
-            os.replace(staged, path)
-    except OSError as err:
-        raise BadInputError(f"cannot write {str(path)!r}: {err.strerror}") from None
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    size = path.stat().st_size + (folder / data_name).stat().st_size
+                os.chmod(folder / name, mode)
+        except OSError as err:
+            raise BadInputError(f"cannot write {str(path)!r}: {err.strerror}") from None
+        stage.add(folder / data_name, _real(path).parent / data_name)
+        stage.add(staged, path)
+        digest = hashlib.sha256(staged.read_bytes()).hexdigest()
+        size = staged.stat().st_size + (folder / data_name).stat().st_size
     return {"path": str(path), "bytes": size, "sha256": digest, "external_data": data_name}
 
 
-def scratch_folder(output: Path) -> Path:
-    """A hidden temporary folder beside ``output``; the caller removes it (``remove_tree``)."""
-    return Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.resolve().parent))
+@contextmanager
+def scratch(output: Path) -> Iterator[Path]:
+    """A hidden folder beside ``output`` for files made by other libraries.
 
-
-def remove_tree(folder: Path) -> None:
-    """Remove a scratch folder and everything in it."""
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def publish(staged: Path, output: Path, scratch: Path) -> None:
-    """Rename a checked file or package into place with normal permissions.
-
-    A package it replaces is first moved into ``scratch`` (removed with it).
+    It belongs to the active ``staging`` (or to one of its own for the block), which
+    renames what ``publish`` staged from it and removes it in every case.
     """
+    with _joined() as stage:
+        yield stage.folder(output)
+
+
+def publish(staged: Path, output: Path) -> None:
+    """Stage a checked file or package (in a ``scratch`` folder) with normal permissions."""
+    active = _ACTIVE.get()
+    if active is None:
+        raise RuntimeError("publish needs a staging block (files.scratch or files.staging)")
     file_mode = _new_file_mode()
     if staged.is_dir():
         os.chmod(staged, file_mode | ((file_mode & 0o444) >> 2))
@@ -263,7 +471,54 @@ def publish(staged: Path, output: Path, scratch: Path) -> None:
             mode = file_mode | ((file_mode & 0o444) >> 2) if item.is_dir() else file_mode
             os.chmod(item, mode)
     else:
-        os.chmod(staged, _mode_for(output))
-    if output.is_dir():
-        os.replace(output, scratch / "replaced")
-    os.replace(staged, output)
+        os.chmod(staged, _mode_for(_real(output)))
+    active.add(staged, output)
+
+
+LOW_SPACE = 64 * 2**20
+"""Free bytes under which a failed write is put down to a full disk."""
+
+
+def space_note(folder: Path) -> str:
+    """`` (no space left on DEVICE...)`` when ``folder``'s file system is (nearly) full."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    if free >= LOW_SPACE:
+        return ""
+    return f" ({os.strerror(errno.ENOSPC).lower()} in {str(folder)!r}: {free} bytes free)"
+
+
+@contextmanager
+def private_tempdir() -> Iterator[Path]:
+    """A folder of this run inside TMPDIR for every library's temporary files.
+
+    ``tempfile`` and the ``TMPDIR`` variable point to it for the block; it is removed
+    however the block ends, with whatever a library left there (coremltools leaves a
+    half-written package when TMPDIR is full). Variables a library set to a path in it
+    (torch's inductor cache) are restored too.
+    """
+    base = tempfile.gettempdir()
+    try:
+        folder = tempfile.mkdtemp(prefix="ca-export-")
+    except OSError as err:
+        raise BadInputError(
+            f"cannot create a temporary folder in {base!r}: {err.strerror} "
+            "(set TMPDIR to a folder with room)"
+        ) from None
+    saved_env = dict(os.environ)
+    saved_dir = tempfile.tempdir
+    tempfile.tempdir = folder
+    os.environ["TMPDIR"] = folder
+    try:
+        yield Path(folder)
+    finally:
+        tempfile.tempdir = saved_dir
+        for key, value in list(os.environ.items()):
+            if folder in value:
+                if key in saved_env:
+                    os.environ[key] = saved_env[key]
+                else:
+                    del os.environ[key]
+        shutil.rmtree(folder, ignore_errors=True)

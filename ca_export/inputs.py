@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +49,7 @@ def load_inputs(
         if suffix == ".npy":
             loaded.append((path.name, _as_batch(_load_npy(path), path.name)))
         elif suffix == ".npz":
-            with np.load(path) as archive:
-                for key in archive.files:
-                    name = f"{path.name}:{key}"
-                    loaded.append((name, _as_batch(archive[key], name)))
+            loaded += [(name, _as_batch(array, name)) for name, array in _load_npz(path)]
         elif suffix in IMAGE_SUFFIXES:
             rgb = _load_image(path, input_shape, notices)
             loaded.append((path.name, rgb if pixels else _normalise(rgb, mean, std)))
@@ -65,6 +64,19 @@ def _load_npy(path: Path) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
         raise BadInputError(f"cannot read {str(path)!r}: {err}") from None
+
+
+def _load_npz(path: Path) -> list[tuple[str, np.ndarray]]:
+    """The named arrays of a .npz file; a file that is not one gives one clear error."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("it holds one array, not a zip archive of arrays")
+        with archive:
+            return [(f"{path.name}:{key}", archive[key]) for key in archive.files]
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BadInputError(f"cannot read {str(path)!r} as a .npz archive: {reason}") from None
 
 
 def _as_batch(array: np.ndarray, name: str) -> np.ndarray:

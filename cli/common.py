@@ -8,21 +8,22 @@ traceback and torch's own log lines.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import click
 
+from ca_export import interrupts
 from ca_export.errors import BadInputError, CheckFailedError, StageError
-from ca_export.files import Output, guard, write_text
+from ca_export.files import Output, guard, private_tempdir, staging, write_text
+from ca_export.interrupts import Terminated
 from ca_export.report import to_json
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,31 +32,9 @@ EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_UNEXPECTED = 0, 1, 2, 3
 EXIT_SIGNAL_BASE = 128
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived; raised in the main thread so every cleanup block runs."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"signal {signum}")
-        self.signum = signum
-
-
 def progress(stage: str) -> None:
     """One progress line per stage, on stderr."""
     click.echo(f"[{stage}]", err=True)
-
-
-def _terminate(signum: int, _frame: FrameType | None) -> NoReturn:
-    raise Terminated(signum)
-
-
-@contextmanager
-def _signals() -> Iterator[None]:
-    """Turn SIGTERM into an exception for the length of a command."""
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _quiet_torch(debug: bool) -> None:
@@ -82,26 +61,46 @@ def handle_errors(func: F) -> F:
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         _quiet_torch(debug)
         try:
-            with _signals():
+            with interrupts.handling(), private_tempdir():
                 return func(*args, **kwargs)
         except BadInputError as err:
             _fail(EXIT_BAD_INPUT, f"error: {err}", debug, err)
         except CheckFailedError as err:
             _fail(EXIT_CHECK_FAILED, f"check failed: {err}", debug, err)
-        except StageError as err:
-            _fail(EXIT_UNEXPECTED, f"error: {err} (--debug shows the traceback)", debug, err)
+        except Exception as err:
+            if (full := _disk_full(err)) is None:
+                _unexpected(err, debug)
+            where = f" ({full.filename})" if full.filename else ""
+            _fail(EXIT_BAD_INPUT, f"error: no space left on device{where}", debug, err)
         except KeyboardInterrupt as err:
             _fail(EXIT_SIGNAL_BASE + signal.SIGINT, "interrupted (SIGINT)", debug, err)
         except Terminated as err:
             _fail(EXIT_SIGNAL_BASE + err.signum, "terminated (SIGTERM)", debug, err)
-        except Exception as err:
-            line = f"error: unexpected {type(err).__name__}: {_first_line(err)}"
-            _fail(EXIT_UNEXPECTED, f"{line} (--debug shows the traceback)", debug, err)
 
     debug_option = click.option(
         "--debug", is_flag=True, help="On an error, print the traceback and torch's log lines."
     )
     return debug_option(wrapper)  # type: ignore[return-value]
+
+
+def _disk_full(err: BaseException) -> OSError | None:
+    """The ENOSPC behind ``err`` (its cause or context), if a full disk is the reason."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _unexpected(err: Exception, debug: bool) -> NoReturn:
+    """Exit 3: an error ca-export did not expect (a bug, or a model it does not support)."""
+    if isinstance(err, StageError):
+        _fail(EXIT_UNEXPECTED, f"error: {err} (--debug shows the traceback)", debug, err)
+    line = f"error: unexpected {type(err).__name__}: {_first_line(err)}"
+    _fail(EXIT_UNEXPECTED, f"{line} (--debug shows the traceback)", debug, err)
 
 
 class Job(Protocol):
@@ -129,12 +128,17 @@ def run_job(
     reads: tuple[Path, ...] = (),
     in_place: tuple[Path, ...] = (),
 ) -> None:
-    """Guard every path, run the job, write its JSON report, print it; exit 1 if a check failed."""
+    """Guard every path, run the job, write its JSON report, print it; exit 1 if a check failed.
+
+    Every file of the run (artifact, report, ...) is staged beside its target and all
+    are renamed into place together, after the job and its report are complete.
+    """
     reports = [Output(report_path, "json")] if report_path is not None else []
     guard([*job.reads(), *reads], [*job.writes(), *reports], in_place=in_place)
-    report = run(job, progress=progress)
-    if report_path is not None:
-        write_text(to_json(report.to_dict()), report_path)
+    with staging():
+        report = run(job, progress=progress)
+        if report_path is not None:
+            write_text(to_json(report.to_dict()), report_path)
     click.echo(render(report))
     if not report.passed:
         names = ", ".join(_failed(report.to_dict())) or "see the report above"

@@ -6,14 +6,19 @@ changed and no stray file left behind.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -106,13 +111,28 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
 
 
 @pytest.fixture
-def work(tmp_path: Path, exported: Callable) -> Path:
-    """A folder with a seed export (``seed.onnx``), user models and a notes file."""
+def work(tmp_path: Path, exported: Callable, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder with a seed export (``seed.onnx``), user models and a notes file.
+
+    The test runs with TMPDIR set to an empty folder (outside ``work``), which must be
+    empty again when it ends: nothing is left in TMPDIR after any failure.
+    """
     _, onnx_path = exported("seed_ca", False)
     shutil.copy(onnx_path, tmp_path / "seed.onnx")
     (tmp_path / "models.py").write_text(USER_MODELS)
     (tmp_path / "notes.txt").write_text("my notes\n")
-    return tmp_path
+    folder = tmp_path.parent / f"{tmp_path.name}-tmpdir"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    yield tmp_path
+    assert sorted(p.name for p in folder.iterdir() if p.name not in ORT_SESSION_FILE) == []
+
+
+ORT_SESSION_FILE = {".ses"}
+"""ONNX Runtime's telemetry session file: written in TMPDIR when a process imports
+onnxruntime (before any command runs) and kept for the next process, so not a file a run
+leaves behind; a subprocess test's fresh process writes it."""
 
 
 @pytest.mark.parametrize(
@@ -384,8 +404,9 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _signalled(args: list[str], stage: str, signum: int, cwd: Path) -> int:
-    """Run the CLI in a subprocess, send ``signum`` when ``stage`` starts, return its code."""
+def _signalled(args: list[str], stage: str, signum: int, cwd: Path, delay: float = 0) -> int:
+    """Run the CLI in a subprocess, send ``signum`` ``delay`` seconds after ``stage`` starts,
+    return its code."""
     code = "from cli.main import main; main()"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     with subprocess.Popen(
@@ -399,6 +420,7 @@ def _signalled(args: list[str], stage: str, signum: int, cwd: Path) -> int:
         assert proc.stderr is not None
         for line in proc.stderr:
             if line.strip() == f"[{stage}]":
+                time.sleep(delay)
                 proc.send_signal(signum)
                 break
         else:
@@ -451,3 +473,294 @@ def test_user_inputs_that_are_not_arrays_exit_2(
         result = run("verify", "seed_ca", "seed.onnx", *SMALL, "--inputs", name)
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output
+
+
+def _previous_onnx(work: Path, name: str) -> Path:
+    """An ONNX file from an earlier run, byte-different from what a run writes now."""
+    model = onnx.load(work / "seed.onnx")
+    model.metadata_props.add(key="previous", value="run")
+    onnx.save(model, work / name)
+    return work / name
+
+
+def _previous_package(work: Path, name: str) -> Path:
+    """A Core ML package from an earlier run (ca-export replaces only a folder like it)."""
+    (work / name / "Data").mkdir(parents=True)
+    (work / name / "Manifest.json").write_text('{"previous": "run"}')
+    (work / name / "Data" / "model.mlmodel").write_bytes(b"previous")
+    return work / name
+
+
+def test_a_report_that_cannot_be_staged_leaves_the_previous_artifact(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    _previous_onnx(work, "small.onnx")
+    (work / "r.json").write_text('{"previous": "run"}')
+    before = snapshot(work)
+    mkstemp = tempfile.mkstemp
+
+    def full_disk(*args: object, prefix: str = "", **kwargs: object) -> tuple[int, str]:
+        if prefix.startswith(".r.json"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return mkstemp(*args, prefix=prefix, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tempfile, "mkstemp", full_disk)
+    result = run("onnx", "seed_ca", *SMALL, "-o", "small.onnx", "--report", "r.json")
+    one_error(result, 2, "cannot write 'r.json': No space left on device")
+    assert snapshot(work) == before
+
+
+def test_a_rename_that_fails_at_the_commit_puts_every_output_back(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    _previous_onnx(work, "small.onnx")
+    (work / "r.json").write_text('{"previous": "run"}')
+    before = snapshot(work)
+    replace = os.replace
+    failed: list[str] = []
+
+    def failing(src: str | Path, dst: str | Path) -> None:
+        if Path(dst).name == "r.json" and not failed:
+            failed.append(str(src))
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+    result = run("onnx", "seed_ca", *SMALL, "-o", "small.onnx", "--report", "r.json")
+    one_error(result, 2, "cannot write 'r.json'")
+    assert snapshot(work) == before
+
+
+def test_a_symlinked_output_is_written_through_to_its_target(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    (work / "store").mkdir()
+    target = _previous_onnx(work, "store/model.onnx")
+    old = target.read_bytes()
+    (work / "link.onnx").symlink_to(target)
+    result = run("onnx", "seed_ca", *SMALL, "-o", "link.onnx")
+    assert result.exit_code == 0, result.output
+    assert (work / "link.onnx").is_symlink()
+    assert os.readlink(work / "link.onnx") == str(target)
+    assert target.read_bytes() != old
+    onnx.checker.check_model(onnx.load(target))
+    assert sorted(p.name for p in (work / "store").iterdir()) == ["model.onnx"]
+
+
+def test_a_symlink_to_another_filesystem_is_written_there(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``store`` stands for another filesystem: a rename between it and ``work`` fails."""
+    monkeypatch.chdir(work)
+    (work / "store").mkdir()
+    target = _previous_onnx(work, "store/model.onnx")
+    old = target.read_bytes()
+    (work / "link.onnx").symlink_to(target)
+    replace, rename = os.replace, os.rename
+
+    def device(path: str | Path) -> bool:
+        return (work / "store") in Path(os.path.abspath(path)).parents
+
+    def one_device(real: Callable[[str | Path, str | Path], None]) -> Callable[..., None]:
+        def move(src: str | Path, dst: str | Path) -> None:
+            if device(src) != device(dst):
+                raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+            real(src, dst)
+
+        return move
+
+    monkeypatch.setattr(os, "replace", one_device(replace))
+    monkeypatch.setattr(os, "rename", one_device(rename))
+    result = run("onnx", "seed_ca", *SMALL, "-o", "link.onnx", "--report", "r.json")
+    assert result.exit_code == 0, result.output
+    assert (work / "link.onnx").is_symlink()
+    assert target.read_bytes() != old
+
+
+def test_a_symlink_into_a_missing_folder_is_refused_before_any_work(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    (work / "link.onnx").symlink_to(work / "gone" / "model.onnx")
+    before = snapshot(work)
+    result = run("onnx", "seed_ca", *SMALL, "-o", "link.onnx")
+    one_error(result, 2, "does not exist")
+    assert "[" not in result.stderr
+    assert snapshot(work) == before
+
+
+def test_a_long_legal_output_name_is_written(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(work)
+    name, report = "n" * 245 + ".onnx", "r" * 245 + ".json"
+    result = run("onnx", "seed_ca", *SMALL, "-o", name, "--report", report)
+    assert result.exit_code == 0, result.output
+    onnx.checker.check_model(onnx.load(work / name))
+    written = {p.name for p in work.iterdir()} - {"seed.onnx", "models.py", "notes.txt"}
+    assert written == {name, report}
+
+
+def test_an_output_name_over_255_bytes_is_refused_before_any_work(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A legal ONNX name whose ``.required_operators.config`` twin cannot exist."""
+    monkeypatch.chdir(work)
+    result = run("onnx", "seed_ca", *SMALL, "-o", "n" * 245 + ".onnx", "--ort-format")
+    one_error(result, 2, "longer than 255 bytes")
+    assert "[" not in result.stderr
+
+
+def _unblock(fifo: Path) -> threading.Timer:
+    """After a few seconds, open ``fifo`` for writing and close it: a reader stuck on it
+    gets end-of-file, so a test of a run that opens it fails instead of hanging."""
+
+    def poke() -> None:
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    timer = threading.Timer(5, poke)
+    timer.start()
+    return timer
+
+
+@pytest.mark.parametrize("option", ["-o", "--report"])
+def test_a_named_pipe_as_output_is_refused_without_opening_it(
+    work: Path, option: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    os.mkfifo(work / "pipe")
+    args = ["-o", "pipe"] if option == "-o" else ["-o", "out.onnx", "--report", "pipe"]
+    timer = _unblock(work / "pipe")
+    try:
+        result = run("onnx", "seed_ca", *SMALL, *args)
+    finally:
+        timer.cancel()
+    one_error(result, 2, "'pipe' is a named pipe, not a regular file")
+    assert stat.S_ISFIFO(os.stat(work / "pipe").st_mode)
+    assert not (work / "out.onnx").exists()
+
+
+def _npz(kind: str, path: Path) -> None:
+    if kind == "npy-named-npz":
+        with path.open("wb") as handle:
+            np.save(handle, np.zeros((1, 3, 32, 32), np.float32))
+    elif kind == "truncated":
+        np.savez(path, x=np.zeros((1, 3, 32, 32), np.float32))
+        path.write_bytes(path.read_bytes()[:300])
+    else:
+        path.write_bytes(b"PK\x03\x04 not a zip")
+
+
+@pytest.mark.parametrize("kind", ["npy-named-npz", "truncated", "garbage"])
+@pytest.mark.parametrize("option", ["--inputs", "--calibration"])
+def test_a_corrupt_npz_exits_2_naming_the_file(
+    work: Path, kind: str, option: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(work)
+    (work / "calib").mkdir()
+    _npz(kind, work / "calib" / "bad.npz")
+    before = snapshot(work)
+    if option == "--inputs":
+        result = run("verify", "seed_ca", "seed.onnx", *SMALL, "--inputs", "calib/bad.npz")
+    else:
+        args = ["--precision", "int8", "--calibration", "calib"]
+        result = run("onnx", "seed_ca", *SMALL, "-o", "q.onnx", *args)
+    one_error(result, 2, "bad.npz")
+    assert snapshot(work) == before
+
+
+def test_a_full_tmpdir_during_core_ml_conversion_says_so_and_leaves_nothing(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What coremltools does when TMPDIR fills while it writes its temporary package."""
+    import coremltools.models.model as ct_model
+
+    monkeypatch.chdir(work)
+    tmpdir = Path(tempfile.gettempdir())
+    usage = shutil.disk_usage
+
+    def half_written(*_args: object, **_kwargs: object) -> str:
+        package = Path(tempfile.mkdtemp(suffix=".mlpackage"))
+        (package / "Manifest.json").write_text("{")
+        raise RuntimeError("filesystem error: cannot copy: Input/output error")
+
+    def disk_usage(path: str | Path) -> object:
+        if tmpdir in [Path(path), *Path(path).parents]:
+            return usage(path)._replace(free=0)
+        return usage(path)
+
+    monkeypatch.setattr(ct_model, "_create_mlpackage", half_written)
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    _previous_package(work, "s.mlpackage")
+    before = snapshot(work)
+    result = run("coreml", "seed_ca", *SMALL, "-o", "s.mlpackage")
+    one_error(result, 2, "no space left on device in ")
+    assert snapshot(work) == before
+
+
+def test_sigint_swallowed_inside_coremltools_still_exits_130(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """coremltools reads each node's op name in a bare ``try/except:``: a SIGINT that
+    lands there is swallowed (issue 27, item 1). Send one exactly there."""
+    monkeypatch.chdir(work)
+    name = torch._ops.OpOverload.name
+    sent: list[int] = []
+
+    def interrupted(op: torch._ops.OpOverload) -> str:
+        caller = sys._getframe(1).f_code.co_filename
+        if not sent and caller.endswith(os.path.join("frontend", "torch", "internal_graph.py")):
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+        return name(op)
+
+    monkeypatch.setattr(torch._ops.OpOverload, "name", interrupted)
+    _previous_package(work, "s.mlpackage")
+    (work / "r.json").write_text('{"previous": "run"}')
+    before = snapshot(work)
+    result = run("coreml", "seed_ca", *SMALL, "-o", "s.mlpackage", "--report", "r.json")
+    assert sent
+    one_error(result, 130, "interrupted (SIGINT)")
+    assert "[save]" not in result.stderr
+    assert snapshot(work) == before
+
+
+def _previous_pte(work: Path, name: str) -> Path:
+    """An ExecuTorch program from an earlier run (a flatbuffer with the ``ET`` identifier)."""
+    (work / name).write_bytes(b"\0\0\0\0ET12previous")
+    return work / name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("command", "stage", "delay"),
+    [
+        ("coreml", "convert", 1.0),
+        ("coreml", "mil parity", 0),
+        ("onnx", "export", 0.5),
+        ("onnx", "simplify", 0),
+        ("onnx", "gate", 0),
+        ("executorch", "lower", 1.0),
+        ("executorch", "gate", 0),
+    ],
+)
+def test_sigint_at_each_stage_keeps_the_previous_outputs(
+    work: Path, command: str, stage: str, delay: float
+) -> None:
+    """SIGINT inside third-party code (conversion, lowering, onnxsim) and at the gates."""
+    if command == "executorch":
+        from ca_export.export import executorch as et
+
+        if not et.available():
+            pytest.skip(et.INSTALL_HINT)
+    output = {"coreml": "s.mlpackage", "onnx": "s.onnx", "executorch": "s.pte"}[command]
+    {"coreml": _previous_package, "onnx": _previous_onnx, "executorch": _previous_pte}[command](
+        work, output
+    )
+    (work / "r.json").write_text('{"previous": "run"}')
+    before = snapshot(work)
+    args = [command, "seed_ca", "--input-shape", "1,3,64,64", "-o", output, "--report", "r.json"]
+    assert _signalled(args, stage, signal.SIGINT, work, delay) == 130
+    assert snapshot(work) == before

@@ -16,6 +16,7 @@ import contextlib
 import io
 import logging
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +27,9 @@ import numpy as np
 import torch
 from torch.export import ExportedProgram
 
+from ca_export import interrupts
 from ca_export.errors import BadInputError, CheckFailedError
+from ca_export.files import space_note
 from ca_export.fx import owning_block
 
 EXTENSIONS = {"mlprogram": ".mlpackage", "neuralnetwork": ".mlmodel"}
@@ -172,8 +175,10 @@ def convert(
         first = (str(err).strip().splitlines() or [""])[0]
         raise BadInputError(
             f"coremltools cannot convert the program to {target.format}: "
-            f"{type(err).__name__}: {first}"
+            f"{type(err).__name__}: {first}{space_note(Path(tempfile.gettempdir()))}"
         ) from None
+    finally:
+        interrupts.check()
 
 
 def half_weights(model: Any) -> Any:
@@ -261,7 +266,8 @@ def save(model: Any, path: Path) -> None:
     try:
         model.save(str(path))
     except Exception as err:
-        raise BadInputError(f"cannot save {str(path)!r}: {err}") from None
+        interrupts.check()
+        raise BadInputError(f"cannot save {str(path)!r}: {err}{space_note(path.parent)}") from None
 
 
 def reload(path: Path, fmt: str) -> Reloaded:

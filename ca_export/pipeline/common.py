@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.export import ExportedProgram
 
+from ca_export import interrupts
 from ca_export.errors import BadInputError, CAExportError, StageError
 from ca_export.loading import load_model, model_files
 from ca_export.patterns import CABlock, find
@@ -38,17 +39,25 @@ class Stages:
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        """Time the stage; an unexpected exception becomes a ``StageError`` naming it."""
+        """Time the stage; an unexpected exception becomes a ``StageError`` naming it.
+
+        A signal that third-party code swallowed is raised again when the stage starts
+        and ends, and wins over the stage's own error (``interrupts.check``).
+        """
+        interrupts.check()
         self.progress(name)
         start = time.perf_counter()
         try:
             yield
         except CAExportError:
+            interrupts.check()
             raise
         except Exception as err:
+            interrupts.check()
             raise StageError(name, err) from err
         finally:
             self.times[name] = round(self.times.get(name, 0.0) + time.perf_counter() - start, 3)
+        interrupts.check()
 
 
 def trace_or_explain(

@@ -18,7 +18,7 @@ from ca_export.errors import BadInputError
 from ca_export.export import coreml as coreml_export
 from ca_export.export import coreml_compress
 from ca_export.export.coreml import ImageInput, InputSpec, Target
-from ca_export.files import Output, guard, publish, remove_tree, scratch_folder
+from ca_export.files import Output, guard, publish, scratch
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet
 from ca_export.report import ExportReport, gate_summary
 from ca_export.rewrites.size_to_scale import size_to_scale
@@ -194,8 +194,7 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
         if multiple != (1, 1):
             entries[coreml_export.HW_MULTIPLE] = "{}x{}".format(*multiple)
         coreml_export.set_metadata(model, job.metadata, entries)
-    folder = scratch_folder(job.output)
-    try:
+    with scratch(job.output) as folder:
         temporary = folder / job.output.name
         with stage("save"):
             coreml_export.save(model, temporary)
@@ -234,9 +233,7 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
             report.parity = report.parity or dict(report.checks["prediction"])
         if report.passed:
             with stage("write"):
-                report.artifact = _move(temporary, job.output, folder)
-    finally:
-        remove_tree(folder)
+                report.artifact = _move(temporary, job.output)
     report.stages = stage.times
     return report
 
@@ -462,11 +459,12 @@ def _weight_loss(
     )
 
 
-def _move(temporary: Path, output: Path, folder: Path) -> dict[str, Any]:
-    """Rename the checked model to ``output``; a package it replaces is moved aside first."""
-    publish(temporary, output, folder)
-    files = [output] if output.is_file() else [p for p in output.rglob("*") if p.is_file()]
-    return {"path": str(output), "bytes": sum(p.stat().st_size for p in files)}
+def _move(temporary: Path, output: Path) -> dict[str, Any]:
+    """Stage the checked model for ``output`` (renamed with the run's other outputs)."""
+    files = [temporary] if temporary.is_file() else [p for p in temporary.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    publish(temporary, output)
+    return {"path": str(output), "bytes": size}
 
 
 def _metadata(job: CoreMLJob, spec: InputSpec, report: ExportReport) -> dict[str, str]:

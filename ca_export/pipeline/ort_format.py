@@ -15,8 +15,9 @@ from typing import Any
 
 import onnx
 
+from ca_export import files
 from ca_export.export import ort_format
-from ca_export.files import publish, remove_tree, scratch_folder, write_onnx
+from ca_export.files import publish, write_onnx
 from ca_export.pipeline.common import Prepared
 from ca_export.report import gate_summary
 from ca_export.verify.parity import gate_inputs, runner_gate
@@ -25,12 +26,11 @@ from ca_export.verify.parity import gate_inputs, runner_gate
 @contextmanager
 def scratch(output: Path, wanted: bool) -> Iterator[Path | None]:
     """A scratch folder beside ``output`` when ``wanted``, removed afterwards."""
-    folder = scratch_folder(output) if wanted else None
-    try:
+    if not wanted:
+        yield None
+        return
+    with files.scratch(output) as folder:
         yield folder
-    finally:
-        if folder is not None:
-            remove_tree(folder)
 
 
 def build_and_gate(
@@ -63,8 +63,8 @@ def write_all(
     if staged is not None and folder is not None:
         final = ort_format.paths_for(output)
         for source, target in ((staged.model, final.model), (staged.config, final.config)):
-            publish(source, target, folder)
+            publish(source, target)
         artifact["ort"] = str(final.model)
-        artifact["ort_bytes"] = final.model.stat().st_size
+        artifact["ort_bytes"] = staged.model.stat().st_size
         artifact["ort_config"] = str(final.config)
     return artifact
