@@ -41,9 +41,15 @@ BACKEND = "coreml-mil-numpy"
 
 @dataclass(frozen=True)
 class NotVerified:
-    """Parity could not be judged, and why (never a pass)."""
+    """Parity could not be judged, and why (never a pass by itself).
+
+    ``model_loss`` is set where the program ran but the model's own loss at the
+    program's precision reaches its signal (see ``vacuous``): the program may still be
+    proven the right program by a check that removes that loss (``fp32_arithmetic``).
+    """
 
     reason: str
+    model_loss: bool = False
 
 
 def model_noise(
@@ -155,6 +161,6 @@ def mil_parity(
         ]
         reason = vacuous(comparisons, tuple(x.shape), subject(weights))
         if reason:
-            return NotVerified(reason)
+            return NotVerified(reason, model_loss=True)
         result.cases.append(CaseResult(tuple(x.shape), seed, comparisons))
     return result
