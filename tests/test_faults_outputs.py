@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_faults import one_error, run
 
 from ca_export.report import ExportReport, render_export
 
@@ -91,3 +92,15 @@ def test_each_failed_line_of_a_check_is_printed_once() -> None:
     assert "palette4-weights in PyTorch vs fp32: rel err 1.7" in text
     for line in failures:
         assert text.count(f"failed: {line}") == 1, text
+
+
+# ------------------------------------------- 17: a KeyboardInterrupt that no signal sent
+
+
+def test_keyboard_interrupt_raised_by_the_model_is_not_called_a_signal(models: Path) -> None:
+    """No SIGINT came: the run says what did happen (exit 3), not ``interrupted (SIGINT)``.
+    (A real SIGINT still exits 130: ``test_faults``' signal tests.)"""
+    result = run("onnx", "m.py:interrupted", *SMALL, "-o", "i.onnx")
+    one_error(result, 3, "KeyboardInterrupt raised with no SIGINT received")
+    assert "SIGINT)" not in result.stderr
+    assert not (models / "i.onnx").exists()
