@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_faults import one_error, run
 
 from ca_export.report import ExportReport, render_export
+from ca_export.verify import lossy
+from ca_export.verify.tolerances import tolerance
 
 MODELS = """
 import torch
@@ -104,3 +107,57 @@ def test_keyboard_interrupt_raised_by_the_model_is_not_called_a_signal(models: P
     one_error(result, 3, "KeyboardInterrupt raised with no SIGINT received")
     assert "SIGINT)" not in result.stderr
     assert not (models / "i.onnx").exists()
+
+
+# ------------------------------------------------------- 6: boolean and integer outputs
+
+
+@pytest.mark.parametrize("command", ["onnx", "executorch"])
+def test_boolean_and_integer_outputs_export_and_verify(command: str, models: Path) -> None:
+    """``(logits, logits > 0, argmax)``: the gate judges the bool and int64 outputs by
+    equality, and ``verify`` of the written file passes the same way."""
+    if command == "executorch":
+        from ca_export.export import executorch as et
+
+        if not et.available():
+            pytest.skip(et.INSTALL_HINT)
+    out = "f.onnx" if command == "onnx" else "f.pte"
+    result = run(command, "m.py:flags", *SMALL, "-o", out, "--report", "r.json")
+    assert result.exit_code == 0, result.output
+    assert "3 inputs): passed" in result.output
+    args = ["verify", "m.py:flags", out, *SMALL, "--junit", "v.xml", "--markdown", "v.md"]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert "seed 1 output_1: margin 0" in result.output
+    assert "seed 1 output_2: margin 0" in result.output
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_boolean_and_integer_outputs_pass_the_lossy_gate(precision: str, models: Path) -> None:
+    """The lossy gate judges a bool or int64 output by the share of equal values, not by
+    cosine or top-k (which crashed: ``numpy boolean negative``); ``verify`` agrees."""
+    out = f"f.{precision}.onnx"
+    result = run("onnx", "m.py:flags", *SMALL, "-o", out, "--precision", precision)
+    assert result.exit_code == 0, result.output
+    assert "output_1: passed; equal values" in result.output
+    result = run("verify", "m.py:flags", out, *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "output_2: passed; equal values" in result.output
+
+
+@pytest.mark.parametrize("differ", [1, 3])
+def test_lossy_gate_holds_integer_outputs_to_the_top1_bound(differ: int) -> None:
+    """fp16's top-1 bound is 7/8: one class index of eight may differ, three may not."""
+    refs = [[np.array([k], np.int64)] for k in range(8)]
+    gots = [[np.array([k + (k < differ)], np.int64)] for k in range(8)]
+    gate = lossy.judge(
+        refs,
+        gots,
+        ["label"],
+        [str(k) for k in range(8)],
+        "fp16",
+        "ort",
+        tolerance("fp16", "onnxruntime-cpu"),
+    )
+    assert gate.passed == (differ == 1), gate.failures()
+    assert gate.outputs[0].equal == (8 - differ) / 8
