@@ -161,3 +161,54 @@ def test_lossy_gate_holds_integer_outputs_to_the_top1_bound(differ: int) -> None
     )
     assert gate.passed == (differ == 1), gate.failures()
     assert gate.outputs[0].equal == (8 - differ) / 8
+
+
+# ------------------------------------------------------------------- 15: NaN messages
+
+
+def test_a_model_whose_own_output_is_nan_is_told_so(models: Path) -> None:
+    """Not ``rel err inf, max abs err nan, cosine 0``: PyTorch's output is NaN."""
+    result = run("onnx", "m.py:nan_out", *SMALL, "-o", "n.onnx")
+    one_error(result, 1, "check failed: parity")
+    assert "the reference (PyTorch) output is NaN at 4096 of 4096 values" in result.stdout
+    assert not (models / "n.onnx").exists()
+
+
+def _with(value: float, path: Path) -> Path:
+    """A finite 1,3,32,32 array with ``value`` at one element, saved at ``path``."""
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    x[0, 1, 2, 3] = value
+    np.save(path, x)
+    return path
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.5], ids=["nan", "inf", "finite"])
+def test_verify_refuses_a_non_finite_input_naming_the_file(value: float, models: Path) -> None:
+    """A NaN input makes both sides NaN: nothing can be judged, and no module is to blame.
+    Refused (exit 2) naming the file; the finite twin verifies."""
+    assert run("onnx", "m.py:plain", *SMALL, "-o", "p.onnx").exit_code == 0
+    result = run(
+        "verify", "m.py:plain", "p.onnx", *SMALL, "--inputs", _with(value, models / "x.npy")
+    )
+    if value == 0.5:
+        assert result.exit_code == 0, result.output
+    else:
+        kind = "NaN" if np.isnan(value) else "Inf"
+        one_error(result, 2, f"input x.npy holds {kind} at 1 of 3072 values")
+        assert "first divergence" not in result.output
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("-inf")], ids=["nan", "inf"])
+def test_a_non_finite_calibration_sample_is_refused_naming_the_file(
+    value: float, models: Path
+) -> None:
+    (models / "cal").mkdir()
+    _with(0.5, models / "cal" / "a.npy")
+    _with(value, models / "cal" / "b.npy")
+    args = ["onnx", "m.py:plain", *SMALL, "-o", "q.onnx", "--precision", "int8"]
+    result = run(*args, "--calibration", "cal")
+    kind = "NaN" if np.isnan(value) else "Inf"
+    one_error(result, 2, f"input b.npy holds {kind} at 1 of 3072 values")
+    assert not (models / "q.onnx").exists()
+    (models / "cal" / "b.npy").unlink()
+    assert run(*args, "--calibration", "cal").exit_code == 0
