@@ -80,12 +80,27 @@ def _load_npz(path: Path) -> list[tuple[str, np.ndarray]]:
 
 
 def _as_batch(array: np.ndarray, name: str) -> np.ndarray:
-    """A C,H,W or N,C,H,W numeric array as float32 N,C,H,W."""
+    """A C,H,W or N,C,H,W numeric array as float32 N,C,H,W, every value finite.
+
+    A NaN or Inf is refused, naming the file: it spreads through the first layer, so
+    PyTorch and the artifact both answer NaN and nothing can be judged (``verify`` would
+    blame the first module, calibration would take it as a range). Values beyond float32's
+    range count as Inf (they become Inf when read as float32).
+    """
     if array.ndim == 3:
         array = array[None]
     if array.ndim != 4 or not np.issubdtype(array.dtype, np.number):
         raise BadInputError(f"input {name}: expected a numeric N,C,H,W array, got {array.shape}")
-    return array.astype(np.float32)
+    with np.errstate(over="ignore"):
+        batch = array.astype(np.float32)
+    if not np.isfinite(batch).all():
+        nan = int(np.count_nonzero(np.isnan(batch)))
+        kind, count = ("NaN", nan) if nan else ("Inf", int(np.count_nonzero(np.isinf(batch))))
+        raise BadInputError(
+            f"input {name} holds {kind} at {count} of {batch.size} values; "
+            "inputs and calibration samples must be finite"
+        )
+    return batch
 
 
 def is_image(name: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,12 +136,14 @@ def render_inspect(report: InspectReport) -> str:
     return "\n".join(lines + report.notices)
 
 
-def _check_lines(name: str, check: dict[str, Any]) -> list[str]:
-    """A named check's verdict (and why it did not run), its lines and its failures."""
+def _check_lines(name: str, check: dict[str, Any], figures: Sequence[str] = ()) -> list[str]:
+    """A named check's verdict (and why it did not run), its lines, ``figures`` (lines a
+    renderer adds about this check) and its failures, each failure once."""
     verdict = ("passed" if check.get("passed") else "FAILED") if check.get("ran") else "not run"
     reason = f" ({check['reason']})" if "reason" in check else ""
     lines = [f"check {name}: {verdict}{reason}"]
     lines += [f"  {line}" for line in check.get("lines", [])]
+    lines += [f"  {line}" for line in figures]
     return lines + [f"  failed: {line}" for line in check.get("failures", [])]
 
 
@@ -171,7 +174,7 @@ def render_export(report: ExportReport) -> str:
                 f"  outside: {o['op']} ({o['module'] or '<model>'})" for o in structure["outside"]
             ]
     for name, check in report.checks.items():
-        lines += _check_lines(name, check)
+        lines += _check_lines(name, check, _compressed_figures(name, check))
         arithmetic = check.get("fp32_arithmetic")
         if arithmetic and arithmetic.get("ran"):
             lines.append(
@@ -184,16 +187,6 @@ def render_export(report: ExportReport) -> str:
             lines += [f"  failed: {line}" for line in arithmetic["constant_mismatches"]]
         elif arithmetic:
             lines.append(f"  fp32 arithmetic: not run ({arithmetic['reason']})")
-        if name == "compressed_weights" and check.get("ran"):
-            top1 = check["min_top1"]
-            lines.append(
-                f"  {check['format']} in PyTorch vs fp32: rel err {check['max_rel_err']:.3g}, "
-                f"min cosine {check['min_cosine']:.6f}"
-                + ("" if top1 is None else f", top-1 agreement {top1:.2f}")
-                + f"; {check['weights_placed']} weights placed, "
-                f"{check['factors_fitted']} fitted, {check['weights_unmatched']} unmatched"
-            )
-            lines += [f"  failed: {line}" for line in check["failures"]]
     parity = report.parity
     if parity and parity.get("ran", True):
         verdict = "FAILED" if parity["failures"] else "passed"
@@ -223,6 +216,20 @@ def render_export(report: ExportReport) -> str:
     lines += [f"notice: {n}" for n in report.notices]
     lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)
+
+
+def _compressed_figures(name: str, check: dict[str, Any]) -> list[str]:
+    """The compressed-weights check's figures (its failures are the check's own lines)."""
+    if name != "compressed_weights" or not check.get("ran"):
+        return []
+    top1 = check["min_top1"]
+    return [
+        f"{check['format']} in PyTorch vs fp32: rel err {check['max_rel_err']:.3g}, "
+        f"min cosine {check['min_cosine']:.6f}"
+        + ("" if top1 is None else f", top-1 agreement {top1:.2f}")
+        + f"; {check['weights_placed']} weights placed, "
+        f"{check['factors_fitted']} fitted, {check['weights_unmatched']} unmatched"
+    ]
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -62,7 +62,14 @@ def handle_errors(func: F) -> F:
         _quiet_torch(debug)
         try:
             with interrupts.handling(), private_tempdir():
-                return func(*args, **kwargs)
+                try:
+                    return func(*args, **kwargs)
+                except KeyboardInterrupt as err:
+                    if interrupts.pending() is None:
+                        raise _NoSignal(err) from err
+                    raise
+        except _NoSignal as err:
+            _fail(EXIT_UNEXPECTED, f"error: {err} (--debug shows the traceback)", debug, err)
         except BadInputError as err:
             _fail(EXIT_BAD_INPUT, f"error: {err}", debug, err)
         except CheckFailedError as err:
@@ -81,6 +88,17 @@ def handle_errors(func: F) -> F:
         "--debug", is_flag=True, help="On an error, print the traceback and torch's log lines."
     )
     return debug_option(wrapper)  # type: ignore[return-value]
+
+
+class _NoSignal(Exception):
+    """A ``KeyboardInterrupt`` raised while no SIGINT was received (by the model's code or a
+    library it calls): an unexpected error (exit 3), not the user's interrupt (130)."""
+
+    def __init__(self, err: KeyboardInterrupt) -> None:
+        frames = traceback.extract_tb(err.__traceback__)
+        last = frames[-1] if frames else None
+        where = f", at {Path(last.filename).name}:{last.lineno} in {last.name}()" if last else ""
+        super().__init__(f"KeyboardInterrupt raised with no SIGINT received{where}")
 
 
 def _disk_full(err: BaseException) -> OSError | None:

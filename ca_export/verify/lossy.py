@@ -52,6 +52,10 @@ class OutputAgreement:
     top5: float | None = None
     margin: float | None = None
     max_abs_err: float = 0.0
+    equal: float | None = None
+    """For an integer or boolean output, the share of values equal to the reference's (over
+    ``values`` values): the figure it is gated on, against the top-1 bound; None otherwise."""
+    values: int = 0
     cosines: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -154,7 +158,9 @@ def describe(gate: LossyGate, against: str) -> list[str]:
     ]
     for out in gate.outputs:
         figures = f"min cosine {out.min_cosine:.4f}, max rel err {out.max_rel_err:.3g}"
-        if out.top1 is not None:
+        if out.equal is not None:
+            figures = f"equal values {round(out.equal * out.values)}/{out.values}"
+        elif out.top1 is not None:
             figures = (
                 f"top-1 {round(out.top1 * out.rows)}/{out.rows}, top-1 in top-5 "
                 f"{round((out.top1_in_top5 or 0) * out.rows)}/{out.rows}, top-5 set "
@@ -181,6 +187,8 @@ def _agreement(
         name, list(refs[0].shape), len(refs), min(cosines), max(rels), finite, cosines=cosines
     )
     result.max_abs_err = max(_max_abs(r, g) for r, g in zip(refs, gots, strict=True))
+    if not np.issubdtype(refs[0].dtype, np.floating):
+        return _equality(result, refs, gots, tol)
     if not finite:
         result.failures.append("non-finite values")
     if result.min_cosine < tol.cosine:
@@ -206,6 +214,23 @@ def _agreement(
             if bound is not None and got_share is not None and got_share < bound - 1e-9:
                 agree, needed = round(got_share * rows), math.ceil(bound * rows - 1e-9)
                 result.failures.append(f"{label} {agree}/{rows}, needs {needed}/{rows}")
+    return result
+
+
+def _equality(
+    result: OutputAgreement, refs: list[np.ndarray], gots: list[np.ndarray], tol: Tolerance
+) -> OutputAgreement:
+    """An integer or boolean output (a class index, a mask): the share of values equal to
+    the reference's, held to the top-1 bound (an argmax output's share is its top-1
+    agreement; a threshold near a lossy score flips as a close top-1 does). Its cosine and
+    rel err are reported, not gated: they mean nothing for labels."""
+    equal = sum(int(np.count_nonzero(r == g)) for r, g in zip(refs, gots, strict=True))
+    result.values = sum(r.size for r in refs)
+    result.equal = equal / result.values if result.values else 1.0
+    bound = tol.top1 if tol.top1 is not None else 1.0
+    if result.equal < bound - 1e-9:
+        needed = math.ceil(bound * result.values - 1e-9)
+        result.failures.append(f"equal values {equal}/{result.values}, needs {needed}")
     return result
 
 
