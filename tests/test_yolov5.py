@@ -129,10 +129,11 @@ def test_without_ca_rows_nothing_is_found_in_c3_sppf_or_neck_concats() -> None:
 
 
 def _assert_rewritten(report: ExportReport) -> None:
-    """Three blocks rewritten, no CA-only node left (the parity verdict is not asserted)."""
+    """Three blocks rewritten, no CA-only node left, every gate passed."""
     assert [b.module for b in report.ca_blocks] == [f"model.{i}" for i in CA_ROWS]
     assert all(b.rewritten for b in report.ca_blocks)
     assert report.structure["passed"] and report.structure["ca_only_nodes_after"] == 0
+    assert report.passed, report.parity["failures"]
 
 
 def test_onnx_export_rewrites_the_three_blocks(
@@ -173,7 +174,7 @@ def test_stripped_best_pt_loads_as_fp32_with_trust_pickle(best_pt: Path) -> None
 
 def test_export_script_file_is_found_and_rewritten_by_optimize(tmp_path: Path) -> None:
     """The file YOLOv5's export script writes (opset 12, one output): ``optimize`` finds and
-    rewrites the three blocks (its parity verdict is not asserted here)."""
+    rewrites the three blocks, and its gate passes."""
     source = export_like_yolov5(_sample(), tmp_path / "yolov5_ca.onnx", SHAPE)
     exported = onnx.load(source)
     assert exported.opset_import[0].version == 12
@@ -184,6 +185,7 @@ def test_export_script_file_is_found_and_rewritten_by_optimize(tmp_path: Path) -
     report = optimize_onnx(OptimizeJob(source, tmp_path / "out.onnx"))
     assert [b.channels for b in report.ca_blocks] == [c for _, c in CA_ROWS.values()]
     assert all(b.rewritten and not b.ca_only_nodes_after for b in report.ca_blocks)
+    assert report.passed, report.parity["failures"]
 
 
 # ----------------------------------------------------------------- full size
@@ -199,3 +201,42 @@ def test_outputs_at_320_are_finite_boxes_in_pixels(seed: int) -> None:
     assert xy.min() > -32 and xy.max() < 320 + 32 and xy.max() > 280
     assert wh.min() > 0 and 100 < wh.max() < 4 * 373
     assert probabilities.min() >= 0 and probabilities.max() <= 1
+
+
+EVERY_FORMAT = {
+    "onnx": ["onnx", "yolov5_ca", "-o", "y5.onnx"],
+    "onnx --dynamic": ["onnx", "yolov5_ca", "-o", "y5d.onnx", "--dynamic"],
+    "onnx --opset 13": ["onnx", "yolov5_ca", "-o", "y5_13.onnx", "--opset", "13"],
+    "coreml": ["coreml", "yolov5_ca", "-o", "y5.mlpackage"],
+    "executorch": ["executorch", "yolov5_ca", "-o", "y5.pte"],
+}
+"""Each export of the sample at 320 in one format, by the CLI."""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", EVERY_FORMAT.values(), ids=EVERY_FORMAT.keys())
+def test_every_format_exports_and_verifies_at_320(args: list[str], tmp_path: Path) -> None:
+    """Default tolerances: each export passes its gates, and ``verify`` passes the file."""
+    if args[0] == "executorch":
+        pytest.importorskip("executorch")
+    shape = ["--input-shape", ",".join(map(str, FULL))]
+    args = [str(tmp_path / a) if a.startswith("y5") else a for a in args]
+    exported = _run(*args, *shape)
+    assert exported.exit_code == 0, exported.output
+    verified = _run("verify", "yolov5_ca", args[3], *shape)
+    assert verified.exit_code == 0, verified.output
+
+
+@pytest.mark.slow
+def test_stripped_best_pt_and_the_export_script_file_pass_at_320(
+    tmp_path: Path, best_pt: Path
+) -> None:
+    shape = ["--input-shape", ",".join(map(str, FULL))]
+    out = tmp_path / "best.onnx"
+    exported = _run("onnx", best_pt, "--trust-pickle", "-o", out, *shape)
+    assert exported.exit_code == 0, exported.output
+    source = export_like_yolov5(_sample(), tmp_path / "legacy.onnx", FULL)
+    optimized = _run("optimize", source, "-o", tmp_path / "legacy_ca.onnx")
+    assert optimized.exit_code == 0, optimized.output
+    verified = _run("verify", "yolov5_ca", tmp_path / "legacy_ca.onnx", *shape)
+    assert verified.exit_code == 0, verified.output
