@@ -412,8 +412,7 @@ def render_verify(report: VerifyReport) -> str:
                 mark = "ok  " if c.passed else "FAIL"
                 top = "" if c.top1 is None else f", top-1 {c.top1:.2f}, top-5 {c.top5:.2f}"
                 figures = c.note or (
-                    f"margin {c.margin:.3g}, rel err {c.rel_err:.3g}, max abs "
-                    f"{c.max_abs_err:.3g}, cosine {c.cosine:.9f}, PSNR {c.psnr:.1f} dB{top}"
+                    f"{c.describe()}, cosine {c.cosine:.9f}, PSNR {c.psnr:.1f} dB{top}"
                 )
                 lines.append(f"  {mark} {shape} {case.input} {c.name}: {figures}")
         if artifact.lossy is not None:
