@@ -38,8 +38,8 @@ from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.pipeline.precision import PrecisionRequest, lower_file
 from ca_export.report import BlockReport, OptimizeReport, gate_summary
 from ca_export.rewrites import DEFAULT_TARGET, form_of, rewrite_model
-from ca_export.verify.artifacts import cpu_session
 from ca_export.verify.parity import SEEDS, CaseResult, GateResult, Judged, judge
+from ca_export.verify.runtime import cpu_session
 from ca_export.verify.tolerances import tolerance, user_tolerance
 
 Feeds = dict[str, np.ndarray]
@@ -128,23 +128,8 @@ def seeded_feeds(model: onnx.ModelProto, shapes: dict[str, list[int]], seed: int
     return feeds
 
 
-def session(
-    model: onnx.ModelProto, what: str, level: ort.GraphOptimizationLevel | None = None
-) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session (at ``level``, default all optimisations); a model it
-    cannot load fails the run."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if level is not None:
-        options.graph_optimization_level = level
-    try:
-        return ort.InferenceSession(
-            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as err:
-        first = (str(err).strip().splitlines() or [""])[0]
-        raise CheckFailedError(f"ONNX Runtime cannot load {what}: {first}") from None
-
+_session = functools.partial(cpu_session, error=CheckFailedError)
+"""A session of a model ``optimize`` made or read; one it cannot load fails the run."""
 
 PERTURB_ULPS = 2
 """How many ulps each input element moves to measure the input file's own sensitivity."""
@@ -165,7 +150,7 @@ def file_gate(
     rounding). Both are the alike runs of ``verify.metrics.compare``.
     """
     tol = user_tolerance(tolerance("float32", "onnxruntime-cpu"), *tolerances)
-    reference, candidate = session(before, "the input file"), session(after, "the result")
+    reference, candidate = _session(before, "the input file"), _session(after, "the result")
     plain: list[ort.InferenceSession] = []
     names = [o.name for o in before.graph.output]
     result = GateResult("onnxruntime-cpu", tolerance=tol)
@@ -173,7 +158,7 @@ def file_gate(
     def noise(feeds: Feeds, expected: list[np.ndarray]) -> Judged:
         if not plain:
             plain.append(
-                session(before, "the input file", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+                _session(before, "the input file", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
             )
         rng = np.random.default_rng(0)
         moved = {
@@ -208,7 +193,7 @@ def dynamic_check(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[
     quiet_run = ort.RunOptions()
     quiet_run.log_severity_level = 4
     try:
-        outs = session(model, "the dynamic result").run(None, feeds, quiet_run)
+        outs = _session(model, "the dynamic result").run(None, feeds, quiet_run)
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0]
         return {"passed": False, "error": first}

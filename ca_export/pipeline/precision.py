@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
-from ca_export.errors import BadInputError
+from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import onnx as onnx_export
 from ca_export.export import precision as convert
 from ca_export.pipeline.common import Prepared, Stages
@@ -33,6 +32,7 @@ from ca_export.verify.lossy import (
     torch_runner,
 )
 from ca_export.verify.parity import SEEDS, gate_inputs
+from ca_export.verify.runtime import cpu_session
 from ca_export.verify.tolerances import tolerance
 
 GATE_CALIBRATION = 8
@@ -112,7 +112,7 @@ def lower_file(
     inits = {i.name for i in source.graph.initializer}
     (name,) = [i.name for i in source.graph.input if i.name not in inits]
     outputs = [o.name for o in source.graph.output]
-    session = _session(source)
+    session = cpu_session(source, "the fp32 model", error=CheckFailedError)
 
     def reference(x: np.ndarray) -> list[np.ndarray]:
         return session.run(outputs, {name: x})
@@ -163,7 +163,7 @@ def convert_and_gate(
     with stage("lossy gate"):
         inputs = [(f"seed {s}", example_input(input_shape, s).numpy()) for s in GATE_SEEDS]
         inputs += samples[:GATE_CALIBRATION] + extra
-        session = _session(lowered)
+        session = cpu_session(lowered, "the lowered model", error=CheckFailedError)
 
         def run(x: np.ndarray) -> list[np.ndarray]:
             return session.run(output_names, {input_name: x})
@@ -184,15 +184,6 @@ def not_run(request: PrecisionRequest, report: ExportReport) -> None:
         "precision": request.precision,
         "reason": "the fp32 model failed its gates",
     }
-
-
-def _session(model: onnx.ModelProto) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session of ``model``."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
 
 
 def _dims(shape: tuple[int, ...]) -> str:

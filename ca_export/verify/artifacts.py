@@ -17,6 +17,7 @@ import onnxruntime as ort
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export.executorch import BACKEND, PteRunner
 from ca_export.export.precision import PRECISIONS
+from ca_export.verify.runtime import cpu_session
 
 DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
 
@@ -140,19 +141,6 @@ def open_onnx(path: Path) -> OnnxArtifact:
     return OnnxArtifact(
         path, session, inputs[0].name, dims, outputs, dtype, model=model, precision=precision
     )
-
-
-def cpu_session(model: str | bytes, name: str) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session; a model it cannot load is bad input (one line)."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    except Exception as err:
-        lines = [line for line in str(err).strip().splitlines() if line.strip()]
-        raise BadInputError(
-            f"ONNX Runtime cannot load {name}: {lines[0] if lines else type(err).__name__}"
-        ) from None
 
 
 @dataclass

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
+from ca_export.errors import CheckFailedError
 from ca_export.export.onnx import SCOPE_KEY
 from ca_export.verify.artifacts import OnnxArtifact
 from ca_export.verify.metrics import relative_error
+from ca_export.verify.runtime import cpu_session
 
 
 @dataclass
@@ -118,11 +119,7 @@ def localize(
         if value not in known:
             probe.graph.output.append(onnx.helper.make_tensor_value_info(value, elem, None))
             known.add(value)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = cpu_session(probe, "the probed artifact", error=CheckFailedError)
     values = list(dict.fromkeys(value for _, value in matched))
     got = dict(
         zip(

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 from torch.export import ExportedProgram
@@ -23,6 +22,7 @@ from torch.export import ExportedProgram
 from ca_export.errors import CheckFailedError
 from ca_export.tracing import Traced, example_input, output_arrays
 from ca_export.verify.metrics import Comparison, compare
+from ca_export.verify.runtime import cpu_session
 from ca_export.verify.tolerances import Tolerance, tolerance, user_tolerance
 
 SEEDS = (1, 2, 3)
@@ -100,11 +100,7 @@ def onnx_gate(
     tolerances: tuple[float | None, float | None] = (None, None),
 ) -> GateResult:
     """Compare ONNX Runtime (CPU) with the original PyTorch model, output by output."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        onnx_model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = cpu_session(onnx_model, "the exported model", error=CheckFailedError)
 
     def run(x: np.ndarray) -> list[np.ndarray]:
         return session.run(traced.output_names, {traced.input_names[0]: x})
