@@ -134,3 +134,49 @@ def test_wrong_rewrite_is_caught_per_block(tmp_path: Path, monkeypatch: pytest.M
     assert result.exit_code == 1, result.output
     assert "failed: block stages.1" in result.stdout
     assert not out.exists()
+
+
+def test_user_bounds_on_export_are_applied_and_recorded(tmp_path: Path) -> None:
+    """``--rtol`` replaces the bound (a bound below rounding fails a correct export) and
+    ``--atol`` adds one; the report records both and that the user set them."""
+    report = tmp_path / "r.json"
+    strict = run(
+        "onnx",
+        "seed_ca",
+        *SMALL,
+        "-o",
+        str(tmp_path / "a.onnx"),
+        "--rtol",
+        "1e-12",
+        "--report",
+        str(report),
+    )
+    assert strict.exit_code == 1 and not (tmp_path / "a.onnx").exists()
+    bounds = json.loads(report.read_text())["parity"]["bounds"]
+    assert bounds["rel"] == 1e-12 and bounds["noise_factor"] == 0 and bounds["user"]
+    loose = run(
+        "onnx",
+        "seed_ca",
+        *SMALL,
+        "-o",
+        str(tmp_path / "b.onnx"),
+        "--atol",
+        "1",
+        "--report",
+        str(report),
+    )
+    assert loose.exit_code == 0, loose.output
+    bounds = json.loads(report.read_text())["parity"]["bounds"]
+    assert bounds["atol"] == 1 and bounds["user"] and bounds["rel"] == 3e-4
+    lossy = run(
+        "onnx",
+        "seed_ca",
+        *SMALL,
+        "-o",
+        str(tmp_path / "c.onnx"),
+        "--precision",
+        "fp16",
+        "--rtol",
+        "1e-9",
+    )
+    assert lossy.exit_code == 1 and "rel err" in lossy.output

@@ -17,7 +17,7 @@ input file (``pipeline.precision.lower_file``).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,11 @@ class OptimizeJob:
     def reads(self) -> list[Path]:
         """The files this job reads."""
         return [self.source, *calibration_files(self.precision.calibration)]
+
+    @property
+    def lowering(self) -> PrecisionRequest:
+        """The precision request, its lossy gate under the user's bounds."""
+        return replace(self.precision, bounds=self.bounds)
 
     def writes(self) -> list[Output]:
         """The files this job writes (the output may replace the source in place)."""
@@ -264,7 +269,7 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
             report.dynamic |= {"applied": False, "reason": reason}
         if job.force_write:
             model = _dynamic_copy(source, shapes, report, stage) if job.dynamic else source
-            written = _lower(job.precision, model, source, shapes, samples, report, stage)
+            written = _lower(job.lowering, model, source, shapes, samples, report, stage)
             if report.passed:
                 with stage("write"):
                     report.artifact = write_atomic(written.SerializeToString(), job.output)
@@ -294,7 +299,7 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
             ran = dynamic_check(model, second)
             report.dynamic |= {"ran_at": second, **ran}
     if report.passed:
-        model = _lower(job.precision, model, source, shapes, samples, report, stage)
+        model = _lower(job.lowering, model, source, shapes, samples, report, stage)
     entries = {p.key: p.value for p in source.metadata_props}
     entries |= _metadata(job, report)
     onnx_export.set_metadata(model, entries)

@@ -33,7 +33,7 @@ from ca_export.verify.lossy import (
 )
 from ca_export.verify.parity import SEEDS, gate_inputs
 from ca_export.verify.runtime import cpu_session
-from ca_export.verify.tolerances import tolerance
+from ca_export.verify.tolerances import tolerance, user_tolerance
 
 GATE_CALIBRATION = 8
 """At most this many calibration samples (the first, by file name) join the gate's inputs."""
@@ -50,11 +50,13 @@ SEEDED_WARNING = (
 
 @dataclass
 class PrecisionRequest:
-    """What the user asked for: the precision, a calibration folder, modules kept fp32."""
+    """What the user asked for: the precision, a calibration folder, modules kept fp32,
+    and the user's ``--rtol``/``--atol`` for the lossy gate."""
 
     precision: str = "fp32"
     calibration: Path | None = None
     keep_fp32: tuple[str, ...] = ()
+    bounds: tuple[float | None, float | None] = (None, None)
 
     def check(self) -> None:
         """Refuse options that do not fit together (exit 2)."""
@@ -90,6 +92,7 @@ def lower_precision(
         extra = [(f"seed {s} at {_dims(x.shape)}", x.numpy()) for s, x in others]
     io = (traced.input_names[0], traced.output_names)
     reference = (torch_runner(prepared.module), "PyTorch fp32")
+    request = dataclasses.replace(request, bounds=prepared.gates.bounds)
     lowered, check, warnings = convert_and_gate(
         request, model, io, reference, input_shape, samples, extra, stage
     )
@@ -168,7 +171,7 @@ def convert_and_gate(
         def run(x: np.ndarray) -> list[np.ndarray]:
             return session.run(output_names, {input_name: x})
 
-        tol = tolerance(request.precision, BACKEND)
+        tol = user_tolerance(tolerance(request.precision, BACKEND), *request.bounds)
         runner = reference[0]
         gate = lossy_gate(runner, run, output_names, inputs, request.precision, BACKEND, tol)
     check |= _summary(gate, reference[1])
