@@ -317,3 +317,35 @@ def test_cli_labels_that_do_not_fit_exit_2(tmp_path: Path) -> None:
     assert code == 2, text
     assert "a classifier needs one output of shape (N, 2)" in text
     assert list(tmp_path.iterdir()) == [labels]
+
+
+SINE = """
+import torch
+
+
+class Sine(torch.nn.Module):
+    def forward(self, x):
+        return torch.sin(x)
+
+
+def build():
+    return Sine()
+"""
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_package_the_evaluator_cannot_judge_exits_1_unless_allowed(
+    tmp_path: Path, precision: str
+) -> None:
+    """``sin`` is not in the NumPy MIL evaluator: not verified is no pass (exit 1, nothing
+    written) unless ``--allow-unverified``, and the report says which."""
+    (tmp_path / "sine.py").write_text(SINE)
+    model, out = f"{tmp_path / 'sine.py'}:build", tmp_path / "sine.mlpackage"
+    args = [model, "-o", str(out), "--input-shape", "1,3,8,8", "--precision", precision]
+    code, output = run(*args)
+    assert code == 1 and "not verified" in output and not out.exists(), output
+    report = tmp_path / "r.json"
+    code, output = run(*args, "--allow-unverified", "--report", str(report))
+    assert code == 0 and out.exists(), output
+    check = json.loads(report.read_text())["checks"]["mil_parity"]
+    assert check["passed"] and "allowed by --allow-unverified" in check["reason"]
