@@ -259,6 +259,19 @@ class Bench:
                     worst = max(worst, relative_error(a, b))
         return worst
 
+    def noise(self) -> float:
+        """How far PyTorch fp32 is from float64 on the original: max abs error over RMS,
+        worst over the gate inputs (what a mutant's effect must stand far above)."""
+        exact = copy.deepcopy(self.original).double()
+        worst = 0.0
+        with torch.no_grad():
+            for _, x in self.inputs:
+                pairs = zip(
+                    output_arrays(exact(x.double())), output_arrays(self.original(x)), strict=True
+                )
+                worst = max([worst, *(relative_error(a, b) for a, b in pairs)])
+        return worst
+
     def gate(self, name: str, gate: str) -> Row:
         """Run ``gate`` on the export of ``name`` against the original model."""
         subject = self.subject(name)
