@@ -169,11 +169,12 @@ class Subject:
     shape: tuple[int, int, int, int]
     cache: dict[str, object] = field(default_factory=dict)
 
-    def program(self, form: str) -> tuple[Traced, ExportedProgram]:
-        """Trace, and rewrite the blocks found (if any) into ``form``, as the pipelines do."""
-        key = f"program-{form}"
+    def program(self, form: str, decompose: bool = True) -> tuple[Traced, ExportedProgram]:
+        """Trace (decomposed, or not as for the ONNX emitter), and rewrite the blocks found
+        (if any) into ``form``, as the pipelines do."""
+        key = f"program-{form}-{decompose}"
         if key not in self.cache:
-            traced = trace(self.module, self.shape, dynamic=False)
+            traced = trace(self.module, self.shape, dynamic=False, decompose=decompose)
             program = traced.program
             if find(program.graph)[0]:
                 program = rewrite(program, static=True, form=form).program
@@ -183,7 +184,7 @@ class Subject:
     def onnx(self) -> onnx.ModelProto:
         """The ONNX export: emitted at the default opset and simplified."""
         if "onnx" not in self.cache:
-            traced, program = self.program("onnx")
+            traced, program = self.program("onnx", decompose=False)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 raw = onnx_export.emit(program, traced, opset_export.export_opset(18))
@@ -218,7 +219,7 @@ class Bench:
         self.folder = folder
         self.original = load_model(model).module
         self.subjects: dict[str, Subject] = {}
-        traced, _ = self.subject(CORRECT).program("onnx")
+        traced, _ = self.subject(CORRECT).program("onnx", decompose=False)
         self.inputs = gate_inputs(traced, self.shape, square_only=False)
         self._stock: onnx.ModelProto | None = None
 
@@ -236,7 +237,7 @@ class Bench:
     def stock(self) -> onnx.ModelProto:
         """The original's ONNX export without rewrites: the file ``optimize`` is given."""
         if self._stock is None:
-            traced = trace(self.original, self.shape, dynamic=False)
+            traced = trace(self.original, self.shape, dynamic=False, decompose=False)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 raw = onnx_export.emit(traced.program, traced, opset_export.export_opset(18))
@@ -275,7 +276,7 @@ class Bench:
     def gate(self, name: str, gate: str) -> Row:
         """Run ``gate`` on the export of ``name`` against the original model."""
         subject = self.subject(name)
-        traced, _ = subject.program("onnx")
+        traced, _ = subject.program("onnx", decompose=False)
         if gate == "onnx":
             result = onnx_gate(self.original, subject.onnx(), traced, self.inputs)
         elif gate == "optimize":
