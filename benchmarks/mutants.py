@@ -222,6 +222,7 @@ class Bench:
         traced, _ = self.subject(CORRECT).program("onnx", decompose=False)
         self.inputs = gate_inputs(traced, self.shape, square_only=False)
         self._stock: onnx.ModelProto | None = None
+        self._noise: float | None = None
 
     def subject(self, name: str) -> Subject:
         """The original (``CORRECT``) or the named mutant, made once."""
@@ -263,6 +264,8 @@ class Bench:
     def noise(self) -> float:
         """How far PyTorch fp32 is from float64 on the original: max abs error over RMS,
         worst over the gate inputs (what a mutant's effect must stand far above)."""
+        if self._noise is not None:
+            return self._noise
         exact = copy.deepcopy(self.original).double()
         worst = 0.0
         with torch.no_grad():
@@ -271,6 +274,7 @@ class Bench:
                     output_arrays(exact(x.double())), output_arrays(self.original(x)), strict=True
                 )
                 worst = max([worst, *(relative_error(a, b) for a, b in pairs)])
+        self._noise = worst
         return worst
 
     def gate(self, name: str, gate: str) -> Row:
