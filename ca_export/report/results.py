@@ -8,11 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ca_export.patterns import CABlock, Rejection
+from ca_export.report.checks import Check
 from ca_export.verify.localize import Localization
 from ca_export.verify.lossy import LossyGate
 from ca_export.verify.metrics import Comparison
 from ca_export.verify.parity import GateResult
 from ca_export.verify.tolerances import Tolerance
+
+SCHEMA = "ca-export.report/2"
+"""The version of the JSON form of export, optimize and verify reports."""
 
 
 @dataclass
@@ -54,8 +58,9 @@ class InspectReport:
 class ExportReport:
     """Everything one export run did, measured and decided.
 
-    ``checks`` names each check of the artifact with whether it ran, and its verdict or
-    why it could not run; a ``parity`` that did not run says so (``ran``: false, ``reason``).
+    ``parity`` and ``structure`` are the run's two gates; ``checks`` holds every other
+    check by name, and ``expected`` names the checks this run must hold. A gate or an
+    expected check that is missing fails the report.
     """
 
     source: str
@@ -71,24 +76,57 @@ class ExportReport:
     """The runtime the CA blocks were rewritten for (``ca_export.rewrites.TARGETS``)."""
     passes: list[dict[str, Any]] = field(default_factory=list)
     op_counts_after: dict[str, int] = field(default_factory=dict)
-    structure: dict[str, Any] = field(default_factory=dict)
-    parity: dict[str, Any] = field(default_factory=dict)
+    structure: Check | None = None
+    parity: Check | None = None
     artifact: dict[str, Any] | None = None
     stages: dict[str, float] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checks: dict[str, Check] = field(default_factory=dict)
+    expected: list[str] = field(default_factory=list)
+
+    def add(self, check: Check) -> None:
+        """Record ``check`` under its name (replacing an earlier one of that name)."""
+        self.checks[check.name] = check
 
     @property
     def passed(self) -> bool:
-        """Whether every gate and check that ran passed."""
-        parity = self.parity.get("passed", self.parity.get("ran") is False)
-        checks = all(c.get("passed") for c in self.checks.values() if c.get("ran"))
-        return bool(parity) and bool(self.structure.get("passed", True)) and checks
+        """Whether both gates and every expected check are present, and every check counts
+        as passed (``Check.ok``)."""
+        expected = [self.checks.get(name) for name in self.expected]
+        return _all_ok([self.parity, self.structure, *expected, *self.checks.values()])
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dataclasses.asdict(self)
+        """The JSON form (``SCHEMA``), with the verdict as ``passed``."""
+        return {"schema": SCHEMA} | dataclasses.asdict(self) | _check_forms(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportReport:
+        """The report of a JSON form written by ``to_dict``."""
+        if data.get("schema") != SCHEMA:
+            raise ValueError(f"not a {SCHEMA} report: schema {data.get('schema')!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["ca_blocks"] = [BlockReport(**b) for b in data["ca_blocks"]]
+        values["rejected"] = [Rejection(**r) for r in data["rejected"]]
+        for gate in ("structure", "parity"):
+            values[gate] = None if data[gate] is None else Check.from_dict(gate, data[gate])
+        values["checks"] = {n: Check.from_dict(n, c) for n, c in data["checks"].items()}
+        return cls(**values)
+
+
+def _all_ok(checks: list[Check | None]) -> bool:
+    """Whether every check is present and counts as passed."""
+    return all(check is not None and check.ok for check in checks)
+
+
+def _check_forms(report: ExportReport | OptimizeReport) -> dict[str, Any]:
+    """The JSON forms of a report's gates and checks, and its verdict."""
+    gates = {name: getattr(report, name) for name in ("structure", "parity")}
+    return {name: None if gate is None else gate.to_dict() for name, gate in gates.items()} | {
+        "checks": {name: check.to_dict() for name, check in report.checks.items()},
+        "passed": report.passed,
+    }
 
 
 def gate_summary(gate: GateResult) -> dict[str, Any]:
@@ -104,6 +142,11 @@ def gate_summary(gate: GateResult) -> dict[str, Any]:
         "failures": gate.failures(),
         "cases": [dataclasses.asdict(case) for case in gate.cases],
     }
+
+
+def gate_check(name: str, gate: GateResult, **details: Any) -> Check:
+    """A gate's verdict as a check, its summary (``gate_summary``) and ``details`` as figures."""
+    return Check.judged(name, gate.passed, gate_summary(gate) | details)
 
 
 def to_json(data: dict[str, Any]) -> str:
@@ -128,23 +171,27 @@ class OptimizeReport:
     dynamic: dict[str, Any] = field(default_factory=dict)
     op_counts_before: dict[str, int] = field(default_factory=dict)
     op_counts_after: dict[str, int] = field(default_factory=dict)
-    structure: dict[str, Any] = field(default_factory=dict)
-    parity: dict[str, Any] = field(default_factory=dict)
+    structure: Check | None = None
+    parity: Check | None = None
     artifact: dict[str, Any] | None = None
     stages: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checks: dict[str, Check] = field(default_factory=dict)
+
+    def add(self, check: Check) -> None:
+        """Record ``check`` under its name (replacing an earlier one of that name)."""
+        self.checks[check.name] = check
 
     @property
     def passed(self) -> bool:
-        """Whether every gate and check passed (nothing to check passes)."""
-        checks = [self.parity.get("passed", True), self.structure.get("passed", True)]
-        checks += [c.get("passed") for c in self.checks.values() if c.get("ran")]
-        return all(bool(c) for c in checks) and bool(self.dynamic.get("passed", True))
+        """Whether both gates are present, every check counts as passed (``Check.ok``) and
+        dynamic H/W, where applied, ran at another size."""
+        dynamic = not self.dynamic.get("applied") or self.dynamic.get("passed") is True
+        return dynamic and _all_ok([self.parity, self.structure, *self.checks.values()])
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dataclasses.asdict(self)
+        """The JSON form (``SCHEMA``), with the verdict as ``passed``."""
+        return {"schema": SCHEMA} | dataclasses.asdict(self) | _check_forms(self)
 
 
 @dataclass
@@ -204,7 +251,7 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        data = dataclasses.asdict(self)
+        data = {"schema": SCHEMA} | dataclasses.asdict(self)
         data["passed"] = self.passed
         for entry, result in zip(data["artifacts"], self.artifacts, strict=True):
             entry["passed"] = result.passed

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ca_export.report.checks import Check, Verdict
 from ca_export.report.results import ExportReport, InspectReport, OptimizeReport, VerifyReport
 from ca_export.verify.lossy import describe
 
@@ -33,15 +34,26 @@ def render_inspect(report: InspectReport) -> str:
     return "\n".join(lines + report.notices)
 
 
-def _check_lines(name: str, check: dict[str, Any], figures: Sequence[str] = ()) -> list[str]:
-    """A named check's verdict (and why it did not run), its lines, ``figures`` (lines a
-    renderer adds about this check) and its failures, each failure once."""
-    verdict = ("passed" if check.get("passed") else "FAILED") if check.get("ran") else "not run"
-    reason = f" ({check['reason']})" if "reason" in check else ""
-    lines = [f"check {name}: {verdict}{reason}"]
-    lines += [f"  {line}" for line in check.get("lines", [])]
+VERDICTS = {
+    Verdict.PASSED: "passed",
+    Verdict.FAILED: "FAILED",
+    Verdict.NOT_RUN: "not run",
+    Verdict.NOT_VERIFIED: "NOT VERIFIED",
+}
+"""How a check's verdict is printed (an accepted NOT_VERIFIED in lower case)."""
+
+
+def _check_lines(check: Check, figures: Sequence[str] = ()) -> list[str]:
+    """A check's verdict (and why), its lines, ``figures`` (lines a renderer adds about this
+    check) and its failures, each failure once."""
+    verdict = VERDICTS[check.verdict]
+    if check.accepted:
+        verdict = verdict.lower()
+    reason = f" ({check.reason})" if check.reason else ""
+    lines = [f"check {check.name}: {verdict}{reason}"]
+    lines += [f"  {line}" for line in check.details.get("lines", [])]
     lines += [f"  {line}" for line in figures]
-    return lines + [f"  failed: {line}" for line in check.get("failures", [])]
+    return lines + [f"  failed: {line}" for line in check.details.get("failures", [])]
 
 
 def render_export(report: ExportReport) -> str:
@@ -52,8 +64,8 @@ def render_export(report: ExportReport) -> str:
     lines += [f"  {b.module}: {f}" for b in report.ca_blocks for f in b.findings]
     lines += [f"  not CA: {r.module} ({r.node}): {r.reason}" for r in report.rejected]
     lines.append(f"nodes: {_counts(report.op_counts_after)}")
-    if report.structure:
-        structure = report.structure
+    if report.structure is not None and report.structure.details:
+        structure = report.structure.details
         ops = structure.get("ops", "Transpose/Concat/Split/Slice/Shape/Gather")
         left = structure.get("ca_only_nodes_after", 0)
         lines.append(f"CA-only nodes ({ops}) left: {left}")
@@ -70,9 +82,9 @@ def render_export(report: ExportReport) -> str:
             lines += [
                 f"  outside: {o['op']} ({o['module'] or '<model>'})" for o in structure["outside"]
             ]
-    for name, check in report.checks.items():
-        lines += _check_lines(name, check, _compressed_figures(name, check))
-        arithmetic = check.get("fp32_arithmetic")
+    for check in report.checks.values():
+        lines += _check_lines(check, _compressed_figures(check))
+        arithmetic = check.details.get("fp32_arithmetic")
         if arithmetic and arithmetic.get("ran"):
             lines.append(
                 f"  fp32 arithmetic: {'passed' if arithmetic['passed'] else 'FAILED'}; rel err "
@@ -84,8 +96,8 @@ def render_export(report: ExportReport) -> str:
             lines += [f"  failed: {line}" for line in arithmetic["constant_mismatches"]]
         elif arithmetic:
             lines.append(f"  fp32 arithmetic: not run ({arithmetic['reason']})")
-    parity = report.parity
-    if parity and parity.get("ran", True):
+    if report.parity is not None and report.parity.ran:
+        parity = report.parity.details
         verdict = "FAILED" if parity["failures"] else "passed"
         lines.append(
             f"parity vs PyTorch ({parity['backend']}, {parity['inputs']} inputs): {verdict}; "
@@ -115,17 +127,18 @@ def render_export(report: ExportReport) -> str:
     return "\n".join(lines)
 
 
-def _compressed_figures(name: str, check: dict[str, Any]) -> list[str]:
+def _compressed_figures(check: Check) -> list[str]:
     """The compressed-weights check's figures (its failures are the check's own lines)."""
-    if name != "compressed_weights" or not check.get("ran"):
+    if check.name != "compressed_weights" or not check.ran:
         return []
-    top1 = check["min_top1"]
+    details = check.details
+    top1 = details["min_top1"]
     return [
-        f"{check['format']} in PyTorch vs fp32: rel err {check['max_rel_err']:.3g}, "
-        f"min cosine {check['min_cosine']:.6f}"
+        f"{details['format']} in PyTorch vs fp32: rel err {details['max_rel_err']:.3g}, "
+        f"min cosine {details['min_cosine']:.6f}"
         + ("" if top1 is None else f", top-1 agreement {top1:.2f}")
-        + f"; {check['weights_placed']} weights placed, "
-        f"{check['factors_fitted']} fitted, {check['weights_unmatched']} unmatched"
+        + f"; {details['weights_placed']} weights placed, "
+        f"{details['factors_fitted']} fitted, {details['weights_unmatched']} unmatched"
     ]
 
 
@@ -155,8 +168,8 @@ def render_optimize(report: OptimizeReport) -> str:
     if report.op_counts_after:
         lines.append(f"nodes before: {_counts(report.op_counts_before)}")
         lines.append(f"nodes after:  {_counts(report.op_counts_after)}")
-    if report.structure:
-        left = report.structure["ca_only_nodes_after"]
+    if report.structure is not None and report.structure.details:
+        left = report.structure.details["ca_only_nodes_after"]
         lines.append(f"CA-only nodes (Transpose/Concat/Split/Slice/Shape/Gather) left: {left}")
     if report.dynamic.get("requested"):
         if report.dynamic.get("applied"):
@@ -166,17 +179,17 @@ def render_optimize(report: OptimizeReport) -> str:
             lines.append(f"dynamic H/W: {dyn['dims']}; {verdict} at {dyn.get('ran_at')}{error}")
         else:
             lines.append(f"dynamic H/W not applied: {report.dynamic['reason']}")
-    parity = report.parity
-    if parity:
-        verdict = "passed" if parity["passed"] else "FAILED"
+    if report.parity is not None and report.parity.ran:
+        parity = report.parity.details
+        verdict = "passed" if report.parity.verdict is Verdict.PASSED else "FAILED"
         lines.append(
             f"parity OUT vs IN ({parity['backend']}, {parity['inputs']} inputs): {verdict}; "
             f"margin {parity['max_margin']:.3g} (1 = bound), max abs err "
             f"{parity['max_abs_err']:.3g}, rel err {parity['max_rel_err']:.3g}"
         )
         lines += [f"  failed: {line}" for line in parity["failures"]]
-    for name, check in report.checks.items():
-        lines += _check_lines(name, check)
+    for check in report.checks.values():
+        lines += _check_lines(check)
     if report.artifact:
         lines.append(f"wrote {report.artifact['path']} ({report.artifact['bytes'] / 1e6:.2f} MB)")
     else:
