@@ -84,8 +84,6 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
         job.model, __version__, "onnx", list(job.input_shape), job.dynamic, job.rewrite, job.opset
     )
     report.expected = ["opset"]
-    report.expected += [] if job.precision.precision == "fp32" else ["precision"]
-    report.expected += ["ort_format"] if job.ort_format else []
     form = job.form or form_of(job.target)
     if job.rewrite and job.form is None:
         report.target = job.target
@@ -111,15 +109,18 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
         report.parity = parity_gates(prepared, model, job.input_shape)
     if job.precision.precision != "fp32":
         if report.passed:
+            report.expected.append("precision")
             model = lower_precision(
                 job.precision, prepared, model, samples, job.input_shape, report, stage
             )
         else:
+            report.expected.append("precision")
             not_run(job.precision, report)
     onnx_export.set_metadata(model, _metadata(job, traced.dynamic, report))
     with ort_format.scratch(job.output, job.ort_format) as folder:
         staged = None
         if folder is not None and report.passed:
+            report.expected.append("ort_format")
             with stage("ort format"):
                 staged, check = ort_format.build_and_gate(
                     prepared, model, job.output, folder, job.input_shape
