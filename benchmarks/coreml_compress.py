@@ -51,7 +51,8 @@ def measure(model: str, size: int, mode: str | None, folder: Path) -> dict[str, 
         warnings.simplefilter("ignore")
         report = export_coreml(job)
     files = [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
-    checks = report.checks
+    data = report.to_dict()
+    checks = data["checks"]
     mil = checks.get("mil_parity", {})
     loss = checks.get("compressed_weights", {})
     return {
@@ -59,7 +60,7 @@ def measure(model: str, size: int, mode: str | None, folder: Path) -> dict[str, 
         "passed": report.passed,
         "bytes": sum(p.stat().st_size for p in files) if files else None,
         "constexpr": checks.get("compression", {}).get("constexpr_ops", {}),
-        "exact_rel": report.parity.get("max_rel_err") if report.parity.get("ran") else None,
+        "exact_rel": data["parity"].get("max_rel_err") if data["parity"]["ran"] else None,
         "exact_reason": mil.get("reason"),
         "fp32_rel": mil.get("fp32_arithmetic", {}).get("rel_err"),
         "loss_rel": loss.get("max_rel_err"),

@@ -99,15 +99,15 @@ def test_compressed_package_holds_constexpr_ops_and_passes(mode: str, tiny: Any)
     assert report.passed, report.checks
     assert report.artifact["path"] == str(path)
     assert constexpr_types(path) == {OPS[mode]}
-    assert report.checks["compression"]["constexpr_ops"] == {OPS[mode]: 2}
-    mil = report.checks["mil_parity"]
+    assert report.checks["compression"].details["constexpr_ops"] == {OPS[mode]: 2}
+    mil = report.checks["mil_parity"].to_dict()
     assert mil["passed"]
     if PRECISION[mode] == "fp16":
         assert mil["fp32_arithmetic"]["passed"]
         assert mil["fp32_arithmetic"]["rel_err"] < 1e-4
     else:
-        assert report.parity["max_rel_err"] < 1e-4
-    weights = report.checks["compressed_weights"]
+        assert report.parity.details["max_rel_err"] < 1e-4
+    weights = report.checks["compressed_weights"].to_dict()
     assert weights["passed"] and weights["tolerance"] == f"{mode}-weights"
     assert (weights["weights_placed"], weights["factors_fitted"]) == (2, 0)
     assert weights["weights_unmatched"] == 0

@@ -83,9 +83,10 @@ def test_seed_ca_pte_passes_its_gates_in_one_delegate(
 ) -> None:
     report, out = seed_pte
     assert report.passed and report.artifact is not None and out.is_file()
-    assert report.parity["backend"] == "executorch-xnnpack" and report.parity["inputs"] == 3
-    assert report.parity["blocks"]["passed"]
-    assert (report.structure["segments"], report.structure["outside"]) == (1, [])
+    parity = report.parity.details
+    assert parity["backend"] == "executorch-xnnpack" and parity["inputs"] == 3
+    assert parity["blocks"]["passed"]
+    assert (report.structure.details["segments"], report.structure.details["outside"]) == (1, [])
     assert [b.ca_only_nodes_after for b in report.ca_blocks] == [{}, {}, {}]
     assert not any("outside XNNPACK" in w for w in report.warnings)
 
@@ -113,7 +114,7 @@ def test_mobilenetv2_ca_lowers_into_one_delegate_and_passes(tmp_path: Path) -> N
     out = tmp_path / "mnv2.pte"
     report = export_executorch(ExecutorchJob("mobilenetv2_ca", out, None, SMALL))
     assert report.passed and out.is_file()
-    assert report.structure["segments"] == 1 and report.structure["outside"] == []
+    assert report.structure.details["segments"] == 1 and report.structure.details["outside"] == []
 
 
 def test_cli_writes_a_gated_pte_and_verify_passes_it(tmp_path: Path, tiny_models: Path) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_faults import one_error, run
 
-from ca_export.report import ExportReport, render_export
+from ca_export.report import Check, ExportReport, render_export
 from ca_export.verify import lossy
 from ca_export.verify.tolerances import tolerance
 
@@ -77,9 +77,7 @@ def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_each_failed_line_of_a_check_is_printed_once() -> None:
     """``coreml --compress palette4`` printed the compressed_weights failures twice."""
     failures = ["output at 1x3x32x32 (seed 2): margin 2.12", "output at 1x3x32x32 (seed 3): x"]
-    check = {
-        "ran": True,
-        "passed": False,
+    details = {
         "failures": failures,
         "format": "palette4-weights",
         "max_rel_err": 1.7,
@@ -90,7 +88,7 @@ def test_each_failed_line_of_a_check_is_printed_once() -> None:
         "weights_unmatched": 0,
     }
     report = ExportReport("seed_ca", "0", "coreml", [1, 3, 32, 32], False, True, 0)
-    report.checks["compressed_weights"] = check
+    report.add(Check.judged("compressed_weights", False, details))
     text = render_export(report)
     assert "palette4-weights in PyTorch vs fp32: rel err 1.7" in text
     for line in failures:

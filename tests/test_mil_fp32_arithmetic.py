@@ -105,6 +105,6 @@ def test_default_fp16_export_of_every_sample_passes_fp32_arithmetic(
 ) -> None:
     job = CoreMLJob(name, tmp_path / f"{name}.mlpackage", input_shape=SAMPLES[name])
     report = export_coreml(job)
-    arithmetic = report.checks["mil_parity"]["fp32_arithmetic"]
+    arithmetic = report.checks["mil_parity"].details["fp32_arithmetic"]
     assert arithmetic["passed"] and arithmetic["rel_err"] <= 1e-3, arithmetic
     assert report.passed and report.artifact is not None

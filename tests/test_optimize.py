@@ -332,11 +332,11 @@ def test_sample_models_optimized(
     source = exported(name, exporter)
     out = tmp_path / "out.onnx"
     report = optimize_onnx(OptimizeJob(source, out))
-    assert report.passed, report.parity.get("failures")
+    assert report.passed, report.parity.details.get("failures")
     assert len(report.ca_blocks) == SAMPLES[name][1]
     assert all(b.rewritten and not b.ca_only_nodes_after for b in report.ca_blocks)
     assert all(sum(b.ca_only_nodes_before.values()) >= 3 for b in report.ca_blocks)
-    assert report.parity["inputs"] == 3
+    assert report.parity.details["inputs"] == 3
     before, after = onnx.load(source), onnx.load(out)
     assert [i.name for i in after.graph.input] == [i.name for i in before.graph.input]
     assert [o.name for o in after.graph.output] == [o.name for o in before.graph.output]
@@ -485,7 +485,13 @@ def test_cli_report(exported: Exported, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert [b["rewritten"] for b in data["ca_blocks"]] == [True, True]
-    assert data["structure"] == {"passed": True, "ca_only_nodes_after": 0}
+    assert data["schema"] == "ca-export.report/2"
+    assert data["structure"] == {
+        "verdict": "passed",
+        "ran": True,
+        "passed": True,
+        "ca_only_nodes_after": 0,
+    }
     assert data["parity"]["passed"] and out.exists()
 
 

@@ -63,7 +63,7 @@ def lowered(
         report = ExportReport("seed_ca", "test", "onnx", list(SHAPE), False, True, 18)
         samples = request.samples(SHAPE)
         model = lower_precision(request, ready, fp32, samples, SHAPE, report, Stages(quiet))
-        found[name] = (model, report.checks["precision"], report.warnings)
+        found[name] = (model, report.checks["precision"].to_dict(), report.warnings)
     return found
 
 

@@ -138,7 +138,7 @@ def test_detector_onnx_export_passes_gate(dynamic: bool, tmp_path: Path) -> None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = export_onnx(OnnxJob("yolo_ca", out, None, SHAPE, dynamic=dynamic))
-    assert report.parity["passed"] and out.exists()
+    assert report.parity.ok and out.exists()
     assert [b.rewritten for b in report.ca_blocks] == [True] * 4
 
 
@@ -155,7 +155,7 @@ def test_legacy_export_gives_the_blocks_of_its_simplified_twin(
     report = optimize_onnx(OptimizeJob(raw, tmp_path / "out.onnx"))
     assert [b.channels for b in report.ca_blocks] == [b.channels for b in twin.ca_blocks]
     assert [b.channels for b in report.ca_blocks] == DETECTOR_CHANNELS
-    assert report.passed and report.parity["inputs"] == 3
+    assert report.passed and report.parity.details["inputs"] == 3
     assert all(b.rewritten and not b.ca_only_nodes_after for b in report.ca_blocks)
     assert report.normalize["modified"] and report.normalize["constants"][1] == 0
     assert report.skipped == [] and (tmp_path / "out.onnx").exists()

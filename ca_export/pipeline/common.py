@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ from ca_export import interrupts
 from ca_export.errors import BadInputError, CAExportError, StageError
 from ca_export.loading import load_model, model_files
 from ca_export.patterns import CABlock, find
-from ca_export.report import BlockReport, ExportReport, InspectReport, gate_summary
+from ca_export.report import BlockReport, Check, ExportReport, InspectReport, gate_summary
 from ca_export.rewrites import DEFAULT_TARGET, form_of, rewrite
 from ca_export.tracing import Traced, guard_memory, trace
 from ca_export.verify.parity import GateResult, block_gate
@@ -247,14 +247,15 @@ def prepare(
 
 def with_block_gate(
     prepared: Prepared, gate: GateResult, inputs: list[tuple[int, torch.Tensor]]
-) -> dict[str, Any]:
-    """The artifact gate's summary, and, for a rewritten program, each block's own gate.
+) -> Check:
+    """The parity check: the artifact gate, and, for a rewritten program, each block's own gate.
 
     The block gate runs both whole programs per input; it takes the first input of each
     size (a block's rewrite is exact or wrong at a size whatever the seed), while the
     artifact gate takes them all.
     """
     parity = gate_summary(gate) | {"inputs": len(inputs)}
+    passed = gate.passed
     if prepared.rewritten:
         pairs = [(b.module, b.source.name, b.output.name) for b in prepared.blocks]
         sizes: dict[tuple[int, ...], tuple[int, torch.Tensor]] = {}
@@ -263,5 +264,5 @@ def with_block_gate(
         per_size = list(sizes.values())
         blocks = block_gate(prepared.traced.program, prepared.program, pairs, per_size)
         parity["blocks"] = gate_summary(blocks) | {"inputs": len(per_size)}
-        parity["passed"] = gate.passed and blocks.passed
-    return parity
+        passed = gate.passed and blocks.passed
+    return Check.judged("parity", passed, parity)

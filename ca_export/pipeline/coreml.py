@@ -20,7 +20,7 @@ from ca_export.export import coreml_compress
 from ca_export.export.coreml import ImageInput, InputSpec, Target
 from ca_export.files import Output, guard, publish, scratch
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet
-from ca_export.report import ExportReport, gate_summary
+from ca_export.report import Check, ExportReport, Verdict, gate_check
 from ca_export.rewrites.size_to_scale import size_to_scale
 from ca_export.tracing import example_input
 from ca_export.verify.coreml_prediction import prediction_gate
@@ -175,6 +175,9 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
     shapes = _output_shapes(prepared, job.input_shape)
     _validate_traced(job, prepared, spec, shapes)
     multiple = _scale_upsamples(job, prepared, report) if job.dynamic else (1, 1)
+    report.expected = ["load", "io", "structure", "mil_parity", "prediction"]
+    report.expected += ["compression", "compressed_weights"] if job.compress else []
+    report.expected += ["flexible_sizes"] if multiple != (1, 1) else []
     modules = [b.module for b in prepared.blocks]
     with stage("convert"):
         blocks = coreml_export.tag(prepared.program, modules)
@@ -229,8 +232,10 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
                     job.labels,
                 )
         else:
-            report.checks["prediction"] = {"ran": False, "reason": coreml_export.NO_PREDICTION}
-            report.parity = report.parity or dict(report.checks["prediction"])
+            why = coreml_export.NO_PREDICTION
+            report.add(Check("prediction", Verdict.NOT_RUN, why, accepted=True))
+            if report.parity is None:
+                report.parity = Check("parity", Verdict.NOT_RUN, why, accepted=True)
         if report.passed:
             with stage("write"):
                 report.artifact = _move(temporary, job.output)
@@ -263,7 +268,7 @@ def _scale_upsamples(job: CoreMLJob, prepared: Prepared, report: ExportReport) -
             f"{job.model} is exact in Core ML only where H is a multiple of {mh} and W of "
             f"{mw}; {', '.join(dict.fromkeys(wrong))} is not"
         )
-    report.checks["flexible_sizes"] = {"ran": True, "passed": True, "multiple": [mh, mw]}
+    report.add(Check.judged("flexible_sizes", True, {"multiple": [mh, mw]}))
     if not job.sizes:
         report.warnings.append(
             f"the size range also admits sizes where the model is not exact: use H a multiple "
@@ -317,38 +322,25 @@ def _check(
     """
     reloaded = coreml_export.reload(path, fmt)
     report.opset = reloaded.spec.specificationVersion
-    report.checks["load"] = {"ran": True, "passed": True, "ops": len(reloaded.ops)}
+    report.add(Check.judged("load", True, {"ops": len(reloaded.ops)}))
     expected = coreml_export.expected_io(spec, fmt, names, shapes, labels)
     found = coreml_export.describe(reloaded.spec)
     problems = coreml_export.io_mismatches(expected, found)
-    report.checks["io"] = {
-        "ran": True,
-        "passed": not problems,
-        "found": found,
-        "problems": problems,
-    }
+    report.add(Check.judged("io", not problems, {"found": found, "problems": problems}))
     report.op_counts_after = coreml_export.op_counts(reloaded)
     for i, entry in enumerate(report.ca_blocks):
         entry.ca_only_nodes_after = coreml_export.ca_only_ops(reloaded, fmt, owner, i)
     left = sum(sum(b.ca_only_nodes_after.values()) for b in report.ca_blocks)
-    report.structure = {
-        "passed": left == 0,
-        "ca_only_nodes_after": left,
-        "ops": "/".join(coreml_export.CA_ONLY_OPS[fmt]),
-    }
-    report.checks["structure"] = {"ran": True, "passed": left == 0}
+    ops = "/".join(coreml_export.CA_ONLY_OPS[fmt])
+    details = {"ca_only_nodes_after": left, "ops": ops}
+    report.structure = Check.judged("structure", left == 0, details)
+    report.add(Check.judged("structure", left == 0, {}))
     if compress:
         counts = coreml_compress.constexpr_counts(reloaded.ops)
-        report.checks["compression"] = {
-            "ran": True,
-            "passed": bool(counts),
-            "mode": compress,
-            "constexpr_ops": counts,
-        }
-        if not counts:
-            report.checks["compression"]["reason"] = (
-                f"no weight of {coreml_compress.WEIGHT_THRESHOLD} elements or more was compressed"
-            )
+        threshold = coreml_compress.WEIGHT_THRESHOLD
+        why = "" if counts else f"no weight of {threshold} elements or more was compressed"
+        details = {"mode": compress, "constexpr_ops": counts}
+        report.add(Check.judged("compression", bool(counts), details, why))
 
 
 def _predict(
@@ -365,8 +357,8 @@ def _predict(
     model = coreml_export.coremltools().models.MLModel(str(path))
     gate = prediction_gate(model, prepared.module, spec, names, precision, labels, multiple)
     cases = len(coreml_export.prediction_inputs(spec, multiple))
-    report.parity = gate_summary(gate) | {"ran": True, "inputs": cases}
-    report.checks["prediction"] = {"ran": True, "passed": gate.passed}
+    report.parity = gate_check("parity", gate, inputs=cases)
+    report.add(Check.judged("prediction", gate.passed, {}))
 
 
 def _mil_parity(
@@ -392,31 +384,36 @@ def _mil_parity(
     inputs = _gate_inputs(spec, multiple)
     bounds = prepared.gates.bounds
     result = mil_parity(path, prepared.module, inputs, precision, spec.image, weights, bounds)
-    check: dict[str, Any] = {"ran": False}
+    allowed = prepared.gates.allow_unverified
+    accept = "; allowed by --allow-unverified" if allowed else "; give --allow-unverified to accept"
+    details: dict[str, Any] = {}
+    reason = ""
     if isinstance(result, NotVerified):
-        allowed = prepared.gates.allow_unverified
-        check |= {"ran": True, "passed": allowed, "verified": False}
-        check["reason"] = f"{precision} gate {result.reason}" + (
-            "; allowed by --allow-unverified" if allowed else "; give --allow-unverified to accept"
-        )
+        verdict = Verdict.NOT_VERIFIED
+        details["verified"] = False
+        reason = f"{precision} gate {result.reason}{accept}"
         report.warnings.append(f"numeric parity not verified: {result.reason}")
     else:
-        check |= {"ran": True, "passed": result.passed}
-        report.parity = gate_summary(result) | {"ran": True, "inputs": len(inputs)}
+        verdict = Verdict.PASSED if result.passed else Verdict.FAILED
+        report.parity = gate_check("parity", result, inputs=len(inputs))
     if twin is not None:
         try:
             arithmetic = fp32_arithmetic_parity(
                 path, prepared.module, inputs, twin, spec.image, weights
             )
         except Unsupported as err:
-            check["fp32_arithmetic"] = {"ran": False, "reason": f"not verified: {err}"}
-            check["passed"] = check.get("passed", True) and prepared.gates.allow_unverified
-            check["ran"] = True
+            details["fp32_arithmetic"] = {"ran": False, "reason": f"not verified: {err}"}
+            if verdict is Verdict.PASSED:
+                verdict = Verdict.NOT_VERIFIED
+                reason = f"fp32 arithmetic not verified: {err}{accept}"
         else:
-            check["fp32_arithmetic"] = arithmetic.summary()
-            if isinstance(result, NotVerified) and result.model_loss and arithmetic.passed:
-                check |= {"passed": True, "verified": "fp32 arithmetic"}
-                check["reason"] = (
+            details["fp32_arithmetic"] = arithmetic.summary()
+            if not arithmetic.passed:
+                verdict = Verdict.FAILED
+            elif isinstance(result, NotVerified) and result.model_loss:
+                verdict = Verdict.PASSED
+                details["verified"] = "fp32 arithmetic"
+                reason = (
                     f"{precision} gate {result.reason}; the program's ops are verified in fp32 "
                     "arithmetic, so what is left is the model's own fp16 loss"
                 )
@@ -424,9 +421,8 @@ def _mil_parity(
                     f"the model's own fp16 loss is as large as its signal ({result.reason}); "
                     "the package is verified in fp32 arithmetic only: judge fp16 on your data"
                 )
-            check["passed"] = check.get("passed", True) and arithmetic.passed
-            check["ran"] = True
-    report.checks["mil_parity"] = check
+    accepted = verdict is Verdict.NOT_VERIFIED and allowed
+    report.add(Check("mil_parity", verdict, reason, details, accepted))
 
 
 def _gate_inputs(spec: InputSpec, multiple: tuple[int, int]) -> list[tuple[int, torch.Tensor]]:
@@ -453,7 +449,7 @@ def _weight_loss(
 ) -> None:
     """The lossy part of a compressed package: its weights in PyTorch against the fp32 model."""
     if weights is None:
-        report.checks["compressed_weights"] = {"ran": False, "reason": "no compressed weights"}
+        report.add(Check("compressed_weights", Verdict.NOT_RUN, "no compressed weights"))
         return
     inputs = [
         (seed, x if spec.image is None else spec.image.normalise(x))
@@ -462,11 +458,8 @@ def _weight_loss(
     names = prepared.traced.output_names
     gate = weight_loss(weights, prepared.module, inputs, names)
     top1 = [c.top1 for case in gate.cases for c in case.comparisons if c.top1 is not None]
-    report.checks["compressed_weights"] = (
-        {"ran": True, "tolerance": weights.key, "min_top1": min(top1, default=None)}
-        | gate_summary(gate)
-        | weights.summary()
-    )
+    details = {"tolerance": weights.key, "min_top1": min(top1, default=None)}
+    report.add(gate_check("compressed_weights", gate, **details, **weights.summary()))
 
 
 def _move(temporary: Path, output: Path) -> dict[str, Any]:

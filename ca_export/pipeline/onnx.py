@@ -21,7 +21,7 @@ from ca_export.files import Output, guard
 from ca_export.pipeline import ort_format
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet, with_block_gate
 from ca_export.pipeline.precision import PrecisionRequest, lower_precision, not_run
-from ca_export.report import ExportReport
+from ca_export.report import Check, ExportReport
 from ca_export.rewrites import DEFAULT_TARGET, form_of
 from ca_export.verify.parity import gate_inputs, onnx_gate
 
@@ -67,7 +67,7 @@ class OnnxJob(ModelJob):
         return outputs
 
 
-def parity_gates(prepared: Prepared, onnx_model: onnx.ModelProto, shape: tuple[int, ...]) -> dict:
+def parity_gates(prepared: Prepared, onnx_model: onnx.ModelProto, shape: tuple[int, ...]) -> Check:
     """ONNX Runtime against the original model, and each rewritten block against its original."""
     inputs = gate_inputs(prepared.traced, shape, prepared.square_only)
     gate = onnx_gate(prepared.module, onnx_model, prepared.traced, inputs, prepared.gates.bounds)
@@ -83,6 +83,7 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     report = ExportReport(
         job.model, __version__, "onnx", list(job.input_shape), job.dynamic, job.rewrite, job.opset
     )
+    report.expected = ["opset"]
     form = job.form or form_of(job.target)
     if job.rewrite and job.form is None:
         report.target = job.target
@@ -98,7 +99,8 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     with stage("check"):
         onnx_export.keep_scopes(model, raw)
         model, change = opset_export.convert(model, job.opset)
-        report.checks["opset"] = opset_export.check_entry(model, change)
+        opset = opset_export.check_entry(model, change)
+        report.add(Check.judged("opset", opset["passed"], opset))
         report.notices += [change.summary()] if change.converted else []
         onnx_export.check(model)
         report.structure = structure(report, model, raw, [b.module for b in prepared.blocks])
@@ -107,19 +109,23 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
         report.parity = parity_gates(prepared, model, job.input_shape)
     if job.precision.precision != "fp32":
         if report.passed:
+            report.expected.append("precision")
             model = lower_precision(
                 job.precision, prepared, model, samples, job.input_shape, report, stage
             )
         else:
+            report.expected.append("precision")
             not_run(job.precision, report)
     onnx_export.set_metadata(model, _metadata(job, traced.dynamic, report))
     with ort_format.scratch(job.output, job.ort_format) as folder:
         staged = None
         if folder is not None and report.passed:
+            report.expected.append("ort_format")
             with stage("ort format"):
-                staged, report.checks["ort_format"] = ort_format.build_and_gate(
+                staged, check = ort_format.build_and_gate(
                     prepared, model, job.output, folder, job.input_shape
                 )
+                report.add(check)
         if report.passed:
             with stage("write"):
                 report.artifact = ort_format.write_all(model, job.output, staged, folder)
@@ -129,7 +135,7 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
 
 def structure(
     report: ExportReport, model: onnx.ModelProto, raw: onnx.ModelProto, modules: list[str]
-) -> dict:
+) -> Check:
     """CA-only nodes left per block, and in each pooled concat the detector did not match.
 
     The check gates only rewritten blocks; what is left elsewhere is counted and named.
@@ -147,8 +153,7 @@ def structure(
         counts = onnx_export.ca_only_nodes(model, owner, i)
         if counts:
             left_unmatched[module] = counts
-    return {
-        "passed": gated == 0,
+    details = {
         "ca_only_nodes_after": gated
         + others
         + sum(sum(c.values()) for c in left_unmatched.values()),
@@ -156,6 +161,7 @@ def structure(
         "in_blocks_not_rewritten": others,
         "in_unmatched_concats": left_unmatched,
     }
+    return Check.judged("structure", gated == 0, details)
 
 
 def _metadata(job: OnnxJob, dynamic: bool, report: ExportReport) -> dict[str, str]:

@@ -36,7 +36,7 @@ from ca_export.patterns import CABlock
 from ca_export.patterns.coordatt import CA_ONLY_OPS
 from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.pipeline.precision import PrecisionRequest, lower_file
-from ca_export.report import BlockReport, OptimizeReport, gate_summary
+from ca_export.report import BlockReport, Check, OptimizeReport, Verdict, gate_check
 from ca_export.rewrites import DEFAULT_TARGET, form_of, rewrite_model
 from ca_export.verify.parity import SEEDS, CaseResult, GateResult, Judged, judge
 from ca_export.verify.runtime import cpu_session
@@ -264,6 +264,9 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
     if not result.blocks:
         why = "see the skipped pooled concats" if result.rejections else "no pooled concat"
         report.warnings.append(f"no CA block found ({why}); no block rewritten")
+        nothing = f"no CA block found ({why}): nothing rewritten"
+        report.structure = Check("structure", Verdict.NOT_RUN, nothing, accepted=True)
+        report.parity = Check("parity", Verdict.NOT_RUN, nothing, accepted=True)
         if job.dynamic and not job.force_write:
             reason = "no CA block found: nothing rewritten, nothing written"
             report.dynamic |= {"applied": False, "reason": reason}
@@ -288,12 +291,12 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
     with stage("check"):
         onnx_export.check(model)
         left = sum(sum(b.ca_only_nodes_after.values()) for b in report.ca_blocks)
-        report.structure = {"passed": left == 0, "ca_only_nodes_after": left}
+        report.structure = Check.judged("structure", left == 0, {"ca_only_nodes_after": left})
         report.op_counts_before = onnx_export.op_counts(source)
         report.op_counts_after = onnx_export.op_counts(model)
     with stage("gate"):
         gate = file_gate(source, model, shapes, job.bounds)
-        report.parity = gate_summary(gate) | {"inputs": len(gate.cases)}
+        report.parity = gate_check("parity", gate, inputs=len(gate.cases))
         if report.dynamic.get("applied"):
             second = other_size(shapes, square)
             ran = dynamic_check(model, second)
@@ -324,7 +327,7 @@ def _dynamic_copy(
         return source
     with stage("gate"):
         gate = file_gate(source, dyn.model, shapes)
-        report.parity = gate_summary(gate) | {"inputs": len(gate.cases)}
+        report.parity = gate_check("parity", gate, inputs=len(gate.cases))
         second = other_size(shapes, False)
         report.dynamic |= {"ran_at": second, **dynamic_check(dyn.model, second)}
     return dyn.model
@@ -356,7 +359,7 @@ def _lower(
         return model
     shape = tuple(next(iter(shapes.values())))
     lowered, check, warnings = lower_file(request, model, source, shape, samples, stage)
-    report.checks["precision"] = check
+    report.add(check)
     report.warnings += warnings
     report.op_counts_after = onnx_export.op_counts(lowered)
     return lowered

@@ -19,7 +19,7 @@ from ca_export import files
 from ca_export.export import ort_format
 from ca_export.files import publish, write_onnx
 from ca_export.pipeline.common import Prepared
-from ca_export.report import gate_summary
+from ca_export.report import Check, gate_check
 from ca_export.verify.parity import gate_inputs, runner_gate
 
 
@@ -39,7 +39,7 @@ def build_and_gate(
     output: Path,
     folder: Path,
     shape: tuple[int, ...],
-) -> tuple[ort_format.OrtFiles, dict[str, Any]]:
+) -> tuple[ort_format.OrtFiles, Check]:
     """Convert ``model`` to .ort in ``folder`` and run the exact gate on the .ort file."""
     staged = ort_format.convert(model, folder, output)
     traced = prepared.traced
@@ -48,11 +48,10 @@ def build_and_gate(
     backend = "onnxruntime-cpu"
     names = traced.output_names
     gate = runner_gate(prepared.module, run, names, inputs, backend, prepared.gates.bounds)
-    check = {"ran": True} | gate_summary(gate) | {"inputs": len(inputs)}
-    check["operators"] = [
+    operators = [
         line for line in staged.config.read_text().splitlines() if not line.startswith("#")
     ]
-    return staged, check
+    return staged, gate_check("ort_format", gate, inputs=len(inputs), operators=operators)
 
 
 def write_all(

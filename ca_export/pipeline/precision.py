@@ -4,7 +4,7 @@ It runs on the fp32 model only after that model passed its exact gates, converts
 (``export.precision``) and judges the result against the fp32 reference on 8 seeded
 inputs, up to 8 calibration samples and, for a dynamic export, the exact gate's inputs at
 its other sizes (``verify.lossy``). The reference is the PyTorch model for ``onnx`` and the
-input file, run in ONNX Runtime, for ``optimize``. The report's ``checks.precision``
+input file, run in ONNX Runtime, for ``optimize``. The report's ``precision`` check
 states the method, the inputs, the bounds and each output's figures.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,7 +22,7 @@ from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import onnx as onnx_export
 from ca_export.export import precision as convert
 from ca_export.pipeline.common import Prepared, Stages
-from ca_export.report import ExportReport
+from ca_export.report import Check, ExportReport, Verdict
 from ca_export.tracing import example_input
 from ca_export.verify.lossy import (
     GATE_SEEDS,
@@ -83,8 +84,8 @@ def lower_precision(
     report: ExportReport,
     stage: Stages,
 ) -> onnx.ModelProto:
-    """Convert the gated fp32 ``model`` and gate it against the PyTorch model; fill
-    ``report.checks['precision']``."""
+    """Convert the gated fp32 ``model`` and gate it against the PyTorch model; add the
+    ``precision`` check to ``report``."""
     traced = prepared.traced
     extra = []
     if traced.dynamic:
@@ -96,7 +97,7 @@ def lower_precision(
     lowered, check, warnings = convert_and_gate(
         request, model, io, reference, input_shape, samples, extra, stage
     )
-    report.checks["precision"] = check
+    report.add(check)
     report.warnings += warnings
     report.op_counts_after = onnx_export.op_counts(lowered)
     return lowered
@@ -109,9 +110,9 @@ def lower_file(
     input_shape: tuple[int, ...],
     samples: list[tuple[str, np.ndarray]],
     stage: Stages,
-) -> tuple[onnx.ModelProto, dict, list[str]]:
+) -> tuple[onnx.ModelProto, Check, list[str]]:
     """Convert ``model`` (optimize's result) and gate it against the ``source`` file as read,
-    in ONNX Runtime; the lowered model, the check entry and warnings."""
+    in ONNX Runtime; the lowered model, the ``precision`` check and warnings."""
     inits = {i.name for i in source.graph.initializer}
     (name,) = [i.name for i in source.graph.input if i.name not in inits]
     outputs = [o.name for o in source.graph.output]
@@ -133,14 +134,13 @@ def convert_and_gate(
     samples: list[tuple[str, np.ndarray]],
     extra: list[tuple[str, np.ndarray]],
     stage: Stages,
-) -> tuple[onnx.ModelProto, dict, list[str]]:
+) -> tuple[onnx.ModelProto, Check, list[str]]:
     """Convert ``model`` (input and output names ``io``) and judge it against the fp32
     ``reference`` (runner, name) on the seeded inputs, up to 8 calibration samples and
-    ``extra``; the lowered model, the check entry and warnings."""
+    ``extra``; the lowered model, the ``precision`` check and warnings."""
     input_name, output_names = io
     method = METHODS[request.precision]
-    check: dict = {
-        "ran": True,
+    check: dict[str, Any] = {
         "precision": request.precision,
         "method": method,
         "reference": reference[1],
@@ -177,16 +177,13 @@ def convert_and_gate(
     check |= _summary(gate, reference[1])
     check["fp32_bytes"] = model.ByteSize()
     check["bytes"] = lowered.ByteSize()
-    return lowered, check, warnings
+    return lowered, Check.judged("precision", gate.passed, check), warnings
 
 
 def not_run(request: PrecisionRequest, report: ExportReport) -> None:
     """Record that the precision stage did not run because the fp32 model failed its gates."""
-    report.checks["precision"] = {
-        "ran": False,
-        "precision": request.precision,
-        "reason": "the fp32 model failed its gates",
-    }
+    reason = "the fp32 model failed its gates"
+    report.add(Check("precision", Verdict.NOT_RUN, reason, {"precision": request.precision}))
 
 
 def _dims(shape: tuple[int, ...]) -> str:
@@ -194,10 +191,9 @@ def _dims(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
-def _summary(gate: LossyGate, against: str) -> dict:
-    """The gate as report data, with the lines the CLI prints."""
+def _summary(gate: LossyGate, against: str) -> dict[str, Any]:
+    """The gate's figures as report data, with the lines the CLI prints."""
     return {
-        "passed": gate.passed,
         "backend": gate.backend,
         "bounds": gate.bounds,
         "inputs": gate.inputs,

@@ -43,6 +43,7 @@ from ca_export.loading import load_model, model_files
 from ca_export.patterns import find
 from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.report import ArtifactResult, VerifyCase, VerifyReport
+from ca_export.report.ci import write_summaries
 from ca_export.tracing import example_input, guard_memory, trace
 from ca_export.verify.artifacts import (
     OnnxArtifact,
@@ -52,7 +53,6 @@ from ca_export.verify.artifacts import (
     open_ort,
     open_pte,
 )
-from ca_export.verify.ci_reports import write_summaries
 from ca_export.verify.localize import Localization, localize
 from ca_export.verify.lossy import GATE_SEEDS, judge, torch_runner
 from ca_export.verify.metrics import compare

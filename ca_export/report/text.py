@@ -1,115 +1,13 @@
-"""Result objects of each run, as JSON and as the text summary the CLI prints."""
+"""The text summaries the CLI prints: one renderer per report."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from ca_export.patterns import CABlock, Rejection
-from ca_export.verify.localize import Localization
-from ca_export.verify.lossy import LossyGate, describe
-from ca_export.verify.metrics import Comparison
-from ca_export.verify.parity import GateResult
-from ca_export.verify.tolerances import Tolerance
-
-
-@dataclass
-class BlockReport:
-    """One CA block as the user sees it."""
-
-    module: str
-    channels: int
-    mip: int
-    variant: dict[str, str]
-    findings: list[str]
-    rewritten: bool = False
-    ca_only_nodes_before: dict[str, int] = field(default_factory=dict)
-    ca_only_nodes_after: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, block: CABlock) -> BlockReport:
-        """The report entry of a matched block."""
-        return cls(block.module, block.channels, block.mip, dict(block.variant), block.findings)
-
-
-@dataclass
-class InspectReport:
-    """What ``inspect`` found in a model."""
-
-    source: str
-    input_shape: list[int]
-    ca_blocks: list[BlockReport]
-    rejected: list[Rejection]
-    notices: list[str] = field(default_factory=list)
-    passes: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class ExportReport:
-    """Everything one export run did, measured and decided.
-
-    ``checks`` names each check of the artifact with whether it ran, and its verdict or
-    why it could not run; a ``parity`` that did not run says so (``ran``: false, ``reason``).
-    """
-
-    source: str
-    tool_version: str
-    format: str
-    input_shape: list[int]
-    dynamic: bool
-    rewrite: bool
-    opset: int
-    ca_blocks: list[BlockReport] = field(default_factory=list)
-    rejected: list[Rejection] = field(default_factory=list)
-    target: str | None = None
-    """The runtime the CA blocks were rewritten for (``ca_export.rewrites.TARGETS``)."""
-    passes: list[dict[str, Any]] = field(default_factory=list)
-    op_counts_after: dict[str, int] = field(default_factory=dict)
-    structure: dict[str, Any] = field(default_factory=dict)
-    parity: dict[str, Any] = field(default_factory=dict)
-    artifact: dict[str, Any] | None = None
-    stages: dict[str, float] = field(default_factory=dict)
-    notices: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        """Whether every gate and check that ran passed."""
-        parity = self.parity.get("passed", self.parity.get("ran") is False)
-        checks = all(c.get("passed") for c in self.checks.values() if c.get("ran"))
-        return bool(parity) and bool(self.structure.get("passed", True)) and checks
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dataclasses.asdict(self)
-
-
-def gate_summary(gate: GateResult) -> dict[str, Any]:
-    """A gate's verdict, worst figures and per-case comparisons as plain data."""
-    return {
-        "backend": gate.backend,
-        "passed": gate.passed,
-        "max_abs_err": gate.worst("max_abs_err"),
-        "max_rel_err": gate.worst("rel_err"),
-        "max_margin": gate.worst("margin"),
-        "min_cosine": gate.min_cosine,
-        "bounds": None if gate.tolerance is None else dataclasses.asdict(gate.tolerance),
-        "failures": gate.failures(),
-        "cases": [dataclasses.asdict(case) for case in gate.cases],
-    }
-
-
-def to_json(data: dict[str, Any]) -> str:
-    """A report as indented JSON text."""
-    return json.dumps(data, indent=2, default=str) + "\n"
+from ca_export.report.checks import Check, Verdict
+from ca_export.report.results import ExportReport, InspectReport, OptimizeReport, VerifyReport
+from ca_export.verify.lossy import describe
 
 
 def pass_lines(passes: list[dict[str, Any]], block: str) -> list[str]:
@@ -136,15 +34,26 @@ def render_inspect(report: InspectReport) -> str:
     return "\n".join(lines + report.notices)
 
 
-def _check_lines(name: str, check: dict[str, Any], figures: Sequence[str] = ()) -> list[str]:
-    """A named check's verdict (and why it did not run), its lines, ``figures`` (lines a
-    renderer adds about this check) and its failures, each failure once."""
-    verdict = ("passed" if check.get("passed") else "FAILED") if check.get("ran") else "not run"
-    reason = f" ({check['reason']})" if "reason" in check else ""
-    lines = [f"check {name}: {verdict}{reason}"]
-    lines += [f"  {line}" for line in check.get("lines", [])]
+VERDICTS = {
+    Verdict.PASSED: "passed",
+    Verdict.FAILED: "FAILED",
+    Verdict.NOT_RUN: "not run",
+    Verdict.NOT_VERIFIED: "NOT VERIFIED",
+}
+"""How a check's verdict is printed (an accepted NOT_VERIFIED in lower case)."""
+
+
+def _check_lines(check: Check, figures: Sequence[str] = ()) -> list[str]:
+    """A check's verdict (and why), its lines, ``figures`` (lines a renderer adds about this
+    check) and its failures, each failure once."""
+    verdict = VERDICTS[check.verdict]
+    if check.accepted:
+        verdict = verdict.lower()
+    reason = f" ({check.reason})" if check.reason else ""
+    lines = [f"check {check.name}: {verdict}{reason}"]
+    lines += [f"  {line}" for line in check.details.get("lines", [])]
     lines += [f"  {line}" for line in figures]
-    return lines + [f"  failed: {line}" for line in check.get("failures", [])]
+    return lines + [f"  failed: {line}" for line in check.details.get("failures", [])]
 
 
 def render_export(report: ExportReport) -> str:
@@ -155,8 +64,8 @@ def render_export(report: ExportReport) -> str:
     lines += [f"  {b.module}: {f}" for b in report.ca_blocks for f in b.findings]
     lines += [f"  not CA: {r.module} ({r.node}): {r.reason}" for r in report.rejected]
     lines.append(f"nodes: {_counts(report.op_counts_after)}")
-    if report.structure:
-        structure = report.structure
+    if report.structure is not None and report.structure.details:
+        structure = report.structure.details
         ops = structure.get("ops", "Transpose/Concat/Split/Slice/Shape/Gather")
         left = structure.get("ca_only_nodes_after", 0)
         lines.append(f"CA-only nodes ({ops}) left: {left}")
@@ -173,9 +82,9 @@ def render_export(report: ExportReport) -> str:
             lines += [
                 f"  outside: {o['op']} ({o['module'] or '<model>'})" for o in structure["outside"]
             ]
-    for name, check in report.checks.items():
-        lines += _check_lines(name, check, _compressed_figures(name, check))
-        arithmetic = check.get("fp32_arithmetic")
+    for check in report.checks.values():
+        lines += _check_lines(check, _compressed_figures(check))
+        arithmetic = check.details.get("fp32_arithmetic")
         if arithmetic and arithmetic.get("ran"):
             lines.append(
                 f"  fp32 arithmetic: {'passed' if arithmetic['passed'] else 'FAILED'}; rel err "
@@ -187,8 +96,8 @@ def render_export(report: ExportReport) -> str:
             lines += [f"  failed: {line}" for line in arithmetic["constant_mismatches"]]
         elif arithmetic:
             lines.append(f"  fp32 arithmetic: not run ({arithmetic['reason']})")
-    parity = report.parity
-    if parity and parity.get("ran", True):
+    if report.parity is not None and report.parity.ran:
+        parity = report.parity.details
         verdict = "FAILED" if parity["failures"] else "passed"
         lines.append(
             f"parity vs PyTorch ({parity['backend']}, {parity['inputs']} inputs): {verdict}; "
@@ -218,17 +127,18 @@ def render_export(report: ExportReport) -> str:
     return "\n".join(lines)
 
 
-def _compressed_figures(name: str, check: dict[str, Any]) -> list[str]:
+def _compressed_figures(check: Check) -> list[str]:
     """The compressed-weights check's figures (its failures are the check's own lines)."""
-    if name != "compressed_weights" or not check.get("ran"):
+    if check.name != "compressed_weights" or not check.ran:
         return []
-    top1 = check["min_top1"]
+    details = check.details
+    top1 = details["min_top1"]
     return [
-        f"{check['format']} in PyTorch vs fp32: rel err {check['max_rel_err']:.3g}, "
-        f"min cosine {check['min_cosine']:.6f}"
+        f"{details['format']} in PyTorch vs fp32: rel err {details['max_rel_err']:.3g}, "
+        f"min cosine {details['min_cosine']:.6f}"
         + ("" if top1 is None else f", top-1 agreement {top1:.2f}")
-        + f"; {check['weights_placed']} weights placed, "
-        f"{check['factors_fitted']} fitted, {check['weights_unmatched']} unmatched"
+        + f"; {details['weights_placed']} weights placed, "
+        f"{details['factors_fitted']} fitted, {details['weights_unmatched']} unmatched"
     ]
 
 
@@ -236,42 +146,6 @@ def _counts(counts: dict[str, int]) -> str:
     """``Conv 52, Mul 48, ...`` with the total first."""
     total = sum(counts.values())
     return f"{total} total: " + ", ".join(f"{k} {v}" for k, v in counts.items())
-
-
-@dataclass
-class OptimizeReport:
-    """Everything one ``optimize`` run found, rewrote, skipped, measured and wrote."""
-
-    source: str
-    tool_version: str
-    opset: int
-    input_shapes: dict[str, list[int]]
-    ca_blocks: list[BlockReport] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    target: str | None = None
-    """The runtime the CA blocks were rewritten for (``ca_export.rewrites.TARGETS``)."""
-    passes: list[dict[str, Any]] = field(default_factory=list)
-    normalize: dict[str, Any] = field(default_factory=dict)
-    dynamic: dict[str, Any] = field(default_factory=dict)
-    op_counts_before: dict[str, int] = field(default_factory=dict)
-    op_counts_after: dict[str, int] = field(default_factory=dict)
-    structure: dict[str, Any] = field(default_factory=dict)
-    parity: dict[str, Any] = field(default_factory=dict)
-    artifact: dict[str, Any] | None = None
-    stages: dict[str, float] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        """Whether every gate and check passed (nothing to check passes)."""
-        checks = [self.parity.get("passed", True), self.structure.get("passed", True)]
-        checks += [c.get("passed") for c in self.checks.values() if c.get("ran")]
-        return all(bool(c) for c in checks) and bool(self.dynamic.get("passed", True))
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dataclasses.asdict(self)
 
 
 def render_optimize(report: OptimizeReport) -> str:
@@ -294,8 +168,8 @@ def render_optimize(report: OptimizeReport) -> str:
     if report.op_counts_after:
         lines.append(f"nodes before: {_counts(report.op_counts_before)}")
         lines.append(f"nodes after:  {_counts(report.op_counts_after)}")
-    if report.structure:
-        left = report.structure["ca_only_nodes_after"]
+    if report.structure is not None and report.structure.details:
+        left = report.structure.details["ca_only_nodes_after"]
         lines.append(f"CA-only nodes (Transpose/Concat/Split/Slice/Shape/Gather) left: {left}")
     if report.dynamic.get("requested"):
         if report.dynamic.get("applied"):
@@ -305,17 +179,17 @@ def render_optimize(report: OptimizeReport) -> str:
             lines.append(f"dynamic H/W: {dyn['dims']}; {verdict} at {dyn.get('ran_at')}{error}")
         else:
             lines.append(f"dynamic H/W not applied: {report.dynamic['reason']}")
-    parity = report.parity
-    if parity:
-        verdict = "passed" if parity["passed"] else "FAILED"
+    if report.parity is not None and report.parity.ran:
+        parity = report.parity.details
+        verdict = "passed" if report.parity.verdict is Verdict.PASSED else "FAILED"
         lines.append(
             f"parity OUT vs IN ({parity['backend']}, {parity['inputs']} inputs): {verdict}; "
             f"margin {parity['max_margin']:.3g} (1 = bound), max abs err "
             f"{parity['max_abs_err']:.3g}, rel err {parity['max_rel_err']:.3g}"
         )
         lines += [f"  failed: {line}" for line in parity["failures"]]
-    for name, check in report.checks.items():
-        lines += _check_lines(name, check)
+    for check in report.checks.values():
+        lines += _check_lines(check)
     if report.artifact:
         lines.append(f"wrote {report.artifact['path']} ({report.artifact['bytes'] / 1e6:.2f} MB)")
     else:
@@ -323,73 +197,6 @@ def render_optimize(report: OptimizeReport) -> str:
     lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.stages.items()))
     lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)
-
-
-@dataclass
-class VerifyCase:
-    """One input through one artifact: its comparisons, or why it was skipped."""
-
-    input: str
-    input_shape: tuple[int, ...]
-    comparisons: list[Comparison] = field(default_factory=list)
-    skipped: str | None = None
-
-
-@dataclass
-class ArtifactResult:
-    """Every case of one artifact, the tolerance used, and where outputs diverge.
-
-    A lossy file (fp16, int8) is judged by the lossy gate over all its cases at once:
-    ``lossy`` holds that verdict and its cases hold no comparisons.
-    """
-
-    path: str
-    dtype: str
-    tolerance: Tolerance
-    backend: str = "onnxruntime-cpu"
-    cases: list[VerifyCase] = field(default_factory=list)
-    localization: Localization | None = None
-    lossy: LossyGate | None = None
-    allow_unverified: bool = False
-
-    @property
-    def passed(self) -> bool:
-        """Whether every comparison and the lossy gate (if any) passed, and a case ran (or,
-        with ``allow_unverified``, every case was skipped as not verified)."""
-        ran = [c for c in self.cases if c.skipped is None]
-        lossy = self.lossy is None or self.lossy.passed
-        if not ran and self.lossy is None:
-            return self.allow_unverified and all(
-                (c.skipped or "").startswith("not verified") for c in self.cases
-            )
-        return lossy and all(x.passed for c in ran for x in c.comparisons)
-
-
-@dataclass
-class VerifyReport:
-    """The verdict over all artifacts."""
-
-    source: str
-    artifacts: list[ArtifactResult] = field(default_factory=list)
-    ca_blocks: list[str] = field(default_factory=list)
-    stages: dict[str, float] = field(default_factory=dict)
-    notices: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        """Whether every artifact passed."""
-        return bool(self.artifacts) and all(a.passed for a in self.artifacts)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        data = dataclasses.asdict(self)
-        data["passed"] = self.passed
-        for entry, result in zip(data["artifacts"], self.artifacts, strict=True):
-            entry["passed"] = result.passed
-            if result.lossy is not None:
-                gate = result.lossy
-                entry["lossy"] |= {"passed": gate.passed, "failures": gate.failures()}
-        return data
 
 
 LOSSY_REFERENCE = "PyTorch fp32"

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ca_export.files import MARKDOWN_HEADING, write_text
-
-if TYPE_CHECKING:
-    from ca_export.report import ArtifactResult, VerifyReport
+from ca_export.report.results import ArtifactResult, VerifyReport
 
 
 def _shape(shape: tuple[int, ...]) -> str:
