@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import onnx
 import pytest
 import torch
 from ca_zoo import NEGATIVE, POSITIVE, ZooCase, seeded_input
@@ -13,9 +15,9 @@ from torch.export import ExportedProgram
 from ca_export.errors import BadInputError
 from ca_export.patterns import find
 from ca_export.patterns.aten import AtenView
-from ca_export.rewrites import rewrite
+from ca_export.rewrites import rewrite, rewrite_model
 from ca_export.rewrites.float_hardsigmoid import float_hardsigmoid
-from ca_export.rewrites.passes import Skip
+from ca_export.rewrites.passes import EXECUTORCH_ONLY, Skip
 from ca_export.tracing import Traced, trace
 
 aten = torch.ops.aten
@@ -203,3 +205,21 @@ def test_a_batch_of_two_keeps_its_strip_pools_as_means_over_one_axis(
 ) -> None:
     after = rewrite(zoo_trace("official", dynamic=True).program, static=False, form="xnnpack")
     assert sorted(_means(after.program)) == [[2], [3]]
+
+
+def test_an_onnx_graph_skips_the_executorch_only_passes(tmp_path: Path) -> None:
+    """The ONNX adapter makes none of the optional edits, so the three passes that need them
+    say so; its twin, the same block traced to ATen, applies ``global_strip_pool``."""
+    case = _case("official")
+    path = tmp_path / "official.onnx"
+    torch.onnx.export(
+        case.build(), (torch.zeros(case.input_shape),), path, dynamo=False, opset_version=17
+    )
+    result = rewrite_model(onnx.load(path), static=True, form="xnnpack")
+    skipped = {p.name: set(p.skipped.values()) for p in result.passes}
+    for name in ("global_strip_pool", "swap_as_permute", "float_hardsigmoid"):
+        assert skipped[name] == {EXECUTORCH_ONLY}
+    program = trace(case.build(), case.input_shape, dynamic=True, bounded=True).program
+    twin = rewrite(program, static=False, form="xnnpack")
+    (strip,) = (p for p in twin.passes if p.name == "global_strip_pool")
+    assert strip.modified

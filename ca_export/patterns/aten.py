@@ -37,7 +37,7 @@ from ca_export.patterns.pointwise import (
 from ca_export.patterns.pointwise import (
     BINARY as POINTWISE_BINARY,
 )
-from ca_export.patterns.view import Dim, NoMatch
+from ca_export.patterns.view import OPTIONAL_EDITS, Dim, NoMatch
 
 aten = torch.ops.aten
 
@@ -308,6 +308,26 @@ class AtenView:
         dtype = val(like).dtype
         kwargs = {"dtype": dtype, "device": torch.device("cpu"), "pin_memory": False}
         return add_node(self.graph, aten.full.default, (shape, fill), anchor, kwargs)
+
+    def supports(self, edit: str) -> bool:
+        return edit in OPTIONAL_EDITS
+
+    def permute(self, value: Node, perm: list[int], anchor: Node, name: str) -> Node:
+        return add_node(self.graph, aten.permute.default, (value, perm), anchor)
+
+    def global_mean(self, value: Node, anchor: Node, name: str) -> Node:
+        return add_node(self.graph, aten.mean.dim, (value, [2, 3], True), anchor)
+
+    def float_hardsigmoid(self, value: Node, anchor: Node, name: str) -> list[Node]:
+        added = add_node(self.graph, aten.add.Tensor, (value, 3.0), anchor)
+        clamped = add_node(self.graph, aten.clamp.default, (added, 0.0, 6.0), anchor)
+        return [added, clamped, add_node(self.graph, aten.div.Tensor, (clamped, 6.0), anchor)]
+
+    def float_scalars(self, op: Node) -> bool:
+        if not any(type(a) is int for a in op.args):
+            return False
+        op.args = tuple(float(a) if type(a) is int else a for a in op.args)
+        return True
 
     def replace_input(self, op: Node, old: Node, new: Node) -> None:
         op.replace_input_with(old, new)

@@ -482,6 +482,10 @@ class OnnxView:
     def filled(self, shape: list[int], fill: float, like: str, anchor: OnnxOp, name: str) -> str:
         return self.edit.initializer(np.full(shape, fill, dtype=np.float32), name)
 
+    def supports(self, edit: str) -> bool:
+        """None of the optional edits: they are for ExecuTorch's ATen graphs."""
+        return False
+
     def replace_input(self, op: OnnxOp, old: str, new: str) -> None:
         for i, name in enumerate(op.proto.input):
             if name == old:

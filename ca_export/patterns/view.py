@@ -10,7 +10,8 @@ strip pool, which axis does it keep"), so each adapter answers them from its own
 the rules stay in one place.
 
 Edits take an ``anchor`` op (new ops go before it where the graph API keeps an order) and a
-``name`` hint (ONNX node names; ATen names its nodes itself).
+``name`` hint (ONNX node names; ATen names its nodes itself). Some edits only one adapter
+makes (``OPTIONAL_EDITS``); a rewrite asks ``supports`` before it calls them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ Value = Hashable
 Op = Hashable
 Dim = object
 """A size: an int, a symbolic size (compared with ``same_size``), or None where unknown."""
+
+OPTIONAL_EDITS = frozenset({"permute", "global_mean", "float_scalars"})
+"""Edits not every adapter makes (the ExecuTorch form's), each named by its method;
+``float_scalars`` also stands for ``float_hardsigmoid``."""
 
 
 class NoMatch(Exception):
@@ -212,6 +217,28 @@ class GraphView(Protocol):
 
     def filled(self, shape: list[int], fill: float, like: Value, anchor: Op, name: str) -> Value:
         """A new constant tensor of ``shape`` holding ``fill``, of ``like``'s dtype."""
+        ...
+
+    def supports(self, edit: str) -> bool:
+        """Whether this adapter makes the optional edit ``edit`` (one of ``OPTIONAL_EDITS``)."""
+        ...
+
+    def permute(self, value: Value, perm: list[int], anchor: Op, name: str) -> Value:
+        """A new permute of ``value`` (optional edit ``permute``)."""
+        ...
+
+    def global_mean(self, value: Value, anchor: Op, name: str) -> Value:
+        """A new mean over axes 2 and 3, keeping them (optional edit ``global_mean``)."""
+        ...
+
+    def float_hardsigmoid(self, value: Value, anchor: Op, name: str) -> list[Op]:
+        """New ``add(value, 3.0)``, ``clamp(·, 0.0, 6.0)`` and ``div(·, 6.0)`` ops with float
+        scalars, in order (optional edit ``float_scalars``)."""
+        ...
+
+    def float_scalars(self, op: Op) -> bool:
+        """Make the op's int scalar operands floats; whether it had any (optional edit
+        ``float_scalars``)."""
         ...
 
     def replace_input(self, op: Op, old: Value, new: Value) -> None:

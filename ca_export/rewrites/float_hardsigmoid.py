@@ -8,7 +8,8 @@ delegate, four per block. Written with float scalars, the same ops lower into th
 XNNPACK delegate with no copy. It is exact: PyTorch's CPU kernel computes
 ``min(max(x + 3, 0), 6) / 6`` in the input's dtype, and ``3`` and ``3.0`` are the same
 fp32 value (equal bit for bit on the CPU and in XNNPACK). Used for the ``xnnpack``
-form (ExecuTorch) only, on ATen graphs; an ONNX graph is skipped.
+form (ExecuTorch) only, on views that make the ``float_scalars`` edits (ATen graphs); an
+ONNX graph is skipped.
 
 Before::
 
@@ -23,41 +24,27 @@ After::
 
 from __future__ import annotations
 
-import torch
-
-from ca_export.fx import add_node
-from ca_export.patterns.aten import AtenView
 from ca_export.patterns.coordatt import CABlock
 from ca_export.patterns.view import GraphView
-from ca_export.rewrites.passes import Skip
-
-aten = torch.ops.aten
-
-
-def _as_float(args: tuple[object, ...]) -> tuple[object, ...]:
-    """Every int scalar argument (not a bool) as a float."""
-    return tuple(float(a) if type(a) is int else a for a in args)
+from ca_export.rewrites.passes import EXECUTORCH_ONLY, Skip
 
 
 def float_hardsigmoid(view: GraphView, block: CABlock, static: bool) -> str:
     """Give every hard-sigmoid gate of the block float constants."""
-    if not isinstance(view, AtenView):
-        raise Skip("the ExecuTorch form rewrites ATen graphs only")
+    if not view.supports("float_scalars"):
+        raise Skip(EXECUTORCH_ONLY)
     done = []
     for branch in block.branches:
         if branch.gate_kind == "hardsigmoid":
             gate = branch.gate
-            added = add_node(view.graph, aten.add.Tensor, (gate.args[0], 3.0), gate)
-            clamped = add_node(view.graph, aten.clamp.default, (added, 0.0, 6.0), gate)
-            divided = add_node(view.graph, aten.div.Tensor, (clamped, 6.0), gate)
-            view.replace_uses(gate, divided)
-            branch.gate_ops = [added, clamped, divided]
+            ops = view.float_hardsigmoid(view.data(gate), gate, f"{block.name}/ca_{branch.axis}")
+            view.replace_uses(view.output(gate), view.output(ops[-1]))
+            branch.gate_ops = ops
             done.append(f"{branch.axis}: hardsigmoid as add/clamp/div by floats")
         elif branch.gate_kind == "h_sigmoid":
-            if not any(type(a) is int for op in branch.gate_ops for a in op.args):
+            changed = [view.float_scalars(op) for op in branch.gate_ops]
+            if not any(changed):
                 continue
-            for op in branch.gate_ops:
-                op.args = _as_float(op.args)
             done.append(f"{branch.axis}: relu6(x + 3) / 6 with float scalars")
     if not done:
         raise Skip("no hard-sigmoid gate with int constants")

@@ -12,7 +12,8 @@ delegate. For batch 1 the batch axis can carry the kept axis's partner instead: 
 size in the bounds. It is exact: each output is the mean of the same W values (results
 differ by fp rounding only). A batch other than 1 keeps the mean (it cannot be moved
 out of the way without a reshape of symbolic size, which XNNPACK refuses). Used for
-the ``xnnpack`` form (ExecuTorch) only, on ATen graphs; an ONNX graph is skipped.
+the ``xnnpack`` form (ExecuTorch) only, on views that make the ``permute`` and
+``global_mean`` edits (ATen graphs); an ONNX graph is skipped.
 
 Before::
 
@@ -27,53 +28,44 @@ After::
 
 from __future__ import annotations
 
-import torch
-from torch.fx import Node
-
-from ca_export.fx import add_node, shape
-from ca_export.patterns.aten import AtenView
 from ca_export.patterns.coordatt import CABlock
-from ca_export.patterns.view import GraphView
-from ca_export.rewrites.passes import Skip
-
-aten = torch.ops.aten
+from ca_export.patterns.view import GraphView, Op, Value
+from ca_export.rewrites.passes import EXECUTORCH_ONLY, Skip
 
 PERMUTES = {3: ([1, 2, 3, 0], [3, 0, 1, 2]), 2: ([1, 3, 2, 0], [2, 0, 3, 1])}
 """By the axis a strip pool averages: the permute in, and the permute back out."""
 
 
-def _strip_mean(pool: Node) -> tuple[Node, int] | None:
+def _strip_mean(view: GraphView, pool: Op) -> tuple[Value, int] | None:
     """(source, averaged axis) if ``pool`` is a keepdim ``mean`` over axis 2 or 3 of a
     batch-1 4-D tensor, else None."""
-    if pool.target != aten.mean.dim or len(pool.args) < 3 or not pool.args[2]:
+    found = view.strip_pool(pool)
+    if found is None or found[2] != "mean":
         return None
-    source, dims = pool.args[0], list(pool.args[1])
-    if not isinstance(source, Node) or len(dims) != 1:
+    source, kept, _ = found
+    sizes = view.shape(source)
+    if sizes is None or not (type(sizes[0]) is int and sizes[0] == 1):
         return None
-    sizes = shape(source)
-    axis = dims[0] % 4
-    if len(sizes) != 4 or axis not in PERMUTES or not (type(sizes[0]) is int and sizes[0] == 1):
-        return None
-    return source, axis
+    return source, 5 - kept
 
 
 def global_strip_pool(view: GraphView, block: CABlock, static: bool) -> str:
     """Replace each branch's batch-1 ``mean`` pool by permute / global mean / permute."""
-    if not isinstance(view, AtenView):
-        raise Skip("the ExecuTorch form rewrites ATen graphs only")
+    if not (view.supports("permute") and view.supports("global_mean")):
+        raise Skip(EXECUTORCH_ONLY)
     done = []
     for branch in block.branches:
-        found = _strip_mean(branch.pool)
+        found = _strip_mean(view, branch.pool)
         if found is None:
             continue
         source, axis = found
         into, back = PERMUTES[axis]
-        pool = branch.pool
-        moved = add_node(view.graph, aten.permute.default, (source, into), pool)
-        mean = add_node(view.graph, aten.mean.dim, (moved, [2, 3], True), pool)
-        out = add_node(view.graph, aten.permute.default, (mean, back), pool)
-        view.replace_uses(pool, out)
-        branch.pool = out
+        pool, name = branch.pool, f"{block.name}/ca_{branch.axis}/pool"
+        moved = view.permute(source, into, pool, f"{name}_in")
+        mean = view.global_mean(moved, pool, name)
+        out = view.permute(mean, back, pool, f"{name}_out")
+        view.replace_uses(view.output(pool), out)
+        branch.pool = view.producer(out)
         done.append(f"{branch.axis}: mean over axis {axis} as a global mean between permutes")
     if not done:
         raise Skip("no batch-1 mean over one axis (static pools, or a batch other than 1)")

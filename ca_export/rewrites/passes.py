@@ -20,6 +20,10 @@ Rewrite = Callable[[GraphView, CABlock, bool], str]
 """``(view, block, static) -> what it did``; raises ``Skip`` to leave the block alone."""
 
 
+EXECUTORCH_ONLY = "the ExecuTorch form rewrites ATen graphs only"
+"""Why an ExecuTorch-only pass skips a view without its optional edits."""
+
+
 class Skip(Exception):
     """A rewrite leaves a block as it is; the message says why."""
 

@@ -17,25 +17,19 @@ After::
 
 from __future__ import annotations
 
-import torch
-
-from ca_export.fx import add_node
-from ca_export.patterns.aten import AtenView
 from ca_export.patterns.coordatt import CABlock
 from ca_export.patterns.view import GraphView
-from ca_export.rewrites.passes import Skip
+from ca_export.rewrites.passes import EXECUTORCH_ONLY, Skip
 from ca_export.rewrites.swap_as_view import singleton_swaps
-
-aten = torch.ops.aten
 
 
 def swap_as_permute(view: GraphView, block: CABlock, static: bool) -> str:
     """Replace each gate conv's squeeze + unsqueeze input by one permute."""
-    if not isinstance(view, AtenView):
-        raise Skip("the ExecuTorch form rewrites ATen graphs only")
+    if not view.supports("permute"):
+        raise Skip(EXECUTORCH_ONLY)
     swapped = 0
     for conv, unsqueezed, source in singleton_swaps(view, block):
-        permute = add_node(view.graph, aten.permute.default, (source, [0, 1, 3, 2]), conv)
+        permute = view.permute(source, [0, 1, 3, 2], conv, f"{block.name}/ca_swap")
         view.replace_input(conv, unsqueezed, permute)
         swapped += 1
     if not swapped:
