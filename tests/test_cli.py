@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 import ca_export.rewrites as rewrites
 from ca_export.patterns import CABlock, GraphView
-from ca_export.rewrites.passes import Pass
+from ca_export.rewrites.passes import Change, Pass
 from cli.main import cli
 
 SMALL = ["--input-shape", "1,3,32,32"]
@@ -119,7 +119,7 @@ def test_failed_gate_exits_1_and_writes_nothing(tmp_path: Path, user_models: Pat
 def test_wrong_rewrite_is_caught_per_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     original = rewrites.PASSES["distribute_stem"]
 
-    def swapped_gates(view: GraphView, block: CABlock, static: bool) -> str:
+    def swapped_gates(view: GraphView, block: CABlock, static: bool) -> Change:
         done = original.rewrite(view, block, static)
         conv_h, conv_w = (b.gate_conv for b in block.branches)
         in_h, in_w = view.data(conv_h), view.data(conv_w)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import onnx
@@ -25,8 +26,8 @@ from ca_export.rewrites import (
     rewrite,
     rewrite_model,
 )
-from ca_export.rewrites.passes import Pass, PassError, Skip, run
-from ca_export.tracing import Traced
+from ca_export.rewrites.passes import Change, Pass, PassError, Skip, run
+from ca_export.tracing import Traced, trace
 from cli.main import cli
 
 ZooTrace = Callable[..., Traced]
@@ -35,6 +36,57 @@ aten = torch.ops.aten
 
 def _applied(results: list, block: str) -> list[str]:
     return [r.name for r in results if block in r.applied]
+
+
+def _frozen(obj: object) -> object:
+    """A dataclass's fields, recursively, with lists and dicts as tuples; ops and values stay
+    themselves (fx nodes compare by identity), so equality says no field was re-pointed."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return tuple((f.name, _frozen(getattr(obj, f.name))) for f in fields(obj))
+    if isinstance(obj, (list, tuple)):
+        return tuple(_frozen(v) for v in obj)
+    if isinstance(obj, dict):
+        return tuple((k, _frozen(v)) for k, v in obj.items())
+    return obj
+
+
+def _run_form(traced: Traced, form: str, static: bool) -> tuple[list, list, list]:
+    """Run ``form``'s passes on a copy of ``traced``: the blocks handed in, their snapshots
+    taken before, and the blocks ``run`` returns."""
+    program = rewrite(traced.program, static, form, skip=FORMS[form]).program  # a copy
+    view = AtenView(program.graph)
+    blocks, _ = find(view)
+    before = [_frozen(b) for b in blocks]
+    results, after = run(view, blocks, passes_for(form), static)
+    assert any(r.modified for r in results)
+    return blocks, before, after
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+@pytest.mark.parametrize("name", ["official", "seed", "hardsigmoid_expand"])
+def test_passes_leave_the_blocks_they_are_handed_unchanged(
+    zoo_trace: ZooTrace, form: str, name: str
+) -> None:
+    blocks, before, after = _run_form(zoo_trace(name), form, static=True)
+    assert [_frozen(b) for b in blocks] == before
+    # The twin: the blocks run returns name the replaced pools (an adaptive pool each).
+    assert all(
+        a.pool is not b.pool
+        for new, old in zip(after, blocks, strict=True)
+        for a, b in zip(new.branches, old.branches, strict=True)
+    )
+
+
+def test_a_dynamic_xnnpack_form_leaves_its_blocks_unchanged() -> None:
+    """``global_strip_pool`` (batch 1, bounded H/W) and ``float_hardsigmoid`` re-point the
+    pools and gates of the blocks they return, not of those they were handed."""
+    case = next(c for c in POSITIVE if c.name == "hardsigmoid_expand")
+    traced = trace(case.build(), case.input_shape, dynamic=True, bounded=True)
+    blocks, before, after = _run_form(traced, "xnnpack", static=False)
+    assert [_frozen(b) for b in blocks] == before
+    (old,), (new,) = blocks, after
+    for a, b in zip(new.branches, old.branches, strict=True):
+        assert a.pool is not b.pool and a.gate_ops != b.gate_ops
 
 
 def test_forms_name_known_passes_and_bad_names_are_refused() -> None:
@@ -79,10 +131,10 @@ def test_the_same_passes_apply_on_both_graph_apis(zoo_trace: ZooTrace, tmp_path:
 
 
 def test_a_failing_pass_is_named_with_the_passes_before_it(zoo_trace: ZooTrace) -> None:
-    def broken(view: GraphView, block: CABlock, static: bool) -> str:
+    def broken(view: GraphView, block: CABlock, static: bool) -> Change:
         raise KeyError("lost a node")
 
-    def nothing(view: GraphView, block: CABlock, static: bool) -> str:
+    def nothing(view: GraphView, block: CABlock, static: bool) -> Change:
         raise Skip("nothing to do")
 
     view = AtenView(zoo_trace("official").program.graph)

@@ -32,7 +32,7 @@ questions they ask (``GraphView``) for ATen graphs and ONNX files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ca_export.patterns.view import Dim, GraphView, NoMatch, Op, Value
 
@@ -54,8 +54,8 @@ def compose(first: tuple[int, ...], then: tuple[int, ...]) -> tuple[int, ...]:
 class Branch:
     """One direction of a CA block: the pool that keeps one spatial axis and its gate.
 
-    ``pool`` is the op the rewrites read the pooled tensor from; ``pool_to_reduce``
-    points it at the exact replacement.
+    ``pool`` is the op the rewrites read the pooled tensor from; a rewrite that replaces
+    it (``pool_to_reduce``) returns a copy of the block that points at the replacement.
     """
 
     axis: str
@@ -105,6 +105,12 @@ class CABlock:
     def branch(self, axis: str) -> Branch:
         """The branch that keeps the given spatial axis ("h" or "w")."""
         return next(b for b in self.branches if b.axis == axis)
+
+    def with_branch(self, branch: Branch, **changes: object) -> CABlock:
+        """A copy whose branch on ``branch``'s axis is ``branch`` with ``changes``."""
+        new = replace(branch, **changes)
+        branches = tuple(new if b.axis == new.axis else b for b in self.branches)
+        return replace(self, branches=branches)
 
     @property
     def name(self) -> str:

@@ -146,7 +146,7 @@ def _apply(view: GraphView, form: str, static: bool, skip: Sequence[str]) -> Rew
     """Find the blocks and run the form's passes on them."""
     passes = passes_for(form, skip)
     blocks, rejections = find(view)
-    results = run(view, blocks, passes, static) if blocks else []
+    results = run(view, blocks, passes, static)[0] if blocks else []
     removed = view.finish() if blocks else 0
     return RewriteResult(blocks, rejections, results, removed)
 

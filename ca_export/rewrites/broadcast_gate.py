@@ -26,10 +26,10 @@ from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock, leaf
 from ca_export.patterns.view import GraphView
-from ca_export.rewrites.passes import Skip
+from ca_export.rewrites.passes import Change, Skip
 
 
-def broadcast_gate(view: GraphView, block: CABlock, static: bool) -> str:
+def broadcast_gate(view: GraphView, block: CABlock, static: bool) -> Change:
     """Make the block's output ``(x * a_h) * a_w``."""
     a_h, a_w = leaf(view, block.branch("h")), leaf(view, block.branch("w"))
     inner, outer_gate = view.operands(block.output)[:2]
@@ -43,4 +43,4 @@ def broadcast_gate(view: GraphView, block: CABlock, static: bool) -> str:
         raise Skip("the gates already multiply x one after the other")
     inner = view.binary("mul", block.source, a_h, block.output, f"{block.name}/ca_gate_h")
     view.set_operands(block.output, [inner, a_w])
-    return "x * a_h * a_w by two broadcasting multiplies"
+    return Change("x * a_h * a_w by two broadcasting multiplies", block)

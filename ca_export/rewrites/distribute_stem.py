@@ -27,9 +27,10 @@ from __future__ import annotations
 
 from ca_export.patterns.coordatt import IDENTITY, CABlock
 from ca_export.patterns.view import GraphView
+from ca_export.rewrites.passes import Change
 
 
-def distribute_stem(view: GraphView, block: CABlock, static: bool) -> str:
+def distribute_stem(view: GraphView, block: CABlock, static: bool) -> Change:
     """Feed every gate conv from its own copy of the stem."""
     for branch in block.branches:
         base = f"{block.name}/ca_{branch.axis}"
@@ -45,6 +46,7 @@ def distribute_stem(view: GraphView, block: CABlock, static: bool) -> str:
             gate_input = view.unsqueeze(squeezed, 5 - lands, conv, f"{base}/unsqueeze")
         view.replace_input(branch.gate_conv, view.data(branch.gate_conv), gate_input)
     swapped = sum(b.perm != IDENTITY for b in block.branches)
-    return f"{len(block.stem)} stem ops per branch" + (
+    summary = f"{len(block.stem)} stem ops per branch" + (
         f", {swapped} singleton swap(s)" if swapped else ""
     )
+    return Change(summary, block)

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock
 from ca_export.patterns.view import GraphView
-from ca_export.rewrites.passes import Skip
+from ca_export.rewrites.passes import Change, Skip
 
 
-def drop_expand(view: GraphView, block: CABlock, static: bool) -> str:
+def drop_expand(view: GraphView, block: CABlock, static: bool) -> Change:
     """Bypass each gate's expand whose shape broadcasts into x's: every multiply of the
     block's tree reads the gate itself."""
     if all(b.expand is None for b in block.branches):
@@ -46,4 +46,4 @@ def drop_expand(view: GraphView, block: CABlock, static: bool) -> str:
         dropped += not view.users(expanded)
     if not dropped:
         raise Skip("each expand's shape is not one x's shape holds")
-    return f"{dropped} expand(s) dropped"
+    return Change(f"{dropped} expand(s) dropped", block)

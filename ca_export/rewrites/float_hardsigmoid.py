@@ -26,20 +26,22 @@ from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock
 from ca_export.patterns.view import GraphView
-from ca_export.rewrites.passes import EXECUTORCH_ONLY, Skip
+from ca_export.rewrites.passes import EXECUTORCH_ONLY, Change, Skip
 
 
-def float_hardsigmoid(view: GraphView, block: CABlock, static: bool) -> str:
-    """Give every hard-sigmoid gate of the block float constants."""
+def float_hardsigmoid(view: GraphView, block: CABlock, static: bool) -> Change:
+    """Give every hard-sigmoid gate of the block float constants; the returned block names
+    a replaced gate's new ops."""
     if not view.supports("float_scalars"):
         raise Skip(EXECUTORCH_ONLY)
     done = []
+    after = block
     for branch in block.branches:
         if branch.gate_kind == "hardsigmoid":
             gate = branch.gate
             ops = view.float_hardsigmoid(view.data(gate), gate, f"{block.name}/ca_{branch.axis}")
             view.replace_uses(view.output(gate), view.output(ops[-1]))
-            branch.gate_ops = ops
+            after = after.with_branch(branch, gate_ops=ops)
             done.append(f"{branch.axis}: hardsigmoid as add/clamp/div by floats")
         elif branch.gate_kind == "h_sigmoid":
             changed = [view.float_scalars(op) for op in branch.gate_ops]
@@ -48,4 +50,4 @@ def float_hardsigmoid(view: GraphView, block: CABlock, static: bool) -> str:
             done.append(f"{branch.axis}: relu6(x + 3) / 6 with float scalars")
     if not done:
         raise Skip("no hard-sigmoid gate with int constants")
-    return "; ".join(done)
+    return Change("; ".join(done), after)

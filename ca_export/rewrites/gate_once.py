@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock, leaf
 from ca_export.patterns.view import GraphView
-from ca_export.rewrites.passes import Skip
+from ca_export.rewrites.passes import Change, Skip
 
 
 def _strips(view: GraphView, a_h: object, a_w: object) -> bool:
@@ -38,7 +38,7 @@ def _strips(view: GraphView, a_h: object, a_w: object) -> bool:
     return view.same_size(h[3], 1) and view.same_size(w[2], 1)
 
 
-def gate_once(view: GraphView, block: CABlock, static: bool) -> str:
+def gate_once(view: GraphView, block: CABlock, static: bool) -> Change:
     """Make the block's output ``x * (a_h @ a_w)``."""
     a_h, a_w = leaf(view, block.branch("h")), leaf(view, block.branch("w"))
     kind = "matmul" if _strips(view, a_h, a_w) else "mul"
@@ -53,4 +53,4 @@ def gate_once(view: GraphView, block: CABlock, static: bool) -> str:
                 raise Skip("the gate is already built once")
     gate = view.binary(kind, a_h, a_w, block.output, f"{block.name}/ca_gate")
     view.set_operands(block.output, [block.source, gate])
-    return f"gate built once by {kind}"
+    return Change(f"gate built once by {kind}", block)

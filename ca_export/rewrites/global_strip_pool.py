@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock
 from ca_export.patterns.view import GraphView, Op, Value
-from ca_export.rewrites.passes import EXECUTORCH_ONLY, Skip
+from ca_export.rewrites.passes import EXECUTORCH_ONLY, Change, Skip
 
 PERMUTES = {3: ([1, 2, 3, 0], [3, 0, 1, 2]), 2: ([1, 3, 2, 0], [2, 0, 3, 1])}
 """By the axis a strip pool averages: the permute in, and the permute back out."""
@@ -49,11 +49,13 @@ def _strip_mean(view: GraphView, pool: Op) -> tuple[Value, int] | None:
     return source, 5 - kept
 
 
-def global_strip_pool(view: GraphView, block: CABlock, static: bool) -> str:
-    """Replace each branch's batch-1 ``mean`` pool by permute / global mean / permute."""
+def global_strip_pool(view: GraphView, block: CABlock, static: bool) -> Change:
+    """Replace each branch's batch-1 ``mean`` pool by permute / global mean / permute; the
+    returned block names the last permute as its pool."""
     if not (view.supports("permute") and view.supports("global_mean")):
         raise Skip(EXECUTORCH_ONLY)
     done = []
+    after = block
     for branch in block.branches:
         found = _strip_mean(view, branch.pool)
         if found is None:
@@ -65,8 +67,8 @@ def global_strip_pool(view: GraphView, block: CABlock, static: bool) -> str:
         mean = view.global_mean(moved, pool, name)
         out = view.permute(mean, back, pool, f"{name}_out")
         view.replace_uses(view.output(pool), out)
-        branch.pool = view.producer(out)
+        after = after.with_branch(branch, pool=view.producer(out))
         done.append(f"{branch.axis}: mean over axis {axis} as a global mean between permutes")
     if not done:
         raise Skip("no batch-1 mean over one axis (static pools, or a batch other than 1)")
-    return "; ".join(done)
+    return Change("; ".join(done), after)

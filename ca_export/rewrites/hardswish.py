@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock
 from ca_export.patterns.view import GraphView, Op, Value
-from ca_export.rewrites.passes import Skip
+from ca_export.rewrites.passes import Change, Skip
 
 
 def _relu6_of(view: GraphView, clip: Op | None, x: Value, reader: Op) -> bool:
@@ -93,9 +93,10 @@ def fuse_ends(view: GraphView, ops: list[Op], name: str) -> int:
     return len(found)
 
 
-def fuse_hardswish(view: GraphView, block: CABlock, static: bool) -> str:
+def fuse_hardswish(view: GraphView, block: CABlock, static: bool) -> Change:
     """Replace each written-out h_swish on the block's stem copies by one hardswish."""
     ends = _stem_ends(view, block)
     if not any(hswish_input(view, op) is not None for op in ends):
         raise Skip("no written-out h_swish on the stem")
-    return f"{fuse_ends(view, ends, f'{block.name}/ca_hswish')} h_swish fused"
+    fused = fuse_ends(view, ends, f"{block.name}/ca_hswish")
+    return Change(f"{fused} h_swish fused", block)

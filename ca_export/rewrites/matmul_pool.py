@@ -25,14 +25,16 @@ from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock
 from ca_export.patterns.view import GraphView
-from ca_export.rewrites.passes import Skip
+from ca_export.rewrites.passes import Change, Skip
 
 
-def matmul_pool(view: GraphView, block: CABlock, static: bool) -> str:
-    """Replace each branch's pool by a MatMul with an averaging vector."""
+def matmul_pool(view: GraphView, block: CABlock, static: bool) -> Change:
+    """Replace each branch's pool by a MatMul with an averaging vector; the returned block
+    names the MatMuls as its pools."""
     height, width = block.spatial
     if not static or not isinstance(height, int) or not isinstance(width, int):
         raise Skip("the averaging vectors need a static H and W")
+    after = block
     for branch in block.branches:
         name = f"{block.name}/ca_{branch.axis}/pool"
         anchor = branch.pool
@@ -43,5 +45,5 @@ def matmul_pool(view: GraphView, block: CABlock, static: bool) -> str:
             ones = view.filled([1, height], 1.0 / height, block.source, anchor, f"{name}_avg")
             new = view.binary("matmul", ones, block.source, anchor, name)
         view.replace_uses(view.output(branch.pool), new)
-        branch.pool = view.producer(new)
-    return f"pools as MatMul with 1/{width} and 1/{height} vectors"
+        after = after.with_branch(branch, pool=view.producer(new))
+    return Change(f"pools as MatMul with 1/{width} and 1/{height} vectors", after)

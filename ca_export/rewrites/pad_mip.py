@@ -21,9 +21,11 @@ After (mip padded to 16; weights padded with zeros)::
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ca_export.patterns.coordatt import Branch, CABlock
 from ca_export.patterns.view import GraphView, Op, Value
-from ca_export.rewrites.passes import Skip
+from ca_export.rewrites.passes import Change, Skip
 
 BLOCK = 16
 """The channel multiple padded to (ORT's widest blocked layout, AVX-512)."""
@@ -43,8 +45,9 @@ def _chain(view: GraphView, branch: Branch) -> list[Op]:
     return chain[::-1]
 
 
-def pad_mip(view: GraphView, block: CABlock, static: bool) -> str:
-    """Give each branch's stem and gate conv ``mip`` rounded up to a multiple of 16."""
+def pad_mip(view: GraphView, block: CABlock, static: bool) -> Change:
+    """Give each branch's stem and gate conv ``mip`` rounded up to a multiple of 16; the
+    returned block names the new gate convs and the padded ``mip``."""
     size = -(-block.mip // BLOCK) * BLOCK
     if size == block.mip:
         raise Skip(f"mip {block.mip} already is a multiple of {BLOCK}")
@@ -60,6 +63,7 @@ def pad_mip(view: GraphView, block: CABlock, static: bool) -> str:
     order = {op: i for i, op in enumerate(view.ops())}
     first = min((b.gate_conv for b in block.branches), key=order.__getitem__)
     padded: dict[Value, Value] = {}
+    after = block
     for branch, chain in zip(block.branches, chains, strict=True):
         base = f"{block.name}/ca_{branch.axis}/pad"
         env: dict[Value, Value] = {}
@@ -77,5 +81,5 @@ def pad_mip(view: GraphView, block: CABlock, static: bool) -> str:
         old = view.output(branch.gate_conv)
         new_conv = view.clone(branch.gate_conv, env, branch.gate_conv, base)
         view.replace_uses(old, view.output(new_conv))
-        branch.gate_conv = new_conv
-    return f"mip {block.mip} padded to {size} with zero channels"
+        after = after.with_branch(branch, gate_conv=new_conv)
+    return Change(f"mip {block.mip} padded to {size} with zero channels", replace(after, mip=size))

@@ -1,11 +1,14 @@
 """Rewrites as passes: each one runs on every block and says what it changed or why not.
 
 In the style of onnx_ir's ``PassResult`` and pass manager: a rewrite is a function of one
-block that returns a line saying what it did, or raises ``Skip`` with the reason it left
-the block as it was (already in that form, a size that is not static, an op the opset
-lacks). ``run`` applies the passes in their declared order, every block each, and returns
-one ``PassResult`` per pass; the report and ``inspect`` read them. A pass that fails with
-anything else is named, with the passes that ran before it.
+block that returns a ``Change`` (a line saying what it did, and the block as it stands
+after), or raises ``Skip`` with the reason it left the block as it was (already in that
+form, a size that is not static, an op the opset lacks). A rewrite never edits the block
+it is handed: where it replaces an op the block names, it returns a copy naming the new
+one, and ``run`` hands that copy to the later passes. ``run`` applies the passes in their
+declared order, every block each, and returns one ``PassResult`` per pass; the report and
+``inspect`` read them. A pass that fails with anything else is named, with the passes
+that ran before it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ from dataclasses import dataclass, field
 from ca_export.patterns.coordatt import CABlock
 from ca_export.patterns.view import GraphView
 
-Rewrite = Callable[[GraphView, CABlock, bool], str]
+
+@dataclass(frozen=True)
+class Change:
+    """What a rewrite did to one block, and the block as the graph now holds it."""
+
+    summary: str
+    block: CABlock
+
+
+Rewrite = Callable[[GraphView, CABlock, bool], Change]
 """``(view, block, static) -> what it did``; raises ``Skip`` to leave the block alone."""
 
 
@@ -61,14 +73,18 @@ class PassResult:
 
 def run(
     view: GraphView, blocks: Sequence[CABlock], passes: Sequence[Pass], static: bool
-) -> list[PassResult]:
-    """Apply ``passes`` in order to every block; the view is edited in place."""
+) -> tuple[list[PassResult], list[CABlock]]:
+    """Apply ``passes`` in order to every block; the view is edited in place, ``blocks`` are
+    not. Returns each pass's result and the blocks as the last pass left them."""
     results: list[PassResult] = []
+    current = list(blocks)
     for p in passes:
         result = PassResult(p.name)
-        for block in blocks:
+        for i, block in enumerate(current):
             try:
-                result.applied[block.name] = p.rewrite(view, block, static)
+                change = p.rewrite(view, block, static)
+                result.applied[block.name] = change.summary
+                current[i] = change.block
             except Skip as why:
                 result.skipped[block.name] = str(why)
             except Exception as err:
@@ -77,4 +93,4 @@ def run(
                     f"rewrite '{p.name}' failed on block '{block.name}' (after: {ran}): {err}"
                 ) from err
         results.append(result)
-    return results
+    return results, current

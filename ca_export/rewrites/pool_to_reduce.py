@@ -26,14 +26,15 @@ from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock
 from ca_export.patterns.view import GraphView
-from ca_export.rewrites.passes import Skip
+from ca_export.rewrites.passes import Change, Skip
 
 MEANS = ("mean", "ReduceMean")
 
 
-def pool_to_reduce(view: GraphView, block: CABlock, static: bool) -> str:
-    """Replace each branch's pool by its exact form; the branch then reads the new pool."""
+def pool_to_reduce(view: GraphView, block: CABlock, static: bool) -> Change:
+    """Replace each branch's pool by its exact form; the returned block names the new pools."""
     done = []
+    after = block
     for branch in block.branches:
         if branch.pool_kind in MEANS:
             continue
@@ -49,7 +50,7 @@ def pool_to_reduce(view: GraphView, block: CABlock, static: bool) -> str:
             new = view.mean(block.source, gone, branch.pool, name)
             done.append(f"{branch.axis}: mean over axis {gone}")
         view.replace_uses(old, new)
-        branch.pool = view.producer(new)
+        after = after.with_branch(branch, pool=view.producer(new))
     if not done:
         raise Skip("both pools already are means")
-    return "; ".join(done)
+    return Change("; ".join(done), after)

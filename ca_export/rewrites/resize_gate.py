@@ -28,10 +28,10 @@ from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock, leaf
 from ca_export.patterns.view import GraphView
-from ca_export.rewrites.passes import Skip
+from ca_export.rewrites.passes import Change, Skip
 
 
-def resize_gate(view: GraphView, block: CABlock, static: bool) -> str:
+def resize_gate(view: GraphView, block: CABlock, static: bool) -> Change:
     """Make the block's output ``(x * up(a_h)) * up(a_w)`` with nearest upsamples."""
     height, width = block.spatial
     if not static or not isinstance(height, int) or not isinstance(width, int):
@@ -47,4 +47,7 @@ def resize_gate(view: GraphView, block: CABlock, static: bool) -> str:
     up_w = view.upsample(a_w, (height, 1), block.output, f"{name}_w")
     inner = view.binary("mul", block.source, up_h, block.output, f"{name}_mul_h")
     view.set_operands(block.output, [inner, up_w])
-    return f"gates expanded by nearest Resize (x{width} and x{height}), two same-shape multiplies"
+    return Change(
+        f"gates expanded by nearest Resize (x{width} and x{height}), two same-shape multiplies",
+        block,
+    )

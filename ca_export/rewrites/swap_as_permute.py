@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock
 from ca_export.patterns.view import GraphView
-from ca_export.rewrites.passes import EXECUTORCH_ONLY, Skip
+from ca_export.rewrites.passes import EXECUTORCH_ONLY, Change, Skip
 from ca_export.rewrites.swap_as_view import singleton_swaps
 
 
-def swap_as_permute(view: GraphView, block: CABlock, static: bool) -> str:
+def swap_as_permute(view: GraphView, block: CABlock, static: bool) -> Change:
     """Replace each gate conv's squeeze + unsqueeze input by one permute."""
     if not view.supports("permute"):
         raise Skip(EXECUTORCH_ONLY)
@@ -34,4 +34,4 @@ def swap_as_permute(view: GraphView, block: CABlock, static: bool) -> str:
         swapped += 1
     if not swapped:
         raise Skip("no singleton swap left")
-    return f"{swapped} singleton swap(s) as one permute"
+    return Change(f"{swapped} singleton swap(s) as one permute", block)

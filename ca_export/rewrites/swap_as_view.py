@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ca_export.patterns.coordatt import IDENTITY, CABlock
 from ca_export.patterns.view import GraphView, Op, Value
-from ca_export.rewrites.passes import Skip
+from ca_export.rewrites.passes import Change, Skip
 
 
 def singleton_swaps(view: GraphView, block: CABlock) -> list[tuple[Op, Value, Value]]:
@@ -42,7 +42,7 @@ def singleton_swaps(view: GraphView, block: CABlock) -> list[tuple[Op, Value, Va
     return found
 
 
-def swap_as_view(view: GraphView, block: CABlock, static: bool) -> str:
+def swap_as_view(view: GraphView, block: CABlock, static: bool) -> Change:
     """Replace each gate conv's squeeze + unsqueeze input by one reshape."""
     swapped = 0
     for conv, unsqueezed, source in singleton_swaps(view, block):
@@ -54,4 +54,4 @@ def swap_as_view(view: GraphView, block: CABlock, static: bool) -> str:
         swapped += 1
     if not swapped:
         raise Skip("no singleton swap with static sizes")
-    return f"{swapped} singleton swap(s) as one view"
+    return Change(f"{swapped} singleton swap(s) as one view", block)
