@@ -12,6 +12,7 @@ from ca_zoo import seeded_input
 from torch import nn
 
 from ca_export.patterns.aten import AtenView
+from ca_export.patterns.hswish import h_sigmoid
 from ca_export.rewrites.hardswish import fuse_ends
 from ca_export.tracing import trace
 
@@ -58,6 +59,8 @@ def _fused(act: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[i
         pytest.param(lambda y, _: y * F.relu6(y + 3) / 6, id="relu6"),
         pytest.param(lambda y, _: F.relu6(y + 3) / 6 * y, id="operands-swapped"),
         pytest.param(lambda y, _: y * F.hardtanh(y + 3, 0.0, 6.0) / 6, id="hardtanh"),
+        pytest.param(lambda y, _: y * (F.relu6(y + 3) * (1 / 6)), id="mul-sixth"),
+        pytest.param(lambda y, _: y * F.relu6(y + 3) * (1 / 6), id="mul-sixth-last"),
     ],
 )
 def test_written_out_hswish_is_fused_exactly(act: Callable) -> None:
@@ -68,6 +71,7 @@ def test_written_out_hswish_is_fused_exactly(act: Callable) -> None:
     "act",
     [
         pytest.param(lambda y, _: y * F.relu6(y + 3) / 5, id="divisor-5"),
+        pytest.param(lambda y, _: y * (F.relu6(y + 3) * (1 / 5)), id="mul-fifth"),
         pytest.param(lambda y, _: y * F.relu6(y + 2) / 6, id="offset-2"),
         pytest.param(lambda y, x: x * F.relu6(y + 3) / 6, id="other-multiplicand"),
         pytest.param(lambda y, _: y * F.hardtanh(y + 3, -1.0, 6.0) / 6, id="clip-from-minus-1"),
@@ -76,3 +80,23 @@ def test_written_out_hswish_is_fused_exactly(act: Callable) -> None:
 )
 def test_near_misses_are_left_alone(act: Callable) -> None:
     assert _fused(act) == (0, True)
+
+
+@pytest.mark.parametrize(
+    ("gate", "found"),
+    [
+        pytest.param(lambda y: F.relu6(y + 3) / 6, True, id="div-6"),
+        pytest.param(lambda y: F.relu6(y + 3) * (1 / 6), True, id="mul-sixth"),
+        pytest.param(lambda y: F.relu6(y + 3) * (1 / 5), False, id="mul-fifth"),
+    ],
+)
+def test_one_hard_sigmoid_recogniser_reads_both_ways_to_divide(
+    gate: Callable[[torch.Tensor], torch.Tensor], found: bool
+) -> None:
+    """The gate rule the matcher uses: ``/ 6`` and ``* (1/6)`` are the same gate, ``* (1/5)``
+    is not."""
+    program = trace(Net(lambda y, _: gate(y)).eval(), SHAPE, False).program
+    view = AtenView(program.graph)
+    conv = next(n for n in program.graph.nodes if n.target == aten.conv2d.default)
+    ends = [(op, got) for op in view.ops() if (got := h_sigmoid(view, op)) is not None]
+    assert [got[0] for _, got in ends] == ([conv] if found else [])

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from ca_export.patterns.hswish import h_sigmoid
 from ca_export.patterns.view import Dim, GraphView, NoMatch, Op, Value
 
 IDENTITY = (0, 1, 2, 3)
@@ -212,17 +213,11 @@ def _gate(view: GraphView, conv: Op) -> tuple[list[Op], str]:
     kind = view.activation(act)
     if kind in ("sigmoid", "hardsigmoid"):
         return [act], kind
-    add = view.scalar_arith(act)
-    if add is not None and add[0] == "add" and add[2] == 3.0:
-        clip = view.single_user(view.output(act))
-        if clip is not None and view.activation(clip) == "relu6":
-            div = view.single_user(view.output(clip))
-            scale = view.scalar_arith(div) if div is not None else None
-            if scale is not None and (
-                (scale[0] == "div" and scale[2] == 6.0)
-                or (scale[0] == "mul" and abs(scale[2] - 1 / 6) < 1e-7)
-            ):
-                return [act, clip, div], "h_sigmoid"  # type: ignore[list-item]
+    clip = view.single_user(view.output(act))
+    end = view.single_user(view.output(clip)) if clip is not None else None
+    found = h_sigmoid(view, end) if end is not None else None
+    if found is not None and found[0] == view.output(conv):
+        return found[1], "h_sigmoid"
     raise NoMatch("a gate conv is not followed by Sigmoid or HardSigmoid")
 
 

@@ -1,7 +1,8 @@
 """Rewrite: ``x * relu6(x + 3) / 6`` written out at the end of a CA stem becomes one hardswish.
 
-The official CA block writes h_swish out (add, clip, divide, multiply); every op but the
-last must have no other reader. ``hardswish`` computes the same function (results differ
+The official CA block writes h_swish out (add, clip, divide, multiply); it is recognised by
+``patterns.hswish.h_swish`` (the ``/ 6`` also as ``* (1/6)``; every op but the last must
+have no other reader). ``hardswish`` computes the same function (results differ
 by fp rounding only) as one op: ONNX ``HardSwish`` (opset 14+), which ONNX Runtime's CPU
 provider fuses into the 1x1 conv before it, so the gate path stays in its blocked layout
 with no reorders. Measured by ``benchmarks/target_forms.py --ablations``. Below opset 14
@@ -24,52 +25,9 @@ After::
 from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock
-from ca_export.patterns.view import GraphView, Op, Value
+from ca_export.patterns.hswish import h_swish
+from ca_export.patterns.view import GraphView, Op
 from ca_export.rewrites.passes import Change, Skip
-
-
-def _relu6_of(view: GraphView, clip: Op | None, x: Value, reader: Op) -> bool:
-    """Whether ``clip`` is ``relu6(x + 3)`` and only ``reader`` reads it."""
-    if clip is None or view.activation(clip) != "relu6":
-        return False
-    if view.single_user(view.output(clip)) is not reader:
-        return False
-    add = view.producer(view.data(clip))
-    arith = view.scalar_arith(add) if add is not None else None
-    return (
-        arith is not None
-        and arith[0] == "add"
-        and arith[1] == x
-        and arith[2] == 3.0
-        and view.single_user(view.output(add)) is clip
-    )
-
-
-def hswish_input(view: GraphView, end: Op) -> Value | None:
-    """``x`` if ``end`` is ``x * (relu6(x + 3) / 6)`` or ``(x * relu6(x + 3)) / 6``."""
-    operands = view.mul_operands(end)
-    for x, other in [operands, operands[::-1]] if operands else []:
-        div = view.producer(other)
-        arith = view.scalar_arith(div) if div is not None else None
-        if (
-            arith is not None
-            and arith[0] == "div"
-            and arith[2] == 6.0
-            and view.single_user(other) is end
-            and _relu6_of(view, view.producer(arith[1]), x, div)
-        ):
-            return x
-    arith = view.scalar_arith(end)
-    if arith is None or arith[0] != "div" or arith[2] != 6.0:
-        return None
-    mul = view.producer(arith[1])
-    operands = view.mul_operands(mul) if mul is not None else None
-    if operands is None or view.single_user(arith[1]) is not end:
-        return None
-    for x, clip in (operands, operands[::-1]):
-        if _relu6_of(view, view.producer(clip), x, mul):
-            return x
-    return None
 
 
 def _stem_ends(view: GraphView, block: CABlock) -> list[Op]:
@@ -87,7 +45,7 @@ def _stem_ends(view: GraphView, block: CABlock) -> list[Op]:
 def fuse_ends(view: GraphView, ops: list[Op], name: str) -> int:
     """Replace each written-out h_swish ending at one of ``ops`` by one hardswish; return
     how many."""
-    found = [(op, x) for op in ops if (x := hswish_input(view, op)) is not None]
+    found = [(op, x) for op in ops if (x := h_swish(view, op)) is not None]
     for end, x in found:
         view.replace_uses(view.output(end), view.hardswish(x, end, name))
     return len(found)
@@ -96,7 +54,7 @@ def fuse_ends(view: GraphView, ops: list[Op], name: str) -> int:
 def fuse_hardswish(view: GraphView, block: CABlock, static: bool) -> Change:
     """Replace each written-out h_swish on the block's stem copies by one hardswish."""
     ends = _stem_ends(view, block)
-    if not any(hswish_input(view, op) is not None for op in ends):
+    if not any(h_swish(view, op) is not None for op in ends):
         raise Skip("no written-out h_swish on the stem")
     fused = fuse_ends(view, ends, f"{block.name}/ca_hswish")
     return Change(f"{fused} h_swish fused", block)
