@@ -251,6 +251,30 @@ class InvertedResidualInlineCA(nn.Module):
         return x + self.project_bn(self.project_conv(out))
 
 
+class TwoInOneCA(nn.Module):
+    """Two official CA blocks run inline, one after the other, in one forward: both blocks'
+    concats belong to this module (each block's convs are a ``_CALayers`` attribute)."""
+
+    def __init__(self, channels: int, mip: int) -> None:
+        super().__init__()
+        self.first = _CALayers(channels, mip)
+        self.second = _CALayers(channels, mip)
+
+    @staticmethod
+    def _ca(layers: _CALayers, x: torch.Tensor) -> torch.Tensor:
+        _, _, h, w = x.shape
+        pooled_h = F.adaptive_avg_pool2d(x, (h, 1))
+        pooled_w = F.adaptive_avg_pool2d(x, (1, w)).permute(0, 1, 3, 2)
+        y = _h_swish(layers.bn1(layers.conv1(torch.cat([pooled_h, pooled_w], dim=2))))
+        y_h, y_w = torch.split(y, [h, w], dim=2)
+        gate_h = layers.conv_h(y_h).sigmoid()
+        gate_w = layers.conv_w(y_w.permute(0, 1, 3, 2)).sigmoid()
+        return x * gate_w * gate_h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._ca(self.second, self._ca(self.first, x))
+
+
 class SandglassInlineCA(nn.Module):
     """MobileNeXt-style sandglass block whose forward runs the CA steps inline after its first
     depthwise conv, computing the W gate before the H gate (``ca_*`` convs are attributes of
@@ -575,6 +599,14 @@ POSITIVE: list[ZooCase] = [
         channels=(32,),
         mip=(8,),
         note="CA inline in a MobileNeXt sandglass forward, W gate computed before the H gate",
+    ),
+    _case(
+        "two_in_one",
+        lambda: _net(32, TwoInOneCA(32, 8)),
+        seed=12,
+        channels=(32, 32),
+        mip=(8, 8),
+        note="two official CA blocks inline in one module's forward (one module, two blocks)",
     ),
 ]
 

@@ -39,6 +39,7 @@ from ca_export.pipeline.optimize import (
     input_shapes,
     optimize_onnx,
 )
+from ca_export.report.results import SCHEMA
 from ca_export.rewrites import ModelRewrite, rewrite_model
 from ca_export.verify.metrics import compare
 from ca_export.verify.tolerances import tolerance
@@ -485,7 +486,7 @@ def test_cli_report(exported: Exported, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert [b["rewritten"] for b in data["ca_blocks"]] == [True, True]
-    assert data["schema"] == "ca-export.report/2"
+    assert data["schema"] == SCHEMA
     assert data["structure"] == {
         "verdict": "passed",
         "ran": True,

@@ -102,14 +102,14 @@ def test_each_block_says_what_each_pass_did(zoo_trace: ZooTrace) -> None:
     result = rewrite(zoo_trace("official").program, static=True)
     (block,) = result.blocks
     assert [r.name for r in result.passes] == list(FORMS["onnx"])
-    assert _applied(result.passes, block.name) == [
+    assert _applied(result.passes, block.id) == [
         "pool_to_reduce",
         "distribute_stem",
         "hardswish",
         "gate_once",
     ]
     (drop,) = (r for r in result.passes if r.name == "drop_expand")
-    assert drop.skipped == {block.name: "no expand on the gates"}
+    assert drop.skipped == {block.id: "no expand on the gates"}
 
 
 def test_a_skipped_pass_leaves_its_form_out(zoo_trace: ZooTrace) -> None:
@@ -127,7 +127,7 @@ def test_the_same_passes_apply_on_both_graph_apis(zoo_trace: ZooTrace, tmp_path:
     torch.onnx.export(case.build(), (x,), path, dynamo=False, opset_version=17)
     onnx_side = rewrite_model(onnx.load(path), static=True)
     (a,), (o,) = aten_side.blocks, onnx_side.blocks
-    assert _applied(aten_side.passes, a.name) == _applied(onnx_side.passes, o.name)
+    assert _applied(aten_side.passes, a.id) == _applied(onnx_side.passes, o.id)
 
 
 def test_a_failing_pass_is_named_with_the_passes_before_it(zoo_trace: ZooTrace) -> None:
@@ -167,3 +167,33 @@ def test_cli_skip_pass(tmp_path: Path) -> None:
     assert not any(n.op_type == "Resize" for n in onnx.load(out).graph.node)
     result = CliRunner().invoke(cli, [*args, "--skip-pass", "bogus"])
     assert result.exit_code == 2 and "bogus" in result.output
+
+
+def test_two_blocks_in_one_module_are_rewritten_apart(zoo_trace: ZooTrace) -> None:
+    result = rewrite(zoo_trace("two_in_one").program, static=True)
+    first, second = result.blocks
+    assert first.module == second.module and first.id != second.id
+    for p in result.passes:
+        assert set(p.applied) | set(p.skipped) == {first.id, second.id}
+    assert _applied(result.passes, first.id) == _applied(result.passes, second.id)
+    assert "pool_to_reduce" in _applied(result.passes, first.id)
+
+
+def test_two_blocks_in_one_module_are_reported_apart(tmp_path: Path) -> None:
+    factory = tmp_path / "net.py"
+    factory.write_text(
+        "from ca_zoo import POSITIVE\n\n\ndef two():\n"
+        "    return next(c for c in POSITIVE if c.name == 'two_in_one').build()\n"
+    )
+    case = next(c for c in POSITIVE if c.name == "two_in_one")
+    args = ["inspect", f"{factory}:two", "--input-shape", ",".join(map(str, case.input_shape))]
+    result = CliRunner().invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    ids = [b["id"] for b in data["ca_blocks"]]
+    assert len(set(ids)) == 2 and len({b["module"] for b in data["ca_blocks"]}) == 1
+    (pool,) = (p for p in data["passes"] if p["name"] == "pool_to_reduce")
+    assert sorted(pool["applied"]) == sorted(ids)
+    text = CliRunner().invoke(cli, args)
+    assert text.exit_code == 0, text.output
+    assert text.stdout.count("rewrite passes: pool_to_reduce") == 2

@@ -79,8 +79,13 @@ class Branch:
 
 @dataclass
 class CABlock:
-    """A matched CA block and everything the rewrites and the report need."""
+    """A matched CA block and everything the rewrites and the report need.
 
+    ``id`` is unique in its graph: the module, then the node name of the block's output
+    multiply as matched (two blocks in one module's forward share the module).
+    """
+
+    id: str
     module: str
     source: Value
     concat: Op
@@ -346,6 +351,7 @@ def match(view: GraphView, concat: Op) -> CABlock:
     by_axis = {b.axis: b for b in branches}
     output = _output(view, source, leaf(view, by_axis["h"]), leaf(view, by_axis["w"]))
     block = CABlock(
+        id=f"{view.name(concat)}:{view.node_name(output)}",
         module=view.name(concat),
         source=source,
         concat=concat,

@@ -61,11 +61,11 @@ def _export(job: OnnxJob | ExecutorchJob, progress: Progress) -> ExportReport:
 
 
 def block_forms(report: ExportReport) -> dict[str, str]:
-    """Each CA block of an export and the passes applied to it, in order."""
+    """Each CA block of an export (by ``id``) and the passes applied to it, in order."""
     forms = {}
     for block in report.ca_blocks:
-        applied = [p["name"] for p in report.passes if block.module in p["applied"]]
-        forms[block.module] = " + ".join(applied) or "not rewritten"
+        applied = [p["name"] for p in report.passes if block.id in p["applied"]]
+        forms[block.id] = " + ".join(applied) or "not rewritten"
     return forms
 
 

@@ -241,7 +241,7 @@ def prepare(
             program = result.program
             report.passes = [p.to_dict() for p in result.passes]
             for entry in report.ca_blocks:
-                entry.rewritten = any(entry.module in p.applied for p in result.passes)
+                entry.rewritten = any(entry.id in p.applied for p in result.passes)
     return Prepared(loaded.module, traced, blocks, program)
 
 

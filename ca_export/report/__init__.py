@@ -3,9 +3,12 @@
 ``checks`` holds the typed verdicts (``Verdict``, ``Check``), ``results`` the reports,
 ``text`` the summaries the CLI prints and ``ci`` verify's JUnit XML and Markdown.
 
-JSON schema ``ca-export.report/2`` (``to_dict``; ``ExportReport.from_dict`` reads it back):
+JSON schema ``ca-export.report/3`` (``to_dict``; ``ExportReport.from_dict`` reads it back):
 
-- ``schema``: ``"ca-export.report/2"``; ``passed``: the report's verdict.
+- ``schema``: ``"ca-export.report/3"``; ``passed``: the report's verdict.
+- ``ca_blocks``: each block with its ``id`` (module, then the node name of its output
+  multiply: unique where two blocks run in one module's forward); ``passes``: per pass,
+  ``applied`` and ``skipped`` keyed by that ``id``.
 - ``parity`` and ``structure`` (export and optimize): the two gates, each a check or
   null when it is missing (which fails the report).
 - ``checks``: every other check by name. ``expected`` (export): the names this run
@@ -17,6 +20,7 @@ JSON schema ``ca-export.report/2`` (``to_dict``; ``ExportReport.from_dict`` read
   verified``) says the run declares it acceptable, and ``reason`` says why. The figures
   (``max_rel_err``, ``cases``, ``failures``, ...) are as in version 1.
 
+Version 2 keyed pass results by module, so two blocks in one module overwrote each other.
 Version 1 had no ``schema``; a check without ``ran`` was skipped, and a missing gate passed.
 """
 

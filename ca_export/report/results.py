@@ -15,14 +15,15 @@ from ca_export.verify.metrics import Comparison
 from ca_export.verify.parity import GateResult
 from ca_export.verify.tolerances import Tolerance
 
-SCHEMA = "ca-export.report/2"
+SCHEMA = "ca-export.report/3"
 """The version of the JSON form of export, optimize and verify reports."""
 
 
 @dataclass
 class BlockReport:
-    """One CA block as the user sees it."""
+    """One CA block as the user sees it; ``id`` is the key of the pass results."""
 
+    id: str
     module: str
     channels: int
     mip: int
@@ -35,7 +36,9 @@ class BlockReport:
     @classmethod
     def of(cls, block: CABlock) -> BlockReport:
         """The report entry of a matched block."""
-        return cls(block.module, block.channels, block.mip, dict(block.variant), block.findings)
+        return cls(
+            block.id, block.module, block.channels, block.mip, dict(block.variant), block.findings
+        )
 
 
 @dataclass

@@ -27,7 +27,7 @@ def render_inspect(report: InspectReport) -> str:
         variant = ", ".join(f"{k}={v}" for k, v in block.variant.items())
         lines.append(f"  [{i}] {block.module}: C={block.channels} mip={block.mip} ({variant})")
         lines += [f"      {finding}" for finding in block.findings]
-        lines += [f"      {line}" for line in pass_lines(report.passes, block.module)]
+        lines += [f"      {line}" for line in pass_lines(report.passes, block.id)]
     if report.rejected:
         lines.append("not CA:")
         lines += [f"  {r.module} ({r.node}): {r.reason}" for r in report.rejected]

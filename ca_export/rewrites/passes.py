@@ -55,7 +55,8 @@ class Pass:
 
 @dataclass
 class PassResult:
-    """What one pass did: per block, the change made or the reason it was skipped."""
+    """What one pass did: per block (by ``CABlock.id``), the change made or the reason it was
+    skipped."""
 
     name: str
     applied: dict[str, str] = field(default_factory=dict)
@@ -83,14 +84,14 @@ def run(
         for i, block in enumerate(current):
             try:
                 change = p.rewrite(view, block, static)
-                result.applied[block.name] = change.summary
+                result.applied[block.id] = change.summary
                 current[i] = change.block
             except Skip as why:
-                result.skipped[block.name] = str(why)
+                result.skipped[block.id] = str(why)
             except Exception as err:
                 ran = ", ".join(r.name for r in results) or "none"
                 raise PassError(
-                    f"rewrite '{p.name}' failed on block '{block.name}' (after: {ran}): {err}"
+                    f"rewrite '{p.name}' failed on block '{block.id}' (after: {ran}): {err}"
                 ) from err
         results.append(result)
     return results, current
