@@ -336,7 +336,7 @@ def build():
 """
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("precision", [pytest.param("fp32", marks=pytest.mark.slow), "fp16"])
 def test_a_package_the_evaluator_cannot_judge_exits_1_unless_allowed(
     tmp_path: Path, precision: str
 ) -> None:

@@ -429,6 +429,7 @@ def _signalled(args: list[str], stage: str, signum: int, cwd: Path, delay: float
         return proc.wait(timeout=120)
 
 
+@pytest.mark.slow
 def test_sigterm_during_core_ml_parity_cleans_up_and_exits_143(work: Path) -> None:
     args = ["coreml", "seed_ca", "--input-shape", "1,3,96,96", "-o", "s.mlpackage"]
     before = snapshot(work)

@@ -393,6 +393,7 @@ def test_fork_detector_legacy_export_optimized(in_fork: Path, tmp_path: Path) ->
     assert out.exists()
 
 
+@pytest.mark.slow
 def test_fork_detector_dynamic_core_ml_verify_and_best_pt(in_fork: Path, tmp_path: Path) -> None:
     from models.yolo import detector
 
