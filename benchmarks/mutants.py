@@ -62,43 +62,36 @@ CONV1_SCALE = 1.01
 """The ``conv1_scaled`` mutant's factor on the shared 1x1 conv's weights."""
 
 
+def _strips(
+    block: CoordAtt, x: torch.Tensor, h_pool: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The block's shared stem on its two strips, the H strip pooled by ``h_pool``
+    (``block.pool_h`` as written; ``pool_w`` then ``permute`` pools it over the wrong axis)."""
+    _, _, h, w = x.size()
+    x_h = h_pool(x)
+    x_w = block.pool_w(x).permute(0, 1, 3, 2)
+    y = block.act(block.bn1(block.conv1(torch.cat([x_h, x_w], dim=2))))
+    x_h, x_w = torch.split(y, [h, w], dim=2)
+    return x_h, x_w.permute(0, 1, 3, 2)
+
+
 def _swapped_gates(self: CoordAtt, x: torch.Tensor) -> torch.Tensor:
     """The block with a_h applied along W and a_w along H (square maps only)."""
-    identity = x
-    _, _, h, w = x.size()
-    x_h = self.pool_h(x)
-    x_w = self.pool_w(x).permute(0, 1, 3, 2)
-    y = self.act(self.bn1(self.conv1(torch.cat([x_h, x_w], dim=2))))
-    x_h, x_w = torch.split(y, [h, w], dim=2)
-    a_h = self.conv_h(x_h).sigmoid()
-    a_w = self.conv_w(x_w.permute(0, 1, 3, 2)).sigmoid()
-    return identity * a_h.permute(0, 1, 3, 2) * a_w.permute(0, 1, 3, 2)
+    x_h, x_w = _strips(self, x, self.pool_h)
+    a_h, a_w = self.conv_h(x_h).sigmoid(), self.conv_w(x_w).sigmoid()
+    return x * a_h.permute(0, 1, 3, 2) * a_w.permute(0, 1, 3, 2)
 
 
 def _no_sigmoid(self: CoordAtt, x: torch.Tensor) -> torch.Tensor:
     """The block with a_h = conv_h(x_h), its sigmoid left out."""
-    identity = x
-    _, _, h, w = x.size()
-    x_h = self.pool_h(x)
-    x_w = self.pool_w(x).permute(0, 1, 3, 2)
-    y = self.act(self.bn1(self.conv1(torch.cat([x_h, x_w], dim=2))))
-    x_h, x_w = torch.split(y, [h, w], dim=2)
-    a_h = self.conv_h(x_h)
-    a_w = self.conv_w(x_w.permute(0, 1, 3, 2)).sigmoid()
-    return identity * a_w * a_h
+    x_h, x_w = _strips(self, x, self.pool_h)
+    return x * self.conv_w(x_w).sigmoid() * self.conv_h(x_h)
 
 
 def _wrong_axis_pool(self: CoordAtt, x: torch.Tensor) -> torch.Tensor:
     """The block with its H strip pooled over H (as the W strip), not over W (square maps)."""
-    identity = x
-    _, _, h, w = x.size()
-    x_h = self.pool_w(x).permute(0, 1, 3, 2)
-    x_w = self.pool_w(x).permute(0, 1, 3, 2)
-    y = self.act(self.bn1(self.conv1(torch.cat([x_h, x_w], dim=2))))
-    x_h, x_w = torch.split(y, [h, w], dim=2)
-    a_h = self.conv_h(x_h).sigmoid()
-    a_w = self.conv_w(x_w.permute(0, 1, 3, 2)).sigmoid()
-    return identity * a_w * a_h
+    x_h, x_w = _strips(self, x, lambda t: self.pool_w(t).permute(0, 1, 3, 2))
+    return x * self.conv_w(x_w).sigmoid() * self.conv_h(x_h).sigmoid()
 
 
 def _identity(self: CoordAtt, x: torch.Tensor) -> torch.Tensor:
