@@ -108,12 +108,12 @@ def test_each_column_of_a_detector_output_is_judged_on_its_own_scale() -> None:
 
 
 def test_slices_follow_the_feature_axis() -> None:
-    assert metrics.slices((2, 6300, 85)) == ((0, 2), 2)
-    assert metrics.slices((2, 84, 8400)) == ((0, 1), 1)
-    assert metrics.slices((2, 16, 8, 8)) == ((0, 1), 1)
-    assert metrics.slices((2, 16, 1, 1)) == ((0,), None)
-    assert metrics.slices((2, 1000)) == ((0,), None)
-    assert metrics.slices((7,)) == ((), None)
+    assert metrics.slices((2, 6300, 85)) == (0, 2)
+    assert metrics.slices((2, 84, 8400)) == (0, 1)
+    assert metrics.slices((2, 16, 8, 8)) == (0, 1)
+    assert metrics.slices((2, 16, 1, 1)) == (0,)
+    assert metrics.slices((2, 1000)) == (0,)
+    assert metrics.slices((7,)) == ()
 
 
 def test_nan_and_inf_fail_and_say_so() -> None:

@@ -64,8 +64,8 @@ class Comparison:
         )
 
 
-def slices(shape: tuple[int, ...]) -> tuple[tuple[int, ...], int | None]:
-    """The axes a slice keeps apart (batch first) and the feature axis, for ``shape``.
+def slices(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The axes a slice keeps apart (batch first), for ``shape``.
 
     4-D and more: batch and channel (axis 1). 3-D: batch and the shorter of axes 1 and 2
     (the 85 columns of ``[N, 6300, 85]``, the 84 rows of ``[N, 84, 8400]``). 2-D: batch.
@@ -73,14 +73,13 @@ def slices(shape: tuple[int, ...]) -> tuple[tuple[int, ...], int | None]:
     are one slice.
     """
     if len(shape) < 2:
-        return (), None
-    size = math.prod(shape)
+        return ()
     if len(shape) == 2:
-        return (0,), None
+        return (0,)
     feature = 1 if len(shape) > 3 or shape[1] <= shape[2] else 2
-    if size // max(1, shape[0] * shape[feature]) < MIN_SLICE:
-        return (0,), None
-    return (0, feature), feature
+    if math.prod(shape) // max(1, shape[0] * shape[feature]) < MIN_SLICE:
+        return (0,)
+    return (0, feature)
 
 
 def _grouped(array: np.ndarray, keep: tuple[int, ...]) -> np.ndarray:
@@ -132,7 +131,7 @@ def compare(
     max_abs = float(error.max()) if error.size else 0.0
     scale = float(np.sqrt(np.mean(ref_f**2))) if ref.size else 0.0
     rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else inf)
-    keep, _ = slices(shape)
+    keep = slices(shape)
     noise_abs = np.zeros_like(error)
     for other in alike:
         if other.shape == shape:
