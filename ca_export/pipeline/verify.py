@@ -60,7 +60,7 @@ from ca_export.verify.mil.artifact import SUFFIXES, MilArtifact, open_mil
 from ca_export.verify.mil.compressed import compressed_copy
 from ca_export.verify.mil.localize import localize_mil
 from ca_export.verify.mil.ops import Unsupported
-from ca_export.verify.mil.parity import model_noise, reference_copy, subject, vacuous
+from ca_export.verify.mil.parity import reference_copy, reference_runs, subject, vacuous
 from ca_export.verify.mil.program import MilProgram
 from ca_export.verify.parity import SEEDS
 from ca_export.verify.tolerances import tolerance, user_tolerance
@@ -203,7 +203,7 @@ def _verify_one(
             continue
         torch_x = torch.from_numpy(x) if image is None else image.normalise(torch.from_numpy(x))
         try:
-            expected, alike = model_noise(model, reference, torch_x, noise_dtype)
+            expected, alike = reference_runs(model, reference, torch_x, noise_dtype)
         except Exception as err:
             case.skipped = f"the PyTorch model cannot run at this shape: {type(err).__name__}"
             continue

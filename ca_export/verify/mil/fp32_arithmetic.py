@@ -42,7 +42,7 @@ from ca_export.export.coreml import ImageInput
 from ca_export.verify.metrics import compare
 from ca_export.verify.mil.compressed import CompressedCopy
 from ca_export.verify.mil.ops import Unsupported
-from ca_export.verify.mil.parity import BACKEND, model_noise, reference_copy
+from ca_export.verify.mil.parity import BACKEND, reference_copy, reference_runs
 from ca_export.verify.mil.program import MilProgram, load_program, run_program
 from ca_export.verify.parity import CaseResult, GateResult
 from ca_export.verify.tolerances import tolerance
@@ -164,7 +164,7 @@ def fp32_arithmetic_parity(
     reference = model if weights is None else weights.model
     precise = reference_copy(reference, "float32")
     for seed, x in inputs:
-        expected, alike = model_noise(
+        expected, alike = reference_runs(
             reference, precise, x if image is None else image.normalise(x), "float32"
         )
         got = run_program(program, x.numpy(), fp32_arithmetic=True, constants=constants)

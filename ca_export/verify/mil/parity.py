@@ -52,7 +52,7 @@ class NotVerified:
     model_loss: bool = False
 
 
-def model_noise(
+def reference_runs(
     model: nn.Module, other: nn.Module | None, x: torch.Tensor, dtype: str
 ) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
     """The reference outputs on ``x``, and per output the model's run alike the artifact.
@@ -144,7 +144,7 @@ def mil_parity(
     result = GateResult(BACKEND, tolerance=tol)
     for seed, x in inputs:
         torch_x = x if image is None else image.normalise(x)
-        expected, alike = model_noise(reference, other, torch_x, dtype)
+        expected, alike = reference_runs(reference, other, torch_x, dtype)
         try:
             got = run_program(program, x.numpy())
         except Unsupported as err:
