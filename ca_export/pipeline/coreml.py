@@ -387,12 +387,12 @@ def _mil_parity(
     allowed = prepared.gates.allow_unverified
     accept = "; allowed by --allow-unverified" if allowed else "; give --allow-unverified to accept"
     details: dict[str, Any] = {}
-    reason = ""
+    reason = warning = ""
     if isinstance(result, NotVerified):
         verdict = Verdict.NOT_VERIFIED
         details["verified"] = False
         reason = f"{precision} gate {result.reason}{accept}"
-        report.warnings.append(f"numeric parity not verified: {result.reason}")
+        warning = f"numeric parity not verified: {result.reason}"
     else:
         verdict = Verdict.PASSED if result.passed else Verdict.FAILED
         report.parity = gate_check("parity", result, inputs=len(inputs))
@@ -417,10 +417,12 @@ def _mil_parity(
                     f"{precision} gate {result.reason}; the program's ops are verified in fp32 "
                     "arithmetic, so what is left is the model's own fp16 loss"
                 )
-                report.warnings[-1] = (
+                warning = (
                     f"the model's own fp16 loss is as large as its signal ({result.reason}); "
                     "the package is verified in fp32 arithmetic only: judge fp16 on your data"
                 )
+    if warning:
+        report.warnings.append(warning)
     accepted = verdict is Verdict.NOT_VERIFIED and allowed
     report.add(Check("mil_parity", verdict, reason, details, accepted))
 
