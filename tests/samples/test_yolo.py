@@ -357,7 +357,7 @@ def test_optimized_legacy_detector_matches_pytorch(legacy: Legacy, tmp_path: Pat
 
 # ----------------------------------------------------------------- a fork-style repo
 
-FORK = Path(__file__).parent / "data" / "fork_repo"
+FORK = Path(__file__).parents[1] / "data" / "fork_repo"
 
 
 @pytest.fixture
