@@ -25,7 +25,8 @@
 # Each artifact gets its own `ca-export verify` run, so that one missing or unreadable
 # artifact does not hide the verdict on the others. Per artifact NAME (its path with "/"
 # made "_") the output folder holds NAME.xml (JUnit), NAME.md (Markdown) and NAME.log
-# (what verify printed). Exit code: the worst of the runs (0 all passed, 1 a check
+# (what verify printed); for an artifact verify wrote none for, the script writes NAME.xml
+# and NAME.md naming the error. Exit code: the worst of the runs (0 all passed, 1 a check
 # failed, 2 bad input, 3 unexpected); an interrupted run stops the script with its code.
 set -euo pipefail
 
@@ -78,15 +79,38 @@ report_base() {
   printf '%s/%s' "$out" "$name"
 }
 
-# Records an artifact that verify could not judge: its Markdown file and the step summary
+# $1 with &, <, > and " written as XML entities.
+xml_escape() {
+  local text="${1//&/"&amp;"}"
+  text="${text//</"&lt;"}"
+  text="${text//>/"&gt;"}"
+  printf '%s' "${text//\"/"&quot;"}"
+}
+
+# Records an artifact that verify wrote no report for (bad input, an error, or a check
+# that failed before any comparison): its JUnit and Markdown files and the step summary
 # say why ($1 artifact, $2 report base path, $3 exit code, $4 reason).
 record_error() {
-  local text
-  text=$(printf '### ca-export verify: %s — error (exit %s)\n\n%s: %s\n' "$model" "$3" "$1" "$4")
+  local text verdict="error (exit $3)" element=error name message
+  if [ "$3" -eq 1 ]; then
+    verdict="FAILED"
+    element=failure
+  fi
+  text=$(printf '### ca-export verify: %s — %s\n\n%s: %s\n' "$model" "$verdict" "$1" "$4")
   printf '%s\n' "$text" >"$2.md"
   if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
     printf '%s\n' "$text" >>"$GITHUB_STEP_SUMMARY"
   fi
+  name=$(xml_escape "$1")
+  message=$(xml_escape "$4")
+  {
+    printf '<?xml version="1.0" encoding="utf-8"?>\n<testsuites name="ca-export verify">'
+    printf '<testsuite name="%s" tests="1" failures="%s" errors="%s" skipped="0">' \
+      "$name" "$(($3 == 1))" "$(($3 != 1))"
+    printf '<testcase classname="%s" name="verify"><%s message="%s" type="exit %s" />' \
+      "$name" "$element" "$message" "$3"
+    printf '</testcase></testsuite></testsuites>\n'
+  } >"$2.xml"
 }
 
 # Verifies one artifact ($1) into the output folder; sets `code`.
@@ -94,14 +118,14 @@ verify_one() {
   local artifact="$1" base
   base=$(report_base "$artifact")
   rm -f "$base.xml" "$base.md" "$base.log"
-  # The HTML report, once `ca-export verify` has --html: (--html "$base.html").
+  # HTML report: empty until `ca-export verify` has --html; then html=(--html "$base.html").
   local html=()
   set +e
   ca-export verify "$model" "$artifact" ${options[@]+"${options[@]}"} \
     --junit "$base.xml" --markdown "$base.md" ${html[@]+"${html[@]}"} 2>&1 | tee "$base.log"
   code=$?
   set -e
-  if [ "$code" -ne 0 ] && [ ! -f "$base.md" ]; then
+  if [ "$code" -ne 0 ] && [ ! -f "$base.xml" ]; then
     record_error "$artifact" "$base" "$code" "$(tail -n 1 "$base.log")"
   fi
 }

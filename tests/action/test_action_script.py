@@ -22,21 +22,27 @@ SCRIPT = ROOT / "action" / "verify-artifacts.sh"
 ACTION = ROOT / "action.yml"
 
 FAKE_CLI = r"""#!/usr/bin/env bash
-# A recording ca-export: "verify MODEL ARTIFACT ... --markdown MD" passes, fails (1) for an
-# artifact named *wrong*, exits 2 for one named *broken*.
+# A recording ca-export: "verify MODEL ARTIFACT ... --junit XML --markdown MD" passes,
+# fails (1) for an artifact named *wrong*, and with no report for *other*; exits 2 with no
+# report for *broken*.
 [ "$1" = --version ] && { echo "ca-export, version fake"; exit 0; }
 printf '%s\037' "$@" >>"$CALLS"
 echo >>"$CALLS"
 artifact=$3
 while [ "$#" -gt 0 ]; do
+  [ "$1" = --junit ] && junit=$2
   [ "$1" = --markdown ] && markdown=$2
   shift
 done
 case "$artifact" in
-  *broken*) echo "error: $artifact is not an ONNX file" >&2; exit 2 ;;
-  *wrong*) echo "### ca-export verify: FAILED $artifact" >"$markdown"; exit 1 ;;
-  *) echo "### ca-export verify: passed $artifact" >"$markdown"; exit 0 ;;
+  *broken*) echo "error: $artifact is not an ONNX file (<&> \"x\")" >&2; exit 2 ;;
+  *other*) echo "check failed: $artifact is not an artifact of this model" >&2; exit 1 ;;
+  *wrong*) verdict=FAILED code=1 ;;
+  *) verdict=passed code=0 ;;
 esac
+echo "### ca-export verify: $verdict $artifact" >"$markdown"
+echo "<testsuites/>" >"$junit"
+exit $code
 """
 
 
@@ -122,17 +128,23 @@ def test_a_wrong_artifact_fails_the_run_after_the_others_ran(
     env = {
         "CALLS": str(calls_file),
         "CA_EXPORT_MODEL": "seed_ca",
-        "CA_EXPORT_ARTIFACTS": "wrong.onnx\nright.onnx",
+        "CA_EXPORT_ARTIFACTS": "wrong.onnx\nright.onnx\nother.onnx",
         "CA_EXPORT_OUTPUT_DIR": "reports",
         "GITHUB_STEP_SUMMARY": str(summary),
         "GITHUB_OUTPUT": str(outputs),
     }
     done = run_script(env, tmp_path, path)
     assert done.returncode == 1
-    assert [c[2] for c in calls(calls_file)] == ["wrong.onnx", "right.onnx"]
+    assert [c[2] for c in calls(calls_file)] == ["wrong.onnx", "right.onnx", "other.onnx"]
     assert outputs.read_text() == "exit-code=1\n"
-    assert "FAILED wrong.onnx" in (tmp_path / "reports" / "wrong.onnx.md").read_text()
-    assert "2 artifacts, 1 passed, 1 failed" in done.stdout
+    reports = tmp_path / "reports"
+    assert "FAILED wrong.onnx" in (reports / "wrong.onnx.md").read_text()
+    assert "3 artifacts, 1 passed, 2 failed" in done.stdout
+    # verify refused other.onnx before comparing: the script's reports say it failed.
+    (suite,) = ET.parse(reports / "other.onnx.xml").getroot()
+    assert (suite.get("failures"), suite.get("errors")) == ("1", "0")
+    assert "not an artifact of this model" in suite.find("testcase/failure").get("message")
+    assert "### ca-export verify: seed_ca — FAILED" in summary.read_text()
 
 
 def test_bad_input_and_an_unmatched_glob_exit_2_and_are_summarised(
@@ -149,12 +161,22 @@ def test_bad_input_and_an_unmatched_glob_exit_2_and_are_summarised(
     done = run_script(env, tmp_path, path)
     assert done.returncode == 2
     assert [c[2] for c in calls(calls_file)] == ["wrong.onnx", "broken.onnx"]
+    reason = 'error: broken.onnx is not an ONNX file (<&> "x")'
     text = summary.read_text()
-    assert "broken.onnx: error: broken.onnx is not an ONNX file" in text
+    assert f"broken.onnx: {reason}" in text
     assert "exports/*.pte: no file matches this pattern" in text
     reports = tmp_path / "ca-export-verify"
     assert "error (exit 2)" in (reports / "broken.onnx.md").read_text()
     assert (reports / "exports__.pte.md").is_file()
+    (suite,) = ET.parse(reports / "broken.onnx.xml").getroot()
+    assert (suite.get("name"), suite.get("errors"), suite.get("failures")) == (
+        "broken.onnx",
+        "1",
+        "0",
+    )
+    assert suite.find("testcase/error").get("message") == reason
+    assert ET.parse(reports / "exports__.pte.xml").getroot()[0].get("errors") == "1"
+    assert "FAILED wrong.onnx" in (reports / "wrong.onnx.md").read_text()
 
 
 def test_no_artifact_or_no_cli_is_bad_input(tmp_path: Path, fake_cli: tuple[str, Path]) -> None:
