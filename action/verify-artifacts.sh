@@ -31,8 +31,12 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-model="${CA_EXPORT_MODEL:?CA_EXPORT_MODEL: the model spec is required}"
-artifacts_input="${CA_EXPORT_ARTIFACTS:?CA_EXPORT_ARTIFACTS: at least one artifact is required}"
+model="${CA_EXPORT_MODEL:-}"
+artifacts_input="${CA_EXPORT_ARTIFACTS:-}"
+if [ -z "$model" ]; then
+  echo "error: CA_EXPORT_MODEL (the action's model input) is required" >&2
+  exit 2
+fi
 out="${CA_EXPORT_OUTPUT_DIR:-ca-export-verify}"
 
 if [ "${CA_EXPORT_INSTALL:-0}" = 1 ]; then

@@ -179,12 +179,17 @@ def test_bad_input_and_an_unmatched_glob_exit_2_and_are_summarised(
     assert "FAILED wrong.onnx" in (reports / "wrong.onnx.md").read_text()
 
 
-def test_no_artifact_or_no_cli_is_bad_input(tmp_path: Path, fake_cli: tuple[str, Path]) -> None:
+def test_no_artifact_no_model_or_no_cli_is_bad_input(
+    tmp_path: Path, fake_cli: tuple[str, Path]
+) -> None:
     path, calls_file = fake_cli
     env = {"CALLS": str(calls_file), "CA_EXPORT_MODEL": "seed_ca", "CA_EXPORT_ARTIFACTS": "\n \n"}
     done = run_script(env, tmp_path, path)
     assert done.returncode == 2
     assert "names no artifact" in done.stderr
+    no_model = run_script({**env, "CA_EXPORT_MODEL": ""}, tmp_path, path)
+    assert no_model.returncode == 2
+    assert "CA_EXPORT_MODEL" in no_model.stderr
     missing = run_script({**env, "CA_EXPORT_ARTIFACTS": "a.onnx"}, tmp_path, "/usr/bin:/bin")
     assert missing.returncode == 2
     assert "ca-export is not on PATH" in missing.stderr
