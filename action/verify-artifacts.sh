@@ -85,10 +85,7 @@ report_base() {
 
 # $1 with &, <, > and " written as XML entities.
 xml_escape() {
-  local text="${1//&/"&amp;"}"
-  text="${text//</"&lt;"}"
-  text="${text//>/"&gt;"}"
-  printf '%s' "${text//\"/"&quot;"}"
+  printf '%s' "$1" | sed -e 's/&/\&amp;/g' -e 's/</\&lt;/g' -e 's/>/\&gt;/g' -e 's/"/\&quot;/g'
 }
 
 # Records an artifact that verify wrote no report for (bad input, an error, or a check
