@@ -12,10 +12,14 @@ import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
+import action_artifacts
 import pytest
 import yaml
+
+from ca_export.report import ExportReport
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "action" / "verify-artifacts.sh"
@@ -214,10 +218,18 @@ def test_action_is_a_composite_that_uses_every_input() -> None:
     assert upload["with"]["path"] == "${{ inputs.output-dir }}"
 
 
-def junit_failures(path: Path) -> tuple[int, int]:
-    """Tests and failures over every suite of a JUnit file."""
+def junit_counts(path: Path) -> tuple[int, int, int]:
+    """Tests, failures and skipped tests over every suite of a JUnit file."""
     suites = ET.parse(path).getroot().findall("testsuite")
-    return sum(int(s.get("tests")) for s in suites), sum(int(s.get("failures")) for s in suites)
+    return tuple(sum(int(s.get(key)) for s in suites) for key in ("tests", "failures", "skipped"))
+
+
+@pytest.fixture(scope="module")
+def seed_artifacts(
+    exported: Callable[..., tuple[ExportReport, Path]], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, Path]:
+    """``seed_ca`` exports, right and wrong (``action_artifacts.seed_artifacts``)."""
+    return action_artifacts.seed_artifacts(exported, tmp_path_factory.mktemp("action"))
 
 
 @pytest.mark.slow
@@ -236,8 +248,9 @@ def test_right_artifacts_pass_with_junit_and_summary(seed_artifacts: tuple[Path,
     done = run_script(env, folder)
     assert done.returncode == 0, done.stdout + done.stderr
     out = folder / "right"
-    assert junit_failures(out / "seed.onnx.xml") == (3, 0)
-    assert junit_failures(out / "seed_dyn.onnx.xml") == (9, 0)
+    assert junit_counts(out / "seed.onnx.xml") == (3, 0, 0)
+    # seed_ca's own forward refuses non-square inputs: 3 seeds at 32x32 are compared.
+    assert junit_counts(out / "seed_dyn.onnx.xml") == (9, 0, 6)
     assert summary.read_text().count("### ca-export verify: seed_ca — passed") == 2
     assert (out / "seed_dyn.onnx.md").read_text() in summary.read_text()
 
@@ -258,8 +271,8 @@ def test_one_wrong_artifact_fails_the_job_and_still_reports(
     done = run_script(env, folder)
     assert done.returncode == 1, done.stdout + done.stderr
     out = folder / "wrong"
-    assert junit_failures(out / "seed.onnx.xml") == (3, 0)
-    assert junit_failures(out / "seed_wrong.onnx.xml") == (3, 3)
+    assert junit_counts(out / "seed.onnx.xml") == (3, 0, 0)
+    assert junit_counts(out / "seed_wrong.onnx.xml") == (3, 3, 0)
     text = summary.read_text()
     assert "### ca-export verify: seed_ca — passed" in text
     assert "### ca-export verify: seed_ca — FAILED" in text

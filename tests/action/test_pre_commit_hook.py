@@ -10,10 +10,14 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import action_artifacts
 import pytest
 import yaml
+
+from ca_export.report import ExportReport
 
 ROOT = Path(__file__).resolve().parents[2]
 (HOOK,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
@@ -78,6 +82,14 @@ def test_no_artifact_changed_runs_nothing_and_no_model_is_bad_input(
     done = run_hook([], ["a.onnx"], tmp_path, recording_path)
     assert done.returncode == 2
     assert "give MODEL" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def seed_artifacts(
+    exported: Callable[..., tuple[ExportReport, Path]], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, Path]:
+    """``seed_ca`` exports, right and wrong (``action_artifacts.seed_artifacts``)."""
+    return action_artifacts.seed_artifacts(exported, tmp_path_factory.mktemp("action"))
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Fixtures of the CI action and pre-commit hook tests."""
+"""The artifacts the CI action and pre-commit hook tests verify."""
 
 from __future__ import annotations
 
@@ -7,19 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 from onnx import numpy_helper
 
 from ca_export.report import ExportReport
 
 
-@pytest.fixture(scope="session")
 def seed_artifacts(
-    exported: Callable[..., tuple[ExportReport, Path]], tmp_path_factory: pytest.TempPathFactory
+    exported: Callable[..., tuple[ExportReport, Path]], folder: Path
 ) -> tuple[Path, Path, Path]:
-    """A static and a dynamic ``seed_ca`` export at 32x32, and the static one with its
-    largest weight scaled by 1.05, in one folder."""
-    folder = tmp_path_factory.mktemp("action")
+    """A static and a dynamic ``seed_ca`` export at 32x32 (``exported``'s), and the static
+    one with its largest weight scaled by 1.05, copied into ``folder``."""
     static = folder / "seed.onnx"
     static.write_bytes(exported("seed_ca", False)[1].read_bytes())
     dynamic = folder / "seed_dyn.onnx"
