@@ -10,8 +10,10 @@ from typing import Any
 
 import click
 
-from ca_export.bench import LAYOUTS, BenchConfig, default_threads, render_bench
+from ca_export.bench import LAYOUTS
 from ca_export.pipeline.bench import BenchJob, run_bench
+from ca_export.report import render_bench
+from ca_export.report.results import BenchConfig, default_threads
 from ca_export.rewrites import TARGETS
 from cli.common import handle_errors, progress
 from cli.options import (

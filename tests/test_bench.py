@@ -14,10 +14,11 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from ca_export.bench import BenchConfig, bench, render_bench, time_interleaved
+from ca_export.bench import BenchConfig, bench, time_interleaved
 from ca_export.errors import BadInputError
 from ca_export.pipeline import OnnxJob
 from ca_export.pipeline import bench as bench_pipeline
+from ca_export.report import render_bench
 from cli.main import cli
 
 FAST = BenchConfig(warmup=2, runs=8, threads=(1,), profile_runs=3)
