@@ -134,10 +134,11 @@ def test_bad_inputs_are_bad_input_errors(tiny: dict[str, Path], tmp_path: Path) 
         bench({"garbage": garbage}, SHAPE, FAST)
 
 
-def test_cli_times_onnx_files_as_json(tiny: dict[str, Path]) -> None:
+def test_cli_times_onnx_files_as_json_and_html(tiny: dict[str, Path], tmp_path: Path) -> None:
     args = ["bench", "--onnx", str(tiny["one"]), "--onnx", str(tiny["four"])]
     args += ["--input-shape", "1,8,16,16", "--threads", "1", "--runs", "4", "--warmup", "1"]
-    result = CliRunner().invoke(cli, [*args, "--profile-runs", "2", "--json"])
+    page = tmp_path / "bench.html"
+    result = CliRunner().invoke(cli, [*args, "--profile-runs", "2", "--json", "--html", str(page)])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [(t["name"], t["layout"]) for t in data["timings"]] == [
@@ -147,6 +148,9 @@ def test_cli_times_onnx_files_as_json(tiny: dict[str, Path]) -> None:
         ("four", "plain"),
     ]
     assert set(data["breakdown"]) == {"one", "four"}
+    text = page.read_text()
+    assert '<section id="latency">' in text and text.count('data-figure="latency"') == 1
+    assert all(f"<td>{t['name']}@{t['layout']}</td>" in text for t in data["timings"])
 
 
 def _fake_export(passed: bool) -> Callable[..., SimpleNamespace]:

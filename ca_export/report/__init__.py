@@ -2,8 +2,8 @@
 
 ``checks`` holds the typed verdicts (``Verdict``, ``Check``), ``figures`` the typed
 figures each check carries, ``results`` the reports and their JSON form, ``text`` the
-summaries the CLI prints and ``ci`` verify's JUnit XML and Markdown. Every renderer reads
-the typed objects.
+summaries the CLI prints, ``ci`` verify's JUnit XML and Markdown, and ``html`` the
+self-contained page with plots. Every renderer reads the typed objects.
 
 The JSON form (schema ``ca-export.report/4``) is described in ``docs/report-schema.md``;
 ``load`` reads any report's JSON back into its typed object.
