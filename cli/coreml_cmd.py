@@ -18,6 +18,7 @@ from cli.options import (
     SizeRange,
     dynamic_option,
     gate_options,
+    html_option,
     model_job,
     model_options,
     report_option,
@@ -107,6 +108,7 @@ Examples:
 @rewrite_option
 @skip_pass_option
 @report_option
+@html_option
 @gate_options
 @handle_errors
 @model_job
@@ -127,6 +129,7 @@ def coreml(
     description: str | None,
     compress: str | None,
     report_path: Path | None,
+    html_path: Path | None,
 ) -> None:
     """Convert MODEL to Core ML, rewriting its CA blocks, and check the saved model.
 
@@ -156,4 +159,4 @@ def coreml(
     )
     validate(job)
     labels = (labels_path,) if labels_path else ()
-    run_job(job, export_coreml, render_export, report_path, reads=labels)
+    run_job(job, export_coreml, render_export, report_path, reads=labels, html_path=html_path)

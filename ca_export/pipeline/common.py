@@ -18,7 +18,7 @@ from ca_export import interrupts
 from ca_export.errors import BadInputError, CAExportError, StageError
 from ca_export.loading import load_model, model_files
 from ca_export.patterns import CABlock, find
-from ca_export.report import BlockReport, Check, ExportReport, InspectReport, gate_summary
+from ca_export.report import BlockReport, Check, ExportReport, GateFigures, InspectReport
 from ca_export.rewrites import DEFAULT_TARGET, form_of, rewrite
 from ca_export.tracing import Traced, guard_memory, trace
 from ca_export.verify.parity import GateResult, block_gate
@@ -109,7 +109,7 @@ def inspect_model(
     if blocks:
         with stage("rewrite"):
             result = rewrite(traced.program, static=True, form=form_of(target))
-            passes = [p.to_dict() for p in result.passes]
+            passes = list(result.passes)
     notices = loaded.notices + traced.notices
     entries = [BlockReport.of(b) for b in blocks]
     return InspectReport(model, list(input_shape), entries, rejected, notices, passes)
@@ -239,7 +239,7 @@ def prepare(
         with stage("rewrite"):
             result = rewrite(traced.program, static=not dynamic, form=form, skip=skip)
             program = result.program
-            report.passes = [p.to_dict() for p in result.passes]
+            report.passes = list(result.passes)
             for entry in report.ca_blocks:
                 entry.rewritten = any(entry.id in p.applied for p in result.passes)
     return Prepared(loaded.module, traced, blocks, program)
@@ -254,7 +254,7 @@ def with_block_gate(
     size (a block's rewrite is exact or wrong at a size whatever the seed), while the
     artifact gate takes them all.
     """
-    parity = gate_summary(gate) | {"inputs": len(inputs)}
+    blocks = None
     passed = gate.passed
     if prepared.rewritten:
         pairs = [(b.module, b.source.name, b.output.name) for b in prepared.blocks]
@@ -262,7 +262,7 @@ def with_block_gate(
         for seed, x in inputs:
             sizes.setdefault(tuple(x.shape), (seed, x))
         per_size = list(sizes.values())
-        blocks = block_gate(prepared.traced.program, prepared.program, pairs, per_size)
-        parity["blocks"] = gate_summary(blocks) | {"inputs": len(per_size)}
-        passed = gate.passed and blocks.passed
-    return Check.judged("parity", passed, parity)
+        per_block = block_gate(prepared.traced.program, prepared.program, pairs, per_size)
+        blocks = GateFigures.of(per_block, len(per_size))
+        passed = gate.passed and per_block.passed
+    return Check.judged("parity", passed, GateFigures.of(gate, len(inputs), blocks))

@@ -21,6 +21,13 @@ from ca_export.export.coreml import ImageInput, InputSpec, Target
 from ca_export.files import Output, guard, publish, scratch
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet
 from ca_export.report import Check, ExportReport, Verdict, gate_check
+from ca_export.report.figures import (
+    ArithmeticFigures,
+    MilFigures,
+    StructureFigures,
+    ValueFigures,
+    WeightsFigures,
+)
 from ca_export.rewrites.size_to_scale import size_to_scale
 from ca_export.tracing import example_input
 from ca_export.verify.coreml_prediction import prediction_gate
@@ -268,7 +275,7 @@ def _scale_upsamples(job: CoreMLJob, prepared: Prepared, report: ExportReport) -
             f"{job.model} is exact in Core ML only where H is a multiple of {mh} and W of "
             f"{mw}; {', '.join(dict.fromkeys(wrong))} is not"
         )
-    report.add(Check.judged("flexible_sizes", True, {"multiple": [mh, mw]}))
+    report.add(Check.judged("flexible_sizes", True, ValueFigures({"multiple": [mh, mw]})))
     if not job.sizes:
         report.warnings.append(
             f"the size range also admits sizes where the model is not exact: use H a multiple "
@@ -322,25 +329,25 @@ def _check(
     """
     reloaded = coreml_export.reload(path, fmt)
     report.opset = reloaded.spec.specificationVersion
-    report.add(Check.judged("load", True, {"ops": len(reloaded.ops)}))
+    report.add(Check.judged("load", True, ValueFigures({"ops": len(reloaded.ops)})))
     expected = coreml_export.expected_io(spec, fmt, names, shapes, labels)
     found = coreml_export.describe(reloaded.spec)
     problems = coreml_export.io_mismatches(expected, found)
-    report.add(Check.judged("io", not problems, {"found": found, "problems": problems}))
+    io = ValueFigures({"found": found, "problems": problems})
+    report.add(Check.judged("io", not problems, io))
     report.op_counts_after = coreml_export.op_counts(reloaded)
     for i, entry in enumerate(report.ca_blocks):
         entry.ca_only_nodes_after = coreml_export.ca_only_ops(reloaded, fmt, owner, i)
     left = sum(sum(b.ca_only_nodes_after.values()) for b in report.ca_blocks)
     ops = "/".join(coreml_export.CA_ONLY_OPS[fmt])
-    details = {"ca_only_nodes_after": left, "ops": ops}
-    report.structure = Check.judged("structure", left == 0, details)
-    report.add(Check.judged("structure", left == 0, {}))
+    report.structure = Check.judged("structure", left == 0, StructureFigures(left, ops))
+    report.add(Check.judged("structure", left == 0))
     if compress:
         counts = coreml_compress.constexpr_counts(reloaded.ops)
         threshold = coreml_compress.WEIGHT_THRESHOLD
         why = "" if counts else f"no weight of {threshold} elements or more was compressed"
-        details = {"mode": compress, "constexpr_ops": counts}
-        report.add(Check.judged("compression", bool(counts), details, why))
+        figures = ValueFigures({"mode": compress, "constexpr_ops": counts})
+        report.add(Check.judged("compression", bool(counts), figures, why))
 
 
 def _predict(
@@ -357,7 +364,7 @@ def _predict(
     model = coreml_export.coremltools().models.MLModel(str(path))
     gate = prediction_gate(model, prepared.module, spec, names, precision, labels, multiple)
     cases = len(coreml_export.prediction_inputs(spec, multiple))
-    report.parity = gate_check("parity", gate, inputs=cases)
+    report.parity = gate_check("parity", gate, cases)
     report.add(Check.judged("prediction", gate.passed, {}))
 
 
@@ -386,33 +393,34 @@ def _mil_parity(
     result = mil_parity(path, prepared.module, inputs, precision, spec.image, weights, bounds)
     allowed = prepared.gates.allow_unverified
     accept = "; allowed by --allow-unverified" if allowed else "; give --allow-unverified to accept"
-    details: dict[str, Any] = {}
+    verified: bool | str = True
+    arithmetic_figures = None
     reason = warning = ""
     if isinstance(result, NotVerified):
         verdict = Verdict.NOT_VERIFIED
-        details["verified"] = False
+        verified = False
         reason = f"{precision} gate {result.reason}{accept}"
         warning = f"numeric parity not verified: {result.reason}"
     else:
         verdict = Verdict.PASSED if result.passed else Verdict.FAILED
-        report.parity = gate_check("parity", result, inputs=len(inputs))
+        report.parity = gate_check("parity", result, len(inputs))
     if twin is not None:
         try:
             arithmetic = fp32_arithmetic_parity(
                 path, prepared.module, inputs, twin, spec.image, weights
             )
         except Unsupported as err:
-            details["fp32_arithmetic"] = {"ran": False, "reason": f"not verified: {err}"}
+            arithmetic_figures = ArithmeticFigures(False, reason=f"not verified: {err}")
             if verdict is Verdict.PASSED:
                 verdict = Verdict.NOT_VERIFIED
                 reason = f"fp32 arithmetic not verified: {err}{accept}"
         else:
-            details["fp32_arithmetic"] = arithmetic.summary()
+            arithmetic_figures = ArithmeticFigures.of(arithmetic)
             if not arithmetic.passed:
                 verdict = Verdict.FAILED
             elif isinstance(result, NotVerified) and result.model_loss:
                 verdict = Verdict.PASSED
-                details["verified"] = "fp32 arithmetic"
+                verified = "fp32 arithmetic"
                 reason = (
                     f"{precision} gate {result.reason}; the program's ops are verified in fp32 "
                     "arithmetic, so what is left is the model's own fp16 loss"
@@ -424,7 +432,8 @@ def _mil_parity(
     if warning:
         report.warnings.append(warning)
     accepted = verdict is Verdict.NOT_VERIFIED and allowed
-    report.add(Check("mil_parity", verdict, reason, details, accepted))
+    figures = MilFigures(verified, arithmetic_figures)
+    report.add(Check("mil_parity", verdict, reason, figures, accepted))
 
 
 def _gate_inputs(spec: InputSpec, multiple: tuple[int, int]) -> list[tuple[int, torch.Tensor]]:
@@ -460,8 +469,14 @@ def _weight_loss(
     names = prepared.traced.output_names
     gate = weight_loss(weights, prepared.module, inputs, names)
     top1 = [c.top1 for case in gate.cases for c in case.comparisons if c.top1 is not None]
-    details = {"tolerance": weights.key, "min_top1": min(top1, default=None)}
-    report.add(gate_check("compressed_weights", gate, **details, **weights.summary()))
+    figures = WeightsFigures.of(
+        gate,
+        len(inputs),
+        tolerance=weights.key,
+        min_top1=min(top1, default=None),
+        **weights.summary(),
+    )
+    report.add(Check.judged("compressed_weights", gate.passed, figures))
 
 
 def _move(temporary: Path, output: Path) -> dict[str, Any]:

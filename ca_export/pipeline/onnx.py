@@ -22,6 +22,7 @@ from ca_export.pipeline import ort_format
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet, with_block_gate
 from ca_export.pipeline.precision import PrecisionRequest, lower_precision, not_run
 from ca_export.report import Check, ExportReport
+from ca_export.report.figures import OpsetFigures, StructureFigures
 from ca_export.rewrites import DEFAULT_TARGET, form_of
 from ca_export.verify.parity import gate_inputs, onnx_gate
 
@@ -99,8 +100,9 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     with stage("check"):
         onnx_export.keep_scopes(model, raw)
         model, change = opset_export.convert(model, job.opset)
-        opset = opset_export.check_entry(model, change)
-        report.add(Check.judged("opset", opset["passed"], opset))
+        written = opset_export.model_opset(model)
+        opset = OpsetFigures(change.opset, written, change.exported_at, dict(change.adapted))
+        report.add(Check.judged("opset", opset.written == opset.asked, opset))
         report.notices += [change.summary()] if change.converted else []
         onnx_export.check(model)
         report.structure = structure(report, model, raw, [b.module for b in prepared.blocks])
@@ -153,15 +155,13 @@ def structure(
         counts = onnx_export.ca_only_nodes(model, owner, i)
         if counts:
             left_unmatched[module] = counts
-    details = {
-        "ca_only_nodes_after": gated
-        + others
-        + sum(sum(c.values()) for c in left_unmatched.values()),
-        "in_rewritten_blocks": gated,
-        "in_blocks_not_rewritten": others,
-        "in_unmatched_concats": left_unmatched,
-    }
-    return Check.judged("structure", gated == 0, details)
+    figures = StructureFigures(
+        gated + others + sum(sum(c.values()) for c in left_unmatched.values()),
+        in_rewritten_blocks=gated,
+        in_blocks_not_rewritten=others,
+        in_unmatched_concats=left_unmatched,
+    )
+    return Check.judged("structure", gated == 0, figures)
 
 
 def _metadata(job: OnnxJob, dynamic: bool, report: ExportReport) -> dict[str, str]:

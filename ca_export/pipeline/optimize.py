@@ -37,6 +37,7 @@ from ca_export.patterns.coordatt import CA_ONLY_OPS
 from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.pipeline.precision import PrecisionRequest, lower_file
 from ca_export.report import BlockReport, Check, OptimizeReport, Verdict, gate_check
+from ca_export.report.figures import StructureFigures
 from ca_export.rewrites import DEFAULT_TARGET, form_of, rewrite_model
 from ca_export.verify.parity import SEEDS, CaseResult, GateResult, Judged, judge
 from ca_export.verify.runtime import cpu_session
@@ -258,7 +259,7 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
         result = rewrite_model(norm.model, static=not job.dynamic, form=form, skip=job.skip_passes)
     report.skipped = [{"node": r.node, "reason": r.reason} for r in result.rejections]
     report.ca_blocks = [_block_report(b, result.model) for b in result.blocks]
-    report.passes = [p.to_dict() for p in result.passes]
+    report.passes = list(result.passes)
     if result.shape_error:
         report.warnings.append(f"ONNX shape inference failed: {result.shape_error}")
     if not result.blocks:
@@ -291,12 +292,12 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
     with stage("check"):
         onnx_export.check(model)
         left = sum(sum(b.ca_only_nodes_after.values()) for b in report.ca_blocks)
-        report.structure = Check.judged("structure", left == 0, {"ca_only_nodes_after": left})
+        report.structure = Check.judged("structure", left == 0, StructureFigures(left))
         report.op_counts_before = onnx_export.op_counts(source)
         report.op_counts_after = onnx_export.op_counts(model)
     with stage("gate"):
         gate = file_gate(source, model, shapes, job.bounds)
-        report.parity = gate_check("parity", gate, inputs=len(gate.cases))
+        report.parity = gate_check("parity", gate, len(gate.cases))
         if report.dynamic.get("applied"):
             second = other_size(shapes, square)
             ran = dynamic_check(model, second)
@@ -327,7 +328,7 @@ def _dynamic_copy(
         return source
     with stage("gate"):
         gate = file_gate(source, dyn.model, shapes)
-        report.parity = gate_check("parity", gate, inputs=len(gate.cases))
+        report.parity = gate_check("parity", gate, len(gate.cases))
         second = other_size(shapes, False)
         report.dynamic |= {"ran_at": second, **dynamic_check(dyn.model, second)}
     return dyn.model

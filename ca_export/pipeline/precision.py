@@ -23,12 +23,11 @@ from ca_export.export import onnx as onnx_export
 from ca_export.export import precision as convert
 from ca_export.pipeline.common import Prepared, Stages
 from ca_export.report import Check, ExportReport, Verdict
+from ca_export.report.figures import Calibration, KeptFp32, LossyFigures
 from ca_export.tracing import example_input
 from ca_export.verify.lossy import (
     GATE_SEEDS,
-    LossyGate,
     Runner,
-    describe,
     lossy_gate,
     torch_runner,
 )
@@ -140,11 +139,7 @@ def convert_and_gate(
     ``extra``; the lowered model, the ``precision`` check and warnings."""
     input_name, output_names = io
     method = METHODS[request.precision]
-    check: dict[str, Any] = {
-        "precision": request.precision,
-        "method": method,
-        "reference": reference[1],
-    }
+    figures: dict[str, Any] = {"method": method}
     warnings = []
     with stage(request.precision):
         if request.precision == "fp16":
@@ -154,11 +149,9 @@ def convert_and_gate(
             if not samples:
                 warnings.append(SEEDED_WARNING.format(n=len(calibration)))
             source = str(request.calibration) if samples else "seeded random inputs"
-            check["calibration"] = {"source": source, "samples": len(calibration)}
-            check["kept_fp32"] = {
-                "modules": list(request.keep_fp32),
-                "nodes": len(convert.fp32_nodes(model, request.keep_fp32)),
-            }
+            figures["calibration"] = Calibration(source, len(calibration))
+            nodes = len(convert.fp32_nodes(model, request.keep_fp32))
+            figures["kept_fp32"] = KeptFp32(tuple(request.keep_fp32), nodes)
             lowered = convert.to_int8(
                 model, input_name, [x for _, x in calibration], request.keep_fp32
             )
@@ -174,30 +167,18 @@ def convert_and_gate(
         tol = user_tolerance(tolerance(request.precision, BACKEND), *request.bounds)
         runner = reference[0]
         gate = lossy_gate(runner, run, output_names, inputs, request.precision, BACKEND, tol)
-    check |= _summary(gate, reference[1])
-    check["fp32_bytes"] = model.ByteSize()
-    check["bytes"] = lowered.ByteSize()
-    return lowered, Check.judged("precision", gate.passed, check), warnings
+    figures |= {"fp32_bytes": model.ByteSize(), "bytes": lowered.ByteSize()}
+    check = Check.judged("precision", gate.passed, LossyFigures.of(gate, reference[1], **figures))
+    return lowered, check, warnings
 
 
 def not_run(request: PrecisionRequest, report: ExportReport) -> None:
     """Record that the precision stage did not run because the fp32 model failed its gates."""
     reason = "the fp32 model failed its gates"
-    report.add(Check("precision", Verdict.NOT_RUN, reason, {"precision": request.precision}))
+    figures = LossyFigures(request.precision)
+    report.add(Check("precision", Verdict.NOT_RUN, reason, figures))
 
 
 def _dims(shape: tuple[int, ...]) -> str:
     """``2x3x64x96``."""
     return "x".join(map(str, shape))
-
-
-def _summary(gate: LossyGate, against: str) -> dict[str, Any]:
-    """The gate's figures as report data, with the lines the CLI prints."""
-    return {
-        "backend": gate.backend,
-        "bounds": gate.bounds,
-        "inputs": gate.inputs,
-        "outputs": [dataclasses.asdict(o) for o in gate.outputs],
-        "failures": gate.failures(),
-        "lines": describe(gate, against),
-    }

@@ -229,6 +229,7 @@ def test_cli_report_says_prediction_did_not_run(cli_run: tuple[int, str, Path]) 
     _, text, folder = cli_run
     report = json.loads((folder / "report.json").read_text())
     assert report["checks"]["prediction"] == {
+        "name": "prediction",
         "verdict": "not run",
         "ran": False,
         "passed": True,

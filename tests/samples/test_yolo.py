@@ -155,7 +155,7 @@ def test_legacy_export_gives_the_blocks_of_its_simplified_twin(
     report = optimize_onnx(OptimizeJob(raw, tmp_path / "out.onnx"))
     assert [b.channels for b in report.ca_blocks] == [b.channels for b in twin.ca_blocks]
     assert [b.channels for b in report.ca_blocks] == DETECTOR_CHANNELS
-    assert report.passed and report.parity.details["inputs"] == 3
+    assert report.passed and report.parity.figures.inputs == 3
     assert all(b.rewritten and not b.ca_only_nodes_after for b in report.ca_blocks)
     assert report.normalize["modified"] and report.normalize["constants"][1] == 0
     assert report.skipped == [] and (tmp_path / "out.onnx").exists()
