@@ -13,7 +13,7 @@ import torch
 from ca_zoo import NEGATIVE, POSITIVE, ZooCase
 
 from ca_export.pipeline import OnnxJob, export_onnx
-from ca_export.pipeline.common import Prepared, Stages, prepare
+from ca_export.pipeline.common import Front, Prepared, Stages, prepare
 from ca_export.report import ExportReport
 from ca_export.rewrites import DEFAULT_TARGET, RewriteResult, rewrite
 from ca_export.tracing import Traced, trace
@@ -133,7 +133,7 @@ def prepared() -> Prepare:
         if key not in cache:
             report = ExportReport(model, "test", "coreml", list(shape), dynamic, do_rewrite, 0)
             stages = Stages(lambda _: None)
-            cache[key] = prepare(model, None, key[1], dynamic, do_rewrite, stages, report)
+            cache[key] = prepare(Front(model, None, key[1], dynamic, do_rewrite), stages, report)
         return cache[key]
 
     return get

@@ -57,6 +57,10 @@ class CoreMLJob(ModelJob):
     metadata: dict[str, str] = field(default_factory=dict)
     compress: str | None = None
 
+    def run(self, progress: Progress = quiet) -> ExportReport:
+        """Run the whole pipeline (``export_coreml``)."""
+        return export_coreml(self, progress)
+
     def writes(self) -> list[Output]:
         """The files this job writes."""
         kind = "mlpackage" if self.output.suffix == ".mlpackage" else "mlmodel"

@@ -35,6 +35,10 @@ NO_STRUCTURE_GATE = "no structure gate: CA ops left outside XNNPACK are a warnin
 class ExecutorchJob(ModelJob):
     """What the user asked ``ca-export executorch`` for."""
 
+    def run(self, progress: Progress = quiet) -> ExportReport:
+        """Run the whole pipeline (``export_executorch``)."""
+        return export_executorch(self, progress)
+
     def writes(self) -> list[Output]:
         """The files this job writes."""
         return [Output(self.output, "pte")]

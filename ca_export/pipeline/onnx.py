@@ -58,6 +58,10 @@ class OnnxJob(ModelJob):
                 "--precision int8 quantizes weights per channel, which ONNX needs opset 13 for"
             )
 
+    def run(self, progress: Progress = quiet) -> ExportReport:
+        """Run the whole pipeline (``export_onnx``)."""
+        return export_onnx(self, progress)
+
     def writes(self) -> list[Output]:
         """The files this job writes."""
         outputs = [Output(self.output, "onnx")]
