@@ -58,7 +58,7 @@ def export_executorch(job: ExecutorchJob, progress: Progress = quiet) -> ExportR
     validate(job)
     stage = Stages(progress)
     report = ExportReport(
-        job.model, __version__, "executorch", list(job.input_shape), job.dynamic, job.rewrite, 0
+        job.model, __version__, "executorch", list(job.input_shape), job.dynamic, job.rewrite
     )
     prepared = job.prepare(stage, report, form="xnnpack")
     modules = [b.module for b in prepared.blocks]
