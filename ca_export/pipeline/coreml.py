@@ -25,7 +25,8 @@ from ca_export.export.coreml_conversion import Conversion, convert
 from ca_export.files import Output, guard, publish, scratch
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet
 from ca_export.report import Check, ExportReport
-from ca_export.rewrites.size_to_scale import size_to_scale
+from ca_export.rewrites import scale_upsamples
+from ca_export.rewrites.size_to_scale import multiple as exact_multiple
 from ca_export.verify.coreml_gate import (
     Candidate,
     Judged,
@@ -260,14 +261,9 @@ def _scale_upsamples(job: CoreMLJob, prepared: Prepared, report: ExportReport) -
     hold only multiples, so the condition is recorded in the model's metadata, warned
     about, and checked by ``verify``.
     """
-    scaled = size_to_scale(prepared.program)
-    multiple = scaled.multiple
-    for up in scaled.rewritten:
-        report.notices.append(
-            f"upsample {up.node}: size read from the input becomes scale factor "
-            f"{up.ratio[0]}x{up.ratio[1]}, exact where H and W are multiples of "
-            f"{up.multiple[0]} and {up.multiple[1]}"
-        )
+    scaled = scale_upsamples(prepared.program)
+    multiple = exact_multiple(scaled)
+    report.notices += [f"upsample {node}: {change}" for node, change in scaled.applied.items()]
     if multiple == (1, 1):
         return multiple
     mh, mw = multiple
