@@ -20,7 +20,7 @@ from ca_export.export.precision import calibration_files
 from ca_export.files import Output, guard
 from ca_export.pipeline import ort_format
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet, with_block_gate
-from ca_export.pipeline.precision import PrecisionRequest, lower_precision, not_run
+from ca_export.pipeline.precision import Lowering, PrecisionRequest, lower, not_run
 from ca_export.report import Check, ExportReport
 from ca_export.rewrites import DEFAULT_TARGET, form_of
 from ca_export.verify.parity import gate_inputs, onnx_gate
@@ -112,14 +112,17 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     with stage("gate"):
         report.parity = parity_gates(prepared, model, job.input_shape)
     if job.precision.precision != "fp32":
-        if report.passed:
-            report.expected.append("precision")
-            model = lower_precision(
-                job.precision, prepared, model, samples, job.input_shape, report, stage
-            )
+        passed = report.passed
+        report.expected.append("precision")
+        if passed:
+            lowering = Lowering.of_pytorch(job.precision, prepared, model, samples, job.input_shape)
+            lowered = lower(lowering, stage)
+            model = lowered.model
+            report.add(lowered.check)
+            report.warnings += lowered.warnings
+            report.op_counts_after = lowered.op_counts
         else:
-            report.expected.append("precision")
-            not_run(job.precision, report)
+            report.add(not_run(job.precision))
     onnx_export.set_metadata(model, _metadata(job, traced.dynamic, report))
     with ort_format.scratch(job.output, job.ort_format) as folder:
         staged = None
