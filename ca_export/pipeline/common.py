@@ -327,17 +327,17 @@ class ModelJob(ABC):
     def front(self, form: str = "onnx") -> Front:
         """What this job asks of the stages before emit, rewriting into ``form``."""
         return Front(
-            self.model,
-            self.weights,
-            self.input_shape,
-            self.dynamic,
-            self.rewrite,
-            form,
-            self.skip_passes,
-            self.trust_pickle,
-            self.check_memory,
-            self.decompose,
-            tuple(self.other_shapes()),
+            model=self.model,
+            weights=self.weights,
+            input_shape=self.input_shape,
+            dynamic=self.dynamic,
+            rewrite=self.rewrite,
+            form=form,
+            skip=self.skip_passes,
+            trust_pickle=self.trust_pickle,
+            check_memory=self.check_memory,
+            decompose=self.decompose,
+            other_shapes=tuple(self.other_shapes()),
         )
 
     def prepare(self, stage: Stages, report: ExportReport, form: str = "onnx") -> Prepared:

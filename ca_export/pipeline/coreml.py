@@ -190,17 +190,16 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
     if multiple != (1, 1):
         metadata[coreml_export.HW_MULTIPLE] = "{}x{}".format(*multiple)
     names = tuple(prepared.traced.output_names)
-    modules = tuple(b.module for b in prepared.blocks)
     conversion = Conversion(
-        prepared.program,
-        modules,
-        spec,
-        target,
-        names,
-        job.labels,
-        job.compress,
-        job.metadata,
-        metadata,
+        program=prepared.program,
+        modules=tuple(b.module for b in prepared.blocks),
+        spec=spec,
+        target=target,
+        output_names=names,
+        labels=job.labels,
+        compress=job.compress,
+        user_metadata=job.metadata,
+        metadata=metadata,
     )
     with stage("convert"):
         converted = convert(conversion)
@@ -209,21 +208,21 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
         with stage("save"):
             coreml_export.save(converted.model, temporary)
         candidate = Candidate(
-            temporary,
-            target,
-            spec,
-            names,
-            tuple(shapes),
-            prepared.module,
-            prepared.program,
-            converted.owner,
-            len(prepared.blocks),
-            job.labels,
-            job.compress,
-            converted.twin,
-            multiple,
-            prepared.gates.bounds,
-            prepared.gates.allow_unverified,
+            path=temporary,
+            target=target,
+            spec=spec,
+            output_names=names,
+            output_shapes=tuple(shapes),
+            module=prepared.module,
+            program=prepared.program,
+            owner=converted.owner,
+            blocks=len(prepared.blocks),
+            labels=job.labels,
+            compress=job.compress,
+            twin=converted.twin,
+            multiple=multiple,
+            bounds=prepared.gates.bounds,
+            allow_unverified=prepared.gates.allow_unverified,
         )
         with stage("check"):
             reloaded = reload_check(candidate)

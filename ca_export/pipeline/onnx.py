@@ -85,7 +85,13 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     samples = job.precision.samples(job.input_shape)
     stage = Stages(progress)
     report = ExportReport(
-        job.model, __version__, "onnx", list(job.input_shape), job.dynamic, job.rewrite, job.opset
+        job.model,
+        __version__,
+        "onnx",
+        list(job.input_shape),
+        job.dynamic,
+        job.rewrite,
+        opset=job.opset,
     )
     report.expected = ["opset"]
     form = job.form or form_of(job.target)

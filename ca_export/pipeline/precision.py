@@ -111,15 +111,15 @@ class Lowering:
             extra = [(f"seed {s} at {_dims(x.shape)}", x.numpy()) for s, x in others]
         request = dataclasses.replace(request, bounds=prepared.gates.bounds)
         return cls(
-            request,
-            model,
-            traced.input_names[0],
-            tuple(traced.output_names),
-            torch_runner(prepared.module),
-            "PyTorch fp32",
-            input_shape,
-            tuple(samples),
-            tuple(extra),
+            request=request,
+            model=model,
+            input_name=traced.input_names[0],
+            output_names=tuple(traced.output_names),
+            reference=torch_runner(prepared.module),
+            against="PyTorch fp32",
+            input_shape=input_shape,
+            samples=tuple(samples),
+            extra=tuple(extra),
         )
 
     @classmethod
@@ -141,9 +141,15 @@ class Lowering:
         def reference(x: np.ndarray) -> list[np.ndarray]:
             return session.run(outputs, {name: x})
 
-        against = "IN (fp32, onnxruntime-cpu)"
         return cls(
-            request, model, name, tuple(outputs), reference, against, input_shape, tuple(samples)
+            request=request,
+            model=model,
+            input_name=name,
+            output_names=tuple(outputs),
+            reference=reference,
+            against="IN (fp32, onnxruntime-cpu)",
+            input_shape=input_shape,
+            samples=tuple(samples),
         )
 
 
