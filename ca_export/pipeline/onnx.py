@@ -78,6 +78,39 @@ def parity_gates(prepared: Prepared, onnx_model: onnx.ModelProto, shape: tuple[i
     return with_block_gate(prepared, gate, inputs)
 
 
+@dataclass(frozen=True)
+class Emitted:
+    """The emit stage's result: the checked model at the requested opset, the raw export
+    (whose scopes attribute each node to its module), the ``opset`` check, and what the
+    stage noticed and warned about."""
+
+    model: onnx.ModelProto
+    raw: onnx.ModelProto
+    opset: Check
+    notices: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def emit(job: OnnxJob, prepared: Prepared, stage: Stages) -> Emitted:
+    """Export the program, simplify it (as the job asks), convert it to the job's opset
+    exactly and check it."""
+    with stage("export"):
+        opset = opset_export.export_opset(job.opset)
+        raw = onnx_export.emit(prepared.program, prepared.traced, opset)
+    model, warnings = raw, []
+    if job.simplify:
+        with stage("simplify"):
+            model, warnings = onnx_export.simplify(raw)
+    with stage("check"):
+        onnx_export.keep_scopes(model, raw)
+        model, change = opset_export.convert(model, job.opset)
+        entry = opset_export.check_entry(model, change)
+        onnx_export.check(model)
+    notices = (change.summary(),) if change.converted else ()
+    check = Check.judged("opset", entry["passed"], entry)
+    return Emitted(model, raw, check, notices, tuple(warnings))
+
+
 def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     """Run the whole ONNX pipeline; the report says whether every gate passed."""
     guard(job.reads(), job.writes())
@@ -98,24 +131,15 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     if job.rewrite and job.form is None:
         report.target = job.target
     prepared = job.prepare(stage, report, form)
-    traced = prepared.traced
-    with stage("export"):
-        raw = onnx_export.emit(prepared.program, traced, opset_export.export_opset(job.opset))
-    model = raw
-    if job.simplify:
-        with stage("simplify"):
-            model, warnings = onnx_export.simplify(raw)
-            report.warnings += warnings
-    with stage("check"):
-        onnx_export.keep_scopes(model, raw)
-        model, change = opset_export.convert(model, job.opset)
-        opset = opset_export.check_entry(model, change)
-        report.add(Check.judged("opset", opset["passed"], opset))
-        report.notices += [change.summary()] if change.converted else []
-        onnx_export.check(model)
-        report.structure = structure(report, model, raw, [b.module for b in prepared.blocks])
-        report.op_counts_after = onnx_export.op_counts(model)
+    emitted = emit(job, prepared, stage)
+    model = emitted.model
+    report.add(emitted.opset)
+    report.notices += emitted.notices
+    report.warnings += emitted.warnings
     with stage("gate"):
+        modules = [b.module for b in prepared.blocks]
+        report.structure = structure(report, model, emitted.raw, modules)
+        report.op_counts_after = onnx_export.op_counts(model)
         report.parity = parity_gates(prepared, model, job.input_shape)
     if job.precision.precision != "fp32":
         passed = report.passed
@@ -129,7 +153,7 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
             report.op_counts_after = lowered.op_counts
         else:
             report.add(not_run(job.precision))
-    onnx_export.set_metadata(model, _metadata(job, traced.dynamic, report))
+    onnx_export.set_metadata(model, _metadata(job, prepared.traced.dynamic, report))
     with ort_format.scratch(job.output, job.ort_format) as folder:
         staged = None
         if folder is not None and report.passed:
