@@ -1,4 +1,9 @@
-"""Stages every export shares: load -> trace -> find blocks -> rewrite, timed and announced."""
+"""Stages every export shares: load -> trace -> find -> rewrite, timed and announced.
+
+Each stage takes one typed input and returns one typed result (``Front`` -> ``Loaded`` ->
+``Captured`` -> ``Found`` -> ``Rewritten``); ``prepare`` runs them in order and records
+them in the report.
+"""
 
 from __future__ import annotations
 

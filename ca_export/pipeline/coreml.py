@@ -51,6 +51,7 @@ class CoreMLJob(ModelJob):
     without either gets ``DEFAULT_HW_RANGE``. ``metadata`` keys: ``METADATA_FIELDS``.
     ``compress`` (an ML program only) compresses the weights (``export.coreml_compress``);
     the deployment target then defaults to iOS16, the first with compressed weights.
+    A job is checked when it is made (``validate``; exit 2 on options that do not fit).
     """
 
     format: str = "mlprogram"
@@ -62,6 +63,9 @@ class CoreMLJob(ModelJob):
     labels: tuple[str, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
     compress: str | None = None
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     def run(self, progress: Progress = quiet) -> ExportReport:
         """Run the whole pipeline (``export_coreml``)."""
@@ -92,7 +96,8 @@ class CoreMLJob(ModelJob):
 
 
 def validate(job: CoreMLJob) -> None:
-    """Refuse, before any heavy work, what cannot be converted or saved as asked."""
+    """Refuse, before any heavy work, what cannot be converted or saved as asked
+    (``CoreMLJob`` runs it when it is made)."""
     target = job.target
     if target.format not in coreml_export.EXTENSIONS:
         raise BadInputError(f"unknown Core ML format {target.format!r}")
@@ -112,7 +117,6 @@ def validate(job: CoreMLJob) -> None:
     _validate_compress(job)
     if job.image is not None and (job.input_shape[0] != 1 or job.input_shape[1] != 3):
         raise BadInputError("an image input is one RGB image: --input-shape must be 1,3,H,W")
-    guard(job.reads(), job.writes())
 
 
 def _validate_compress(job: CoreMLJob) -> None:
@@ -165,7 +169,7 @@ def read_labels(path: Path) -> tuple[str, ...]:
 
 def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
     """Run the whole Core ML pipeline; the report says which checks ran and passed."""
-    validate(job)
+    guard(job.reads(), job.writes())
     stage = Stages(progress)
     target = job.target
     report = ExportReport(
