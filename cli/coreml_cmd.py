@@ -9,7 +9,7 @@ import click
 
 from ca_export.export.coreml import EXTENSIONS, TARGETS, ImageInput
 from ca_export.export.coreml_compress import MODES
-from ca_export.pipeline.coreml import CoreMLJob, export_coreml, read_labels, validate
+from ca_export.pipeline.coreml import CoreMLJob, export_coreml, read_labels
 from ca_export.report import render_export
 from cli.common import handle_errors, run_job
 from cli.options import (
@@ -157,6 +157,5 @@ def coreml(
         metadata={k: v for k, v in metadata.items() if v is not None},
         compress=compress,
     )
-    validate(job)
     labels = (labels_path,) if labels_path else ()
     run_job(job, export_coreml, render_export, report_path, reads=labels, html_path=html_path)

@@ -15,7 +15,7 @@ from ca_zoo import NEGATIVE, POSITIVE, ZooCase
 
 from ca_export.bench import bench
 from ca_export.pipeline import OnnxJob, export_onnx
-from ca_export.pipeline.common import Prepared, Stages, prepare
+from ca_export.pipeline.common import Front, Prepared, Stages, prepare
 from ca_export.pipeline.optimize import OptimizeJob, optimize_onnx
 from ca_export.pipeline.verify import VerifyJob, run_verify
 from ca_export.report import ExportReport
@@ -138,7 +138,7 @@ def prepared() -> Prepare:
         if key not in cache:
             report = ExportReport(model, "test", "coreml", list(shape), dynamic, do_rewrite, 0)
             stages = Stages(lambda _: None)
-            cache[key] = prepare(model, None, key[1], dynamic, do_rewrite, stages, report)
+            cache[key] = prepare(Front(model, None, key[1], dynamic, do_rewrite), stages, report)
         return cache[key]
 
     return get

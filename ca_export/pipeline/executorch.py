@@ -35,6 +35,10 @@ NO_STRUCTURE_GATE = "no structure gate: CA ops left outside XNNPACK are a warnin
 class ExecutorchJob(ModelJob):
     """What the user asked ``ca-export executorch`` for."""
 
+    def run(self, progress: Progress = quiet) -> ExportReport:
+        """Run the whole pipeline (``export_executorch``)."""
+        return export_executorch(self, progress)
+
     def writes(self) -> list[Output]:
         """The files this job writes."""
         return [Output(self.output, "pte")]
@@ -54,7 +58,7 @@ def export_executorch(job: ExecutorchJob, progress: Progress = quiet) -> ExportR
     validate(job)
     stage = Stages(progress)
     report = ExportReport(
-        job.model, __version__, "executorch", list(job.input_shape), job.dynamic, job.rewrite, 0
+        job.model, __version__, "executorch", list(job.input_shape), job.dynamic, job.rewrite
     )
     prepared = job.prepare(stage, report, form="xnnpack")
     modules = [b.module for b in prepared.blocks]

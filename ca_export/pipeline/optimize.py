@@ -11,7 +11,7 @@ The gate runs the input file and the rewritten one in ONNX Runtime on the same s
 inputs at the file's input size; the output file is written (atomically) only when it
 passes. A file without CA blocks is left alone unless ``force_write`` is set.
 With a lossy ``precision`` the file to write is then converted and gated against the
-input file (``pipeline.precision.lower_file``).
+input file (``pipeline.precision.lower``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from ca_export.onnx_graph import make_dynamic, normalize
 from ca_export.patterns import CABlock
 from ca_export.patterns.coordatt import CA_ONLY_OPS
 from ca_export.pipeline.common import Progress, Stages, quiet
-from ca_export.pipeline.precision import PrecisionRequest, lower_file
+from ca_export.pipeline.precision import Lowering, PrecisionRequest, lower
 from ca_export.report import BlockReport, Check, OptimizeReport, Verdict, gate_check
 from ca_export.report.figures import StructureFigures
 from ca_export.rewrites import DEFAULT_TARGET, form_of, rewrite_model
@@ -359,11 +359,11 @@ def _lower(
     if request.precision == "fp32":
         return model
     shape = tuple(next(iter(shapes.values())))
-    lowered, check, warnings = lower_file(request, model, source, shape, samples, stage)
-    report.add(check)
-    report.warnings += warnings
-    report.op_counts_after = onnx_export.op_counts(lowered)
-    return lowered
+    lowered = lower(Lowering.of_file(request, model, source, shape, samples), stage)
+    report.add(lowered.check)
+    report.warnings += lowered.warnings
+    report.op_counts_after = lowered.op_counts
+    return lowered.model
 
 
 def _metadata(job: OptimizeJob, report: OptimizeReport) -> dict[str, str]:

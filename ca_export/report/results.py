@@ -81,7 +81,8 @@ class ExportReport:
     input_shape: list[int]
     dynamic: bool
     rewrite: bool
-    opset: int
+    opset: int | None = None
+    """The ONNX opset, or the Core ML specification version; None for a format without one."""
     ca_blocks: list[BlockReport] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     target: str | None = None

@@ -13,7 +13,7 @@ import pytest
 
 from ca_export.export import coreml as coreml_export
 from ca_export.export.coreml import InputSpec, Target
-from ca_export.pipeline.common import Stages, prepare
+from ca_export.pipeline.common import Front, Stages, prepare
 from ca_export.pipeline.coreml import CoreMLJob, export_coreml
 from ca_export.report import ExportReport
 from ca_export.report.figures import ArithmeticFigures
@@ -46,7 +46,7 @@ def seed_nudged():
 def _convert(spec_name: str, folder: Path, name: str) -> tuple[Path, dict[str, Any]]:
     """The fp16 package of a model spec, and its fp32 twin."""
     report = ExportReport(spec_name, "test", "coreml", list(SHAPE), False, True, 0)
-    prep = prepare(spec_name, None, SHAPE, False, True, Stages(lambda _: None), report)
+    prep = prepare(Front(spec_name, None, SHAPE, False, True), Stages(lambda _: None), report)
     spec = InputSpec(prep.traced.input_names[0], SHAPE)
     names = prep.traced.output_names
     model = coreml_export.convert(prep.program, spec, Target("mlprogram", "fp16"), names)
