@@ -14,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import onnx
+import onnx_ir as ir
 from onnx.checker import ValidationError
 from onnx.shape_inference import InferenceError
 
-from ca_export.onnx_graph.index import GraphIndex
+from ca_export.onnx_graph.facts import GraphFacts, attr
 
 POOLS = ("AveragePool", "MaxPool", "LpPool")
 
@@ -37,28 +38,30 @@ class DynamicResult:
         return self.applied
 
 
-def baked_sizes(index: GraphIndex) -> str | None:
+def baked_sizes(model: onnx.ModelProto) -> str | None:
     """Why the graph outside the CA blocks only holds at its traced size (None if it does not)."""
-    for node in index.graph.node:
+    graph = ir.from_proto(model)
+    facts = GraphFacts(graph, model)
+    for node in graph.graph:
         if node.op_type in POOLS:
-            shape = index.shape(node.input[0])
+            shape = facts.shape(node.inputs[0])
             if shape is None:
-                gap = index.shape_gap(node.input[0])
+                gap = facts.shape_gap(node.inputs[0])  # type: ignore[arg-type]
                 return f"cannot tell whether {node.op_type} '{node.name}' is baked for HxW: {gap}"
-            kernel = list(index.attr(node, "kernel_shape", []))  # type: ignore[arg-type]
+            kernel = list(attr(node, "kernel_shape", []))  # type: ignore[call-overload]
             if shape is not None and len(shape) == 4 and len(kernel) == 2:
                 spans = [k == s and k > 1 for k, s in zip(kernel, shape[2:], strict=True)]
                 if any(spans):
                     return f"{node.op_type} '{node.name}' has a kernel {kernel} baked for HxW"
-        sizes = node.input[3] if node.op_type == "Resize" and len(node.input) > 3 else ""
-        if sizes and index.const(sizes) is not None:
+        sizes = node.inputs[3] if node.op_type == "Resize" and len(node.inputs) > 3 else None
+        if sizes is not None and facts.const(sizes) is not None:
             return f"Resize '{node.name}' resizes to constant sizes"
     return None
 
 
 def make_dynamic(model: onnx.ModelProto, square: bool) -> DynamicResult:
     """A copy of ``model`` with dynamic H/W on its 4-D inputs, or the reason it stays static."""
-    reason = baked_sizes(GraphIndex(model))
+    reason = baked_sizes(model)
     if reason is not None:
         return DynamicResult(model, False, reason)
     out = onnx.ModelProto()
