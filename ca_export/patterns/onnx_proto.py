@@ -69,7 +69,7 @@ class OnnxView:
         self.facts = GraphFacts(self.model, model)
         self.opset = self.facts.opset
         self.taken = {n.name for n in self.graph}
-        self.taken |= {v.name for n in self.graph for v in [*n.inputs, *n.outputs] if v}
+        self.taken |= {v.name for n in self.graph for v in [*n.inputs, *n.outputs] if v is not None}
         self.taken |= {v.name for v in [*self.graph.inputs, *self.graph.initializers.values()]}
 
     @property
@@ -84,7 +84,7 @@ class OnnxView:
         out.opset_import.extend(self.source.opset_import)
         return out
 
-    def _fresh(self, base: str) -> ir.Value:
+    def _fresh(self, base: str) -> str:
         """``base``, or ``base_<k>`` with the first k that is free."""
         name, k = base, 0
         while name in self.taken:
@@ -157,16 +157,16 @@ class OnnxView:
     def same_size(self, a: Dim, b: Dim) -> bool:
         return a is not None and a == b
 
-    def name(self, op: ir.Node) -> ir.Value:
+    def name(self, op: ir.Node) -> str:
         return op.name or op.outputs[0].name or ""
 
-    def node_name(self, op: ir.Node) -> ir.Value:
+    def node_name(self, op: ir.Node) -> str:
         return self.name(op)
 
-    def label(self, op: ir.Node) -> ir.Value:
+    def label(self, op: ir.Node) -> str:
         return op.op_type
 
-    def onnx_type(self, op: ir.Node) -> ir.Value:
+    def onnx_type(self, op: ir.Node) -> str:
         return op.op_type
 
     def attr(self, op: ir.Node, name: str, default: object = None) -> object:
@@ -232,7 +232,7 @@ class OnnxView:
         dims = (1,) * (4 - const.ndim) + tuple(const.shape)
         return dims[2] == 1 and dims[3] == 1
 
-    def pointwise(self, op: ir.Node, inside: set) -> ir.Value:
+    def pointwise(self, op: ir.Node, inside: set[ir.Value]) -> str:
         node, kind = op, op.op_type
         data = [i for i in node.inputs if i in inside]
         others = [i for i in node.inputs if i is not None and i not in inside]
@@ -394,7 +394,9 @@ class OnnxView:
     def mean(self, source: ir.Value, axis: int, anchor: ir.Node, name: str) -> ir.Value:
         return self._axes_node("ReduceMean", source, [axis], anchor, name, keepdims=1)
 
-    def clone(self, op: ir.Node, env: dict, anchor: ir.Node, name: str) -> ir.Node:
+    def clone(
+        self, op: ir.Node, env: dict[ir.Value, ir.Value], anchor: ir.Node, name: str
+    ) -> ir.Node:
         copy = ir.Node(
             op.domain,
             op.op_type,

@@ -207,11 +207,11 @@ def dynamic_check(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[
     return {"passed": finite, "output_shapes": [list(o.shape) for o in outs]}
 
 
-def ca_only_left(model: onnx.ModelProto, block: CABlock) -> dict[str, int]:
+def ca_only_left(model: onnx.ModelProto | ir.Graph, block: CABlock) -> dict[str, int]:
     """Transpose/Concat/Split/Slice/Shape/Gather nodes of a block still in ``model``: the
     block's own that survived, any the rewrite added (named after the block), and the
     shape arithmetic only they read (``onnx_graph.owners``)."""
-    graph = ir.from_proto(model).graph
+    graph = model if isinstance(model, ir.Graph) else ir.from_proto(model).graph
     matched = {o.name for op in block.owned for o in op.outputs}
     prefix = f"{block.name}/ca_"
     seeds = {
@@ -223,7 +223,7 @@ def ca_only_left(model: onnx.ModelProto, block: CABlock) -> dict[str, int]:
     return owners.counts(owner, 0, CA_ONLY_OPS)
 
 
-def _block_report(block: CABlock, model: onnx.ModelProto) -> BlockReport:
+def _block_report(block: CABlock, model: ir.Graph) -> BlockReport:
     """The report entry of a rewritten block."""
     entry = BlockReport.of(block)
     entry.rewritten = True
@@ -260,7 +260,8 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
         report.target = job.target
         result = rewrite_model(norm.model, static=not job.dynamic, form=form, skip=job.skip_passes)
     report.skipped = [{"node": r.node, "reason": r.reason} for r in result.rejections]
-    report.ca_blocks = [_block_report(b, result.model) for b in result.blocks]
+    rewritten = ir.from_proto(result.model).graph
+    report.ca_blocks = [_block_report(b, rewritten) for b in result.blocks]
     report.passes = [p.to_dict() for p in result.passes]
     if result.shape_error:
         report.warnings.append(f"ONNX shape inference failed: {result.shape_error}")
