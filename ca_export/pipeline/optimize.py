@@ -217,7 +217,7 @@ def ca_only_left(model: onnx.ModelProto | ir.Graph, block: CABlock) -> dict[str,
     seeds = {
         node: 0
         for node in graph
-        if node.name.startswith(prefix) or any(o.name in matched for o in node.outputs)
+        if (node.name or "").startswith(prefix) or any(o.name in matched for o in node.outputs)
     }
     owner = owners.grow(graph, seeds, owners.shape_arithmetic(graph))
     return owners.counts(owner, 0, CA_ONLY_OPS)
