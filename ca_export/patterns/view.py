@@ -3,9 +3,9 @@
 One CA block description (``coordatt``) and one file per rewrite (``ca_export.rewrites``)
 work on any graph API that implements ``GraphView``: the ATen graph of an
 `ExportedProgram` (``patterns.aten``, for ONNX, Core ML and ExecuTorch export) and an
-ONNX graph (``patterns.onnx``, for ``optimize``). A *value* is a tensor (an fx ``Node``,
-an ONNX tensor name); an *op* is a node that makes values (an fx ``Node``, a wrapped
-``NodeProto``). Both are hashable. Questions are asked in the block's terms ("is this a
+ONNX graph (``patterns.onnx_proto``, for ``optimize``). A *value* is a tensor (an fx
+``Node``, an onnx_ir ``Value``); an *op* is a node that makes values (an fx ``Node``, an
+onnx_ir ``Node``). Both are hashable. Questions are asked in the block's terms ("is this a
 strip pool, which axis does it keep"), so each adapter answers them from its own ops and
 the rules stay in one place.
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
 from onnx import helper
@@ -31,7 +32,7 @@ from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import onnx as onnx_export
 from ca_export.export.precision import calibration_files
 from ca_export.files import Output, guard, write_atomic
-from ca_export.onnx_graph import make_dynamic, normalize
+from ca_export.onnx_graph import make_dynamic, normalize, owners
 from ca_export.patterns import CABlock
 from ca_export.patterns.coordatt import CA_ONLY_OPS
 from ca_export.pipeline.common import Progress, Stages, quiet
@@ -207,21 +208,23 @@ def dynamic_check(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[
     return {"passed": finite, "output_shapes": [list(o.shape) for o in outs]}
 
 
-def ca_only_left(model: onnx.ModelProto, block: CABlock) -> dict[str, int]:
+def ca_only_left(model: onnx.ModelProto | ir.Graph, block: CABlock) -> dict[str, int]:
     """Transpose/Concat/Split/Slice/Shape/Gather nodes of a block still in ``model``: the
-    block's own that survived, and any the rewrite added (named after the block)."""
-    owned = {o for op in block.owned for o in op.proto.output}
+    block's own that survived, any the rewrite added (named after the block), and the
+    shape arithmetic only they read (``onnx_graph.owners``)."""
+    graph = model if isinstance(model, ir.Graph) else ir.from_proto(model).graph
+    matched = {o.name for op in block.owned for o in op.outputs}
     prefix = f"{block.name}/ca_"
-    counts: dict[str, int] = {}
-    for node in model.graph.node:
-        if node.op_type in CA_ONLY_OPS and (
-            node.name.startswith(prefix) or any(o in owned for o in node.output)
-        ):
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
+    seeds = {
+        node: 0
+        for node in graph
+        if (node.name or "").startswith(prefix) or any(o.name in matched for o in node.outputs)
+    }
+    owner = owners.grow(graph, seeds, owners.shape_arithmetic(graph))
+    return owners.counts(owner, 0, CA_ONLY_OPS)
 
 
-def _block_report(block: CABlock, model: onnx.ModelProto) -> BlockReport:
+def _block_report(block: CABlock, model: ir.Graph) -> BlockReport:
     """The report entry of a rewritten block."""
     entry = BlockReport.of(block)
     entry.rewritten = True
@@ -258,7 +261,8 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
         report.target = job.target
         result = rewrite_model(norm.model, static=not job.dynamic, form=form, skip=job.skip_passes)
     report.skipped = [{"node": r.node, "reason": r.reason} for r in result.rejections]
-    report.ca_blocks = [_block_report(b, result.model) for b in result.blocks]
+    rewritten = ir.from_proto(result.model).graph
+    report.ca_blocks = [_block_report(b, rewritten) for b in result.blocks]
     report.passes = list(result.passes)
     if result.shape_error:
         report.warnings.append(f"ONNX shape inference failed: {result.shape_error}")

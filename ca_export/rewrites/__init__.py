@@ -180,10 +180,13 @@ def rewrite_model(
     model: onnx.ModelProto, static: bool, form: str = "onnx", skip: Sequence[str] = ()
 ) -> ModelRewrite:
     """Rewrite every CA block of a copy of ``model`` into ``form``."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    view = OnnxView(out)
+    view = OnnxView(model)
     done = _apply(view, form, static, skip)
+    if done.blocks:
+        out = view.to_proto()
+    else:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
     return ModelRewrite(**vars(done), model=out, shape_error=view.shape_error)
 
 

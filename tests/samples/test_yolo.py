@@ -327,7 +327,7 @@ def test_shape_inference_failure_is_reported(
     def fail(*_args: object, **_kwargs: object) -> onnx.ModelProto:
         raise InferenceError("[ShapeInferenceError] (op_type:Split): inferred shape differs")
 
-    monkeypatch.setattr("ca_export.onnx_graph.index.onnx.shape_inference.infer_shapes", fail)
+    monkeypatch.setattr("ca_export.onnx_graph.facts.onnx.shape_inference.infer_shapes", fail)
     raw = onnx.load(legacy("yolo_ca", 12, False))
     view = OnnxView(raw)
     assert view.shape_error is not None and "op_type:Split" in view.shape_error
