@@ -17,7 +17,7 @@ from ca_export.patterns.coordatt import CA_ONLY_OPS
 from ca_export.pipeline import OnnxJob, export_onnx
 from ca_export.report import ExportReport
 from ca_export.tracing import example_input
-from sample_models import build
+from sample_models import CA_BLOCKS, build
 
 Exported = Callable[[str, bool], tuple[ExportReport, Path]]
 FAST = {"seed_ca", "ca_segnet"}
@@ -43,7 +43,6 @@ CASES = [
         ("ca_segnet", True),
     ]
 ]
-BLOCKS = {"seed_ca": 3, "mobilenetv2_ca": 16, "mobilenext_ca": 13, "ca_segnet": 3}
 ZOO_CASES = [
     pytest.param("official", False, id="official-static"),
     pytest.param("official", True, id="official-dynamic"),
@@ -76,7 +75,7 @@ def _assert_gated_and_rewritten(
 @pytest.mark.parametrize(("name", "dynamic"), CASES)
 def test_sample_exports_pass_the_gate(exported: Exported, name: str, dynamic: bool) -> None:
     report, path = exported(name, dynamic)
-    model = _assert_gated_and_rewritten(report, path, BLOCKS[name], "x")
+    model = _assert_gated_and_rewritten(report, path, CA_BLOCKS[name], "x")
     props = {p.key: p.value for p in model.metadata_props}
     assert props["ca_export.source_model"] == name
 
