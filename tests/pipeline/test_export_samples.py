@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from ca_zoo import POSITIVE
+from conftest import CPU_FP32, assert_within
 
 from ca_export.files import write_onnx
 from ca_export.patterns.coordatt import CA_ONLY_OPS
@@ -110,8 +111,7 @@ def test_dynamic_export_is_right_at_other_sizes(exported: Exported) -> None:
         (got,) = session.run(None, {"x": x.numpy()})
         with torch.no_grad():
             want = model(x).numpy()
-        assert got.shape == want.shape
-        assert np.max(np.abs(got - want)) / np.sqrt(np.mean(want**2)) < 3e-4
+        assert_within(want, got, CPU_FP32)
 
 
 def test_dynamic_report_names_the_sizes_checked(exported: Exported) -> None:

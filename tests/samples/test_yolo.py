@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxsim
 import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner, Result
+from conftest import CPU_FP32, assert_within
 from onnx import TensorProto, helper
 from onnx.shape_inference import InferenceError
 from torch import nn
@@ -352,7 +352,7 @@ def test_optimized_legacy_detector_matches_pytorch(legacy: Legacy, tmp_path: Pat
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     for want, have in zip([predictions, *maps], got, strict=True):
-        np.testing.assert_allclose(have, want.numpy(), rtol=1e-4, atol=1e-4)
+        assert_within(want, have, CPU_FP32)
 
 
 # ----------------------------------------------------------------- a fork-style repo
