@@ -153,7 +153,7 @@ def traceable_copy(model: nn.Module) -> tuple[nn.Module, list[str]]:
     flat_forward.__signature__ = own.replace(  # type: ignore[attr-defined]
         parameters=[this, *own.parameters.values()]
     )
-    clone.forward = types.MethodType(flat_forward, clone)  # type: ignore[method-assign]
+    clone.forward = types.MethodType(flat_forward, clone)
     return clone, skipped
 
 

@@ -22,14 +22,13 @@ from ca_export.files import Output, guard, publish, scratch
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet
 from ca_export.report import Check, ExportReport, Verdict, gate_check
 from ca_export.rewrites.size_to_scale import size_to_scale
-from ca_export.tracing import example_input
+from ca_export.tracing import example_input, output_arrays
 from ca_export.verify.coreml_prediction import prediction_gate
 from ca_export.verify.mil.compressed import CompressedCopy, compressed_copy, weight_loss
 from ca_export.verify.mil.fp32_arithmetic import fp32_arithmetic_parity, twin_function
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import NotVerified, mil_parity
 from ca_export.verify.mil.program import MilProgram, load_program
-from ca_export.verify.parity import output_arrays
 
 DEFAULT_HW_RANGE = (32, 1024)
 METADATA_FIELDS = ("author", "license", "version", "short_description")
