@@ -92,7 +92,7 @@ def resolve_factory(spec: str) -> Callable[[], Any]:
             raise BadInputError(f"cannot import module {where!r}: {err}") from None
         except (Exception, SystemExit) as err:
             raise BadInputError(f"importing {where!r} failed: {_one_line(err)}") from None
-    factory = getattr(module, name, None)
+    factory: object = getattr(module, name, None)
     if not callable(factory):
         raise BadInputError(f"{where!r} has no callable {name!r}")
     return factory

@@ -150,6 +150,7 @@ def traceable_copy(model: nn.Module) -> tuple[nn.Module, list[str]]:
 
     own = inspect.signature(forward)
     this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    # Functions take attributes; inspect reads __signature__ (PEP 362).
     flat_forward.__signature__ = own.replace(  # type: ignore[attr-defined]
         parameters=[this, *own.parameters.values()]
     )
@@ -240,6 +241,7 @@ def _aliases(node: torch.fx.Node) -> bool:
     parameter or buffer, or the result of a view op (a split's piece included)."""
     if node.op != "call_function":
         return True
+    # A getitem's first argument is a Node.
     op = node.args[0].target if node.target is operator.getitem else node.target  # type: ignore[union-attr]
     if not isinstance(op, torch._ops.OpOverload):
         return True

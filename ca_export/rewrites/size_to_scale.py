@@ -96,6 +96,7 @@ def _rewrite(node: Node) -> ScaledUpsample | str:
     reasons = [a for a in axes if isinstance(a, str)]
     if reasons:
         return reasons[0]
+    # String reasons returned above; each axis is a (ratio, mode) pair.
     (rh, mh), (rw, mw) = axes  # type: ignore[misc]
     if node.target is torch.ops.aten.upsample_bilinear2d.vec:
         node.args = (source, None, node.args[2], [float(rh), float(rw)])
