@@ -78,7 +78,10 @@ class Traced:
         return self.dynamic and str(dims[2]) == str(dims[3])
 
     def _input_node(self) -> torch.fx.Node:
-        return next(n for n in self.program.graph.nodes if n.name == self.input_names[0])
+        node: torch.fx.Node = next(
+            n for n in self.program.graph.nodes if n.name == self.input_names[0]
+        )
+        return node
 
 
 def example_input(input_shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -230,7 +233,7 @@ def _functional_twin(op: torch._ops.OpOverload) -> torch._ops.OpOverload | None:
         return None
     types = [str(a.type) for a in op._schema.arguments]
     for overload in packet.overloads():
-        candidate = getattr(packet, overload)
+        candidate: torch._ops.OpOverload = getattr(packet, overload)
         if [str(a.type) for a in candidate._schema.arguments] == types:
             return candidate
     return None
