@@ -93,7 +93,7 @@ def _is_mlmodel(path: Path) -> bool:
         spec.ParseFromString(path.read_bytes())
     except Exception:
         return False
-    return spec.specificationVersion > 0
+    return bool(spec.specificationVersion > 0)
 
 
 def _head(path: Path) -> bytes:

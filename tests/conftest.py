@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from ca_zoo import NEGATIVE, POSITIVE, ZooCase
@@ -22,6 +23,8 @@ from ca_export.report import ExportReport
 from ca_export.report.results import BenchConfig
 from ca_export.rewrites import DEFAULT_TARGET, RewriteResult, rewrite
 from ca_export.tracing import Traced, trace
+from ca_export.verify.metrics import Comparison, compare
+from ca_export.verify.tolerances import Tolerance, tolerance
 
 # One torch thread per xdist worker: two workers already use both cores, and torch's thread
 # pool spins when its threads find the cores busy (8 small forwards: 3.4 s with two threads
@@ -40,6 +43,36 @@ SMALL_SHAPES = {
 """The small input each sample model is exported at in the fast tests."""
 
 ZOO: dict[str, ZooCase] = {c.name: c for c in POSITIVE + NEGATIVE}
+
+EXACT = tolerance("float32", "torch")
+"""The per-block gate's row: a rewritten PyTorch program against the forward it replaces."""
+CPU_FP32 = tolerance("float32", "onnxruntime-cpu")
+"""An fp32 runtime on this CPU (ONNX Runtime, the NumPy MIL evaluator) against PyTorch. The
+gate judges the evaluator with the Core ML row, whose extra room is for Core ML's GPU."""
+
+
+def _arrays(value: object) -> list[np.ndarray]:
+    if isinstance(value, torch.Tensor):
+        return [value.detach().numpy()]
+    if isinstance(value, (tuple, list)):
+        return [a for item in value for a in _arrays(item)]
+    return [np.asarray(value)]
+
+
+def comparisons(want: object, got: object, tol: Tolerance = EXACT) -> list[Comparison]:
+    """``got`` judged against ``want`` under ``tol``, output by output (tensors, arrays, or
+    tuples and lists of them, flattened in order)."""
+    wants, gots = _arrays(want), _arrays(got)
+    assert len(wants) == len(gots), f"{len(gots)} outputs where {len(wants)} are expected"
+    return [
+        compare(f"output {i}", w, g, tol) for i, (w, g) in enumerate(zip(wants, gots, strict=True))
+    ]
+
+
+def assert_within(want: object, got: object, tol: Tolerance = EXACT) -> None:
+    """Every output of ``got`` meets ``tol`` against ``want``."""
+    failed = [c for c in comparisons(want, got, tol) if not c.passed]
+    assert not failed, failed
 
 
 ZOO_FACTORIES = """

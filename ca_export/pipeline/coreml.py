@@ -28,6 +28,7 @@ from ca_export.report import Check, ExportReport
 from ca_export.report.figures import ValueFigures
 from ca_export.rewrites import scale_upsamples
 from ca_export.rewrites.size_to_scale import multiple as exact_multiple
+from ca_export.tracing import output_arrays
 from ca_export.verify.coreml_gate import (
     Candidate,
     Judged,
@@ -36,7 +37,6 @@ from ca_export.verify.coreml_gate import (
     predict,
     reload_check,
 )
-from ca_export.verify.parity import output_arrays
 
 DEFAULT_HW_RANGE = (32, 1024)
 METADATA_FIELDS = ("author", "license", "version", "short_description")

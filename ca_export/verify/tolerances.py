@@ -81,6 +81,7 @@ and rel errors above 3.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -128,7 +129,7 @@ class Tolerance:
         return np.maximum(np.maximum(self.rel * scales, widened), self.floor * scale)
 
 
-_FP32 = {"noise_factor": 4.0, "floor": FP32_FLOOR}
+_FP32: dict[str, Any] = {"noise_factor": 4.0, "floor": FP32_FLOOR}
 
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("float32", "torch"): Tolerance(rel=1e-4, floor=FP32_FLOOR),

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from conftest import CPU_FP32
 
 import ca_export.rewrites as rewrites
 from ca_export.patterns import CABlock, GraphView
 from ca_export.rewrites.passes import Change, Pass
 from cli.main import cli
+from sample_models import CA_BLOCKS
 
 SMALL = ["--input-shape", "1,3,32,32"]
 
@@ -65,7 +68,7 @@ def test_inspect_json() -> None:
 def test_inspect_text_lists_blocks() -> None:
     result = run("inspect", "ca_segnet", "--input-shape", "1,3,64,64")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("3 CA block(s) in ca_segnet")
+    assert result.stdout.startswith(f"{CA_BLOCKS['ca_segnet']} CA block(s) in ca_segnet")
 
 
 def test_onnx_writes_file_report_and_summary(tmp_path: Path) -> None:
@@ -74,13 +77,16 @@ def test_onnx_writes_file_report_and_summary(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert out.is_file()
     data = json.loads(report.read_text())
-    assert data["parity"]["passed"] is True and data["parity"]["max_abs_err"] < 1e-3
+    assert data["parity"]["passed"] is True
+    assert data["parity"]["bounds"] == dataclasses.asdict(CPU_FP32)
     assert data["artifact"]["path"] == str(out)
-    assert all(b["rewritten"] for b in data["ca_blocks"]) and len(data["ca_blocks"]) == 3
+    assert all(b["rewritten"] for b in data["ca_blocks"])
+    assert len(data["ca_blocks"]) == CA_BLOCKS["seed_ca"]
     assert set(data["stages"]) >= {"load", "trace", "detect", "rewrite", "export", "gate"}
     for stage in ("[trace]", "[detect]", "[rewrite]", "[export]", "[simplify]", "[gate]"):
         assert stage in result.stderr
-    assert "CA blocks: 3 found, 3 rewritten" in result.stdout
+    blocks = CA_BLOCKS["seed_ca"]
+    assert f"CA blocks: {blocks} found, {blocks} rewritten" in result.stdout
     assert "nodes: " in result.stdout and "CA-only nodes (Transpose" in result.stdout
 
 
@@ -167,7 +173,7 @@ def test_user_bounds_on_export_are_applied_and_recorded(tmp_path: Path) -> None:
     )
     assert loose.exit_code == 0, loose.output
     bounds = json.loads(report.read_text())["parity"]["bounds"]
-    assert bounds["atol"] == 1 and bounds["user"] and bounds["rel"] == 3e-4
+    assert bounds["atol"] == 1 and bounds["user"] and bounds["rel"] == CPU_FP32.rel
     lossy = run(
         "onnx",
         "seed_ca",

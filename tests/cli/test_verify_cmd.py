@@ -102,6 +102,7 @@ def test_static_artifact_skips_other_shapes_and_never_passes_on_skips(seed_onnx:
 
 
 def test_user_tolerance_is_honoured(seed_onnx: Path) -> None:
+    """User bounds, not the table's: far below rounding fails, ten times the row passes."""
     assert run("verify", "seed_ca", str(seed_onnx), *SEED, "--rtol", "1e-12").exit_code == 1
     assert run("verify", "seed_ca", str(seed_onnx), *SEED, "--atol", "1e-12").exit_code == 1
     assert run("verify", "seed_ca", str(seed_onnx), *SEED, "--rtol", "1e-3").exit_code == 0

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import EXACT
 
 from ca_export.pipeline.coreml import CoreMLJob, export_coreml
 from ca_export.report import ExportReport, load, to_json
@@ -103,11 +104,13 @@ def test_compressed_package_holds_constexpr_ops_and_passes(mode: str, tiny: Any)
     assert report.checks["compression"].figures.values["constexpr_ops"] == {OPS[mode]: 2}
     mil = report.checks["mil_parity"].to_dict()
     assert mil["passed"]
+    # Against the PyTorch copy holding the package's own weights, the package is as close
+    # as a rewrite must be to its forward (the exact row's figure, stricter than Core ML's).
     if PRECISION[mode] == "fp16":
         assert mil["fp32_arithmetic"]["passed"]
-        assert mil["fp32_arithmetic"]["rel_err"] < 1e-4
+        assert mil["fp32_arithmetic"]["rel_err"] < EXACT.rel
     else:
-        assert report.parity.figures.max_rel_err < 1e-4
+        assert report.parity.figures.max_rel_err < EXACT.rel
     weights = report.checks["compressed_weights"].to_dict()
     assert weights["passed"] and weights["tolerance"] == f"{mode}-weights"
     assert (weights["weights_placed"], weights["factors_fitted"]) == (2, 0)

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import CPU_FP32, assert_within, comparisons
 from PIL import Image
 
 from ca_export.export.coreml import ImageInput, pixels
-from ca_export.verify.metrics import relative_error
 from ca_export.verify.mil.parity import mil_parity
 from ca_export.verify.mil.program import load_program, run_program
 from ca_export.verify.parity import GateResult
+from ca_export.verify.tolerances import tolerance
 from cli.main import cli
 from sample_models import build
 
@@ -74,9 +75,9 @@ def test_photo_through_the_package_matches_pytorch(packages: dict[str, Path]) ->
     got = run_program(load_program(packages["right"]), rgb)[0]
     with torch.no_grad():
         expected = build("seed_ca").eval()(_by_hand(rgb)).numpy()
-    assert relative_error(expected, got) < 1e-4
+    assert_within(expected, got, CPU_FP32)
     wrong = run_program(load_program(packages["wrong"]), rgb)[0]
-    assert relative_error(expected, wrong) > 1e-2
+    assert not any(c.passed for c in comparisons(expected, wrong, tolerance("float32", "coreml")))
 
 
 def test_parity_feeds_pixels_to_the_package_and_normalised_pixels_to_pytorch(

@@ -124,7 +124,7 @@ def test_clipping_calibration_fails_the_gate(lowered: dict[str, Any]) -> None:
     assert check["calibration"]["samples"] == 4
     assert check["inputs"][-1] == "tiny.npy[3]"
     (output,) = check["outputs"]
-    assert output["min_cosine"] < 0.5
+    assert output["min_cosine"] < 0.5, "falls apart (the table's int8 note), not near the bound"
     assert any(f.startswith("output: cosine") for f in check["failures"])
 
 
@@ -177,6 +177,7 @@ def test_verify_gates_a_lossy_file_and_skips_refused_shapes(
     (output,) = artifact["lossy"]["outputs"]
     (at_export,) = lowered[precision][1]["outputs"]
     assert output["rows"] == 8 and output["top1"] == at_export["top1"]
+    # The same files and inputs: equal up to ONNX Runtime's run-to-run summation order.
     assert output["min_cosine"] == pytest.approx(at_export["min_cosine"], abs=1e-6)
     assert sum(c["skipped"] is not None for c in artifact["cases"]) == 8
     suite = ET.fromstring(junit.read_text()).find("testsuite")

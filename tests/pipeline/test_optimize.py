@@ -25,6 +25,7 @@ import pytest
 import torch
 from ca_zoo import NEGATIVE, POSITIVE, ZooCase, seeded_input
 from click.testing import CliRunner
+from conftest import SMALL_SHAPES
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 from torch import nn
@@ -44,17 +45,12 @@ from ca_export.rewrites import ModelRewrite, rewrite_model
 from ca_export.verify.metrics import compare
 from ca_export.verify.tolerances import tolerance
 from cli.main import cli
-from sample_models import build
+from sample_models import CA_BLOCKS, build
 
 EXPORTERS = ("torchscript", "dynamo")
 ZOO: dict[str, ZooCase] = {c.name: c for c in POSITIVE + NEGATIVE}
-SAMPLES = {
-    "seed_ca": ((1, 3, 32, 32), 3),
-    "mobilenetv2_ca": ((1, 3, 64, 64), 16),
-    "mobilenext_ca": ((1, 3, 64, 64), 13),
-    "ca_segnet": ((1, 3, 64, 64), 3),
-}
-"""Per sample model: the export size and how many CA blocks it holds."""
+SAMPLES = {n: SMALL_SHAPES[n] for n in ("seed_ca", "mobilenetv2_ca", "mobilenext_ca", "ca_segnet")}
+"""Per sample model: the export size."""
 
 Exported = Callable[[str, str], Path]
 
@@ -66,7 +62,7 @@ def _module(name: str) -> nn.Module:
 
 
 def _shape(name: str) -> tuple[int, int, int, int]:
-    return ZOO[name].input_shape if name in ZOO else SAMPLES[name][0]
+    return ZOO[name].input_shape if name in ZOO else SAMPLES[name]
 
 
 @pytest.fixture(scope="session")
@@ -334,7 +330,7 @@ def test_sample_models_optimized(
     out = tmp_path / "out.onnx"
     report = optimize_onnx(OptimizeJob(source, out))
     assert report.passed, report.parity.figures
-    assert len(report.ca_blocks) == SAMPLES[name][1]
+    assert len(report.ca_blocks) == CA_BLOCKS[name]
     assert all(b.rewritten and not b.ca_only_nodes_after for b in report.ca_blocks)
     assert all(sum(b.ca_only_nodes_before.values()) >= 3 for b in report.ca_blocks)
     assert report.parity.figures.inputs == 3
@@ -343,7 +339,7 @@ def test_sample_models_optimized(
     assert [o.name for o in after.graph.output] == [o.name for o in before.graph.output]
     assert after.opset_import == before.opset_import
     meta = {p.key: p.value for p in after.metadata_props}
-    assert meta["ca_export.blocks_rewritten"] == str(SAMPLES[name][1])
+    assert meta["ca_export.blocks_rewritten"] == str(CA_BLOCKS[name])
 
 
 def test_gate_failure_writes_nothing(

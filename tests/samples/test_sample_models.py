@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from sample_models import REGISTRY, build
+from sample_models import CA_BLOCKS, REGISTRY, build
 from sample_models.calibration import seeded_input
 from sample_models.mobilenetv2 import CoordAtt
 from sample_models.mobilenext import MeanPoolCoordAtt
@@ -22,18 +22,17 @@ NAMES = sorted(REGISTRY)
 SQUARE = (64, 64)
 NON_SQUARE = (64, 96)
 
-CA_BLOCKS: dict[str, tuple[type[nn.Module], int]] = {
-    "seed_ca": (SeedCoordAtt, 3),
-    "mobilenetv2_ca": (CoordAtt, 16),
-    "mobilenetv2": (CoordAtt, 0),
-    "mobilenext_ca": (MeanPoolCoordAtt, 13),
-    "ca_segnet": (HardsigmoidCoordAtt, 3),
-    "yolo_ca": (YoloCoordAtt, 4),
-    "yolo_cls_ca": (YoloCoordAtt, 2),
-    "yolov5_ca": (CoordAtt, 3),
+CA_CLASS: dict[str, type[nn.Module]] = {
+    "seed_ca": SeedCoordAtt,
+    "mobilenetv2_ca": CoordAtt,
+    "mobilenetv2": CoordAtt,
+    "mobilenext_ca": MeanPoolCoordAtt,
+    "ca_segnet": HardsigmoidCoordAtt,
+    "yolo_ca": YoloCoordAtt,
+    "yolo_cls_ca": YoloCoordAtt,
+    "yolov5_ca": CoordAtt,
 }
-"""Per model: its CA block class and how many it holds (MobileNetV2: one per expanded block;
-``mobilenetv2`` is the no-CA baseline)."""
+"""Per model: its CA block class (``mobilenetv2`` is the no-CA baseline: none of them)."""
 
 GATE_CONVS: dict[type[nn.Module], tuple[str, str]] = {
     SeedCoordAtt: ("xfc", "yfc"),
@@ -197,14 +196,17 @@ def test_output_depends_on_input(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_ca_block_count(name: str) -> None:
-    cls, count = CA_BLOCKS[name]
-    assert len(_ca_blocks(_built(name), cls)) == count
+    assert len(_ca_blocks(_built(name), CA_CLASS[name])) == CA_BLOCKS[name]
+
+
+def test_every_sample_has_a_block_count() -> None:
+    assert set(CA_BLOCKS) == set(REGISTRY)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_ca_gates_not_saturated(name: str) -> None:
     model = _built(name)
-    cls, _ = CA_BLOCKS[name]
+    cls = CA_CLASS[name]
     pre_gates: list[torch.Tensor] = []
     handles = [
         getattr(block, attr).register_forward_hook(lambda _m, _i, out: pre_gates.append(out))
@@ -217,7 +219,7 @@ def test_ca_gates_not_saturated(name: str) -> None:
     finally:
         for handle in handles:
             handle.remove()
-    assert len(pre_gates) == 2 * CA_BLOCKS[name][1]
+    assert len(pre_gates) == 2 * CA_BLOCKS[name]
     for pre in pre_gates:
         assert (pre.abs() < 3).float().mean() > MIN_UNSATURATED
 

@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxsim
 import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner, Result
+from conftest import CPU_FP32, assert_within
 from onnx import TensorProto, helper
 from onnx.shape_inference import InferenceError
 from torch import nn
@@ -35,7 +35,7 @@ from ca_export.pipeline import OnnxJob, export_onnx
 from ca_export.pipeline.optimize import OptimizeJob, optimize_onnx
 from ca_export.tracing import trace
 from cli.main import cli
-from sample_models import build
+from sample_models import CA_BLOCKS, build
 from sample_models.yolo import CoordAtt, YoloCA
 
 SHAPE = (1, 3, 64, 64)
@@ -139,7 +139,7 @@ def test_detector_onnx_export_passes_gate(dynamic: bool, tmp_path: Path) -> None
         warnings.simplefilter("ignore")
         report = export_onnx(OnnxJob("yolo_ca", out, None, SHAPE, dynamic=dynamic))
     assert report.parity.ok and out.exists()
-    assert [b.rewritten for b in report.ca_blocks] == [True] * 4
+    assert [b.rewritten for b in report.ca_blocks] == [True] * CA_BLOCKS["yolo_ca"]
 
 
 # ----------------------------------------------------------------- optimize on legacy exports
@@ -303,11 +303,11 @@ def test_custom_domain_op_is_the_reason(legacy: Legacy, tmp_path: Path) -> None:
     source = _custom_op_file(legacy, tmp_path)
     report = optimize_onnx(OptimizeJob(source, tmp_path / "out.onnx"))
     assert report.ca_blocks == []
-    assert len(report.skipped) == 4
+    assert len(report.skipped) == CA_BLOCKS["yolo_ca"]
     assert all("custom domain 'com.microsoft' (QuickGelu)" in s["reason"] for s in report.skipped)
     result = CliRunner().invoke(cli, ["optimize", str(source), "-o", str(tmp_path / "o.onnx")])
     assert result.exit_code == 0
-    assert result.output.count("custom domain 'com.microsoft'") == 4
+    assert result.output.count("custom domain 'com.microsoft'") == CA_BLOCKS["yolo_ca"]
 
 
 def test_dynamic_kept_static_when_a_pool_shape_is_unknown(legacy: Legacy, tmp_path: Path) -> None:
@@ -315,7 +315,7 @@ def test_dynamic_kept_static_when_a_pool_shape_is_unknown(legacy: Legacy, tmp_pa
     for 64x64 cannot be told, so H/W stay static and the reason names the op."""
     source = _custom_op_file(legacy, tmp_path, where="/stage5.3/cv1/")
     report = optimize_onnx(OptimizeJob(source, tmp_path / "out.onnx", dynamic=True))
-    assert len(report.ca_blocks) == 4 and report.passed
+    assert len(report.ca_blocks) == CA_BLOCKS["yolo_ca"] and report.passed
     assert not report.dynamic["applied"]
     assert "cannot tell whether MaxPool" in report.dynamic["reason"]
     assert "custom domain 'com.microsoft' (QuickGelu)" in report.dynamic["reason"]
@@ -332,10 +332,10 @@ def test_shape_inference_failure_is_reported(
     view = OnnxView(raw)
     assert view.shape_error is not None and "op_type:Split" in view.shape_error
     blocks, rejections = find(view)
-    assert blocks == [] and len(rejections) == 4
+    assert blocks == [] and len(rejections) == CA_BLOCKS["yolo_ca"]
     assert all("shape inference failed: [ShapeInferenceError]" in r.reason for r in rejections)
     report = optimize_onnx(OptimizeJob(legacy("yolo_ca", 12, False), tmp_path / "out.onnx"))
-    assert len(report.ca_blocks) == 4, "the folder's per-node shapes stand in"
+    assert len(report.ca_blocks) == CA_BLOCKS["yolo_ca"], "the folder's per-node shapes stand in"
     assert any("ONNX shape inference failed" in w for w in report.warnings)
     assert report.passed
 
@@ -352,7 +352,7 @@ def test_optimized_legacy_detector_matches_pytorch(legacy: Legacy, tmp_path: Pat
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     for want, have in zip([predictions, *maps], got, strict=True):
-        np.testing.assert_allclose(have, want.numpy(), rtol=1e-4, atol=1e-4)
+        assert_within(want, have, CPU_FP32)
 
 
 # ----------------------------------------------------------------- a fork-style repo

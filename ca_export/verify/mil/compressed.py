@@ -35,10 +35,10 @@ from torch import nn
 from torch.export import ExportedProgram
 
 from ca_export.export.coreml_compress import CONSTEXPR_OPS
-from ca_export.tracing import trace
+from ca_export.tracing import output_arrays, trace
 from ca_export.verify.metrics import Comparison, compare
 from ca_export.verify.mil.program import MilProgram
-from ca_export.verify.parity import CaseResult, GateResult, output_arrays
+from ca_export.verify.parity import CaseResult, GateResult
 from ca_export.verify.tolerances import tolerance
 
 FIT = 0.5

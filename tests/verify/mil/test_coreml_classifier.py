@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import CPU_FP32, assert_within
 
 from ca_export.tracing import example_input
 from ca_export.verify.mil.program import evaluate, load_program, run_program
@@ -62,7 +63,7 @@ def test_classifier_scores_and_label_match_pytorch(packages: dict[str, Path]) ->
     assert program.classes == LABELS
     assert outputs["classLabel"] == LABELS[int(np.argmax(expected))]
     (scores,) = run_program(program, x.numpy())
-    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
+    assert_within(expected, scores, CPU_FP32)
 
 
 def test_verify_compares_a_classifier_numerically(packages: dict[str, Path]) -> None:

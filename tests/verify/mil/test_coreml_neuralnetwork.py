@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import CPU_FP32, assert_within
 
 from ca_export.export.coreml import pixels
 from ca_export.verify.mil.network import LAYERS, NetworkProgram
@@ -64,7 +64,7 @@ def test_layers_match_pytorch(models: dict[str, Path]) -> None:
     with torch.no_grad():
         expected = build("seed_ca").eval()(x).numpy()
     (scores,) = run_program(program, rgb.numpy())
-    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
+    assert_within(expected, scores, CPU_FP32)
 
 
 @pytest.mark.parametrize("name", ["right", "image"])

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from ca_export.verify.mil.localize import localize_mil, module_exits
 from ca_export.verify.mil.program import load_program
+from ca_export.verify.tolerances import tolerance
 from cli.main import cli
 from sample_models import build
 
@@ -60,6 +61,8 @@ def test_verify_names_the_first_diverging_module(package: Path) -> None:
 def test_the_right_model_diverges_nowhere(package: Path) -> None:
     model = build("seed_ca").eval()
     x = torch.randn(1, 3, 32, 32)
-    found = localize_mil(model, load_program(package), x.numpy(), x, 1e-3, set())
+    found = localize_mil(
+        model, load_program(package), x.numpy(), x, tolerance("float32", "coreml").rel, set()
+    )
     assert found.first_divergence is None and len(found.layers) >= 10
     assert module_exits(model, (1, 3, 32, 32))["stages.3.yfc"]
