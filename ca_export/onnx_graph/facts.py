@@ -115,7 +115,7 @@ class GraphFacts:
                 return None
             dims = np.array(shape, dtype=np.int64)
             start, end = attr(node, "start", 0), attr(node, "end", len(dims))
-            return dims[start:end]  # type: ignore[misc]
+            return dims[start:end]
         if node.op_type not in SHAPE_ARITHMETIC or len(node.outputs) != 1:
             return None
         present = [i for i in node.inputs if i is not None]
@@ -171,7 +171,7 @@ def _run_node(
 
     try:
         evaluator = ReferenceEvaluator(ir.serde.serialize_node(node), opsets={"": opset})
-        feeds = {v.name: x for v, x in zip(inputs, values, strict=True)}
+        feeds = {str(v.name): x for v, x in zip(inputs, values, strict=True)}
         (out,) = evaluator.run(None, feeds)
     except Exception:
         return None

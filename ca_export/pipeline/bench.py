@@ -14,12 +14,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ca_export.bench import BenchConfig, BenchProgress, BenchReport, bench, no_progress
+from ca_export.bench import BenchProgress, bench, no_progress
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.pipeline.common import Progress, quiet
 from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
 from ca_export.pipeline.onnx import OnnxJob, export_onnx
 from ca_export.report import ExportReport
+from ca_export.report.results import BenchConfig, BenchReport
 from ca_export.rewrites import TARGETS
 
 

@@ -264,14 +264,16 @@ KINDS: dict[str, type[Any]] = {
 
 def figures_to_dict(figures: Figures) -> dict[str, Any]:
     """The JSON form: ``kind``, then the figures' fields."""
-    return {"kind": figures.kind} | CONVERTER.unstructure(figures)
+    fields: dict[str, Any] = CONVERTER.unstructure(figures)
+    return {"kind": figures.kind} | fields
 
 
 def figures_from_dict(data: dict[str, Any]) -> Figures:
     """The figures of a JSON form written by ``figures_to_dict`` (other keys ignored)."""
     cls = KINDS[data["kind"]]
     names = {f.name for f in dataclasses.fields(cls)}
-    return CONVERTER.structure({k: v for k, v in data.items() if k in names}, cls)
+    figures: Figures = CONVERTER.structure({k: v for k, v in data.items() if k in names}, cls)
+    return figures
 
 
 CONVERTER.register_structure_hook(Figures, lambda data, _: figures_from_dict(data))

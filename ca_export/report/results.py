@@ -380,4 +380,6 @@ def load(data: dict[str, Any]) -> ExportReport | OptimizeReport | VerifyReport |
     kind = data.get("kind")
     if kind not in REPORTS:
         raise ValueError(f"not a ca-export report: kind {kind!r}, schema {data.get('schema')!r}")
-    return REPORTS[kind].from_dict(data)
+    report: ExportReport | OptimizeReport | VerifyReport | BenchReport
+    report = REPORTS[kind].from_dict(data)
+    return report

@@ -246,6 +246,9 @@ def _weight_loss(candidate: Candidate, weights: CompressedCopy | None) -> Check:
         len(inputs),
         tolerance=weights.key,
         min_top1=min(top1, default=None),
-        **weights.summary(),
+        format=weights.key,
+        weights_placed=weights.matched,
+        factors_fitted=weights.fitted,
+        weights_unmatched=weights.unmatched,
     )
     return Check.judged("compressed_weights", gate.passed, figures)

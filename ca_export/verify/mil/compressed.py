@@ -152,15 +152,6 @@ class CompressedCopy:
             for name, ref, out in zip(names, expected, outputs, strict=True)
         ]
 
-    def summary(self) -> dict[str, object]:
-        """How the decompressed weights were placed into the copy."""
-        return {
-            "format": self.key,
-            "weights_placed": self.matched,
-            "factors_fitted": self.fitted,
-            "weights_unmatched": self.unmatched,
-        }
-
 
 def weight_loss(
     weights: CompressedCopy,
