@@ -118,12 +118,10 @@ record_error() {
 verify_one() {
   local artifact="$1" base
   base=$(report_base "$artifact")
-  rm -f "$base.xml" "$base.md" "$base.log"
-  # HTML report: empty until `ca-export verify` has --html; then html=(--html "$base.html").
-  local html=()
+  rm -f "$base.xml" "$base.md" "$base.html" "$base.log"
   set +e
   ca-export verify "$model" "$artifact" ${options[@]+"${options[@]}"} \
-    --junit "$base.xml" --markdown "$base.md" ${html[@]+"${html[@]}"} 2>&1 | tee "$base.log"
+    --junit "$base.xml" --markdown "$base.md" --html "$base.html" 2>&1 | tee "$base.log"
   code=$?
   set -e
   if [ "$code" -ne 0 ] && [ ! -f "$base.xml" ]; then

@@ -111,7 +111,14 @@ def test_each_artifact_gets_its_own_run_with_the_inputs(
     ]
     out = "ca-export-verify"
     reports = [
-        ["--junit", f"{out}/models_{name}.xml", "--markdown", f"{out}/models_{name}.md"]
+        [
+            "--junit",
+            f"{out}/models_{name}.xml",
+            "--markdown",
+            f"{out}/models_{name}.md",
+            "--html",
+            f"{out}/models_{name}.html",
+        ]
         for name in ("a.onnx", "b.onnx", "c.pte")
     ]
     assert calls(calls_file) == [
@@ -253,6 +260,7 @@ def test_right_artifacts_pass_with_junit_and_summary(seed_artifacts: tuple[Path,
     assert junit_counts(out / "seed_dyn.onnx.xml") == (9, 0, 6)
     assert summary.read_text().count("### ca-export verify: seed_ca — passed") == 2
     assert (out / "seed_dyn.onnx.md").read_text() in summary.read_text()
+    assert (out / "seed.onnx.html").read_text().startswith("<!DOCTYPE html>")
 
 
 @pytest.mark.slow
@@ -273,6 +281,7 @@ def test_one_wrong_artifact_fails_the_job_and_still_reports(
     out = folder / "wrong"
     assert junit_counts(out / "seed.onnx.xml") == (3, 0, 0)
     assert junit_counts(out / "seed_wrong.onnx.xml") == (3, 3, 0)
+    assert (out / "seed_wrong.onnx.html").read_text().startswith("<!DOCTYPE html>")
     text = summary.read_text()
     assert "### ca-export verify: seed_ca — passed" in text
     assert "### ca-export verify: seed_ca — FAILED" in text
