@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 from torch.export import ExportedProgram
@@ -21,6 +22,7 @@ from ca_export.patterns import CABlock, find
 from ca_export.report import BlockReport, Check, ExportReport, InspectReport, gate_summary
 from ca_export.rewrites import DEFAULT_TARGET, form_of, rewrite
 from ca_export.tracing import Traced, guard_memory, trace
+from ca_export.verify.accuracy import DEFAULT_MAX_DROP, EvalSet, read_eval_set
 from ca_export.verify.parity import GateResult, block_gate
 
 Progress = Callable[[str], None]
@@ -118,11 +120,34 @@ def inspect_model(
 @dataclass(frozen=True)
 class GateOptions:
     """What the user set of the gates: ``--rtol`` and ``--atol`` (see
-    ``verify.tolerances.user_tolerance``) and ``--allow-unverified``."""
+    ``verify.tolerances.user_tolerance``), ``--allow-unverified``, and the labelled set of
+    the accuracy gate with its bound (``--eval-data``, ``--max-accuracy-drop``; see
+    ``verify.accuracy``)."""
 
     rtol: float | None = None
     atol: float | None = None
     allow_unverified: bool = False
+    eval_data: Path | None = None
+    max_accuracy_drop: float | None = None
+
+    def eval_set(self, input_shape: tuple[int, int, int, int]) -> EvalSet | None:
+        """The labelled set, read (bad input exits 2 before any work), or None."""
+        if self.eval_data is None:
+            if self.max_accuracy_drop is not None:
+                raise BadInputError("--max-accuracy-drop needs --eval-data DIR")
+            return None
+        return read_eval_set(self.eval_data, input_shape)
+
+    @property
+    def max_drop(self) -> float:
+        """The accuracy gate's bound in top-1 points."""
+        return DEFAULT_MAX_DROP if self.max_accuracy_drop is None else self.max_accuracy_drop
+
+    def eval_files(self) -> list[Path]:
+        """The files of the labelled set (for the output clash check)."""
+        if self.eval_data is None or not self.eval_data.is_dir():
+            return []
+        return [p for d in self.eval_data.iterdir() if d.is_dir() for p in d.iterdir()]
 
     @property
     def bounds(self) -> tuple[float | None, float | None]:
@@ -150,7 +175,7 @@ class ModelJob:
 
     def reads(self) -> list[Path]:
         """The files this job reads."""
-        return model_files(self.model, self.weights)
+        return model_files(self.model, self.weights) + self.gates.eval_files()
 
     def other_shapes(self) -> list[tuple[tuple[int, int, int, int], str]]:
         """Input shapes the run evaluates besides ``input_shape`` that the user chose, with
@@ -158,7 +183,9 @@ class ModelJob:
         return []
 
     def prepare(self, stage: Stages, report: ExportReport, form: str = "onnx") -> Prepared:
-        """Load, trace, find blocks and rewrite them into ``form``, as this job asks."""
+        """Read the labelled set, if any; load, trace, find blocks and rewrite them into
+        ``form``, as this job asks."""
+        eval_set = self.gates.eval_set(self.input_shape)
         prepared = prepare(
             self.model,
             self.weights,
@@ -175,6 +202,7 @@ class ModelJob:
             self.other_shapes(),
         )
         prepared.gates = self.gates
+        prepared.eval_set = eval_set
         return prepared
 
 
@@ -188,6 +216,13 @@ class Prepared:
     blocks: list[CABlock]
     program: ExportedProgram
     gates: GateOptions = field(default_factory=GateOptions)
+    eval_set: EvalSet | None = None
+    """The labelled set of ``--eval-data``: the accuracy gate's data, and real inputs of
+    the lossy gates."""
+
+    def real_inputs(self) -> list[tuple[str, np.ndarray]]:
+        """Samples of the labelled set for the lossy agreement gates (none without one)."""
+        return [] if self.eval_set is None else self.eval_set.picks()
 
     @property
     def square_only(self) -> bool:

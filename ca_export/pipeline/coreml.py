@@ -19,11 +19,13 @@ from ca_export.export import coreml as coreml_export
 from ca_export.export import coreml_compress
 from ca_export.export.coreml import ImageInput, InputSpec, Target
 from ca_export.files import Output, guard, publish, scratch
+from ca_export.pipeline.accuracy import accuracy_stage
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet
 from ca_export.report import Check, ExportReport, Verdict, gate_check
 from ca_export.rewrites.size_to_scale import size_to_scale
 from ca_export.tracing import example_input
 from ca_export.verify.coreml_prediction import prediction_gate
+from ca_export.verify.mil.artifact import open_mil
 from ca_export.verify.mil.compressed import CompressedCopy, compressed_copy, weight_loss
 from ca_export.verify.mil.fp32_arithmetic import fp32_arithmetic_parity, twin_function
 from ca_export.verify.mil.ops import Unsupported
@@ -100,6 +102,11 @@ def validate(job: CoreMLJob) -> None:
         )
     _validate_sizes(job)
     _validate_compress(job)
+    if job.image is not None and job.gates.eval_data is not None:
+        raise BadInputError(
+            "--eval-data feeds the model's own inputs; it does not apply to --image-input "
+            "(verify the fp32-input package with --eval-data instead)"
+        )
     if job.image is not None and (job.input_shape[0] != 1 or job.input_shape[1] != 3):
         raise BadInputError("an image input is one RGB image: --input-shape must be 1,3,H,W")
     guard(job.reads(), job.writes())
@@ -220,6 +227,11 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
             )
             if job.compress:
                 _weight_loss(report, weights, prepared, spec, multiple)
+        parity_ok = report.checks["mil_parity"].ok
+        if parity_ok and prepared.eval_set is not None:
+            artifact = open_mil(temporary)
+            name = f"Core ML {target.precision}" + (f" {job.compress}" if job.compress else "")
+            accuracy_stage(prepared, artifact.run, name, report, stage)
         if coreml_export.CAN_PREDICT:
             with stage("predict"):
                 _predict(

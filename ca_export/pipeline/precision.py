@@ -1,9 +1,10 @@
 """The post-emit precision stage of ``onnx`` and ``optimize``: fp16 or int8, behind the lossy gate.
 
 It runs on the fp32 model only after that model passed its exact gates, converts it
-(``export.precision``) and judges the result against the fp32 reference on 8 seeded
-inputs, up to 8 calibration samples and, for a dynamic export, the exact gate's inputs at
-its other sizes (``verify.lossy``). The reference is the PyTorch model for ``onnx`` and the
+(``export.precision``) and judges the result against the fp32 reference on real inputs
+first (up to 8 calibration samples, and 8 samples spread over ``--eval-data``), then 8
+seeded inputs and, for a dynamic export, the exact gate's inputs at its other sizes
+(``verify.lossy``). The reference is the PyTorch model for ``onnx`` and the
 input file, run in ONNX Runtime, for ``optimize``. The report's ``precision`` check
 states the method, the inputs, the bounds and each output's figures.
 """
@@ -87,10 +88,10 @@ def lower_precision(
     """Convert the gated fp32 ``model`` and gate it against the PyTorch model; add the
     ``precision`` check to ``report``."""
     traced = prepared.traced
-    extra = []
+    extra = prepared.real_inputs()
     if traced.dynamic:
         others = gate_inputs(traced, input_shape, prepared.square_only)[len(SEEDS) :]
-        extra = [(f"seed {s} at {_dims(x.shape)}", x.numpy()) for s, x in others]
+        extra += [(f"seed {s} at {_dims(x.shape)}", x.numpy()) for s, x in others]
     io = (traced.input_names[0], traced.output_names)
     reference = (torch_runner(prepared.module), "PyTorch fp32")
     request = dataclasses.replace(request, bounds=prepared.gates.bounds)
@@ -164,8 +165,8 @@ def convert_and_gate(
             )
         onnx_export.check(lowered)
     with stage("lossy gate"):
-        inputs = [(f"seed {s}", example_input(input_shape, s).numpy()) for s in GATE_SEEDS]
-        inputs += samples[:GATE_CALIBRATION] + extra
+        seeded = [(f"seed {s}", example_input(input_shape, s).numpy()) for s in GATE_SEEDS]
+        inputs = samples[:GATE_CALIBRATION] + extra + seeded
         session = cpu_session(lowered, "the lowered model", error=CheckFailedError)
 
         def run(x: np.ndarray) -> list[np.ndarray]:

@@ -227,6 +227,8 @@ def render_verify(report: VerifyReport) -> str:
             lines.append(f"  lossy gate: {first}")
             lines += [f"    {line}" for line in outputs]
             lines += [f"  failed: {line}" for line in artifact.lossy.failures()]
+        if artifact.accuracy is not None:
+            lines += [f"  {line}" for line in _check_lines(artifact.accuracy)]
         loc = artifact.localization
         if loc is not None:
             if loc.first_divergence:
