@@ -312,8 +312,10 @@ calibration_option = click.option(
 keep_fp32_option = click.option(
     "--keep-fp32",
     multiple=True,
-    metavar="MODULE",
-    help="With int8: keep the nodes of this module (e.g. features.0) in fp32; repeatable.",
+    metavar="MODULE|auto",
+    help="With int8: keep the nodes of this module (e.g. features.0) in fp32; repeatable. "
+    "'auto': keep the fewest modules, most sensitive first, that bring int8 within the "
+    "gate's bounds (and --max-accuracy-drop on --eval-data).",
 )
 
 

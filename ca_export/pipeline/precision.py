@@ -12,6 +12,7 @@ states the method, the inputs, the bounds and each output's figures.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ import onnx
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import onnx as onnx_export
 from ca_export.export import precision as convert
+from ca_export.pipeline import keep_auto
 from ca_export.pipeline.common import Prepared, Stages
 from ca_export.report import Check, ExportReport, Verdict
 from ca_export.tracing import example_input
+from ca_export.verify.accuracy import DEFAULT_MAX_DROP, EvalSet, measure
 from ca_export.verify.lossy import (
     GATE_SEEDS,
     LossyGate,
@@ -33,10 +36,13 @@ from ca_export.verify.lossy import (
     lossy_gate,
     torch_runner,
 )
+from ca_export.verify.lossy import judge as judge_outputs
 from ca_export.verify.parity import SEEDS, gate_inputs
 from ca_export.verify.runtime import cpu_session
-from ca_export.verify.tolerances import tolerance, user_tolerance
+from ca_export.verify.tolerances import Tolerance, tolerance, user_tolerance
 
+AUTO = "auto"
+"""``--keep-fp32 auto``: find the modules to keep (``pipeline.keep_auto``)."""
 GATE_CALIBRATION = 8
 """At most this many calibration samples (the first, by file name) join the gate's inputs."""
 BACKEND = "onnxruntime-cpu"
@@ -59,6 +65,14 @@ class PrecisionRequest:
     calibration: Path | None = None
     keep_fp32: tuple[str, ...] = ()
     bounds: tuple[float | None, float | None] = (None, None)
+    eval_set: EvalSet | None = None
+    """The labelled set ``--keep-fp32 auto`` judges accuracy on, with ``max_drop``."""
+    max_drop: float = DEFAULT_MAX_DROP
+
+    @property
+    def auto(self) -> bool:
+        """Whether the modules kept fp32 are to be found (``--keep-fp32 auto``)."""
+        return self.keep_fp32 == (AUTO,)
 
     def check(self) -> None:
         """Refuse options that do not fit together (exit 2)."""
@@ -68,6 +82,8 @@ class PrecisionRequest:
             raise BadInputError("--calibration and --keep-fp32 need --precision fp16 or int8")
         if self.precision == "fp16" and self.keep_fp32:
             raise BadInputError("--keep-fp32 applies to --precision int8")
+        if AUTO in self.keep_fp32 and not self.auto:
+            raise BadInputError("--keep-fp32 auto finds the modules itself; give no others")
 
     def samples(self, input_shape: tuple[int, int, int, int]) -> list[tuple[str, np.ndarray]]:
         """The calibration samples of the folder, or none without one (read before any work)."""
@@ -94,7 +110,12 @@ def lower_precision(
         extra += [(f"seed {s} at {_dims(x.shape)}", x.numpy()) for s, x in others]
     io = (traced.input_names[0], traced.output_names)
     reference = (torch_runner(prepared.module), "PyTorch fp32")
-    request = dataclasses.replace(request, bounds=prepared.gates.bounds)
+    request = dataclasses.replace(
+        request,
+        bounds=prepared.gates.bounds,
+        eval_set=prepared.eval_set,
+        max_drop=prepared.gates.max_drop,
+    )
     lowered, check, warnings = convert_and_gate(
         request, model, io, reference, input_shape, samples, extra, stage
     )
@@ -147,6 +168,9 @@ def convert_and_gate(
         "reference": reference[1],
     }
     warnings = []
+    seeded = [(f"seed {s}", example_input(input_shape, s).numpy()) for s in GATE_SEEDS]
+    inputs = samples[:GATE_CALIBRATION] + extra + seeded
+    tol = user_tolerance(tolerance(request.precision, BACKEND), *request.bounds)
     with stage(request.precision):
         if request.precision == "fp16":
             lowered = convert.to_fp16(model)
@@ -156,29 +180,75 @@ def convert_and_gate(
                 warnings.append(SEEDED_WARNING.format(n=len(calibration)))
             source = str(request.calibration) if samples else "seeded random inputs"
             check["calibration"] = {"source": source, "samples": len(calibration)}
+            arrays = [x for _, x in calibration]
+
+            def quantize(keep: Sequence[str]) -> onnx.ModelProto:
+                return convert.to_int8(model, input_name, arrays, keep)
+
+            keep = list(request.keep_fp32)
+            if request.auto:
+                judge = _judge(request, reference[0], io, inputs, tol)
+                found = keep_auto.search(model, quantize, judge)
+                keep = found.kept
+                check["keep_fp32_auto"] = found.to_dict()
+                check["lines_auto"] = found.lines()
             check["kept_fp32"] = {
-                "modules": list(request.keep_fp32),
-                "nodes": len(convert.fp32_nodes(model, request.keep_fp32)),
+                "modules": keep,
+                "nodes": len(convert.fp32_nodes(model, keep)),
             }
-            lowered = convert.to_int8(
-                model, input_name, [x for _, x in calibration], request.keep_fp32
-            )
+            lowered = quantize(keep)
         onnx_export.check(lowered)
     with stage("lossy gate"):
-        seeded = [(f"seed {s}", example_input(input_shape, s).numpy()) for s in GATE_SEEDS]
-        inputs = samples[:GATE_CALIBRATION] + extra + seeded
-        session = cpu_session(lowered, "the lowered model", error=CheckFailedError)
-
-        def run(x: np.ndarray) -> list[np.ndarray]:
-            return session.run(output_names, {input_name: x})
-
-        tol = user_tolerance(tolerance(request.precision, BACKEND), *request.bounds)
+        run = _ort_runner(lowered, io)
         runner = reference[0]
         gate = lossy_gate(runner, run, output_names, inputs, request.precision, BACKEND, tol)
     check |= _summary(gate, reference[1])
+    check["lines"] = check.pop("lines_auto", []) + check["lines"]
     check["fp32_bytes"] = model.ByteSize()
     check["bytes"] = lowered.ByteSize()
     return lowered, Check.judged("precision", gate.passed, check), warnings
+
+
+def _ort_runner(model: onnx.ModelProto, io: tuple[str, list[str]]) -> Runner:
+    """``model`` in ONNX Runtime as a runner of its input ``io[0]`` and outputs ``io[1]``."""
+    session = cpu_session(model, "the lowered model", error=CheckFailedError)
+    input_name, output_names = io
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        return session.run(output_names, {input_name: x})
+
+    return run
+
+
+def _judge(
+    request: PrecisionRequest,
+    reference: Runner,
+    io: tuple[str, list[str]],
+    inputs: list[tuple[str, np.ndarray]],
+    tol: Tolerance,
+) -> keep_auto.Judge:
+    """The verdict ``--keep-fp32 auto`` searches on: the lossy gate on ``inputs`` and, with
+    a labelled set and a classifier output, the accuracy drop; the reference's outputs are
+    computed once."""
+    references = [reference(x) for _, x in inputs]
+    labels = [n for n, _ in inputs]
+    eval_set = request.eval_set
+
+    def judge(lowered: onnx.ModelProto) -> keep_auto.Score:
+        run = _ort_runner(lowered, io)
+        actuals = [run(x) for _, x in inputs]
+        gate = judge_outputs(references, actuals, io[1], labels, "int8", BACKEND, tol)
+        cosine = min(o.min_cosine for o in gate.outputs)
+        text = f"lossy gate {'passed' if gate.passed else 'failed'}, min cosine {cosine:.4f}"
+        if eval_set is None:
+            return keep_auto.Score(gate.passed, cosine, text)
+        accuracy = measure(reference, run, eval_set, io[1], request.max_drop)
+        if accuracy is None:
+            return keep_auto.Score(gate.passed, cosine, text)
+        text += f", top-1 {100 * accuracy.top1:.2f} % (drop {accuracy.drop:.2f} points)"
+        return keep_auto.Score(gate.passed and accuracy.passed, -accuracy.drop, text)
+
+    return judge
 
 
 def not_run(request: PrecisionRequest, report: ExportReport) -> None:

@@ -1,0 +1,128 @@
+"""``--keep-fp32 auto``: the fewest modules kept in fp32 that bring int8 within bounds.
+
+As NNCF's accuracy-control mode does (``quantize_with_accuracy_control``): quantize
+everything and judge it; if it fails, measure each candidate module's sensitivity once
+(the model quantized with only that module kept in fp32, judged the same way), then keep
+candidates in fp32 in order of sensitivity, most helpful first, re-quantizing and judging
+after each, until the result passes or every candidate is kept.
+
+The judge is the one the final gate applies: the lossy agreement gate on the gate's
+inputs, and, with a labelled set (``--eval-data``) and a classifier output, the accuracy
+drop within ``--max-accuracy-drop``. A candidate's figure is its accuracy drop where
+there is one, else the smallest cosine of its outputs against the fp32 reference.
+
+Candidates are the model's top-level modules, each top-level container with more than
+``SPLIT`` children split into its children (``features.0`` ... ``features.17`` of a
+MobileNetV2), as the exporter's module scopes name them. NNCF itself is not used: it
+quantizes through its own OpenVINO-oriented graph, not ONNX Runtime's QDQ quantizer that
+``--precision int8`` ships.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from ca_export.export.onnx import scopes
+
+SPLIT = 3
+"""A top-level module with more children than this is split into its children."""
+
+
+@dataclass(frozen=True)
+class Score:
+    """One quantized model's verdict and the figure candidates are ranked by (higher is
+    better), with a line saying what was measured."""
+
+    passed: bool
+    value: float
+    text: str
+
+
+Judge = Callable[[onnx.ModelProto], Score]
+Quantize = Callable[[Sequence[str]], onnx.ModelProto]
+
+
+@dataclass
+class Search:
+    """What the search measured: the first try, each candidate's sensitivity, each step."""
+
+    kept: list[str] = field(default_factory=list)
+    full: str = ""
+    sensitivity: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    passed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Report data."""
+        return {
+            "kept": self.kept,
+            "all_int8": self.full,
+            "sensitivity": self.sensitivity,
+            "steps": self.steps,
+            "passed": self.passed,
+        }
+
+    def lines(self) -> list[str]:
+        """The search as report lines."""
+        lines = [f"--keep-fp32 auto: every node int8: {self.full}"]
+        if self.sensitivity:
+            ranked = ", ".join(f"{s['module']} {s['value']:.4g}" for s in self.sensitivity)
+            lines.append(f"  sensitivity (figure with only that module fp32): {ranked}")
+        lines += [f"  kept {', '.join(s['kept'])}: {s['score']}" for s in self.steps]
+        verdict = "within bounds" if self.passed else "not within bounds with every candidate"
+        lines.append(f"  kept fp32: {', '.join(self.kept) or 'nothing'} ({verdict})")
+        return lines
+
+
+def candidates(model: onnx.ModelProto) -> list[str]:
+    """The modules to try keeping in fp32, in graph order."""
+    children: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        found = scopes(node)
+        if len(found) < 3:
+            continue
+        top = found[1]
+        child = found[2] if len(found) > 3 and found[2].startswith(top + ".") else None
+        names = children.setdefault(top, [])
+        if child is not None and child not in names:
+            names.append(child)
+    result: list[str] = []
+    for top, names in children.items():
+        result += names if len(names) > SPLIT else [top]
+    return result
+
+
+def search(model: onnx.ModelProto, quantize: Quantize, judge: Judge) -> Search:
+    """Find the modules to keep in fp32 (see the module docstring)."""
+    found = Search()
+    first = judge(quantize([]))
+    found.full = first.text
+    if first.passed:
+        found.passed = True
+        return found
+    scored = []
+    for module in candidates(model):
+        score = judge(quantize([module]))
+        scored.append((score.value, module))
+        found.sensitivity.append(
+            {"module": module, "value": score.value, "passed": score.passed, "text": score.text}
+        )
+    scored.sort(key=lambda s: -s[0])
+    found.sensitivity.sort(key=lambda s: -s["value"])
+    alone = {s["module"]: s for s in found.sensitivity}
+    for _, module in scored:
+        found.kept.append(module)
+        if len(found.kept) == 1:
+            single = alone[module]
+            score = Score(single["passed"], single["value"], single["text"])
+        else:
+            score = judge(quantize(found.kept))
+        found.steps.append({"kept": list(found.kept), "score": score.text})
+        if score.passed:
+            found.passed = True
+            break
+    return found
