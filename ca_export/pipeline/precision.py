@@ -158,8 +158,9 @@ def convert_and_gate(
     stage: Stages,
 ) -> tuple[onnx.ModelProto, Check, list[str]]:
     """Convert ``model`` (input and output names ``io``) and judge it against the fp32
-    ``reference`` (runner, name) on the seeded inputs, up to 8 calibration samples and
-    ``extra``; the lowered model, the ``precision`` check and warnings."""
+    ``reference`` (runner, name) on up to 8 calibration samples, ``extra`` and the seeded
+    inputs; with ``--keep-fp32 auto``, first find the modules int8 keeps in fp32
+    (``pipeline.keep_auto``). The lowered model, the ``precision`` check and warnings."""
     input_name, output_names = io
     method = METHODS[request.precision]
     check: dict[str, Any] = {
@@ -168,6 +169,7 @@ def convert_and_gate(
         "reference": reference[1],
     }
     warnings = []
+    searched: list[str] = []
     seeded = [(f"seed {s}", example_input(input_shape, s).numpy()) for s in GATE_SEEDS]
     inputs = samples[:GATE_CALIBRATION] + extra + seeded
     tol = user_tolerance(tolerance(request.precision, BACKEND), *request.bounds)
@@ -191,7 +193,7 @@ def convert_and_gate(
                 found = keep_auto.search(model, quantize, judge)
                 keep = found.kept
                 check["keep_fp32_auto"] = found.to_dict()
-                check["lines_auto"] = found.lines()
+                searched = found.lines()
             check["kept_fp32"] = {
                 "modules": keep,
                 "nodes": len(convert.fp32_nodes(model, keep)),
@@ -203,7 +205,7 @@ def convert_and_gate(
         runner = reference[0]
         gate = lossy_gate(runner, run, output_names, inputs, request.precision, BACKEND, tol)
     check |= _summary(gate, reference[1])
-    check["lines"] = check.pop("lines_auto", []) + check["lines"]
+    check["lines"] = searched + check["lines"]
     check["fp32_bytes"] = model.ByteSize()
     check["bytes"] = lowered.ByteSize()
     return lowered, Check.judged("precision", gate.passed, check), warnings
