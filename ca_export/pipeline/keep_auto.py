@@ -1,10 +1,15 @@
 """``--keep-fp32 auto``: the fewest modules kept in fp32 that bring int8 within bounds.
 
-As NNCF's accuracy-control mode does (``quantize_with_accuracy_control``): quantize
-everything and judge it; if it fails, measure each candidate module's sensitivity once
-(the model quantized with only that module kept in fp32, judged the same way), then keep
-candidates in fp32 in order of sensitivity, most helpful first, re-quantizing and judging
-after each, until the result passes or every candidate is kept.
+After NNCF's accuracy-control mode (``quantize_with_accuracy_control``): quantize
+everything and judge it; if it fails, measure each candidate module's sensitivity once,
+then keep candidates in fp32 in order of sensitivity, most sensitive first, re-quantizing
+and judging after each, until the result passes. A module's sensitivity is the figure of
+the model with only that module in int8 (every other candidate fp32): what its own
+rounding costs. NNCF ranks by reverting one layer at a time in the all-int8 model instead;
+on ``mobilenetv2_ca`` (calibrated-random, 224x224, seeded calibration) that ranking is
+noise (min cosine 0.875 to 0.901 around 0.898 for all-int8, the stem ranked last) and its
+greedy order kept all 21 candidates. Keeping every candidate but one is the last step
+tried: a model that passes only fully fp32 is not an int8 model, and the search fails.
 
 The judge is the one the final gate applies: the lossy agreement gate on the gate's
 inputs, and, with a labelled set (``--eval-data``) and a classifier output, the accuracy
@@ -71,9 +76,9 @@ class Search:
         lines = [f"--keep-fp32 auto: every node int8: {self.full}"]
         if self.sensitivity:
             ranked = ", ".join(f"{s['module']} {s['value']:.4g}" for s in self.sensitivity)
-            lines.append(f"  sensitivity (figure with only that module fp32): {ranked}")
+            lines.append(f"  sensitivity (figure with only that module int8): {ranked}")
         lines += [f"  kept {', '.join(s['kept'])}: {s['score']}" for s in self.steps]
-        verdict = "within bounds" if self.passed else "not within bounds with every candidate"
+        verdict = "within bounds" if self.passed else "not within bounds: int8 fails"
         lines.append(f"  kept fp32: {', '.join(self.kept) or 'nothing'} ({verdict})")
         return lines
 
@@ -104,23 +109,16 @@ def search(model: onnx.ModelProto, quantize: Quantize, judge: Judge) -> Search:
     if first.passed:
         found.passed = True
         return found
-    scored = []
-    for module in candidates(model):
-        score = judge(quantize([module]))
-        scored.append((score.value, module))
+    modules = candidates(model)
+    for module in modules:
+        score = judge(quantize([m for m in modules if m != module]))
         found.sensitivity.append(
             {"module": module, "value": score.value, "passed": score.passed, "text": score.text}
         )
-    scored.sort(key=lambda s: -s[0])
-    found.sensitivity.sort(key=lambda s: -s["value"])
-    alone = {s["module"]: s for s in found.sensitivity}
-    for _, module in scored:
-        found.kept.append(module)
-        if len(found.kept) == 1:
-            single = alone[module]
-            score = Score(single["passed"], single["value"], single["text"])
-        else:
-            score = judge(quantize(found.kept))
+    found.sensitivity.sort(key=lambda s: s["value"])
+    for entry in found.sensitivity[:-1]:
+        found.kept.append(entry["module"])
+        score = judge(quantize(found.kept))
         found.steps.append({"kept": list(found.kept), "score": score.text})
         if score.passed:
             found.passed = True
