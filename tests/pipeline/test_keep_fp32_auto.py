@@ -123,3 +123,20 @@ def test_auto_recovers_a_clipping_calibration(tmp_path: Path) -> None:
     assert checks["precision"]["keep_fp32_auto"]["sensitivity"][0]["module"] == "stem"
     assert checks["accuracy"]["drop_points"] <= 1.0
     assert "kept fp32: stem (within bounds)" in result.output
+
+
+@pytest.mark.slow
+def test_auto_brings_mobilenetv2_ca_within_bounds(tmp_path: Path) -> None:
+    """Plain int8 fails on the calibrated-random ``mobilenetv2_ca`` (min cosine 0.898);
+    auto finds its first stages most sensitive and keeps them (measured: features.0 to
+    features.5, min cosine 0.9635, top-1 6/8)."""
+    report = tmp_path / "r.json"
+    out = tmp_path / "m.onnx"
+    args = ["onnx", "mobilenetv2_ca", "-o", str(out), "--precision", "int8"]
+    result = run(*args, "--keep-fp32", "auto", "--report", str(report))
+    assert result.exit_code == 0, result.output
+    precision = json.loads(report.read_text())["checks"]["precision"]
+    kept = precision["kept_fp32"]["modules"]
+    assert kept and set(kept) <= {f"features.{i}" for i in range(10)}
+    assert precision["keep_fp32_auto"]["all_int8"].startswith("lossy gate failed")
+    assert "kept fp32: features." in result.output
