@@ -61,10 +61,6 @@ class EvalSet:
         index = np.linspace(0, len(self.samples) - 1, count).round().astype(int)
         return [self.samples[i] for i in index]
 
-    def files(self) -> list[Path]:
-        """The files the set was read from."""
-        return sorted(p for d in self.folder.iterdir() if d.is_dir() for p in _files(d))
-
 
 def read_eval_set(folder: Path, input_shape: tuple[int, int, int, int]) -> EvalSet:
     """The labelled set in ``folder`` (ImageFolder layout); bad input names what is wrong."""
