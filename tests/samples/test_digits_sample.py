@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -20,6 +22,7 @@ from sample_models.digits import (
 from sample_models.train_digits import held_out_accuracy, train
 
 
+@functools.cache
 def _shipped_set() -> tuple[np.ndarray, np.ndarray]:
     """The shipped evaluation set as the tool reads it: inputs [N, 3, 32, 32], labels [N]."""
     files = sorted(EVAL_DIR.glob("*/*.png"))
