@@ -12,7 +12,7 @@ from ca_export.pipeline.common import GateOptions
 from ca_export.pipeline.verify import VerifyJob, run_verify
 from ca_export.report import render_verify
 from cli.common import handle_errors, run_job
-from cli.options import FloatList, Shapes, gate_options, model_options, report_option
+from cli.options import FloatList, Shapes, gate_options, html_option, model_options, report_option
 
 EPILOG = """\b
 Examples:
@@ -55,6 +55,7 @@ Examples:
 )
 @gate_options
 @report_option
+@html_option
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="JUnit XML here.")
 @click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), help="Markdown.")
 @handle_errors
@@ -75,6 +76,7 @@ def verify(
     eval_data: Path | None,
     max_accuracy_drop: float | None,
     report_path: Path | None,
+    html_path: Path | None,
     junit_path: Path | None,
     markdown_path: Path | None,
 ) -> None:
@@ -118,4 +120,4 @@ def verify(
         allow_unverified=allow_unverified,
         gates=GateOptions(eval_data=eval_data, max_accuracy_drop=max_accuracy_drop),
     )
-    run_job(job, run_verify, render_verify, report_path)
+    run_job(job, run_verify, render_verify, report_path, html_path=html_path)

@@ -26,12 +26,12 @@ quantizes through its own OpenVINO-oriented graph, not ONNX Runtime's QDQ quanti
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import onnx
 
 from ca_export.export.onnx import scopes
+from ca_export.report.figures import KeepAuto, SearchStep, Sensitivity
 
 SPLIT = 3
 """A top-level module with more children than this is split into its children."""
@@ -49,38 +49,6 @@ class Score:
 
 Judge = Callable[[onnx.ModelProto], Score]
 Quantize = Callable[[Sequence[str]], onnx.ModelProto]
-
-
-@dataclass
-class Search:
-    """What the search measured: the first try, each candidate's sensitivity, each step."""
-
-    kept: list[str] = field(default_factory=list)
-    full: str = ""
-    sensitivity: list[dict[str, Any]] = field(default_factory=list)
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    passed: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """Report data."""
-        return {
-            "kept": self.kept,
-            "all_int8": self.full,
-            "sensitivity": self.sensitivity,
-            "steps": self.steps,
-            "passed": self.passed,
-        }
-
-    def lines(self) -> list[str]:
-        """The search as report lines."""
-        lines = [f"--keep-fp32 auto: every node int8: {self.full}"]
-        if self.sensitivity:
-            ranked = ", ".join(f"{s['module']} {s['value']:.4g}" for s in self.sensitivity)
-            lines.append(f"  sensitivity (figure with only that module int8): {ranked}")
-        lines += [f"  kept {', '.join(s['kept'])}: {s['score']}" for s in self.steps]
-        verdict = "within bounds" if self.passed else "not within bounds: int8 fails"
-        lines.append(f"  kept fp32: {', '.join(self.kept) or 'nothing'} ({verdict})")
-        return lines
 
 
 def candidates(model: onnx.ModelProto) -> list[str]:
@@ -101,26 +69,25 @@ def candidates(model: onnx.ModelProto) -> list[str]:
     return result
 
 
-def search(model: onnx.ModelProto, quantize: Quantize, judge: Judge) -> Search:
+def search(model: onnx.ModelProto, quantize: Quantize, judge: Judge) -> KeepAuto:
     """Find the modules to keep in fp32 (see the module docstring)."""
-    found = Search()
     first = judge(quantize([]))
-    found.full = first.text
     if first.passed:
-        found.passed = True
-        return found
+        return KeepAuto(first.text, passed=True)
     modules = candidates(model)
+    sensitivity = []
     for module in modules:
         score = judge(quantize([m for m in modules if m != module]))
-        found.sensitivity.append(
-            {"module": module, "value": score.value, "passed": score.passed, "text": score.text}
-        )
-    found.sensitivity.sort(key=lambda s: s["value"])
-    for entry in found.sensitivity[:-1]:
-        found.kept.append(entry["module"])
-        score = judge(quantize(found.kept))
-        found.steps.append({"kept": list(found.kept), "score": score.text})
+        sensitivity.append(Sensitivity(module, score.value, score.passed, score.text))
+    sensitivity.sort(key=lambda s: s.value)
+    kept: list[str] = []
+    steps = []
+    passed = False
+    for entry in sensitivity[:-1]:
+        kept.append(entry.module)
+        score = judge(quantize(kept))
+        steps.append(SearchStep(tuple(kept), score.text))
         if score.passed:
-            found.passed = True
+            passed = True
             break
-    return found
+    return KeepAuto(first.text, tuple(sensitivity), tuple(steps), tuple(kept), passed)

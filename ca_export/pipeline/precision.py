@@ -1,12 +1,15 @@
 """The post-emit precision stage of ``onnx`` and ``optimize``: fp16 or int8, behind the lossy gate.
 
-It runs on the fp32 model only after that model passed its exact gates, converts it
-(``export.precision``) and judges the result against the fp32 reference on real inputs
+One stage, ``lower``: a ``Lowering`` in, a ``Lowered`` out. It runs on the fp32 model
+only after that model passed its exact gates, converts it (``export.precision``, beside
+the other emitters) and judges the result against the fp32 reference on real inputs
 first (up to 8 calibration samples, and 8 samples spread over ``--eval-data``), then 8
 seeded inputs and, for a dynamic export, the exact gate's inputs at its other sizes
-(``verify.lossy``). The reference is the PyTorch model for ``onnx`` and the
-input file, run in ONNX Runtime, for ``optimize``. The report's ``precision`` check
-states the method, the inputs, the bounds and each output's figures.
+(``verify.lossy``). With ``--keep-fp32 auto`` it first finds the modules int8 keeps in
+fp32 (``pipeline.keep_auto``), judged as the final gate judges. The reference is the
+PyTorch model for ``onnx`` and the input file, run in ONNX Runtime, for ``optimize``. The
+report's ``precision`` check states the method, the inputs, the bounds and each output's
+figures.
 """
 
 from __future__ import annotations
@@ -25,14 +28,13 @@ from ca_export.export import onnx as onnx_export
 from ca_export.export import precision as convert
 from ca_export.pipeline import keep_auto
 from ca_export.pipeline.common import Prepared, Stages
-from ca_export.report import Check, ExportReport, Verdict
+from ca_export.report import Check, Verdict
+from ca_export.report.figures import Calibration, KeptFp32, LossyFigures
 from ca_export.tracing import example_input
 from ca_export.verify.accuracy import DEFAULT_MAX_DROP, EvalSet, measure
 from ca_export.verify.lossy import (
     GATE_SEEDS,
-    LossyGate,
     Runner,
-    describe,
     lossy_gate,
     torch_runner,
 )
@@ -51,6 +53,9 @@ METHODS = {
     "int8": "QDQ, per-channel int8 weights, uint8 activations, MinMax calibration "
     "(onnxruntime quantize_static)",
 }
+SEARCH_FAILED = (
+    "--keep-fp32 auto: no set of kept modules short of every one brings int8 within bounds"
+)
 SEEDED_WARNING = (
     "int8 calibrated on {n} seeded random inputs; real images (--calibration DIR) calibrate better"
 )
@@ -65,9 +70,6 @@ class PrecisionRequest:
     calibration: Path | None = None
     keep_fp32: tuple[str, ...] = ()
     bounds: tuple[float | None, float | None] = (None, None)
-    eval_set: EvalSet | None = None
-    """The labelled set ``--keep-fp32 auto`` judges accuracy on, with ``max_drop``."""
-    max_drop: float = DEFAULT_MAX_DROP
 
     @property
     def auto(self) -> bool:
@@ -92,138 +94,153 @@ class PrecisionRequest:
         return convert.calibration_inputs(self.calibration, input_shape)
 
 
-def lower_precision(
-    request: PrecisionRequest,
-    prepared: Prepared,
-    model: onnx.ModelProto,
-    samples: list[tuple[str, np.ndarray]],
-    input_shape: tuple[int, ...],
-    report: ExportReport,
-    stage: Stages,
-) -> onnx.ModelProto:
-    """Convert the gated fp32 ``model`` and gate it against the PyTorch model; add the
-    ``precision`` check to ``report``."""
-    traced = prepared.traced
-    extra = prepared.real_inputs()
-    if traced.dynamic:
-        others = gate_inputs(traced, input_shape, prepared.square_only)[len(SEEDS) :]
-        extra += [(f"seed {s} at {_dims(x.shape)}", x.numpy()) for s, x in others]
-    io = (traced.input_names[0], traced.output_names)
-    reference = (torch_runner(prepared.module), "PyTorch fp32")
-    request = dataclasses.replace(
-        request,
-        bounds=prepared.gates.bounds,
-        eval_set=prepared.eval_set,
-        max_drop=prepared.gates.max_drop,
-    )
-    lowered, check, warnings = convert_and_gate(
-        request, model, io, reference, input_shape, samples, extra, stage
-    )
-    report.add(check)
-    report.warnings += warnings
-    report.op_counts_after = onnx_export.op_counts(lowered)
-    return lowered
+@dataclass(frozen=True)
+class Lowering:
+    """The precision stage's input: the request, the fp32 ``model`` that passed its exact
+    gates, its input and output names, the fp32 ``reference`` (a runner, and what it is:
+    ``against``) and the gate's inputs besides the seeded ones: the calibration
+    ``samples`` (up to ``GATE_CALIBRATION`` join) and ``extra`` (real samples of the
+    labelled set first). ``eval_set`` and ``max_drop``: the labelled set
+    ``--keep-fp32 auto`` also judges accuracy on, and its bound."""
+
+    request: PrecisionRequest
+    model: onnx.ModelProto
+    input_name: str
+    output_names: tuple[str, ...]
+    reference: Runner
+    against: str
+    input_shape: tuple[int, ...]
+    samples: tuple[tuple[str, np.ndarray], ...] = ()
+    extra: tuple[tuple[str, np.ndarray], ...] = ()
+    eval_set: EvalSet | None = None
+    max_drop: float = DEFAULT_MAX_DROP
+
+    @classmethod
+    def of_pytorch(
+        cls,
+        request: PrecisionRequest,
+        prepared: Prepared,
+        model: onnx.ModelProto,
+        samples: list[tuple[str, np.ndarray]],
+        input_shape: tuple[int, ...],
+    ) -> Lowering:
+        """``model`` judged against the PyTorch model under the user's gate bounds, also on
+        samples of the labelled set (``--eval-data``); a dynamic export's gate also takes
+        the exact gate's inputs at its other sizes."""
+        traced = prepared.traced
+        extra = prepared.real_inputs()
+        if traced.dynamic:
+            others = gate_inputs(traced, input_shape, prepared.square_only)[len(SEEDS) :]
+            extra += [(f"seed {s} at {_dims(x.shape)}", x.numpy()) for s, x in others]
+        request = dataclasses.replace(request, bounds=prepared.gates.bounds)
+        return cls(
+            request=request,
+            model=model,
+            input_name=traced.input_names[0],
+            output_names=tuple(traced.output_names),
+            reference=torch_runner(prepared.module),
+            against="PyTorch fp32",
+            input_shape=input_shape,
+            samples=tuple(samples),
+            extra=tuple(extra),
+            eval_set=prepared.eval_set,
+            max_drop=prepared.gates.max_drop,
+        )
+
+    @classmethod
+    def of_file(
+        cls,
+        request: PrecisionRequest,
+        model: onnx.ModelProto,
+        source: onnx.ModelProto,
+        input_shape: tuple[int, ...],
+        samples: list[tuple[str, np.ndarray]],
+    ) -> Lowering:
+        """``model`` (optimize's result) judged against the ``source`` file as read, in ONNX
+        Runtime."""
+        inits = {i.name for i in source.graph.initializer}
+        (name,) = [i.name for i in source.graph.input if i.name not in inits]
+        outputs = [o.name for o in source.graph.output]
+        session = cpu_session(source, "the fp32 model", error=CheckFailedError)
+
+        def reference(x: np.ndarray) -> list[np.ndarray]:
+            return session.run(outputs, {name: x})
+
+        return cls(
+            request=request,
+            model=model,
+            input_name=name,
+            output_names=tuple(outputs),
+            reference=reference,
+            against="IN (fp32, onnxruntime-cpu)",
+            input_shape=input_shape,
+            samples=tuple(samples),
+        )
 
 
-def lower_file(
-    request: PrecisionRequest,
-    model: onnx.ModelProto,
-    source: onnx.ModelProto,
-    input_shape: tuple[int, ...],
-    samples: list[tuple[str, np.ndarray]],
-    stage: Stages,
-) -> tuple[onnx.ModelProto, Check, list[str]]:
-    """Convert ``model`` (optimize's result) and gate it against the ``source`` file as read,
-    in ONNX Runtime; the lowered model, the ``precision`` check and warnings."""
-    inits = {i.name for i in source.graph.initializer}
-    (name,) = [i.name for i in source.graph.input if i.name not in inits]
-    outputs = [o.name for o in source.graph.output]
-    session = cpu_session(source, "the fp32 model", error=CheckFailedError)
+@dataclass(frozen=True)
+class Lowered:
+    """The precision stage's result: the lowered model, its ``precision`` check, warnings,
+    and its op counts."""
 
-    def reference(x: np.ndarray) -> list[np.ndarray]:
-        return session.run(outputs, {name: x})
-
-    io, against = (name, outputs), (reference, "IN (fp32, onnxruntime-cpu)")
-    return convert_and_gate(request, model, io, against, input_shape, samples, [], stage)
+    model: onnx.ModelProto
+    check: Check
+    warnings: tuple[str, ...]
+    op_counts: dict[str, int]
 
 
-def convert_and_gate(
-    request: PrecisionRequest,
-    model: onnx.ModelProto,
-    io: tuple[str, list[str]],
-    reference: tuple[Runner, str],
-    input_shape: tuple[int, ...],
-    samples: list[tuple[str, np.ndarray]],
-    extra: list[tuple[str, np.ndarray]],
-    stage: Stages,
-) -> tuple[onnx.ModelProto, Check, list[str]]:
-    """Convert ``model`` (input and output names ``io``) and judge it against the fp32
-    ``reference`` (runner, name) on up to 8 calibration samples, ``extra`` and the seeded
-    inputs; with ``--keep-fp32 auto``, first find the modules int8 keeps in fp32
-    (``pipeline.keep_auto``). The lowered model, the ``precision`` check and warnings."""
-    input_name, output_names = io
-    method = METHODS[request.precision]
-    check: dict[str, Any] = {
-        "precision": request.precision,
-        "method": method,
-        "reference": reference[1],
-    }
-    warnings = []
-    searched: list[str] = []
-    searched_failed = False
-    seeded = [(f"seed {s}", example_input(input_shape, s).numpy()) for s in GATE_SEEDS]
-    inputs = samples[:GATE_CALIBRATION] + extra + seeded
+def lower(lowering: Lowering, stage: Stages) -> Lowered:
+    """Convert the model (``export.precision``) and judge it against the fp32 reference on
+    up to 8 calibration samples, the extra inputs and the seeded inputs; with
+    ``--keep-fp32 auto``, first find the modules int8 keeps in fp32 (``pipeline.keep_auto``)."""
+    request, model = lowering.request, lowering.model
+    input_name, output_names = lowering.input_name, list(lowering.output_names)
+    samples = list(lowering.samples)
+    shape = lowering.input_shape
+    seeded = [(f"seed {s}", example_input(shape, s).numpy()) for s in GATE_SEEDS]
+    inputs = samples[:GATE_CALIBRATION] + list(lowering.extra) + seeded
     tol = user_tolerance(tolerance(request.precision, BACKEND), *request.bounds)
+    figures: dict[str, Any] = {"method": METHODS[request.precision]}
+    warnings = []
+    searched = True
     with stage(request.precision):
         if request.precision == "fp16":
             lowered = convert.to_fp16(model)
         else:
-            calibration = samples or convert.seeded_calibration(input_shape)
+            calibration = samples or convert.seeded_calibration(shape)
             if not samples:
                 warnings.append(SEEDED_WARNING.format(n=len(calibration)))
             source = str(request.calibration) if samples else "seeded random inputs"
-            check["calibration"] = {"source": source, "samples": len(calibration)}
+            figures["calibration"] = Calibration(source, len(calibration))
             arrays = [x for _, x in calibration]
 
             def quantize(keep: Sequence[str]) -> onnx.ModelProto:
                 return convert.to_int8(model, input_name, arrays, keep)
 
-            keep = list(request.keep_fp32)
+            keep: tuple[str, ...] = request.keep_fp32
             if request.auto:
-                judge = _judge(request, reference[0], io, inputs, tol)
-                found = keep_auto.search(model, quantize, judge)
-                keep = found.kept
-                if not found.passed:
-                    searched_failed = True
-                check["keep_fp32_auto"] = found.to_dict()
-                searched = found.lines()
-            check["kept_fp32"] = {
-                "modules": keep,
-                "nodes": len(convert.fp32_nodes(model, keep)),
-            }
+                found = keep_auto.search(model, quantize, _judge(lowering, inputs, tol))
+                keep, searched = found.kept, found.passed
+                figures["keep_fp32_auto"] = found
+            nodes = len(convert.fp32_nodes(model, keep))
+            figures["kept_fp32"] = KeptFp32(keep, nodes)
             lowered = quantize(keep)
         onnx_export.check(lowered)
     with stage("lossy gate"):
-        run = _ort_runner(lowered, io)
-        runner = reference[0]
-        gate = lossy_gate(runner, run, output_names, inputs, request.precision, BACKEND, tol)
-    check |= _summary(gate, reference[1])
-    check["lines"] = searched + check["lines"]
-    check["fp32_bytes"] = model.ByteSize()
-    check["bytes"] = lowered.ByteSize()
-    if searched_failed:
-        check["failures"] = [
-            *check["failures"],
-            "--keep-fp32 auto: no set of kept modules short of every one brings int8 within bounds",
-        ]
-    passed = gate.passed and not searched_failed
-    return lowered, Check.judged("precision", passed, check), warnings
+        run = _ort_runner(lowered, input_name, output_names)
+        reference = lowering.reference
+        gate = lossy_gate(reference, run, output_names, inputs, request.precision, BACKEND, tol)
+    figures |= {"fp32_bytes": model.ByteSize(), "bytes": lowered.ByteSize()}
+    lossy = LossyFigures.of(gate, lowering.against, **figures)
+    if not searched:
+        lossy = dataclasses.replace(lossy, failures=(*lossy.failures, SEARCH_FAILED))
+    verdict = Check.judged("precision", gate.passed and searched, lossy)
+    return Lowered(lowered, verdict, tuple(warnings), onnx_export.op_counts(lowered))
 
 
-def _ort_runner(model: onnx.ModelProto, io: tuple[str, list[str]]) -> Runner:
-    """``model`` in ONNX Runtime as a runner of its input ``io[0]`` and outputs ``io[1]``."""
+def _ort_runner(model: onnx.ModelProto, input_name: str, output_names: list[str]) -> Runner:
+    """``model`` in ONNX Runtime as a runner of its input and outputs."""
     session = cpu_session(model, "the lowered model", error=CheckFailedError)
-    input_name, output_names = io
 
     def run(x: np.ndarray) -> list[np.ndarray]:
         return session.run(output_names, {input_name: x})
@@ -232,28 +249,26 @@ def _ort_runner(model: onnx.ModelProto, io: tuple[str, list[str]]) -> Runner:
 
 
 def _judge(
-    request: PrecisionRequest,
-    reference: Runner,
-    io: tuple[str, list[str]],
-    inputs: list[tuple[str, np.ndarray]],
-    tol: Tolerance,
+    lowering: Lowering, inputs: list[tuple[str, np.ndarray]], tol: Tolerance
 ) -> keep_auto.Judge:
     """The verdict ``--keep-fp32 auto`` searches on: the lossy gate on ``inputs`` and, with
     a labelled set and a classifier output, the accuracy drop; the reference's outputs are
     computed once."""
+    reference = lowering.reference
+    output_names = list(lowering.output_names)
     references = [reference(x) for _, x in inputs]
     labels = [n for n, _ in inputs]
-    eval_set = request.eval_set
+    eval_set = lowering.eval_set
 
     def judge(lowered: onnx.ModelProto) -> keep_auto.Score:
-        run = _ort_runner(lowered, io)
+        run = _ort_runner(lowered, lowering.input_name, output_names)
         actuals = [run(x) for _, x in inputs]
-        gate = judge_outputs(references, actuals, io[1], labels, "int8", BACKEND, tol)
+        gate = judge_outputs(references, actuals, output_names, labels, "int8", BACKEND, tol)
         cosine = min(o.min_cosine for o in gate.outputs)
         text = f"lossy gate {'passed' if gate.passed else 'failed'}, min cosine {cosine:.4f}"
         if eval_set is None:
             return keep_auto.Score(gate.passed, cosine, text)
-        accuracy = measure(reference, run, eval_set, io[1], request.max_drop)
+        accuracy = measure(reference, run, eval_set, output_names, lowering.max_drop)
         if accuracy is None:
             return keep_auto.Score(gate.passed, cosine, text)
         text += f", top-1 {100 * accuracy.top1:.2f} % (drop {accuracy.drop:.2f} points)"
@@ -262,24 +277,12 @@ def _judge(
     return judge
 
 
-def not_run(request: PrecisionRequest, report: ExportReport) -> None:
-    """Record that the precision stage did not run because the fp32 model failed its gates."""
+def not_run(request: PrecisionRequest) -> Check:
+    """The ``precision`` check of a run whose fp32 model failed its gates."""
     reason = "the fp32 model failed its gates"
-    report.add(Check("precision", Verdict.NOT_RUN, reason, {"precision": request.precision}))
+    return Check("precision", Verdict.NOT_RUN, reason, LossyFigures(request.precision))
 
 
 def _dims(shape: tuple[int, ...]) -> str:
     """``2x3x64x96``."""
     return "x".join(map(str, shape))
-
-
-def _summary(gate: LossyGate, against: str) -> dict[str, Any]:
-    """The gate's figures as report data, with the lines the CLI prints."""
-    return {
-        "backend": gate.backend,
-        "bounds": gate.bounds,
-        "inputs": gate.inputs,
-        "outputs": [dataclasses.asdict(o) for o in gate.outputs],
-        "failures": gate.failures(),
-        "lines": describe(gate, against),
-    }

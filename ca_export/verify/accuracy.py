@@ -24,13 +24,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ca_export.errors import BadInputError
 from ca_export.inputs import IMAGE_SUFFIXES, load_inputs
 from ca_export.report import Check
+from ca_export.report.figures import AccuracyFigures
 
 DEFAULT_MAX_DROP = 1.0
 """Top-1 points an artifact may lose against the fp32 model by default."""
@@ -121,15 +121,6 @@ class Accuracy:
         """Whether the drop is within ``max_drop`` (a gain always passes)."""
         return self.drop <= self.max_drop + 1e-9
 
-    def line(self, reference: str, artifact: str) -> str:
-        """``top-1 98.3 % -> 97.8 % (drop 0.56 points, bound 1), top-5 ...``."""
-        return (
-            f"accuracy on {self.samples} labelled samples ({self.classes} classes), "
-            f"{reference} -> {artifact}: top-1 {100 * self.reference_top1:.2f} % -> "
-            f"{100 * self.top1:.2f} % (drop {self.drop:.2f} points, bound {self.max_drop:g}), "
-            f"top-5 {100 * self.reference_top5:.2f} % -> {100 * self.top5:.2f} %"
-        )
-
 
 def classifier_output(outputs: Sequence[np.ndarray], rows: int, classes: int) -> int | None:
     """The index of the first output that is class scores ``[rows, K]``, K >= ``classes``."""
@@ -190,21 +181,24 @@ def accuracy_check(
     """The ``accuracy`` check of a measurement (None without a classifier output)."""
     if accuracy is None:
         return None
-    details: dict[str, Any] = {
-        "data": str(eval_set.folder),
-        "output": accuracy.output,
-        "samples": accuracy.samples,
-        "classes": accuracy.classes,
-        "reference": reference,
-        "reference_top1": accuracy.reference_top1,
-        "reference_top5": accuracy.reference_top5,
-        "top1": accuracy.top1,
-        "top5": accuracy.top5,
-        "drop_points": round(accuracy.drop, 4),
-        "max_drop_points": accuracy.max_drop,
-        "lines": [accuracy.line(reference, artifact)],
-        "failures": []
+    failures = (
+        ()
         if accuracy.passed
-        else [f"top-1 drop {accuracy.drop:.2f} points > {accuracy.max_drop:g}"],
-    }
-    return Check.judged("accuracy", accuracy.passed, details)
+        else (f"top-1 drop {accuracy.drop:.2f} points > {accuracy.max_drop:g}",)
+    )
+    figures = AccuracyFigures(
+        data=str(eval_set.folder),
+        output=accuracy.output,
+        samples=accuracy.samples,
+        classes=accuracy.classes,
+        reference=reference,
+        artifact=artifact,
+        reference_top1=accuracy.reference_top1,
+        reference_top5=accuracy.reference_top5,
+        top1=accuracy.top1,
+        top5=accuracy.top5,
+        drop=round(accuracy.drop, 4),
+        max_drop=accuracy.max_drop,
+        failures=failures,
+    )
+    return Check.judged("accuracy", accuracy.passed, figures)

@@ -55,7 +55,7 @@ def test_onnx_lossy_keeps_the_trained_accuracy(tmp_path: Path, options: list[str
     assert result.exit_code == 0, result.output
     accuracy = _checks(report)["accuracy"]
     assert accuracy["verdict"] == "passed" and accuracy["samples"] == 360
-    assert accuracy["reference_top1"] > 0.95 and accuracy["drop_points"] <= 1.0
+    assert accuracy["reference_top1"] > 0.95 and accuracy["drop"] <= 1.0
     verified = run("verify", *DIGITS, str(out), *EVAL)
     assert verified.exit_code == 0, verified.output
     assert "check accuracy: passed" in verified.output
@@ -77,7 +77,7 @@ def test_clipped_calibration_fails_the_accuracy_gate(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "failed: top-1 drop" in result.output
     accuracy = _checks(report)["accuracy"]
-    assert accuracy["verdict"] == "failed" and accuracy["drop_points"] > 50
+    assert accuracy["verdict"] == "failed" and accuracy["drop"] > 50
     assert not out.exists()
     wide = run(*args, *EVAL, "--max-accuracy-drop", "99", "--report", str(report))
     assert wide.exit_code == 1
@@ -93,4 +93,4 @@ def test_coreml_keeps_the_trained_accuracy(tmp_path: Path, mode: str | None) -> 
     result = run("coreml", *DIGITS, "-o", str(out), *compress, *EVAL, "--report", str(report))
     assert result.exit_code == 0, result.output
     accuracy = _checks(report)["accuracy"]
-    assert accuracy["verdict"] == "passed" and accuracy["drop_points"] <= 1.0
+    assert accuracy["verdict"] == "passed" and accuracy["drop"] <= 1.0

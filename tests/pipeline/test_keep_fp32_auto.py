@@ -15,6 +15,7 @@ from onnx import helper
 from ca_export.export.onnx import SCOPE_KEY
 from ca_export.export.precision import calibration_inputs
 from ca_export.pipeline import keep_auto
+from ca_export.report.text import keep_auto_lines
 from cli.main import cli
 from sample_models.digits import CALIBRATION_DIR, EVAL_DIR, INPUT_SHAPE
 
@@ -72,26 +73,26 @@ def test_search_keeps_nothing_when_all_int8_passes() -> None:
     quantize, judge, calls = _fake(set(), 0)
     model = _scoped([["", "a", "x"], ["", "b", "y"]])
     found = keep_auto.search(model, quantize, judge)
-    assert found.passed and found.kept == [] and calls == [[]]
+    assert found.passed and found.kept == () and calls == [[]]
 
 
 def test_search_keeps_the_most_sensitive_first_and_stops() -> None:
     quantize, judge, calls = _fake({"c", "a"}, 2)
     model = _scoped([["", name, "op"] for name in "abcd"])
     found = keep_auto.search(model, quantize, judge)
-    assert found.passed and found.kept == ["a", "c"]
-    assert [s["module"] for s in found.sensitivity][:2] == ["a", "c"]
+    assert found.passed and found.kept == ("a", "c")
+    assert [s.module for s in found.sensitivity][:2] == ["a", "c"]
     only_int8 = [["b", "c", "d"], ["a", "c", "d"], ["a", "b", "d"], ["a", "b", "c"]]
     assert calls == [[], *only_int8, ["a"], ["a", "c"]]
-    assert "kept fp32: a, c (within bounds)" in found.lines()[-1]
+    assert "kept fp32: a, c (within bounds)" in keep_auto_lines(found)[-1]
 
 
 def test_search_fails_rather_than_keep_every_module() -> None:
     """Only fully fp32 would pass: the search stops one short of it and fails."""
     quantize, judge, _ = _fake({"a"}, 2)
     found = keep_auto.search(_scoped([["", n, "op"] for n in "ab"]), quantize, judge)
-    assert not found.passed and found.kept == ["a"]
-    assert "not within bounds" in found.lines()[-1]
+    assert not found.passed and found.kept == ("a",)
+    assert "not within bounds" in keep_auto_lines(found)[-1]
 
 
 def test_auto_takes_no_other_modules(tmp_path: Path) -> None:
@@ -121,7 +122,7 @@ def test_auto_recovers_a_clipping_calibration(tmp_path: Path) -> None:
     checks = json.loads(report.read_text())["checks"]
     assert checks["precision"]["kept_fp32"]["modules"] == ["stem"]
     assert checks["precision"]["keep_fp32_auto"]["sensitivity"][0]["module"] == "stem"
-    assert checks["accuracy"]["drop_points"] <= 1.0
+    assert checks["accuracy"]["drop"] <= 1.0
     assert "kept fp32: stem (within bounds)" in result.output
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from ca_export.errors import BadInputError
 from ca_export.report import Verdict
+from ca_export.report.figures import AccuracyFigures
 from ca_export.verify.accuracy import (
     EvalSet,
     accuracy_check,
@@ -99,7 +100,8 @@ def test_measure_and_check_pass_and_fail_on_the_drop() -> None:
     failed = accuracy_check(dropped, eval_set, "PyTorch fp32", "x")
     assert passed is not None and passed.verdict is Verdict.PASSED
     assert failed is not None and failed.verdict is Verdict.FAILED
-    assert failed.details["failures"] == ["top-1 drop 10.00 points > 1"]
+    assert isinstance(failed.figures, AccuracyFigures)
+    assert failed.figures.failures == ("top-1 drop 10.00 points > 1",)
     check = accuracy_check(allowed, eval_set, "PyTorch fp32", "x")
     assert check is not None and check.verdict is Verdict.PASSED
 
