@@ -10,6 +10,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ca_export.export.precision import calibration_inputs
+from ca_export.report import ExportReport, load
+from ca_export.report.figures import AccuracyFigures
 from cli.main import cli
 from sample_models.digits import CALIBRATION_DIR, EVAL_DIR, INPUT_SHAPE
 
@@ -56,6 +58,9 @@ def test_onnx_lossy_keeps_the_trained_accuracy(tmp_path: Path, options: list[str
     accuracy = _checks(report)["accuracy"]
     assert accuracy["verdict"] == "passed" and accuracy["samples"] == 360
     assert accuracy["reference_top1"] > 0.95 and accuracy["drop"] <= 1.0
+    loaded = load(json.loads(report.read_text()))
+    assert isinstance(loaded, ExportReport)
+    assert isinstance(loaded.checks["accuracy"].figures, AccuracyFigures)
     verified = run("verify", *DIGITS, str(out), *EVAL)
     assert verified.exit_code == 0, verified.output
     assert "check accuracy: passed" in verified.output
