@@ -15,6 +15,7 @@ from ca_export.inputs import parse_shapes
 from ca_export.loading import parse_input_shape
 from ca_export.pipeline.common import GateOptions
 from ca_export.rewrites import DEFAULT_TARGET, PASSES, TARGETS
+from ca_export.verify.accuracy import DEFAULT_MAX_DROP
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -123,7 +124,7 @@ JOB_FIELDS = {
     "rewrite": "rewrite",
     "skip_passes": "skip_passes",
 }
-GATE_FIELDS = ("rtol", "atol", "allow_unverified")
+GATE_FIELDS = ("rtol", "atol", "allow_unverified", "eval_data", "max_accuracy_drop")
 """Command parameters that are ``GateOptions`` fields."""
 """Command parameters that are ``ModelJob`` fields, and the field each one sets."""
 
@@ -147,14 +148,32 @@ allow_unverified_option = click.option(
 )
 
 
+eval_data_option = click.option(
+    "--eval-data",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Labelled set, one sub-folder per class (images or .npy/.npz): gate the artifact's "
+    "top-1 accuracy against the fp32 model's; its samples are also real gate inputs.",
+)
+max_accuracy_drop_option = click.option(
+    "--max-accuracy-drop",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="POINTS",
+    help=f"With --eval-data: top-1 points the artifact may lose [default: {DEFAULT_MAX_DROP:g}].",
+)
+
+
 def gate_options(func: F) -> F:
-    """--rtol, --atol and --allow-unverified, stacked."""
+    """--rtol, --atol, --allow-unverified, --eval-data and --max-accuracy-drop, stacked."""
+    func = eval_data_option(max_accuracy_drop_option(func))
     return bound_options(allow_unverified_option(func))
 
 
 def gate_fields(kwargs: dict[str, Any]) -> GateOptions:
     """The ``GateOptions`` of a command's parameters, taken out of ``kwargs``."""
-    return GateOptions(*(kwargs.pop(name, False) for name in GATE_FIELDS))
+    return GateOptions(**{name: kwargs.pop(name) for name in GATE_FIELDS if name in kwargs})
 
 
 def model_job(func: F) -> F:
@@ -300,8 +319,10 @@ calibration_option = click.option(
 keep_fp32_option = click.option(
     "--keep-fp32",
     multiple=True,
-    metavar="MODULE",
-    help="With int8: keep the nodes of this module (e.g. features.0) in fp32; repeatable.",
+    metavar="MODULE|auto",
+    help="With int8: keep the nodes of this module (e.g. features.0) in fp32; repeatable. "
+    "'auto': keep the fewest modules, most sensitive first, that bring int8 within the "
+    "gate's bounds (and --max-accuracy-drop on --eval-data).",
 )
 
 

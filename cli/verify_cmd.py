@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ca_export.export.coreml import ImageInput
+from ca_export.pipeline.common import GateOptions
 from ca_export.pipeline.verify import VerifyJob, run_verify
 from ca_export.report import render_verify
 from cli.common import handle_errors, run_job
@@ -72,6 +73,8 @@ def verify(
     rtol: float | None,
     atol: float | None,
     allow_unverified: bool,
+    eval_data: Path | None,
+    max_accuracy_drop: float | None,
     report_path: Path | None,
     html_path: Path | None,
     junit_path: Path | None,
@@ -115,5 +118,6 @@ def verify(
         markdown=markdown_path,
         step_summary=Path(step_summary) if step_summary else None,
         allow_unverified=allow_unverified,
+        gates=GateOptions(eval_data=eval_data, max_accuracy_drop=max_accuracy_drop),
     )
     run_job(job, run_verify, render_verify, report_path, html_path=html_path)

@@ -20,6 +20,9 @@ Each factory returns an eval-mode network with deterministic, calibrated weights
   layers), 80 classes, 3 official-flavour CA blocks (after the C3 of P3 and P4, after SPPF),
   PAN neck, an anchor-based head that caches its grids in ``forward`` and returns one tensor
   ``[N, anchors, 85]`` (boxes in input pixels); H and W multiples of 32, at least 64.
+- ``digits_ca``: the one trained sample: a 10-class digit classifier with 2 official-flavour CA
+  blocks, trained on scikit-learn's digits (``sample_models.train_digits``), input 1,3,32,32,
+  with a held-out evaluation set and a calibration folder in ``sample_models/data/``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from sample_models.digits import digits_ca
 from sample_models.mobilenetv2 import mobilenetv2, mobilenetv2_ca
 from sample_models.mobilenext import mobilenext_ca
 from sample_models.seed import seed_ca
@@ -46,6 +50,7 @@ REGISTRY: dict[str, Callable[[], nn.Module]] = {
     "yolo_ca": yolo_ca,
     "yolo_cls_ca": yolo_cls_ca,
     "yolov5_ca": yolov5_ca,
+    "digits_ca": digits_ca,
 }
 """Sample network factories by name."""
 
@@ -58,6 +63,7 @@ CA_BLOCKS: dict[str, int] = {
     "yolo_ca": 4,
     "yolo_cls_ca": 2,
     "yolov5_ca": 3,
+    "digits_ca": 2,
 }
 """How many CA blocks each sample network holds (the count every finder must report)."""
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 from torch.export import ExportedProgram
@@ -29,6 +30,7 @@ from ca_export.report import BlockReport, Check, ExportReport, GateFigures, Insp
 from ca_export.rewrites import DEFAULT_TARGET, form_of, rewrite
 from ca_export.rewrites.passes import PassResult
 from ca_export.tracing import Traced, guard_memory, trace
+from ca_export.verify.accuracy import DEFAULT_MAX_DROP, EvalSet, read_eval_set
 from ca_export.verify.parity import GateResult, block_gate
 
 Progress = Callable[[str], None]
@@ -96,11 +98,34 @@ def trace_or_explain(
 @dataclass(frozen=True)
 class GateOptions:
     """What the user set of the gates: ``--rtol`` and ``--atol`` (see
-    ``verify.tolerances.user_tolerance``) and ``--allow-unverified``."""
+    ``verify.tolerances.user_tolerance``), ``--allow-unverified``, and the labelled set of
+    the accuracy gate with its bound (``--eval-data``, ``--max-accuracy-drop``; see
+    ``verify.accuracy``)."""
 
     rtol: float | None = None
     atol: float | None = None
     allow_unverified: bool = False
+    eval_data: Path | None = None
+    max_accuracy_drop: float | None = None
+
+    def eval_set(self, input_shape: tuple[int, int, int, int]) -> EvalSet | None:
+        """The labelled set, read (bad input exits 2 before any work), or None."""
+        if self.eval_data is None:
+            if self.max_accuracy_drop is not None:
+                raise BadInputError("--max-accuracy-drop needs --eval-data DIR")
+            return None
+        return read_eval_set(self.eval_data, input_shape)
+
+    @property
+    def max_drop(self) -> float:
+        """The accuracy gate's bound in top-1 points."""
+        return DEFAULT_MAX_DROP if self.max_accuracy_drop is None else self.max_accuracy_drop
+
+    def eval_files(self) -> list[Path]:
+        """The files of the labelled set (for the output clash check)."""
+        if self.eval_data is None or not self.eval_data.is_dir():
+            return []
+        return [p for d in self.eval_data.iterdir() if d.is_dir() for p in d.iterdir()]
 
     @property
     def bounds(self) -> tuple[float | None, float | None]:
@@ -211,6 +236,13 @@ class Prepared:
     blocks: list[CABlock]
     program: ExportedProgram
     gates: GateOptions = field(default_factory=GateOptions)
+    eval_set: EvalSet | None = None
+    """The labelled set of ``--eval-data``: the accuracy gate's data, and real inputs of
+    the lossy gates."""
+
+    def real_inputs(self) -> list[tuple[str, np.ndarray]]:
+        """Samples of the labelled set for the lossy agreement gates (none without one)."""
+        return [] if self.eval_set is None else self.eval_set.picks()
 
     @property
     def square_only(self) -> bool:
@@ -224,10 +256,15 @@ class Prepared:
 
 
 def prepare(
-    front: Front, stage: Stages, report: ExportReport, gates: GateOptions = GateOptions()
+    front: Front,
+    stage: Stages,
+    report: ExportReport,
+    gates: GateOptions = GateOptions(),
+    eval_set: EvalSet | None = None,
 ) -> Prepared:
     """Run load -> trace -> find -> rewrite, each stage once, and record each result in
-    ``report``; a model without CA blocks, or a front that asks for none, is not rewritten."""
+    ``report``; a model without CA blocks, or a front that asks for none, is not rewritten.
+    ``gates`` and the labelled set ``eval_set`` are handed on to the later stages."""
     with stage("load"):
         loaded = load(front)
         report.notices += loaded.notices
@@ -248,7 +285,8 @@ def prepare(
             report.passes = list(rewritten.passes)
             for entry in report.ca_blocks:
                 entry.rewritten = any(entry.id in p.applied for p in rewritten.passes)
-    return Prepared(loaded.module, captured.traced, list(found.blocks), program, gates)
+    blocks = list(found.blocks)
+    return Prepared(loaded.module, captured.traced, blocks, program, gates, eval_set)
 
 
 def inspect_model(
@@ -315,7 +353,7 @@ class ModelJob(ABC):
 
     def reads(self) -> list[Path]:
         """The files this job reads."""
-        return model_files(self.model, self.weights)
+        return model_files(self.model, self.weights) + self.gates.eval_files()
 
     @abstractmethod
     def writes(self) -> list[Output]:
@@ -347,8 +385,10 @@ class ModelJob(ABC):
         )
 
     def prepare(self, stage: Stages, report: ExportReport, form: str = "onnx") -> Prepared:
-        """Load, trace, find blocks and rewrite them into ``form``, as this job asks."""
-        return prepare(self.front(form), stage, report, self.gates)
+        """Read the labelled set, if any (bad input before any work); load, trace, find
+        blocks and rewrite them into ``form``, as this job asks."""
+        eval_set = self.gates.eval_set(self.input_shape)
+        return prepare(self.front(form), stage, report, self.gates, eval_set)
 
 
 def with_block_gate(

@@ -23,6 +23,7 @@ from ca_export.export import coreml_compress
 from ca_export.export.coreml import ImageInput, InputSpec, Target
 from ca_export.export.coreml_conversion import Conversion, convert
 from ca_export.files import Output, guard, publish, scratch
+from ca_export.pipeline.accuracy import accuracy_stage
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet
 from ca_export.report import Check, ExportReport
 from ca_export.report.figures import ValueFigures
@@ -37,6 +38,7 @@ from ca_export.verify.coreml_gate import (
     predict,
     reload_check,
 )
+from ca_export.verify.mil.artifact import open_mil
 
 DEFAULT_HW_RANGE = (32, 1024)
 METADATA_FIELDS = ("author", "license", "version", "short_description")
@@ -116,6 +118,11 @@ def validate(job: CoreMLJob) -> None:
         )
     _validate_sizes(job)
     _validate_compress(job)
+    if job.image is not None and job.gates.eval_data is not None:
+        raise BadInputError(
+            "--eval-data feeds the model's own inputs; it does not apply to --image-input "
+            "(verify the fp32-input package with --eval-data instead)"
+        )
     if job.image is not None and (job.input_shape[0] != 1 or job.input_shape[1] != 3):
         raise BadInputError("an image input is one RGB image: --input-shape must be 1,3,H,W")
 
@@ -236,6 +243,11 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
         with stage("predict") if coreml_export.CAN_PREDICT else nullcontext():
             predicted = predict(candidate)
         _record(report, reloaded, evaluated, predicted)
+        parity_ok = all(c.ok for c in evaluated.checks if c.name == "mil_parity")
+        if parity_ok and prepared.eval_set is not None:
+            artifact = open_mil(temporary)
+            name = f"Core ML {target.precision}" + (f" {job.compress}" if job.compress else "")
+            accuracy_stage(prepared, artifact.run, name, report, stage)
         if report.passed:
             with stage("write"):
                 report.artifact = _move(temporary, job.output)

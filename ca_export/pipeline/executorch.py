@@ -22,6 +22,7 @@ from ca_export import __version__
 from ca_export.errors import BadInputError
 from ca_export.export import executorch as et
 from ca_export.files import Output, guard, write_atomic
+from ca_export.pipeline.accuracy import accuracy_stage
 from ca_export.pipeline.common import ModelJob, Progress, Stages, quiet, with_block_gate
 from ca_export.report import Check, ExportReport, Verdict
 from ca_export.report.figures import SizeSpan, StructureFigures
@@ -91,6 +92,8 @@ def export_executorch(job: ExecutorchJob, progress: Progress = quiet) -> ExportR
         bounds = prepared.gates.bounds
         gate = runner_gate(prepared.module, runner.run, names, inputs, et.BACKEND, bounds)
         report.parity = with_block_gate(prepared, gate, inputs)
+    if report.parity.ok:
+        accuracy_stage(prepared, runner.run, "ExecuTorch XNNPACK", report, stage)
     if report.passed:
         with stage("write"):
             report.artifact = write_atomic(lowered.buffer, job.output)

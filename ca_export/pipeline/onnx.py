@@ -9,22 +9,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import onnx
 
 from ca_export import __version__
-from ca_export.errors import BadInputError
+from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import onnx as onnx_export
 from ca_export.export import opset as opset_export
 from ca_export.export.ort_format import paths_for
 from ca_export.export.precision import calibration_files
 from ca_export.files import Output, guard
 from ca_export.pipeline import ort_format
+from ca_export.pipeline.accuracy import accuracy_stage
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet, with_block_gate
 from ca_export.pipeline.precision import Lowering, PrecisionRequest, lower, not_run
 from ca_export.report import Check, ExportReport
 from ca_export.report.figures import OpsetFigures, StructureFigures
 from ca_export.rewrites import DEFAULT_TARGET, form_of
 from ca_export.verify.parity import gate_inputs, onnx_gate
+from ca_export.verify.runtime import cpu_session
 
 
 @dataclass
@@ -155,7 +158,16 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
             report.op_counts_after = lowered.op_counts
         else:
             report.add(not_run(job.precision))
-    onnx_export.set_metadata(model, _metadata(job, prepared.traced.dynamic, report))
+    traced = prepared.traced
+    if report.parity is not None and report.parity.ok and prepared.eval_set is not None:
+        session = cpu_session(model, "the model", error=CheckFailedError)
+        names = traced.output_names
+
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            return session.run(names, {traced.input_names[0]: x})
+
+        accuracy_stage(prepared, run, f"ONNX {job.precision.precision}", report, stage)
+    onnx_export.set_metadata(model, _metadata(job, traced.dynamic, report))
     with ort_format.scratch(job.output, job.ort_format) as folder:
         staged = None
         if folder is not None and report.passed:

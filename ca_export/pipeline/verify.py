@@ -41,10 +41,12 @@ from ca_export.files import Output
 from ca_export.inputs import is_image, load_inputs
 from ca_export.loading import load_model, model_files
 from ca_export.patterns import find
-from ca_export.pipeline.common import Progress, Stages, quiet
-from ca_export.report import ArtifactResult, VerifyCase, VerifyReport
+from ca_export.pipeline.common import GateOptions, Progress, Stages, quiet
+from ca_export.report import ArtifactResult, Check, Verdict, VerifyCase, VerifyReport
 from ca_export.report.ci import write_summaries
+from ca_export.report.text import LOSSY_REFERENCE
 from ca_export.tracing import example_input, guard_memory, trace
+from ca_export.verify.accuracy import EvalSet, accuracy_check, measure
 from ca_export.verify.artifacts import (
     OnnxArtifact,
     OrtArtifact,
@@ -87,10 +89,14 @@ class VerifyJob:
     markdown: Path | None = None
     step_summary: Path | None = None
     allow_unverified: bool = False
+    gates: GateOptions = field(default_factory=GateOptions)
+    """Where set, ``--eval-data`` and ``--max-accuracy-drop`` (the rest is in the fields
+    above)."""
 
     def reads(self) -> list[Path]:
         """The files this job reads."""
-        return [*model_files(self.model, self.weights), *self.artifacts, *self.inputs]
+        files = [*model_files(self.model, self.weights), *self.artifacts, *self.inputs]
+        return files + self.gates.eval_files()
 
     def writes(self) -> list[Output]:
         """The CI summaries this job writes (the step summary is appended to, not replaced)."""
@@ -129,6 +135,7 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
     stage = Stages(progress)
     report = VerifyReport(job.model)
     with stage("load"):
+        eval_set = job.gates.eval_set(job.input_shape)
         artifacts = [open_artifact(path) for path in job.artifacts]
         user_inputs = load_inputs(job.inputs, job.input_shape, notices=report.notices)
         images = any(isinstance(a, MilArtifact) and a.image for a in artifacts)
@@ -147,8 +154,13 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
     for artifact in artifacts:
         with stage(f"verify {artifact.path.name}"):
             image = isinstance(artifact, MilArtifact) and artifact.image
-            inputs = user_pixels if image else user_inputs
-            report.artifacts.append(_verify_one(job, model, artifact, inputs, report))
+            real = [] if image or eval_set is None else eval_set.picks()
+            inputs = user_pixels if image else user_inputs + real
+            result = _verify_one(job, model, artifact, inputs, report)
+            report.artifacts.append(result)
+        if eval_set is not None:
+            with stage(f"accuracy {artifact.path.name}"):
+                result.accuracy = _accuracy(job, model, artifact, eval_set, report)
     report.stages = stage.times
     write_summaries(report, job.junit, job.markdown, job.step_summary)
     return report
@@ -240,6 +252,39 @@ def _verify_one(
             note="localisation covers ONNX files and, off macOS, Core ML ML programs"
         )
     return result
+
+
+def _accuracy(
+    job: VerifyJob,
+    model: torch.nn.Module,
+    artifact: Artifact,
+    eval_set: EvalSet,
+    report: VerifyReport,
+) -> Check | None:
+    """The artifact's accuracy gate on the labelled set, or None (with a notice) where it
+    does not apply: an image-input Core ML model, an input shape the artifact refuses, a
+    model without class scores."""
+    name = artifact.path.name
+    if isinstance(artifact, MilArtifact) and artifact.image:
+        report.notices.append(f"{name}: --eval-data does not apply to an image input")
+        return None
+    refused = artifact.refuses(tuple(eval_set.samples[0][1].shape))
+    if refused:
+        report.notices.append(f"{name}: --eval-data not run ({refused})")
+        return None
+    try:
+        measured = measure(
+            torch_runner(model), artifact.run, eval_set, artifact.output_names, job.gates.max_drop
+        )
+    except Unsupported as err:
+        why = f"the artifact cannot be run here: {err}"
+        return Check("accuracy", Verdict.NOT_VERIFIED, why, accepted=job.allow_unverified)
+    check = accuracy_check(measured, eval_set, LOSSY_REFERENCE, name)
+    if check is None:
+        report.notices.append(
+            f"{name}: no output is class scores, so --eval-data gave real inputs only"
+        )
+    return check
 
 
 def _as_float(out: np.ndarray) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 An exact artifact gives one row (test case) per input x output; a lossy one (fp16, int8)
 gives its skipped inputs and one row per output for the lossy gate, judged over all
-inputs at once."""
+inputs at once; the accuracy gate on ``--eval-data`` one more row (test case) per
+artifact."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ca_export.files import MARKDOWN_HEADING, write_text
+from ca_export.report.figures import AccuracyFigures
 from ca_export.report.results import ArtifactResult, VerifyReport
 
 
@@ -60,6 +62,16 @@ def junit_xml(report: VerifyReport) -> str:
                 message = "; ".join(out.failures)
                 failure = ET.SubElement(test, "failure", message=message, type="LossyGateFailed")
                 failure.text = _where(artifact)
+        accuracy = artifact.accuracy
+        if accuracy is not None:
+            counts["tests"] += 1
+            test = ET.SubElement(suite, "testcase", classname=name, name="accuracy")
+            if not accuracy.ok:
+                counts["failures"] += 1
+                figures = accuracy.figures
+                why = getattr(figures, "failures", ()) or (accuracy.reason,)
+                message = "; ".join(why)
+                ET.SubElement(test, "failure", message=message, type="AccuracyDropped")
         for key, value in counts.items():
             suite.set(key, str(value))
         suite.set("errors", "0")
@@ -121,7 +133,37 @@ def markdown(report: VerifyReport) -> str:
                 f"{_share(out.top1, out.rows)} | {_share(out.top1_in_top5, out.rows)} | "
                 f"{out.min_cosine:.4f} | {out.max_rel_err:.3g} | {result} |"
             )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _accuracy_rows(report)) + "\n"
+
+
+def _accuracy_rows(report: VerifyReport) -> list[str]:
+    """The accuracy gate of each artifact it ran on, as a table (none without any)."""
+    rows = []
+    for artifact in report.artifacts:
+        check = artifact.accuracy
+        if check is None:
+            continue
+        name = Path(artifact.path).name
+        figures = check.figures
+        if not isinstance(figures, AccuracyFigures):
+            rows.append(f"| {name} | | | | | | | {check.verdict.value}: {check.reason} |")
+            continue
+        result = "pass" if check.ok else "**FAIL**: " + "; ".join(figures.failures)
+        rows.append(
+            f"| {name} | {figures.samples} | {100 * figures.reference_top1:.2f} % | "
+            f"{100 * figures.top1:.2f} % | {100 * figures.reference_top5:.2f} % | "
+            f"{100 * figures.top5:.2f} % | {figures.drop:.2f} (<= {figures.max_drop:g}) | "
+            f"{result} |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "| artifact | labelled samples | top-1 fp32 | top-1 | top-5 fp32 | top-5 "
+        "| drop (points) | result |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 def _share(share: float | None, rows: int) -> str:

@@ -142,6 +142,36 @@ class KeptFp32:
 
 
 @dataclass(frozen=True)
+class Sensitivity:
+    """``--keep-fp32 auto``: the figure of the model with only ``module`` in int8."""
+
+    module: str
+    value: float
+    passed: bool
+    text: str
+
+
+@dataclass(frozen=True)
+class SearchStep:
+    """``--keep-fp32 auto``: one try, the modules kept fp32 and what the judge said."""
+
+    kept: tuple[str, ...]
+    score: str
+
+
+@dataclass(frozen=True)
+class KeepAuto:
+    """What ``--keep-fp32 auto`` measured (``pipeline.keep_auto``): every node int8, each
+    candidate's sensitivity (least figure first), each step, and the modules kept."""
+
+    all_int8: str
+    sensitivity: tuple[Sensitivity, ...] = ()
+    steps: tuple[SearchStep, ...] = ()
+    kept: tuple[str, ...] = ()
+    passed: bool = False
+
+
+@dataclass(frozen=True)
 class LossyFigures:
     """The lossy gate of an fp16 or int8 file: agreement with its fp32 reference per output."""
 
@@ -156,6 +186,7 @@ class LossyFigures:
     failures: tuple[str, ...] = ()
     calibration: Calibration | None = None
     kept_fp32: KeptFp32 | None = None
+    keep_fp32_auto: KeepAuto | None = None
     fp32_bytes: int | None = None
     bytes: int | None = None
 
@@ -172,6 +203,28 @@ class LossyFigures:
             failures=tuple(gate.failures()),
             **figures,
         )
+
+
+@dataclass(frozen=True)
+class AccuracyFigures:
+    """The accuracy gate on a labelled set (``verify.accuracy``): top-1 and top-5 (shares)
+    of the fp32 ``reference`` and of the ``artifact``, the top-1 ``drop`` in points and its
+    bound ``max_drop``."""
+
+    kind: ClassVar[str] = "accuracy"
+    data: str
+    output: str
+    samples: int
+    classes: int
+    reference: str
+    artifact: str
+    reference_top1: float
+    reference_top5: float
+    top1: float
+    top5: float
+    drop: float
+    max_drop: float
+    failures: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -240,6 +293,7 @@ Figures = (
     | OrtFormatFigures
     | StructureFigures
     | LossyFigures
+    | AccuracyFigures
     | MilFigures
     | OpsetFigures
     | ValueFigures
@@ -254,6 +308,7 @@ KINDS: dict[str, type[Any]] = {
         OrtFormatFigures,
         StructureFigures,
         LossyFigures,
+        AccuracyFigures,
         MilFigures,
         OpsetFigures,
         ValueFigures,

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from ca_export.files import HTML_HEAD
 from ca_export.report.checks import Check, Verdict
-from ca_export.report.figures import GateFigures, StructureFigures
+from ca_export.report.figures import AccuracyFigures, GateFigures, StructureFigures
 from ca_export.report.results import (
     BenchReport,
     ExportReport,
@@ -411,9 +411,41 @@ def _delegate_part(report: Report) -> str:
     return head + (_table(["op", "node", "module", "CA block"], rows, "outside") if rows else "")
 
 
+def _accuracy_part(report: Report) -> str:
+    """Top-1 and top-5 of the fp32 model and of each artifact on the labelled set."""
+    checks: list[tuple[str, Check]] = []
+    if isinstance(report, ExportReport) and "accuracy" in report.checks:
+        checks = [(report.format, report.checks["accuracy"])]
+    if isinstance(report, VerifyReport):
+        checks = [(_short(a.path), a.accuracy) for a in report.artifacts if a.accuracy]
+    rows = []
+    for name, check in checks:
+        figures = check.figures
+        if not isinstance(figures, AccuracyFigures):
+            continue
+        rows.append(
+            [
+                escape(name),
+                str(figures.samples),
+                _num(100 * figures.reference_top1),
+                _num(100 * figures.top1),
+                _num(100 * figures.reference_top5),
+                _num(100 * figures.top5),
+                _num(figures.drop),
+                _num(figures.max_drop),
+                _verdict_cell(VERDICTS[check.verdict], _check_css(check)),
+            ]
+        )
+    if not rows:
+        return ""
+    head = ["artifact", "samples", "top-1 fp32 %", "top-1 %", "top-5 fp32 %", "top-5 %"]
+    return _table([*head, "drop (points)", "bound", "verdict"], rows, "accuracy")
+
+
 SECTIONS: list[tuple[str, str, Callable[[Report], str]]] = [
     ("checks", "Checks", _checks_part),
     ("parity", "Parity against each bound", _parity_part),
+    ("accuracy", "Accuracy on the labelled set", _accuracy_part),
     ("localisation", "Where outputs diverge", _localisation_part),
     ("latency", "Latency", _latency_part),
     ("ops", "Op counts", _ops_part),

@@ -227,13 +227,17 @@ class ArtifactResult:
     localization: Localization | None = None
     lossy: LossyGate | None = None
     allow_unverified: bool = False
+    accuracy: Check | None = None
+    """The accuracy gate on ``--eval-data`` (``verify.accuracy``), where it ran."""
 
     @property
     def passed(self) -> bool:
-        """Whether every comparison and the lossy gate (if any) passed, and a case ran (or,
-        with ``allow_unverified``, every case was skipped as not verified)."""
+        """Whether every comparison, the lossy gate and the accuracy gate (if any) passed, and
+        a case ran (or, with ``allow_unverified``, every case was skipped as not verified)."""
         ran = [c for c in self.cases if c.skipped is None]
         lossy = self.lossy is None or self.lossy.passed
+        if self.accuracy is not None and not self.accuracy.ok:
+            return False
         if not ran and self.lossy is None:
             return self.allow_unverified and all(
                 (c.skipped or "").startswith("not verified") for c in self.cases

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 from ca_export.report.checks import Check, Verdict
 from ca_export.report.figures import (
+    AccuracyFigures,
     GateFigures,
+    KeepAuto,
     LossyFigures,
     MilFigures,
     StructureFigures,
@@ -59,6 +61,30 @@ def lossy_lines(gate: LossyGate | LossyFigures, against: str) -> list[str]:
     return lines
 
 
+def accuracy_line(accuracy: AccuracyFigures) -> str:
+    """``accuracy on 360 labelled samples (10 classes), A -> B: top-1 98.33 % -> ...``."""
+    return (
+        f"accuracy on {accuracy.samples} labelled samples ({accuracy.classes} classes), "
+        f"{accuracy.reference} -> {accuracy.artifact}: top-1 "
+        f"{100 * accuracy.reference_top1:.2f} % -> {100 * accuracy.top1:.2f} % (drop "
+        f"{accuracy.drop:.2f} points, bound {accuracy.max_drop:g}), top-5 "
+        f"{100 * accuracy.reference_top5:.2f} % -> {100 * accuracy.top5:.2f} %"
+    )
+
+
+def keep_auto_lines(search: KeepAuto) -> list[str]:
+    """The ``--keep-fp32 auto`` search: every node int8, each module's sensitivity, each
+    step and what was kept."""
+    lines = [f"--keep-fp32 auto: every node int8: {search.all_int8}"]
+    if search.sensitivity:
+        ranked = ", ".join(f"{s.module} {s.value:.4g}" for s in search.sensitivity)
+        lines.append(f"  sensitivity (figure with only that module int8): {ranked}")
+    lines += [f"  kept {', '.join(s.kept)}: {s.score}" for s in search.steps]
+    verdict = "within bounds" if search.passed else "not within bounds: int8 fails"
+    lines.append(f"  kept fp32: {', '.join(search.kept) or 'nothing'} ({verdict})")
+    return lines
+
+
 def render_inspect(report: InspectReport) -> str:
     """The text table ``inspect`` prints."""
     lines = [f"{len(report.ca_blocks)} CA block(s) in {report.source}"]
@@ -91,7 +117,11 @@ def _check_lines(check: Check) -> list[str]:
     lines = [f"check {check.name}: {verdict}{reason}"]
     figures = check.figures
     if isinstance(figures, LossyFigures) and check.ran:
+        search = figures.keep_fp32_auto
+        lines += [f"  {line}" for line in keep_auto_lines(search)] if search else []
         lines += [f"  {line}" for line in lossy_lines(figures, figures.reference)]
+    if isinstance(figures, AccuracyFigures) and check.ran:
+        lines.append(f"  {accuracy_line(figures)}")
     if isinstance(figures, WeightsFigures) and check.ran:
         lines.append(f"  {_weights_line(figures)}")
     failures = getattr(figures, "failures", ())
@@ -275,6 +305,8 @@ def render_verify(report: VerifyReport) -> str:
             lines.append(f"  lossy gate: {first}")
             lines += [f"    {line}" for line in outputs]
             lines += [f"  failed: {line}" for line in artifact.lossy.failures()]
+        if artifact.accuracy is not None:
+            lines += [f"  {line}" for line in _check_lines(artifact.accuracy)]
         loc = artifact.localization
         if loc is not None:
             if loc.first_divergence:

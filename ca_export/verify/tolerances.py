@@ -76,6 +76,33 @@ cosine bound: an error at cosine c has an RMS of about sqrt(2 (1 - c)) of the si
 and the largest of 1000 logits' errors is about 3.5 times the RMS. A model that falls
 apart in int8 (a clipping calibration, a saturated gate) gives cosines of 0.5 and below
 and rel errors above 3.
+
+**Re-derived on a trained network.** The rows above were set on calibrated-random
+samples, where int8 or palettised weights move the logits by a large share of their RMS.
+``digits_ca`` is trained (``sample_models.train_digits``); ``python -m
+benchmarks.trained_lossy`` judges each lossy form against PyTorch fp32 on its 360 held-out
+digits (smallest cosine, largest rel err, top-1 agreement; top-1 accuracy 98.33 % fp32):
+
+==========================  ==========  ===========  ===============  ==========
+form                        min cosine  max rel err  top-1 agreement  accuracy %
+==========================  ==========  ===========  ===============  ==========
+ONNX fp16                   1.00000     0.0038       360/360          98.33
+ONNX int8 (32 digits cal.)  0.99803     0.267        360/360          98.33
+Core ML int8 weights        0.99972     0.051        360/360          98.33
+Core ML palette8 weights    0.99988     0.030        360/360          98.33
+Core ML palette6 weights    0.99583     0.167        360/360          98.33
+Core ML palette4 weights    0.92712     0.78         352/360          96.11
+==========================  ==========  ===========  ===============  ==========
+
+Every trained figure is inside its row, by 6x (int8 rel err) or more except palette4,
+which the row admits at 0.78 of its 0.8 while the accuracy gate (``verify.accuracy``,
+default 1 point) fails its 2.2-point drop. The failing side, on the same network: int8
+calibrated on the digits scaled by 0.85, 0.7 or 0.5 (a clipping calibration) gives
+cosines 0.67, 0.19 and -0.04, rel errors 2.1, 5.2 and 8.9, and 68 %, 13 % and 12 %
+accuracy (``tests/cli/test_accuracy_cli.py``), all failing the int8 row. So no row is
+widened or narrowed: each sits between what a trained network does and what a broken
+conversion of it does; a row narrowed to the trained figures would fail the random
+samples, whose losses are real for their weights.
 """
 
 from __future__ import annotations

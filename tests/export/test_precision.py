@@ -122,7 +122,7 @@ def test_clipping_calibration_fails_the_gate(lowered: dict[str, Any]) -> None:
     _, check, warnings = lowered["clipped"]
     assert not check["passed"] and not warnings
     assert check["calibration"]["samples"] == 4
-    assert check["inputs"][-1] == "tiny.npy[3]"
+    assert check["inputs"][3] == "tiny.npy[3]" and check["inputs"][-1] == "seed 8"
     (output,) = check["outputs"]
     assert output["min_cosine"] < 0.5, "falls apart (the table's int8 note), not near the bound"
     assert any(f.startswith("output: cosine") for f in check["failures"])

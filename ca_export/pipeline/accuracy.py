@@ -1,0 +1,44 @@
+"""The accuracy stage of the exports: the artifact against the fp32 model on ``--eval-data``.
+
+It runs after the exact and lossy gates passed and before anything is written
+(``verify.accuracy``); a model without a classifier output gets a notice instead.
+"""
+
+from __future__ import annotations
+
+from ca_export.pipeline.common import Prepared, Stages
+from ca_export.report import Check, ExportReport, Verdict
+from ca_export.verify.accuracy import Runner, accuracy_check, measure
+from ca_export.verify.lossy import torch_runner
+from ca_export.verify.mil.ops import Unsupported
+
+REFERENCE = "PyTorch fp32"
+
+
+def accuracy_stage(
+    prepared: Prepared, run: Runner, artifact: str, report: ExportReport, stage: Stages
+) -> None:
+    """Measure and gate the artifact's accuracy (``run``) on the job's labelled set, if any."""
+    eval_set = prepared.eval_set
+    if eval_set is None:
+        return
+    with stage("accuracy"):
+        names = prepared.traced.output_names
+        reference = torch_runner(prepared.module)
+        try:
+            measured = measure(reference, run, eval_set, names, prepared.gates.max_drop)
+        except Unsupported as err:
+            allowed = prepared.gates.allow_unverified
+            why = f"the artifact cannot be run here: {err}"
+            report.expected.append("accuracy")
+            report.add(Check("accuracy", Verdict.NOT_VERIFIED, why, accepted=allowed))
+            return
+    check = accuracy_check(measured, eval_set, REFERENCE, artifact)
+    if check is None:
+        report.notices.append(
+            f"--eval-data: no output is class scores [1, K>={len(eval_set.classes)}], so no "
+            "accuracy is measured; its samples serve as real inputs of the lossy gates"
+        )
+        return
+    report.expected.append("accuracy")
+    report.add(check)
