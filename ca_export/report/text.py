@@ -82,6 +82,16 @@ def render_export(report: ExportReport) -> str:
             lines += [
                 f"  outside: {o['op']} ({o['module'] or '<model>'})" for o in structure["outside"]
             ]
+        if "partitions" in structure:
+            lines.append(f"XNNPACK partitions: {structure['partitions']}")
+            lines += [
+                f"  TRANSPOSE left: op {t['index']} ({t['module'] or '<model>'})"
+                for t in structure["transposes"]
+            ]
+            lines += [
+                f"  outside: op {o['index']} {o['op']} ({o['module'] or '<model>'})"
+                for o in structure["outside"]
+            ]
     for check in report.checks.values():
         lines += _check_lines(check, _compressed_figures(check))
         arithmetic = check.details.get("fp32_arithmetic")

@@ -1,0 +1,61 @@
+"""``ca-export litert``: convert to a LiteRT .tflite (XNNPACK) behind the parity gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ca_export.pipeline.litert import LiteRTJob, export_litert
+from ca_export.report import render_export
+from cli.common import handle_errors, run_job
+from cli.options import (
+    dynamic_option,
+    gate_options,
+    model_job,
+    model_options,
+    report_option,
+    rewrite_option,
+    skip_pass_option,
+)
+
+EPILOG = """\b
+Examples:
+  ca-export litert mobilenetv2_ca -o mnv2_ca.tflite
+  ca-export litert mobilenetv2_ca -o mnv2_ca_nhwc.tflite --channels-last-io
+  ca-export litert mobilenetv2_ca -o stock.tflite --no-rewrite --report report.json
+"""
+
+
+@click.command(epilog=EPILOG)
+@model_options
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help=".tflite file to write."
+)
+@click.option(
+    "--channels-last-io",
+    is_flag=True,
+    help="NHWC input (and NHWC 4-D outputs), as camera frames come; no TRANSPOSE at the input.",
+)
+@dynamic_option
+@rewrite_option
+@skip_pass_option
+@report_option
+@gate_options
+@handle_errors
+@model_job
+def litert(
+    fields: dict[str, Any],
+    channels_last_io: bool,
+    report_path: Path | None,
+) -> None:
+    """Convert MODEL to a LiteRT model (.tflite) and gate it against PyTorch.
+
+    The file runs in LiteRT's interpreter with XNNPACK on seeded inputs; it is written
+    only if it matches the original model. The summary gives the TRANSPOSE ops left and
+    the XNNPACK partitions with the ops left outside, by CA block. Needs the extra:
+    pip install -e ".[litert]".
+    """
+    job = LiteRTJob(**fields, channels_last_io=channels_last_io)
+    run_job(job, export_litert, render_export, report_path)
