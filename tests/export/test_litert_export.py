@@ -1,0 +1,94 @@
+"""LiteRT target: conversion in the litert form, inspection by CA block, the gate, verify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ca_export.export.litert import BACKEND, LiteRunner, _block_of
+from ca_export.loading import load_model
+from ca_export.pipeline.litert import LiteRTJob, export_litert
+from ca_export.pipeline.verify import VerifyJob, run_verify
+from ca_export.tracing import example_input
+from ca_export.verify.parity import runner_gate
+
+SMALL = (1, 3, 32, 32)
+BLOCK = (
+    "sample_models.seed.SeedNet/torch.nn.modules.container.Sequential_features/"
+    "sample_models.seed.CoordAtt_ca/torch.nn.modules.conv.Conv2d_conv1;"
+)
+
+
+def test_block_of_names_the_block_a_tensor_was_traced_in() -> None:
+    assert _block_of(BLOCK, ["stem", "features.ca"]) == 1
+
+
+def test_block_of_names_no_block_for_a_tensor_outside_every_block() -> None:
+    other = BLOCK.replace("CoordAtt_ca", "CoordAtt_cab")
+    assert _block_of(other, ["features.ca"]) is None
+    assert _block_of("serving_default_args_0", ["features.ca"]) is None
+
+
+@pytest.fixture(scope="module")
+def litert_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    pytest.importorskip("litert_torch", reason="the litert extra is not installed")
+    out = tmp_path_factory.mktemp("litert") / "seed.tflite"
+    return out, export_litert(LiteRTJob("seed_ca", out, input_shape=SMALL))
+
+
+@pytest.mark.slow
+def test_litert_form_is_exact_with_no_ca_transpose_in_one_partition(
+    litert_export: tuple[Path, object],
+) -> None:
+    out, report = litert_export
+    assert report.passed and out.is_file()
+    details = report.structure.details
+    assert details["partitions"] == 1
+    assert details["ca_only_nodes_after"] == 0
+    assert all(t["module"] == "" for t in details["transposes"])
+    assert report.parity.ok and "blocks" in report.parity.details
+
+
+@pytest.mark.slow
+def test_litert_gate_fails_an_output_off_by_a_thousandth(
+    litert_export: tuple[Path, object],
+) -> None:
+    out, _ = litert_export
+    model = load_model("seed_ca").module
+    runner = LiteRunner(out.read_bytes())
+
+    def off(x: np.ndarray) -> list[np.ndarray]:
+        return [y + 1e-3 * np.sqrt(np.mean(y * y)) for y in runner.run(x)]
+
+    inputs = [(0, example_input(SMALL, 0))]
+    assert runner_gate(model, runner.run, ["output"], inputs, BACKEND).passed
+    assert not runner_gate(model, off, ["output"], inputs, BACKEND).passed
+
+
+@pytest.mark.slow
+def test_verify_takes_a_tflite(litert_export: tuple[Path, object]) -> None:
+    out, _ = litert_export
+    report = run_verify(VerifyJob("seed_ca", (out,), input_shape=SMALL))
+    assert report.passed
+
+
+@pytest.mark.slow
+def test_stock_conversion_leaves_transposes_in_ca_blocks(tmp_path: Path) -> None:
+    pytest.importorskip("litert_torch", reason="the litert extra is not installed")
+    out = tmp_path / "stock.tflite"
+    report = export_litert(LiteRTJob("seed_ca", out, input_shape=SMALL, rewrite=False))
+    assert report.passed
+    assert any(t["module"] for t in report.structure.details["transposes"])
+    assert report.warnings
+
+
+@pytest.mark.slow
+def test_channels_last_io_leaves_no_transpose(tmp_path: Path) -> None:
+    pytest.importorskip("litert_torch", reason="the litert extra is not installed")
+    out = tmp_path / "nhwc.tflite"
+    report = export_litert(LiteRTJob("seed_ca", out, input_shape=SMALL, channels_last_io=True))
+    assert report.passed
+    assert report.structure.details["transposes"] == []
+    assert report.structure.details["partitions"] == 1
