@@ -12,7 +12,7 @@ and over stock's. Ratios are the result; absolute milliseconds depend on the mac
 its load.
 
     python -m benchmarks.litert_forms --cache /tmp/litert-bench
-    python -m benchmarks.litert_forms --cache /tmp/litert-bench --runs 300
+    python -m benchmarks.litert_forms --cache /tmp/litert-bench --forms litert
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ VARIANTS: dict[str, tuple[str, str | None, bool]] = {
     "litert nhwc": (MODEL, "litert", True),
 }
 """Name: (model, rewrite form or None for the stock program, NHWC input)."""
+ALWAYS = ("no-CA", "stock", "litert", "no-CA nhwc", "litert nhwc")
+"""The files every run makes: the ones the targets are measured on."""
 EXECUTORCH = {"no-CA .pte": (BASELINE, None), "litert .pte": (MODEL, "litert")}
 """ExecuTorch programs timed beside: (model, form)."""
 
@@ -106,6 +108,12 @@ def arguments() -> Namespace:
     parser.add_argument("--cache", type=Path, help="reuse/keep the files in this folder")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument(
+        "--forms",
+        default=",".join(VARIANTS),
+        help="comma-separated subset of the files (no-CA, stock, litert and their NHWC "
+        "twins are always made)",
+    )
     return parser.parse_args()
 
 
@@ -115,7 +123,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temp:
         folder = args.cache or Path(temp)
         folder.mkdir(parents=True, exist_ok=True)
-        files = {name: convert(name, folder, args.size) for name in VARIANTS}
+        chosen = set(args.forms.split(",")) | set(ALWAYS)
+        files = {name: convert(name, folder, args.size) for name in VARIANTS if name in chosen}
         paths = {name: path for name, (path, _) in files.items()}
         if et.available():
             paths |= {name: lower(name, folder, args.size) for name in EXECUTORCH}

@@ -11,10 +11,12 @@ from ca_export.pipeline.litert import LiteRTJob, export_litert
 from ca_export.report import render_export
 from cli.common import handle_errors, run_job
 from cli.options import (
+    calibration_option,
     dynamic_option,
     gate_options,
     model_job,
     model_options,
+    precision_option,
     report_option,
     rewrite_option,
     skip_pass_option,
@@ -25,6 +27,7 @@ Examples:
   ca-export litert mobilenetv2_ca -o mnv2_ca.tflite
   ca-export litert mobilenetv2_ca -o mnv2_ca_nhwc.tflite --channels-last-io
   ca-export litert mobilenetv2_ca -o stock.tflite --no-rewrite --report report.json
+  ca-export litert mobilenetv2_ca -o mnv2_int8.tflite --precision int8 --calibration imgs/
 """
 
 
@@ -38,6 +41,8 @@ Examples:
     is_flag=True,
     help="NHWC input (and NHWC 4-D outputs), as camera frames come; no TRANSPOSE at the input.",
 )
+@precision_option
+@calibration_option
 @dynamic_option
 @rewrite_option
 @skip_pass_option
@@ -48,14 +53,20 @@ Examples:
 def litert(
     fields: dict[str, Any],
     channels_last_io: bool,
+    precision: str,
+    calibration: Path | None,
     report_path: Path | None,
 ) -> None:
     """Convert MODEL to a LiteRT model (.tflite) and gate it against PyTorch.
 
     The file runs in LiteRT's interpreter with XNNPACK on seeded inputs; it is written
     only if it matches the original model. The summary gives the TRANSPOSE ops left and
-    the XNNPACK partitions with the ops left outside, by CA block. Needs the extra:
+    the XNNPACK partitions with the ops left outside, by CA block. --precision fp16|int8
+    quantizes the gated file with ai-edge-quantizer (weights only; int8 with --calibration
+    DIR: static, activations too), judged by the lossy gate. Needs the extra:
     pip install -e ".[litert]".
     """
-    job = LiteRTJob(**fields, channels_last_io=channels_last_io)
+    job = LiteRTJob(
+        **fields, channels_last_io=channels_last_io, precision=precision, calibration=calibration
+    )
     run_job(job, export_litert, render_export, report_path)

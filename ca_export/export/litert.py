@@ -89,6 +89,52 @@ def convert(
         ) from None
 
 
+QUANTIZATIONS = {
+    "fp16": "fp16 weights, fp32 compute (ai-edge-quantizer weight-only, FLOAT_CASTING)",
+    "int8": "int8 weights per channel, fp32 compute (ai-edge-quantizer weight-only)",
+    "int8-static": "int8 weights and activations, MinMax calibration (ai-edge-quantizer "
+    "static_wi8_ai8)",
+}
+"""What each ``quantize`` kind does."""
+
+
+def quantize(
+    buffer: bytes, kind: str, calibration: Sequence[np.ndarray] = (), channels_last: bool = False
+) -> bytes:
+    """``buffer`` quantized by ai-edge-quantizer as ``kind`` (``QUANTIZATIONS``); the static
+    kind calibrates on ``calibration`` (NCHW arrays, fed in the file's layout)."""
+    _require()
+    from ai_edge_quantizer import qtyping, quantizer
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    ops = qtyping.TFLOperationName.ALL_SUPPORTED
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            tool = quantizer.Quantizer(buffer)
+            if kind == "fp16":
+                tool.add_weight_only_config(
+                    ".*", ops, 16, algorithm_key=AlgorithmName.FLOAT_CASTING
+                )
+            elif kind == "int8":
+                tool.add_weight_only_config(".*", ops, 8)
+            else:
+                tool.add_static_config(".*", ops, 8, 8)
+            result = None
+            if tool.need_calibration:
+                signatures = _interpreter(buffer).get_signature_list()
+                key = next(iter(signatures))
+                (name,) = signatures[key]["inputs"]
+                feeds = [x.transpose(0, 2, 3, 1) if channels_last else x for x in calibration]
+                data = {key: [{name: np.ascontiguousarray(x, np.float32)} for x in feeds]}
+                result = tool.calibrate(data, num_threads=1)
+            return bytes(tool.quantize(result).quantized_model)
+    except Exception as err:
+        raise BadInputError(
+            f"ai-edge-quantizer cannot quantize the file as {kind}: {type(err).__name__}: "
+            f"{_first_line(err)}"
+        ) from None
+
+
 @dataclass
 class LiteOp:
     """One op of the file: its index, its name, the CA block it comes from, and whether it

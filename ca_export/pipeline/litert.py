@@ -9,6 +9,11 @@ their CA blocks), the XNNPACK partitions and the ops left outside them; CA ops o
 XNNPACK or TRANSPOSE from a CA block are a warning, not a failure (the file is exact,
 only slower).
 
+``--precision fp16|int8`` quantizes the gated fp32 file with ai-edge-quantizer (fp16 or
+int8 weights with fp32 compute; int8 with ``--calibration DIR`` is static, activations
+too) and judges it with the lossy rows against the PyTorch model; the structure then
+describes the quantized file.
+
 Static shapes only: ``--dynamic`` is refused (litert-torch converts a dynamic program, but
 ca-export has not measured one through its layout pass and XNNPACK; export one file per
 input size).
@@ -17,15 +22,32 @@ input size).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ca_export import __version__
 from ca_export.errors import BadInputError
 from ca_export.export import litert as lt
+from ca_export.export.precision import calibration_files, calibration_inputs
 from ca_export.files import Output, guard, write_atomic
-from ca_export.pipeline.common import ModelJob, Progress, Stages, quiet, with_block_gate
+from ca_export.pipeline.common import (
+    ModelJob,
+    Prepared,
+    Progress,
+    Stages,
+    quiet,
+    with_block_gate,
+)
+from ca_export.pipeline.precision import (
+    GATE_CALIBRATION,
+    PrecisionRequest,
+    lossy_summary,
+    not_run,
+)
 from ca_export.report import Check, ExportReport, Verdict
 from ca_export.tracing import example_input
+from ca_export.verify.lossy import GATE_SEEDS, lossy_gate, torch_runner
 from ca_export.verify.parity import gate_inputs, runner_gate
+from ca_export.verify.tolerances import tolerance, user_tolerance
 
 SUFFIX = ".tflite"
 FORM = "litert"
@@ -42,10 +64,22 @@ class LiteRTJob(ModelJob):
     """What the user asked ``ca-export litert`` for."""
 
     channels_last_io: bool = False
+    precision: str = "fp32"
+    calibration: Path | None = None
+
+    def reads(self) -> list[Path]:
+        """The files this job reads."""
+        return super().reads() + calibration_files(self.calibration)
 
     def writes(self) -> list[Output]:
         """The files this job writes."""
         return [Output(self.output, "tflite")]
+
+    @property
+    def quantization(self) -> str:
+        """The ``litert.quantize`` kind asked for: int8 is weight-only, static with
+        ``--calibration``."""
+        return "int8-static" if self.calibration is not None else self.precision
 
 
 def validate(job: LiteRTJob) -> None:
@@ -54,6 +88,10 @@ def validate(job: LiteRTJob) -> None:
         raise BadInputError(f"a LiteRT model is saved as {SUFFIX}, not {job.output.name!r}")
     if job.dynamic:
         raise BadInputError(NO_DYNAMIC)
+    if job.precision not in ("fp32", "fp16", "int8"):
+        raise BadInputError(f"unknown precision {job.precision!r}")
+    if job.calibration is not None and job.precision != "int8":
+        raise BadInputError("--calibration needs --precision int8 (static int8)")
     guard(job.reads(), job.writes())
     if not lt.available():
         raise BadInputError(lt.INSTALL_HINT)
@@ -109,8 +147,50 @@ def export_litert(job: LiteRTJob, progress: Progress = quiet) -> ExportReport:
             prepared.module, runner.run, names, inputs, lt.BACKEND, prepared.gates.bounds
         )
         report.parity = with_block_gate(prepared, gate, inputs)
+    if job.precision != "fp32":
+        exact = report.passed
+        report.expected.append("precision")
+        if exact:
+            buffer = lower_precision(job, prepared, buffer, report, stage)
+        else:
+            not_run(PrecisionRequest(job.precision), report)
     if report.passed:
         with stage("write"):
             report.artifact = write_atomic(buffer, job.output)
     report.stages = stage.times
     return report
+
+
+def lower_precision(
+    job: LiteRTJob, prepared: Prepared, buffer: bytes, report: ExportReport, stage: Stages
+) -> bytes:
+    """Quantize the gated fp32 file and judge it against the PyTorch model with the lossy
+    rows, on the seeded gate inputs and up to 8 calibration samples; the report's structure
+    then describes the quantized file."""
+    samples = (
+        [] if job.calibration is None else calibration_inputs(job.calibration, job.input_shape)
+    )
+    kind = job.quantization
+    with stage(job.precision):
+        lowered = lt.quantize(buffer, kind, [x for _, x in samples], job.channels_last_io)
+    with stage("inspect"):
+        modules = [b.module for b in prepared.blocks]
+        report.structure = structure(lt.inspect(lowered, modules), report, modules)
+    with stage("lossy gate"):
+        inputs = [(f"seed {s}", example_input(job.input_shape, s).numpy()) for s in GATE_SEEDS]
+        inputs += samples[:GATE_CALIBRATION]
+        runner = lt.LiteRunner(lowered, job.channels_last_io)
+        tol = user_tolerance(tolerance(job.precision, lt.BACKEND), *prepared.gates.bounds)
+        names = prepared.traced.output_names
+        reference = torch_runner(prepared.module)
+        gate = lossy_gate(reference, runner.run, names, inputs, job.precision, lt.BACKEND, tol)
+    check = {
+        "precision": job.precision,
+        "method": lt.QUANTIZATIONS[kind],
+        "reference": "PyTorch fp32",
+    } | lossy_summary(gate, "PyTorch fp32")
+    if samples:
+        check["calibration"] = {"source": str(job.calibration), "samples": len(samples)}
+    check["fp32_bytes"], check["bytes"] = len(buffer), len(lowered)
+    report.add(Check.judged("precision", gate.passed, check))
+    return lowered

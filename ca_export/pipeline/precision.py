@@ -174,7 +174,7 @@ def convert_and_gate(
         tol = user_tolerance(tolerance(request.precision, BACKEND), *request.bounds)
         runner = reference[0]
         gate = lossy_gate(runner, run, output_names, inputs, request.precision, BACKEND, tol)
-    check |= _summary(gate, reference[1])
+    check |= lossy_summary(gate, reference[1])
     check["fp32_bytes"] = model.ByteSize()
     check["bytes"] = lowered.ByteSize()
     return lowered, Check.judged("precision", gate.passed, check), warnings
@@ -191,7 +191,7 @@ def _dims(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
-def _summary(gate: LossyGate, against: str) -> dict[str, Any]:
+def lossy_summary(gate: LossyGate, against: str) -> dict[str, Any]:
     """The gate's figures as report data, with the lines the CLI prints."""
     return {
         "backend": gate.backend,

@@ -146,6 +146,8 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("float16", "coreml"): Tolerance(rel=2e-2, noise_factor=4.0, floor=FP16_FLOOR),
     ("fp16", "onnxruntime-cpu"): Tolerance(rel=0.5, cosine=0.99, top1=7 / 8, top1_in_top5=1.0),
     ("int8", "onnxruntime-cpu"): Tolerance(rel=1.6, cosine=0.90, top1=6 / 8, top1_in_top5=7 / 8),
+    ("fp16", "litert-xnnpack"): Tolerance(rel=0.5, cosine=0.99, top1=7 / 8, top1_in_top5=1.0),
+    ("int8", "litert-xnnpack"): Tolerance(rel=1.6, cosine=0.90, top1=6 / 8, top1_in_top5=7 / 8),
     ("int8-weights", "coreml"): Tolerance(rel=0.2, cosine=0.98),
     ("palette8-weights", "coreml"): Tolerance(rel=0.2, cosine=0.98),
     ("palette6-weights", "coreml"): Tolerance(rel=0.5, cosine=0.875),

@@ -15,6 +15,7 @@ from ca_export.tracing import example_input
 from ca_export.verify.parity import runner_gate
 
 SMALL = (1, 3, 32, 32)
+MNV2 = (1, 3, 64, 64)
 BLOCK = (
     "sample_models.seed.SeedNet/torch.nn.modules.container.Sequential_features/"
     "sample_models.seed.CoordAtt_ca/torch.nn.modules.conv.Conv2d_conv1;"
@@ -34,8 +35,8 @@ def test_block_of_names_no_block_for_a_tensor_outside_every_block() -> None:
 @pytest.fixture(scope="module")
 def litert_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     pytest.importorskip("litert_torch", reason="the litert extra is not installed")
-    out = tmp_path_factory.mktemp("litert") / "seed.tflite"
-    return out, export_litert(LiteRTJob("seed_ca", out, input_shape=SMALL))
+    out = tmp_path_factory.mktemp("litert") / "mnv2.tflite"
+    return out, export_litert(LiteRTJob("mobilenetv2_ca", out, input_shape=MNV2))
 
 
 @pytest.mark.slow
@@ -56,13 +57,13 @@ def test_litert_gate_fails_an_output_off_by_a_thousandth(
     litert_export: tuple[Path, object],
 ) -> None:
     out, _ = litert_export
-    model = load_model("seed_ca").module
+    model = load_model("mobilenetv2_ca").module
     runner = LiteRunner(out.read_bytes())
 
     def off(x: np.ndarray) -> list[np.ndarray]:
         return [y + 1e-3 * np.sqrt(np.mean(y * y)) for y in runner.run(x)]
 
-    inputs = [(0, example_input(SMALL, 0))]
+    inputs = [(0, example_input(MNV2, 0))]
     assert runner_gate(model, runner.run, ["output"], inputs, BACKEND).passed
     assert not runner_gate(model, off, ["output"], inputs, BACKEND).passed
 
@@ -70,7 +71,7 @@ def test_litert_gate_fails_an_output_off_by_a_thousandth(
 @pytest.mark.slow
 def test_verify_takes_a_tflite(litert_export: tuple[Path, object]) -> None:
     out, _ = litert_export
-    report = run_verify(VerifyJob("seed_ca", (out,), input_shape=SMALL))
+    report = run_verify(VerifyJob("mobilenetv2_ca", [out], input_shape=MNV2))
     assert report.passed
 
 
@@ -88,7 +89,8 @@ def test_stock_conversion_leaves_transposes_in_ca_blocks(tmp_path: Path) -> None
 def test_channels_last_io_leaves_no_transpose(tmp_path: Path) -> None:
     pytest.importorskip("litert_torch", reason="the litert extra is not installed")
     out = tmp_path / "nhwc.tflite"
-    report = export_litert(LiteRTJob("seed_ca", out, input_shape=SMALL, channels_last_io=True))
+    job = LiteRTJob("mobilenetv2_ca", out, input_shape=MNV2, channels_last_io=True)
+    report = export_litert(job)
     assert report.passed
     assert report.structure.details["transposes"] == []
     assert report.structure.details["partitions"] == 1
