@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ca_export.bench import BenchConfig, bench
 from ca_export.export.litert import BACKEND, LiteRunner, _block_of
 from ca_export.loading import load_model
 from ca_export.pipeline.litert import LiteRTJob, export_litert
@@ -94,3 +95,11 @@ def test_channels_last_io_leaves_no_transpose(tmp_path: Path) -> None:
     assert report.passed
     assert report.structure.details["transposes"] == []
     assert report.structure.details["partitions"] == 1
+
+
+@pytest.mark.slow
+def test_bench_times_a_tflite(litert_export: tuple[Path, object]) -> None:
+    out, _ = litert_export
+    report = bench({"litert": out}, MNV2, BenchConfig(1, 2, 0.0, (1,), profile_runs=0))
+    timing = report.timing("litert", 1)
+    assert timing.runs == 2 and timing.p50_ms > 0
