@@ -45,6 +45,9 @@ from ca_export.errors import BadInputError
 MARKDOWN_HEADING = "### ca-export verify:"
 """How every Markdown summary ``verify`` writes begins."""
 
+HTML_HEAD = "<!DOCTYPE html><!-- ca-export report -->"
+"""How every HTML report begins."""
+
 
 @dataclass(frozen=True)
 class Output:
@@ -123,6 +126,7 @@ FILE_KINDS: dict[str, Callable[[Path], bool]] = {
     "json": _is_json,
     "junit": _starts_with("<?xml", "<testsuites"),
     "markdown": _starts_with(MARKDOWN_HEADING),
+    "html": _starts_with(HTML_HEAD),
 }
 """File kinds a run writes, each with the test an existing file must pass to be replaced."""
 

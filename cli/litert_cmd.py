@@ -14,6 +14,7 @@ from cli.options import (
     calibration_option,
     dynamic_option,
     gate_options,
+    html_option,
     model_job,
     model_options,
     precision_option,
@@ -47,6 +48,7 @@ Examples:
 @rewrite_option
 @skip_pass_option
 @report_option
+@html_option
 @gate_options
 @handle_errors
 @model_job
@@ -56,6 +58,7 @@ def litert(
     precision: str,
     calibration: Path | None,
     report_path: Path | None,
+    html_path: Path | None,
 ) -> None:
     """Convert MODEL to a LiteRT model (.tflite) and gate it against PyTorch.
 
@@ -69,4 +72,4 @@ def litert(
     job = LiteRTJob(
         **fields, channels_last_io=channels_last_io, precision=precision, calibration=calibration
     )
-    run_job(job, export_litert, render_export, report_path)
+    run_job(job, export_litert, render_export, report_path, html_path=html_path)

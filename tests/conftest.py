@@ -7,14 +7,19 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from ca_zoo import NEGATIVE, POSITIVE, ZooCase
 
+from ca_export.bench import bench
 from ca_export.pipeline import OnnxJob, export_onnx
-from ca_export.pipeline.common import Prepared, Stages, prepare
+from ca_export.pipeline.common import Front, Prepared, Stages, prepare
+from ca_export.pipeline.optimize import OptimizeJob, optimize_onnx
+from ca_export.pipeline.verify import VerifyJob, run_verify
 from ca_export.report import ExportReport
+from ca_export.report.results import BenchConfig
 from ca_export.rewrites import DEFAULT_TARGET, RewriteResult, rewrite
 from ca_export.tracing import Traced, trace
 
@@ -133,7 +138,27 @@ def prepared() -> Prepare:
         if key not in cache:
             report = ExportReport(model, "test", "coreml", list(shape), dynamic, do_rewrite, 0)
             stages = Stages(lambda _: None)
-            cache[key] = prepare(model, None, key[1], dynamic, do_rewrite, stages, report)
+            cache[key] = prepare(Front(model, None, key[1], dynamic, do_rewrite), stages, report)
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def run_reports(
+    exported: Callable[..., tuple[ExportReport, Path]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """One small report of each kind, made once: ``export`` (seed_ca to ONNX), ``optimize``
+    (that file, whose blocks are rewritten already), ``verify`` (that file under a bound
+    it cannot meet, so that it fails and localises) and ``bench`` (that file, a few runs)."""
+    report, path = exported("seed_ca", False)
+    folder = tmp_path_factory.mktemp("run_reports")
+    job = OptimizeJob(path, folder / "optimized.onnx")
+    verify = VerifyJob("seed_ca", [path], input_shape=SMALL_SHAPES["seed_ca"], rtol=1e-12)
+    config = BenchConfig(warmup=1, runs=5, threads=(1,), profile_runs=2, layouts=("blocked",))
+    return {
+        "export": report,
+        "optimize": optimize_onnx(job),
+        "verify": run_verify(verify),
+        "bench": bench({"stock": path, "baseline": path}, None, config),
+    }

@@ -168,19 +168,6 @@ class Inspection:
         """The ops no XNNPACK partition runs."""
         return [o for o in self.ops if not o.delegated]
 
-    def to_dict(self, modules: Sequence[str] = ()) -> dict[str, object]:
-        """The inspection as the report keeps it; blocks named by ``modules``."""
-
-        def module(op: LiteOp) -> str:
-            return "" if op.block is None or op.block >= len(modules) else modules[op.block]
-
-        return {
-            "op_count": len(self.ops),
-            "partitions": self.partitions,
-            "transposes": [{"index": o.index, "module": module(o)} for o in self.transposes],
-            "outside": [{"index": o.index, "op": o.op, "module": module(o)} for o in self.outside],
-        }
-
 
 def _block_of(name: str, modules: Sequence[str]) -> int | None:
     """The index of the CA block (module path) a tensor named ``name`` was traced in."""

@@ -42,6 +42,7 @@ from ca_export.patterns.view import OPTIONAL_EDITS, Dim, NoMatch
 aten = torch.ops.aten
 
 POOL_OPS = (aten.adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d.default)
+UPSAMPLES = (aten.upsample_bilinear2d.vec, aten.upsample_nearest2d.vec)
 SPLIT_OPS = (aten.split_with_sizes.default, aten.split.Tensor)
 INT_MAX = 2**63 - 1
 ONNX_TYPES = {
@@ -328,6 +329,24 @@ class AtenView:
             return False
         op.args = tuple(float(a) if type(a) is int else a for a in op.args)
         return True
+
+    def upsamples(self) -> list[Node]:
+        return [n for n in self.graph.nodes if n.op == "call_function" and n.target in UPSAMPLES]
+
+    def upsample_sizes(self, op: Node) -> tuple[tuple[Dim, ...], tuple[Dim, ...]]:
+        if op.args[1] is None:
+            raise NoMatch("already by scale factor")
+        source = op.args[0]
+        if not isinstance(source, Node):
+            raise NoMatch("its input is not a graph value")
+        return tuple(source.meta["val"].shape[2:]), tuple(op.meta["val"].shape[2:])
+
+    def scale_upsample(self, op: Node, ratio: tuple[int, int]) -> None:
+        scales = [float(ratio[0]), float(ratio[1])]
+        if op.target is aten.upsample_bilinear2d.vec:
+            op.args = (op.args[0], None, op.args[2], scales)
+        else:
+            op.args = (op.args[0], None, scales)
 
     def replace_input(self, op: Node, old: Node, new: Node) -> None:
         op.replace_input_with(old, new)

@@ -51,7 +51,7 @@ def compose(first: tuple[int, ...], then: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(first[i] for i in then)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Branch:
     """One direction of a CA block: the pool that keeps one spatial axis and its gate.
 
@@ -77,12 +77,13 @@ class Branch:
         return self.gate_ops[-1]
 
 
-@dataclass
+@dataclass(frozen=True)
 class CABlock:
     """A matched CA block and everything the rewrites and the report need.
 
     ``id`` is unique in its graph: the module, then the node name of the block's output
-    multiply as matched (two blocks in one module's forward share the module).
+    multiply as matched (two blocks in one module's forward share the module). Frozen: a
+    pass never edits the block it is handed; ``with_branch`` makes a changed copy.
     """
 
     id: str
@@ -369,13 +370,14 @@ def match(view: GraphView, concat: Op) -> CABlock:
     core = [concat, *stem, *splits]
     for b in branches:
         core += [*b.in_chain, *b.out_chain, *([b.expand] if b.expand is not None else [])]
-    block.owned = view.owned(core)
-    for op in block.owned:
+    owned = view.owned(core)
+    ca_only: dict[str, int] = {}
+    for op in owned:
         kind = view.onnx_type(op)
         if kind in CA_ONLY_OPS:
-            block.ca_only[kind] = block.ca_only.get(kind, 0) + 1
-    block.findings = lint(block)
-    return block
+            ca_only[kind] = ca_only.get(kind, 0) + 1
+    block = replace(block, owned=owned, ca_only=ca_only)
+    return replace(block, findings=lint(block))
 
 
 def _variant(

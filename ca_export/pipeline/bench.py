@@ -76,7 +76,7 @@ def block_forms(report: ExportReport) -> dict[str, str]:
     """Each CA block of an export (by ``id``) and the passes applied to it, in order."""
     forms = {}
     for block in report.ca_blocks:
-        applied = [p["name"] for p in report.passes if block.id in p["applied"]]
+        applied = [p.name for p in report.passes if block.id in p.applied]
         forms[block.id] = " + ".join(applied) or "not rewritten"
     return forms
 

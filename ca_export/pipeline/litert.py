@@ -27,6 +27,7 @@ from pathlib import Path
 from ca_export import __version__
 from ca_export.errors import BadInputError
 from ca_export.export import litert as lt
+from ca_export.export.executorch import OutsideOp
 from ca_export.export.precision import calibration_files, calibration_inputs
 from ca_export.files import Output, guard, write_atomic
 from ca_export.pipeline.common import (
@@ -37,13 +38,9 @@ from ca_export.pipeline.common import (
     quiet,
     with_block_gate,
 )
-from ca_export.pipeline.precision import (
-    GATE_CALIBRATION,
-    PrecisionRequest,
-    lossy_summary,
-    not_run,
-)
+from ca_export.pipeline.precision import GATE_CALIBRATION, PrecisionRequest, not_run
 from ca_export.report import Check, ExportReport, Verdict
+from ca_export.report.figures import Calibration, LossyFigures, StructureFigures
 from ca_export.tracing import example_input
 from ca_export.verify.lossy import GATE_SEEDS, lossy_gate, torch_runner
 from ca_export.verify.parity import gate_inputs, runner_gate
@@ -66,6 +63,10 @@ class LiteRTJob(ModelJob):
     channels_last_io: bool = False
     precision: str = "fp32"
     calibration: Path | None = None
+
+    def run(self, progress: Progress = quiet) -> ExportReport:
+        """Run the whole pipeline (``export_litert``)."""
+        return export_litert(self, progress)
 
     def reads(self) -> list[Path]:
         """The files this job reads."""
@@ -98,8 +99,7 @@ def validate(job: LiteRTJob) -> None:
 
 
 def structure(inspection: lt.Inspection, report: ExportReport, modules: list[str]) -> Check:
-    """The report's view of the file: ops, TRANSPOSE left by block, partitions, ops outside;
-    a warning for what CA blocks leave."""
+    """The report's view of the file: ops, TRANSPOSE left by block, partitions, ops outside."""
     for i, entry in enumerate(report.ca_blocks):
         mine = [o for o in inspection.ops if o.block == i]
         entry.ca_only_nodes_after = {
@@ -109,19 +109,37 @@ def structure(inspection: lt.Inspection, report: ExportReport, modules: list[str
     report.op_counts_after = inspection.counts()
     transposes = [o for o in inspection.transposes if o.block is not None]
     outside = [o for o in inspection.outside if o.block is not None]
-    if transposes:
-        report.warnings.append(f"{len(transposes)} TRANSPOSE op(s) come from CA blocks")
+    left = len({o.index for o in transposes + outside})
+
+    def placed(op: lt.LiteOp) -> OutsideOp:
+        module = "" if op.block is None else modules[op.block]
+        return OutsideOp(op.op, f"op {op.index}", module, op.block)
+
+    figures = StructureFigures(
+        left,
+        "TRANSPOSE and ops outside XNNPACK",
+        segments=inspection.partitions,
+        outside=tuple(map(placed, inspection.outside)),
+        transposes=tuple(map(placed, inspection.transposes)),
+    )
+    return Check("structure", Verdict.NOT_RUN, NO_STRUCTURE_GATE, figures, True)
+
+
+def structure_warnings(check: Check | None) -> list[str]:
+    """A warning for the TRANSPOSE ops and the ops outside XNNPACK that CA blocks leave in
+    the file the structure ``check`` describes."""
+    figures = None if check is None else check.figures
+    if not isinstance(figures, StructureFigures):
+        return []
+    transposes = sum(o.block is not None for o in figures.transposes)
+    outside = sum(o.block is not None for o in figures.outside)
+    warnings = [f"{transposes} TRANSPOSE op(s) come from CA blocks"] if transposes else []
     if outside:
-        report.warnings.append(
-            f"{len(outside)} op(s) of CA blocks run outside XNNPACK ({inspection.partitions} "
+        warnings.append(
+            f"{outside} op(s) of CA blocks run outside XNNPACK ({figures.segments} "
             "partitions); see the report's structure.outside"
         )
-    left = len({o.index for o in transposes + outside})
-    details = {
-        "ops": "TRANSPOSE and ops outside XNNPACK",
-        "ca_only_nodes_after": left,
-    } | inspection.to_dict(modules)
-    return Check("structure", Verdict.NOT_RUN, NO_STRUCTURE_GATE, details, True)
+    return warnings
 
 
 def export_litert(job: LiteRTJob, progress: Progress = quiet) -> ExportReport:
@@ -129,7 +147,7 @@ def export_litert(job: LiteRTJob, progress: Progress = quiet) -> ExportReport:
     validate(job)
     stage = Stages(progress)
     report = ExportReport(
-        job.model, __version__, "litert", list(job.input_shape), False, job.rewrite, 0
+        job.model, __version__, "litert", list(job.input_shape), False, job.rewrite
     )
     report.target = "litert-nhwc" if job.channels_last_io else "litert"
     prepared = job.prepare(stage, report, form=FORM)
@@ -153,7 +171,8 @@ def export_litert(job: LiteRTJob, progress: Progress = quiet) -> ExportReport:
         if exact:
             buffer = lower_precision(job, prepared, buffer, report, stage)
         else:
-            not_run(PrecisionRequest(job.precision), report)
+            report.add(not_run(PrecisionRequest(job.precision)))
+    report.warnings += structure_warnings(report.structure)
     if report.passed:
         with stage("write"):
             report.artifact = write_atomic(buffer, job.output)
@@ -184,13 +203,14 @@ def lower_precision(
         names = prepared.traced.output_names
         reference = torch_runner(prepared.module)
         gate = lossy_gate(reference, runner.run, names, inputs, job.precision, lt.BACKEND, tol)
-    check = {
-        "precision": job.precision,
-        "method": lt.QUANTIZATIONS[kind],
-        "reference": "PyTorch fp32",
-    } | lossy_summary(gate, "PyTorch fp32")
-    if samples:
-        check["calibration"] = {"source": str(job.calibration), "samples": len(samples)}
-    check["fp32_bytes"], check["bytes"] = len(buffer), len(lowered)
-    report.add(Check.judged("precision", gate.passed, check))
+    calibration = Calibration(str(job.calibration), len(samples)) if samples else None
+    figures = LossyFigures.of(
+        gate,
+        "PyTorch fp32",
+        method=lt.QUANTIZATIONS[kind],
+        calibration=calibration,
+        fp32_bytes=len(buffer),
+        bytes=len(lowered),
+    )
+    report.add(Check.judged("precision", gate.passed, figures))
     return lowered

@@ -39,7 +39,7 @@ seeded inputs, worst margin = error over bound): ``onnx`` 0.34, ``onnx --dynamic
 0.44 (5 inputs at 3 sizes), ``onnx --opset 13`` 0.34, stripped ``best.pt`` 0.33,
 ``executorch`` 0.47, ``coreml --precision fp32`` (NumPy MIL evaluator) 0.28,
 ``optimize`` of the export script's opset-12 file 0.73. The mutation suite
-(``tests/test_mutants.py``, ``python -m benchmarks.mutant_margins``) shows where wrong
+(``tests/verify/test_mutants.py``, ``python -m benchmarks.mutant_margins``) shows where wrong
 exports sit.
 
 The fp32 LiteRT row (``litert-xnnpack``: the .tflite in ``ai_edge_litert`` with XNNPACK)

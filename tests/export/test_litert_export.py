@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from ca_export.export.litert import BACKEND, LiteRunner, _block_of
 from ca_export.loading import load_model
 from ca_export.pipeline.litert import LiteRTJob, export_litert
 from ca_export.pipeline.verify import VerifyJob, run_verify
+from ca_export.report import load, to_json
+from ca_export.report.figures import StructureFigures
 from ca_export.tracing import example_input
 from ca_export.verify.parity import runner_gate
 
@@ -46,11 +49,11 @@ def test_litert_form_is_exact_with_no_ca_transpose_in_one_partition(
 ) -> None:
     out, report = litert_export
     assert report.passed and out.is_file()
-    details = report.structure.details
-    assert details["partitions"] == 1
-    assert details["ca_only_nodes_after"] == 0
-    assert all(t["module"] == "" for t in details["transposes"])
-    assert report.parity.ok and "blocks" in report.parity.details
+    structure = report.structure.figures
+    assert structure.segments == 1
+    assert structure.ca_only_nodes_after == 0
+    assert all(t.module == "" and t.block is None for t in structure.transposes)
+    assert report.parity.ok and report.parity.figures.blocks is not None
 
 
 @pytest.mark.slow
@@ -82,7 +85,7 @@ def test_stock_conversion_leaves_transposes_in_ca_blocks(tmp_path: Path) -> None
     out = tmp_path / "stock.tflite"
     report = export_litert(LiteRTJob("seed_ca", out, input_shape=SMALL, rewrite=False))
     assert report.passed
-    assert any(t["module"] for t in report.structure.details["transposes"])
+    assert any(t.module for t in report.structure.figures.transposes)
     assert report.warnings
 
 
@@ -93,8 +96,8 @@ def test_channels_last_io_leaves_no_transpose(tmp_path: Path) -> None:
     job = LiteRTJob("mobilenetv2_ca", out, input_shape=MNV2, channels_last_io=True)
     report = export_litert(job)
     assert report.passed
-    assert report.structure.details["transposes"] == []
-    assert report.structure.details["partitions"] == 1
+    assert report.structure.figures.transposes == ()
+    assert report.structure.figures.segments == 1
 
 
 @pytest.mark.slow
@@ -103,3 +106,12 @@ def test_bench_times_a_tflite(litert_export: tuple[Path, object]) -> None:
     report = bench({"litert": out}, MNV2, BenchConfig(1, 2, 0.0, (1,), profile_runs=0))
     timing = report.timing("litert", 1)
     assert timing.runs == 2 and timing.p50_ms > 0
+
+
+@pytest.mark.slow
+def test_a_litert_report_round_trips_through_json(litert_export: tuple[Path, object]) -> None:
+    _, report = litert_export
+    text = to_json(report.to_dict())
+    loaded = load(json.loads(text))
+    assert isinstance(loaded.structure.figures, StructureFigures)
+    assert to_json(loaded.to_dict()) == text

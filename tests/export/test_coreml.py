@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from ca_export.errors import BadInputError
 from ca_export.export import coreml as coreml_export
 from ca_export.export.coreml import ImageInput, InputSpec, Reloaded, Target
-from ca_export.pipeline.common import Prepared, Stages, prepare
+from ca_export.pipeline.common import Front, Prepared, Stages, prepare
 from ca_export.pipeline.coreml import CoreMLJob, export_coreml
 from ca_export.report import ExportReport
 from cli.main import cli
@@ -118,7 +118,7 @@ def prep_output_shape(model: str) -> tuple[int, ...]:
 def test_stock_conversion_keeps_ca_only_ops_per_block(tmp_path: Path) -> None:
     shape = SMALL["seed_ca"]
     report = ExportReport("seed_ca", "test", "coreml", list(shape), False, False, 0)
-    prep = prepare("seed_ca", None, shape, False, False, Stages(lambda _: None), report)
+    prep = prepare(Front("seed_ca", None, shape, False, False), Stages(lambda _: None), report)
     spec = InputSpec(prep.traced.input_names[0], shape)
     _, counts = convert(prep, spec, Target(), tmp_path)
     assert counts == [{"transpose": 1, "concat": 1, "split": 2}] * 3
@@ -229,6 +229,7 @@ def test_cli_report_says_prediction_did_not_run(cli_run: tuple[int, str, Path]) 
     _, text, folder = cli_run
     report = json.loads((folder / "report.json").read_text())
     assert report["checks"]["prediction"] == {
+        "name": "prediction",
         "verdict": "not run",
         "ran": False,
         "passed": True,

@@ -25,7 +25,7 @@ from onnx import numpy_helper
 from ca_export.pipeline.optimize import file_gate, input_shapes
 from ca_export.rewrites import rewrite_model
 
-CASES = sorted((Path(__file__).parent / "data" / "cases").glob("*.onnxtxt"))
+CASES = sorted((Path(__file__).parents[1] / "data" / "cases").glob("*.onnxtxt"))
 AFTER = "# after\n"
 
 

@@ -27,8 +27,7 @@ from ca_export.errors import BadInputError
 from ca_export.export import onnx as onnx_export
 from ca_export.export.precision import fp32_nodes
 from ca_export.pipeline.common import Stages, quiet
-from ca_export.pipeline.precision import SEEDED_WARNING, PrecisionRequest, lower_precision
-from ca_export.report import ExportReport
+from ca_export.pipeline.precision import SEEDED_WARNING, Lowering, PrecisionRequest, lower
 from ca_export.verify.lossy import lossy_gate, torch_runner
 from ca_export.verify.tolerances import tolerance
 from cli.main import cli
@@ -60,10 +59,9 @@ def lowered(
     }
     found = {}
     for name, request in requests.items():
-        report = ExportReport("seed_ca", "test", "onnx", list(SHAPE), False, True, 18)
         samples = request.samples(SHAPE)
-        model = lower_precision(request, ready, fp32, samples, SHAPE, report, Stages(quiet))
-        found[name] = (model, report.checks["precision"].to_dict(), report.warnings)
+        done = lower(Lowering.of_pytorch(request, ready, fp32, samples, SHAPE), Stages(quiet))
+        found[name] = (done.model, done.check.to_dict(), list(done.warnings))
     return found
 
 

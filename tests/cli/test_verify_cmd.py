@@ -53,9 +53,13 @@ def test_good_artifact_passes_with_ci_reports(seed_onnx: Path, tmp_path: Path) -
         str(md),
         "--report",
         str(report),
+        "--html",
+        str(tmp_path / "v.html"),
         env={"GITHUB_STEP_SUMMARY": str(summary)},
     )
     assert result.exit_code == 0, result.output
+    page = (tmp_path / "v.html").read_text()
+    assert 'data-verdict="passed"' in page and page.count('data-figure="parity"') == 1
     suites = ET.fromstring(junit.read_text())
     suite = suites.find("testsuite")
     assert suite is not None

@@ -13,9 +13,10 @@ import pytest
 
 from ca_export.export import coreml as coreml_export
 from ca_export.export.coreml import InputSpec, Target
-from ca_export.pipeline.common import Stages, prepare
+from ca_export.pipeline.common import Front, Stages, prepare
 from ca_export.pipeline.coreml import CoreMLJob, export_coreml
 from ca_export.report import ExportReport
+from ca_export.report.figures import ArithmeticFigures
 from ca_export.tracing import example_input
 from ca_export.verify.mil.fp32_arithmetic import fp32_arithmetic_parity, twin_function
 from ca_export.verify.mil.parity import mil_parity
@@ -45,7 +46,7 @@ def seed_nudged():
 def _convert(spec_name: str, folder: Path, name: str) -> tuple[Path, dict[str, Any]]:
     """The fp16 package of a model spec, and its fp32 twin."""
     report = ExportReport(spec_name, "test", "coreml", list(SHAPE), False, True, 0)
-    prep = prepare(spec_name, None, SHAPE, False, True, Stages(lambda _: None), report)
+    prep = prepare(Front(spec_name, None, SHAPE, False, True), Stages(lambda _: None), report)
     spec = InputSpec(prep.traced.input_names[0], SHAPE)
     names = prep.traced.output_names
     model = coreml_export.convert(prep.program, spec, Target("mlprogram", "fp16"), names)
@@ -72,10 +73,10 @@ INPUTS = [(seed, example_input(SHAPE, seed)) for seed in (1, 2)]
 def test_fp16_program_in_fp32_arithmetic_meets_the_fp32_bound(programs: dict[str, Any]) -> None:
     path, twin = programs["right"]
     result = fp32_arithmetic_parity(path, build("seed_ca").eval(), INPUTS, twin)
-    summary = result.summary()
-    assert summary["passed"], summary
-    assert 0 < summary["rel_err"] <= 1e-3
-    assert summary["fp16_constants"] > 0 and summary["constant_mismatches"] == []
+    figures = ArithmeticFigures.of(result)
+    assert figures.passed, figures
+    assert 0 < figures.rel_err <= 1e-3
+    assert figures.fp16_constants > 0 and figures.constant_mismatches == ()
 
 
 def test_a_wrong_program_under_fp16_noise_fails_in_fp32_arithmetic(
@@ -87,7 +88,7 @@ def test_a_wrong_program_under_fp16_noise_fails_in_fp32_arithmetic(
     assert isinstance(fp16, GateResult) and fp16.passed
     result = fp32_arithmetic_parity(path, model, INPUTS, twin)
     assert not result.passed and not result.mismatches
-    assert result.summary()["rel_err"] > 1e-3
+    assert ArithmeticFigures.of(result).rel_err > 1e-3
 
 
 def test_constants_that_are_not_the_twin_rounded_fail(programs: dict[str, Any]) -> None:
@@ -105,6 +106,6 @@ def test_default_fp16_export_of_every_sample_passes_fp32_arithmetic(
 ) -> None:
     job = CoreMLJob(name, tmp_path / f"{name}.mlpackage", input_shape=SAMPLES[name])
     report = export_coreml(job)
-    arithmetic = report.checks["mil_parity"].details["fp32_arithmetic"]
-    assert arithmetic["passed"] and arithmetic["rel_err"] <= 1e-3, arithmetic
+    arithmetic = report.checks["mil_parity"].figures.fp32_arithmetic
+    assert arithmetic.passed and arithmetic.rel_err <= 1e-3, arithmetic
     assert report.passed and report.artifact is not None

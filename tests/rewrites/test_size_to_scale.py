@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 
-from ca_export.rewrites.size_to_scale import size_to_scale
+from ca_export.patterns import OnnxView
+from ca_export.rewrites import scale_upsamples
+from ca_export.rewrites.size_to_scale import ATEN_ONLY, multiple, size_to_scale
 from ca_export.tracing import trace
 from cli.main import cli
 
@@ -74,9 +77,9 @@ def _sizes(node: torch.fx.Node) -> object:
 def test_size_driven_upsample_becomes_a_scale_factor() -> None:
     model = Head().eval()
     program = trace(model, (2, 3, 8, 12), dynamic=True).program
-    result = size_to_scale(program)
-    assert [(r.ratio, r.multiple) for r in result.rewritten] == [((2, 2), (2, 2))]
-    assert result.multiple == (2, 2) and result.skipped == {}
+    result = scale_upsamples(program)
+    assert list(result.figures.values()) == [{"ratio": (2, 2), "multiple": (2, 2)}]
+    assert multiple(result) == (2, 2) and result.skipped == {}
     (node,) = [n for n in program.graph.nodes if "upsample" in str(n.target)]
     assert _sizes(node) is None and node.args[3] == [2.0, 2.0]
     x = torch.randn(2, 3, 10, 14)
@@ -86,8 +89,8 @@ def test_size_driven_upsample_becomes_a_scale_factor() -> None:
 
 def test_upsample_from_fixed_bins_is_left_alone() -> None:
     program = trace(PooledHead().eval(), (2, 3, 8, 12), dynamic=True).program
-    result = size_to_scale(program)
-    assert result.rewritten == [] and result.multiple == (1, 1)
+    result = scale_upsamples(program)
+    assert result.applied == {} and multiple(result) == (1, 1)
     assert list(result.skipped.values()) == ["the size is static"]
     (node,) = [n for n in program.graph.nodes if "upsample" in str(n.target)]
     assert _sizes(node) is not None
@@ -95,7 +98,8 @@ def test_upsample_from_fixed_bins_is_left_alone() -> None:
 
 def test_static_trace_is_left_alone() -> None:
     program = trace(Head().eval(), (1, 3, 8, 12), dynamic=False).program
-    assert size_to_scale(program).rewritten == []
+    result = scale_upsamples(program)
+    assert result.applied == {} and set(result.skipped.values()) == {"the size is static"}
 
 
 def _coreml(model: str, output: Path, *extra: str) -> tuple[int, str]:
@@ -147,3 +151,11 @@ def test_segnet_dynamic_converts_and_verify_passes_two_sizes(tmp_path: Path) -> 
     code, text = _verify("ca_segnet", package)
     assert code == 0, text
     assert "ok   1x3x96x128 seed 1" in text and "skipped" not in text
+
+
+def test_an_onnx_graph_is_left_alone_with_the_reason() -> None:
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 4, 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, 4, 4])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    result = size_to_scale(OnnxView(onnx.helper.make_model(graph)), static=False)
+    assert result.applied == {} and result.skipped == {"<graph>": ATEN_ONLY}

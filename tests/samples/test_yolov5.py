@@ -132,8 +132,8 @@ def _assert_rewritten(report: ExportReport) -> None:
     """Three blocks rewritten, no CA-only node left, every gate passed."""
     assert [b.module for b in report.ca_blocks] == [f"model.{i}" for i in CA_ROWS]
     assert all(b.rewritten for b in report.ca_blocks)
-    assert report.structure.ok and report.structure.details["ca_only_nodes_after"] == 0
-    assert report.passed, report.parity.details["failures"]
+    assert report.structure.ok and report.structure.figures.ca_only_nodes_after == 0
+    assert report.passed, report.parity.figures
 
 
 def test_onnx_export_rewrites_the_three_blocks(
@@ -185,7 +185,7 @@ def test_export_script_file_is_found_and_rewritten_by_optimize(tmp_path: Path) -
     report = optimize_onnx(OptimizeJob(source, tmp_path / "out.onnx"))
     assert [b.channels for b in report.ca_blocks] == [c for _, c in CA_ROWS.values()]
     assert all(b.rewritten and not b.ca_only_nodes_after for b in report.ca_blocks)
-    assert report.passed, report.parity.details["failures"]
+    assert report.passed, report.parity.figures
 
 
 # ----------------------------------------------------------------- full size

@@ -14,6 +14,7 @@ import pytest
 from test_faults import one_error, run
 
 from ca_export.report import Check, ExportReport, render_export
+from ca_export.report.figures import WeightsFigures
 from ca_export.verify import lossy
 from ca_export.verify.tolerances import tolerance
 
@@ -77,18 +78,21 @@ def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_each_failed_line_of_a_check_is_printed_once() -> None:
     """``coreml --compress palette4`` printed the compressed_weights failures twice."""
     failures = ["output at 1x3x32x32 (seed 2): margin 2.12", "output at 1x3x32x32 (seed 3): x"]
-    details = {
-        "failures": failures,
-        "format": "palette4-weights",
-        "max_rel_err": 1.7,
-        "min_cosine": 0.56,
-        "min_top1": 0.0,
-        "weights_placed": 3,
-        "factors_fitted": 0,
-        "weights_unmatched": 0,
-    }
+    figures = WeightsFigures(
+        "torch",
+        3,
+        max_abs_err=0.9,
+        max_rel_err=1.7,
+        max_margin=2.12,
+        min_cosine=0.56,
+        bounds=None,
+        failures=tuple(failures),
+        format="palette4-weights",
+        min_top1=0.0,
+        weights_placed=3,
+    )
     report = ExportReport("seed_ca", "0", "coreml", [1, 3, 32, 32], False, True, 0)
-    report.add(Check.judged("compressed_weights", False, details))
+    report.add(Check.judged("compressed_weights", False, figures))
     text = render_export(report)
     assert "palette4-weights in PyTorch vs fp32: rel err 1.7" in text
     for line in failures:

@@ -155,7 +155,7 @@ def test_legacy_export_gives_the_blocks_of_its_simplified_twin(
     report = optimize_onnx(OptimizeJob(raw, tmp_path / "out.onnx"))
     assert [b.channels for b in report.ca_blocks] == [b.channels for b in twin.ca_blocks]
     assert [b.channels for b in report.ca_blocks] == DETECTOR_CHANNELS
-    assert report.passed and report.parity.details["inputs"] == 3
+    assert report.passed and report.parity.figures.inputs == 3
     assert all(b.rewritten and not b.ca_only_nodes_after for b in report.ca_blocks)
     assert report.normalize["modified"] and report.normalize["constants"][1] == 0
     assert report.skipped == [] and (tmp_path / "out.onnx").exists()
@@ -327,7 +327,7 @@ def test_shape_inference_failure_is_reported(
     def fail(*_args: object, **_kwargs: object) -> onnx.ModelProto:
         raise InferenceError("[ShapeInferenceError] (op_type:Split): inferred shape differs")
 
-    monkeypatch.setattr("ca_export.onnx_graph.index.onnx.shape_inference.infer_shapes", fail)
+    monkeypatch.setattr("ca_export.onnx_graph.facts.onnx.shape_inference.infer_shapes", fail)
     raw = onnx.load(legacy("yolo_ca", 12, False))
     view = OnnxView(raw)
     assert view.shape_error is not None and "op_type:Split" in view.shape_error
@@ -357,7 +357,7 @@ def test_optimized_legacy_detector_matches_pytorch(legacy: Legacy, tmp_path: Pat
 
 # ----------------------------------------------------------------- a fork-style repo
 
-FORK = Path(__file__).parent / "data" / "fork_repo"
+FORK = Path(__file__).parents[1] / "data" / "fork_repo"
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from ca_export.report import (
     render_export,
     to_json,
 )
+from ca_export.report.figures import ValueFigures
 from ca_export.report.results import SCHEMA
 
 Exported = Callable[[str, bool], tuple[ExportReport, Path]]
@@ -80,6 +81,7 @@ def test_not_verified_fails_unless_allowed(passing: ExportReport) -> None:
     assert not report.passed
     assert f"check mil_parity: NOT VERIFIED ({reason})" in render_export(report)
     assert report.to_dict()["checks"]["mil_parity"] | {"accepted": False} == {
+        "name": "mil_parity",
         "verdict": "not verified",
         "ran": True,
         "passed": False,
@@ -101,6 +103,12 @@ def test_a_check_refuses_what_it_cannot_mean() -> None:
         Check("io", Verdict.PASSED, accepted=True)
     with pytest.raises(ValueError, match="needs a reason"):
         Check("prediction", Verdict.NOT_RUN)
-    with pytest.raises(ValueError, match="details may not hold"):
-        Check("io", Verdict.FAILED, details={"passed": False})
-    assert Check.judged("io", True, {"passed": False, "found": 1}).details == {"found": 1}
+    figures = ValueFigures({"found": 1})
+    assert Check.judged("io", True, figures).to_dict() == {
+        "name": "io",
+        "verdict": "passed",
+        "ran": True,
+        "passed": True,
+        "kind": "values",
+        "values": {"found": 1},
+    }

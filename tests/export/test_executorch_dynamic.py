@@ -70,20 +70,18 @@ def test_a_batch_of_two_keeps_both_strip_pools_outside_xnnpack() -> None:
 def test_ca_segnet_lowers_with_no_op_outside_xnnpack(tmp_path: Path) -> None:
     report = export_executorch(ExecutorchJob("ca_segnet", tmp_path / "seg.pte", None, SMALL))
     assert report.passed
-    assert (report.structure.details["segments"], report.structure.details["outside"]) == (1, [])
+    assert (report.structure.figures.segments, report.structure.figures.outside) == (1, ())
 
 
 @pytest.mark.slow
 def test_ca_segnet_dynamic_keeps_only_its_head_upsample_outside(tmp_path: Path) -> None:
     job = ExecutorchJob("ca_segnet", tmp_path / "seg.pte", None, SMALL, dynamic=True)
     report = export_executorch(job)
-    assert report.passed and report.parity.details["inputs"] == 5
-    outside = report.structure.details["outside"]
-    assert all(o["block"] is None for o in outside)
-    assert (
-        et.outside_counts([et.OutsideOp(**o) for o in outside])["aten.upsample_bilinear2d.vec"] == 2
-    )
-    assert report.structure.details["ca_only_nodes_after"] == 0
+    assert report.passed and report.parity.figures.inputs == 5
+    outside = report.structure.figures.outside
+    assert all(o.block is None for o in outside)
+    assert et.outside_counts(outside)["aten.upsample_bilinear2d.vec"] == 2
+    assert report.structure.figures.ca_only_nodes_after == 0
 
 
 @pytest.mark.slow
@@ -91,7 +89,7 @@ def test_mobilenetv2_ca_dynamic_lowers_into_one_delegate(tmp_path: Path) -> None
     job = ExecutorchJob("mobilenetv2_ca", tmp_path / "m.pte", None, SMALL, dynamic=True)
     report = export_executorch(job)
     assert report.passed
-    assert (report.structure.details["segments"], report.structure.details["outside"]) == (1, [])
+    assert (report.structure.figures.segments, report.structure.figures.outside) == (1, ())
 
 
 @pytest.mark.slow

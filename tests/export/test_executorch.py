@@ -19,7 +19,7 @@ from ca_export.export import executorch as et
 from ca_export.patterns import find
 from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
 from ca_export.pipeline.verify import VerifyJob, run_verify
-from ca_export.report import ExportReport
+from ca_export.report import ExportReport, load, to_json
 from ca_export.rewrites import rewrite
 from ca_export.tracing import trace
 from cli.main import cli
@@ -83,12 +83,14 @@ def test_seed_ca_pte_passes_its_gates_in_one_delegate(
 ) -> None:
     report, out = seed_pte
     assert report.passed and report.artifact is not None and out.is_file()
-    parity = report.parity.details
-    assert parity["backend"] == "executorch-xnnpack" and parity["inputs"] == 3
-    assert parity["blocks"]["passed"]
-    assert (report.structure.details["segments"], report.structure.details["outside"]) == (1, [])
+    parity = report.parity.figures
+    assert parity.backend == "executorch-xnnpack" and parity.inputs == 3
+    assert parity.blocks is not None and not parity.blocks.failures
+    assert (report.structure.figures.segments, report.structure.figures.outside) == (1, ())
     assert [b.ca_only_nodes_after for b in report.ca_blocks] == [{}, {}, {}]
     assert not any("outside XNNPACK" in w for w in report.warnings)
+    text = to_json(report.to_dict())
+    assert to_json(load(json.loads(text)).to_dict()) == text
 
 
 def test_verify_runs_the_pte_in_executorch(seed_pte: tuple[ExportReport, Path]) -> None:
@@ -114,7 +116,7 @@ def test_mobilenetv2_ca_lowers_into_one_delegate_and_passes(tmp_path: Path) -> N
     out = tmp_path / "mnv2.pte"
     report = export_executorch(ExecutorchJob("mobilenetv2_ca", out, None, SMALL))
     assert report.passed and out.is_file()
-    assert report.structure.details["segments"] == 1 and report.structure.details["outside"] == []
+    assert report.structure.figures.segments == 1 and report.structure.figures.outside == ()
 
 
 def test_cli_writes_a_gated_pte_and_verify_passes_it(tmp_path: Path, tiny_models: Path) -> None:

@@ -7,6 +7,7 @@ once (int8); palettes, the uncompressed twin and the sample models run with ``-m
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from ca_export.pipeline.coreml import CoreMLJob, export_coreml
-from ca_export.report import ExportReport
+from ca_export.report import ExportReport, load, to_json
 from ca_export.tracing import example_input
 from ca_export.verify.mil import ops
 from ca_export.verify.mil.compressed import compressed_copy, weight_format
@@ -99,19 +100,21 @@ def test_compressed_package_holds_constexpr_ops_and_passes(mode: str, tiny: Any)
     assert report.passed, report.checks
     assert report.artifact["path"] == str(path)
     assert constexpr_types(path) == {OPS[mode]}
-    assert report.checks["compression"].details["constexpr_ops"] == {OPS[mode]: 2}
+    assert report.checks["compression"].figures.values["constexpr_ops"] == {OPS[mode]: 2}
     mil = report.checks["mil_parity"].to_dict()
     assert mil["passed"]
     if PRECISION[mode] == "fp16":
         assert mil["fp32_arithmetic"]["passed"]
         assert mil["fp32_arithmetic"]["rel_err"] < 1e-4
     else:
-        assert report.parity.details["max_rel_err"] < 1e-4
+        assert report.parity.figures.max_rel_err < 1e-4
     weights = report.checks["compressed_weights"].to_dict()
     assert weights["passed"] and weights["tolerance"] == f"{mode}-weights"
     assert (weights["weights_placed"], weights["factors_fitted"]) == (2, 0)
     assert weights["weights_unmatched"] == 0
     assert weights["max_rel_err"] > 0
+    text = to_json(report.to_dict())
+    assert to_json(load(json.loads(text)).to_dict()) == text
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -60,11 +60,11 @@ def _assert_gated_and_rewritten(
 ) -> onnx.ModelProto:
     """Every gate passed, every block was rewritten and left no CA-only node; the file is
     the reported artifact with the pipeline's metadata and the forward's input name."""
-    assert report.passed, report.parity.details.get("failures")
+    assert report.passed, report.parity.figures
     assert len(report.ca_blocks) == blocks
     assert all(b.rewritten and b.ca_only_nodes_after == {} for b in report.ca_blocks)
-    assert report.structure.ok and report.structure.details["ca_only_nodes_after"] == 0
-    assert report.parity.details["blocks"]["passed"]
+    assert report.structure.ok and report.structure.figures.ca_only_nodes_after == 0
+    assert report.parity.figures.blocks is not None and not report.parity.figures.blocks.failures
     assert report.artifact is not None and Path(report.artifact["path"]) == path
     model = onnx.load(path)
     props = {p.key: p.value for p in model.metadata_props}
@@ -86,7 +86,7 @@ def test_zoo_exports_pass_the_gate(exported: Exported, name: str, dynamic: bool)
     report, path = exported(name, dynamic)
     _assert_gated_and_rewritten(report, path, ZOO[name].ca_blocks, "input")
     assert [b.channels for b in report.ca_blocks] == list(ZOO[name].channels)
-    shapes = {tuple(case["input_shape"]) for case in report.parity.details["cases"]}
+    shapes = {tuple(case.input_shape) for case in report.parity.figures.cases}
     assert len(shapes) == (3 if dynamic else 1)
 
 
@@ -117,7 +117,7 @@ def test_dynamic_export_is_right_at_other_sizes(exported: Exported) -> None:
 
 def test_dynamic_report_names_the_sizes_checked(exported: Exported) -> None:
     report, _ = exported("ca_segnet", True)
-    shapes = {tuple(case["input_shape"]) for case in report.parity.details["cases"]}
+    shapes = {tuple(case.input_shape) for case in report.parity.figures.cases}
     assert (1, 3, 64, 64) in shapes and len(shapes) == 3
     assert any(s[2] != s[3] for s in shapes)
 
@@ -127,11 +127,11 @@ def test_no_rewrite_keeps_the_stock_graph(tmp_path: Path) -> None:
     report = export_onnx(job)
     assert report.passed
     assert not any(b.rewritten for b in report.ca_blocks)
-    assert "blocks" not in report.parity.details
+    assert report.parity.figures.blocks is None
     ops = {n.op_type for n in onnx.load(tmp_path / "stock.onnx").graph.node}
     assert {"Transpose", "Concat", "Split"} <= ops and set(CA_ONLY_OPS) & ops
-    left = report.structure.details["in_blocks_not_rewritten"]
-    assert left >= 3 * 3 and report.structure.details["ca_only_nodes_after"] == left
+    left = report.structure.figures.in_blocks_not_rewritten
+    assert left >= 3 * 3 and report.structure.figures.ca_only_nodes_after == left
 
 
 def test_a_block_too_small_to_match_is_named_and_counted(tmp_path: Path) -> None:
@@ -141,9 +141,9 @@ def test_a_block_too_small_to_match_is_named_and_counted(tmp_path: Path) -> None
     assert [(r.module, "spatial size of 1" in r.reason) for r in report.rejected] == [
         ("stages.5", True)
     ]
-    left = report.structure.details["in_unmatched_concats"]["stages.5"]
+    left = report.structure.figures.in_unmatched_concats["stages.5"]
     assert left["Concat"] == 1 and left["Transpose"] >= 1
-    assert report.structure.details["ca_only_nodes_after"] == sum(left.values())
+    assert report.structure.figures.ca_only_nodes_after == sum(left.values())
     assert report.structure.ok
 
 
@@ -152,7 +152,7 @@ def test_a_block_too_small_to_match_is_named_and_counted(tmp_path: Path) -> None
 def test_full_size_exports(tmp_path: Path, name: str, dynamic: bool) -> None:
     job = OnnxJob(name, tmp_path / f"{name}.onnx", input_shape=(1, 3, 224, 224), dynamic=dynamic)
     report = export_onnx(job)
-    assert report.passed, report.parity.details.get("failures")
+    assert report.passed, report.parity.figures
     assert report.structure.ok
 
 
