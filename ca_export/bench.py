@@ -1,7 +1,8 @@
 """CPU timing of ONNX Runtime and ExecuTorch programs, side by side, interleaved.
 
-An ``.onnx`` file runs in ONNX Runtime; a ``.pte`` in ExecuTorch's runtime (XNNPACK),
-behind the two calls timing needs from an ORT session (``PteSession``), so both are timed
+An ``.onnx`` file runs in ONNX Runtime; a ``.pte`` in ExecuTorch's runtime (XNNPACK) and
+a ``.tflite`` in LiteRT's interpreter (XNNPACK), each behind the two calls timing needs
+from an ORT session (``PteSession``, ``TfliteSession``), so all are timed
 by the same loop and summarised by the same statistics. ExecuTorch's thread pool is
 process-wide: it is sized to each thread count before timing.
 
@@ -32,6 +33,7 @@ import onnxruntime as ort
 
 from ca_export.errors import BadInputError
 from ca_export.export import executorch as et
+from ca_export.export import litert as lt
 from ca_export.report.results import BenchConfig, BenchReport, Timing
 
 BenchProgress = Callable[[str, int, int], None]
@@ -82,15 +84,33 @@ class PteSession:
         return self.runner.run(x)
 
 
+class TfliteSession(PteSession):
+    """A LiteRT model (XNNPACK) with the ``get_inputs`` and ``run`` of an ORT session; it is
+    fed in its own layout (NHWC for a channels-last file)."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        self.runner = lt.LiteRunner(path.read_bytes(), threads=threads)
+
+    def get_inputs(self) -> list[PteInput]:
+        """The model's one input."""
+        return [PteInput("input_0", self.runner.input_shape)]
+
+
+ONE_LAYOUT = (".pte", ".tflite")
+
+
 def session(
     path: Path, threads: int, profile_dir: Path | None = None, layout: str = "blocked"
 ) -> ort.InferenceSession | PteSession:
     """A CPU session with ``threads`` intra-op threads, sequential, in ``layout`` (its graph
     optimisation level); for a ``.pte``, the program in ExecuTorch with its thread pool sized
-    to ``threads`` (one layout)."""
+    to ``threads``, for a ``.tflite`` the model in LiteRT with ``threads`` XNNPACK threads
+    (one layout each)."""
     if path.suffix == ".pte":
         et.set_threads(threads)
         return PteSession(path)
+    if path.suffix == ".tflite":
+        return TfliteSession(path, threads)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -222,7 +242,7 @@ def bench(
     runs = [
         (name, layout)
         for name, path in models.items()
-        for layout in (config.layouts[:1] if Path(path).suffix == ".pte" else config.layouts)
+        for layout in (config.layouts[:1] if Path(path).suffix in ONE_LAYOUT else config.layouts)
     ]
     feeds: dict[str, dict[str, np.ndarray]] = {}
     report = BenchReport(list(input_shape or []), {k: str(v) for k, v in models.items()}, config)
@@ -245,7 +265,7 @@ def bench(
         ]
         del sessions
     if config.profile_runs > 0:
-        profiled = {k: v for k, v in models.items() if Path(v).suffix != ".pte"}
+        profiled = {k: v for k, v in models.items() if Path(v).suffix not in ONE_LAYOUT}
         for i, (name, path) in enumerate(profiled.items()):
             report.breakdown[name] = op_breakdown(
                 Path(path),

@@ -35,6 +35,7 @@ Examples:
   ca-export bench --onnx a.onnx --onnx b.onnx --input-shape 1,3,224,224
   ca-export bench mobilenetv2_ca --baseline mobilenetv2 --executorch --threads 1
   ca-export bench --onnx a.onnx --pte a.pte --input-shape 1,3,224,224
+  ca-export bench mobilenetv2_ca --baseline mobilenetv2 --litert --threads 1 --targets ort-x86
 """
 
 
@@ -79,12 +80,25 @@ class ProgressBar:
     multiple=True,
     help="Also time this ExecuTorch program (repeat for several).",
 )
+@click.option(
+    "--tflite",
+    "tflite_files",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    help="Also time this LiteRT model (repeat for several).",
+)
 @click.option("--baseline", metavar="SPEC", help="Also export and time this model as reference.")
 @click.option(
     "--executorch",
     "with_executorch",
     is_flag=True,
     help="With MODEL: also lower stock, rewritten (and baseline) to .pte and time them.",
+)
+@click.option(
+    "--litert",
+    "with_litert",
+    is_flag=True,
+    help="With MODEL: also convert stock, rewritten (and baseline) to .tflite and time them.",
 )
 @dynamic_option
 @skip_pass_option
@@ -136,8 +150,10 @@ def bench_cmd(
     input_shape: tuple[int, int, int, int],
     onnx_files: tuple[Path, ...],
     pte_files: tuple[Path, ...],
+    tflite_files: tuple[Path, ...],
     baseline: str | None,
     with_executorch: bool,
+    with_litert: bool,
     dynamic: bool,
     skip_passes: tuple[str, ...],
     threads: tuple[int, ...],
@@ -154,8 +170,8 @@ def bench_cmd(
     one rewritten export per target, each in both session layouts.
 
     With --executorch (or --pte FILE), ExecuTorch programs (XNNPACK) are timed in the
-    same rounds. Models run round-robin so that machine noise hits all alike; compare
-    the ratios.
+    same rounds; with --litert (or --tflite FILE), LiteRT models (XNNPACK). Models run
+    round-robin so that machine noise hits all alike; compare the ratios.
     """
     job = BenchJob(
         model,
@@ -164,8 +180,10 @@ def bench_cmd(
         weights=weights,
         onnx_files=onnx_files,
         pte_files=pte_files,
+        tflite_files=tflite_files,
         baseline=baseline,
         executorch=with_executorch,
+        litert=with_litert,
         dynamic=dynamic,
         skip_passes=skip_passes,
         targets=targets,

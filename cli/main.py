@@ -12,6 +12,7 @@ from cli.bench_cmd import bench_cmd
 from cli.coreml_cmd import coreml
 from cli.executorch_cmd import executorch
 from cli.inspect_cmd import inspect
+from cli.litert_cmd import litert
 from cli.onnx_cmd import onnx
 from cli.optimize_cmd import optimize
 from cli.report_cmd import report
@@ -37,9 +38,14 @@ cli.add_command(verify)
 cli.add_command(bench_cmd)
 cli.add_command(coreml)
 cli.add_command(executorch)
+cli.add_command(litert)
 cli.add_command(report)
 
 
 def main() -> None:
     """Entry point of the ``ca-export`` script."""
     cli()
+
+
+if __name__ == "__main__":
+    main()

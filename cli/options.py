@@ -308,7 +308,7 @@ precision_option = click.option(
     type=click.Choice(["fp32", "fp16", "int8"]),
     default="fp32",
     show_default=True,
-    help="Lower the gated fp32 model to fp16 or int8 (QDQ), behind the lossy-format gate.",
+    help="Lower the gated fp32 model to fp16 or int8, behind the lossy-format gate.",
 )
 calibration_option = click.option(
     "--calibration",

@@ -34,8 +34,8 @@ Examples:
 )
 @handle_errors
 def report(runs: tuple[Path, ...], output: Path) -> None:
-    """Turn the JSON reports of onnx, coreml, executorch, optimize, verify and bench runs into
-    one self-contained HTML page (no network; plots inline), the runs side by side."""
+    """Turn the JSON reports of onnx, coreml, executorch, litert, optimize, verify and bench
+    runs into one self-contained HTML page (no network; plots inline), the runs side by side."""
     guard(runs, [Output(output, "html")])
     pages = [Run(path.stem, _read(path)) for path in runs]
     with staging():

@@ -80,10 +80,11 @@ def verify(
     junit_path: Path | None,
     markdown_path: Path | None,
 ) -> None:
-    """Check that each ARTIFACT (.onnx, .mlpackage, .pte) computes what MODEL computes.
+    """Check that each ARTIFACT (.onnx, .mlpackage, .pte, .tflite) computes what MODEL computes.
 
     ExecuTorch programs (.pte) run in ExecuTorch's runtime with XNNPACK (needs the
-    executorch extra).
+    executorch extra); LiteRT models (.tflite) in LiteRT's interpreter with XNNPACK (the
+    litert extra; an NHWC input is fed NHWC).
 
     Core ML models run in Core ML on macOS; elsewhere they are evaluated in NumPy, an
     ML program op by op and a neural network layer by layer (an op or layer the

@@ -4,8 +4,10 @@ in one interleaved run.
 With a model, the stock export (rewrite off) and one rewritten export per target (each in
 its form, ``ca_export.rewrites.TARGETS``) are made, and the baseline's if given; the
 report says which passes each CA block of each export got; with ``executorch`` the same as
-``.pte`` programs. Files the user names are timed as they are. A stock export that cannot
-be made dynamic is left out with a warning; every other failed export fails the run.
+``.pte`` programs, with ``litert`` as ``.tflite`` files (stock litert-torch conversion,
+the ``litert`` form, the baseline). Files the user names are timed as they are. A stock
+export that cannot be made dynamic is left out with a warning; every other failed export
+fails the run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ca_export.bench import BenchProgress, bench, no_progress
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.pipeline.common import Progress, quiet
 from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
+from ca_export.pipeline.litert import LiteRTJob, export_litert
 from ca_export.pipeline.onnx import OnnxJob, export_onnx
 from ca_export.report import ExportReport
 from ca_export.report.results import BenchConfig, BenchReport
@@ -34,8 +37,10 @@ class BenchJob:
     weights: Path | None = None
     onnx_files: tuple[Path, ...] = ()
     pte_files: tuple[Path, ...] = ()
+    tflite_files: tuple[Path, ...] = ()
     baseline: str | None = None
     executorch: bool = False
+    litert: bool = False
     dynamic: bool = False
     skip_passes: tuple[str, ...] = ()
     targets: tuple[str, ...] = tuple(TARGETS)
@@ -45,17 +50,24 @@ class BenchJob:
 
     def validate(self) -> None:
         """Refuse combinations that cannot be timed."""
-        if (self.model is None) == (not (self.onnx_files or self.pte_files)):
-            raise BadInputError("give either MODEL or --onnx/--pte FILE")
+        if (self.model is None) == (not (self.onnx_files or self.pte_files or self.tflite_files)):
+            raise BadInputError("give either MODEL or --onnx/--pte/--tflite FILE")
         if self.executorch and (self.model is None or self.dynamic):
             raise BadInputError("--executorch needs MODEL and a static size (no --dynamic)")
+        if self.litert and (self.model is None or self.dynamic):
+            raise BadInputError("--litert needs MODEL and a static size (no --dynamic)")
 
 
-def _export(job: OnnxJob | ExecutorchJob, progress: Progress) -> ExportReport:
+def _export(job: OnnxJob | ExecutorchJob | LiteRTJob, progress: Progress) -> ExportReport:
     """Export through the pipeline; a failed gate is a failed check."""
     kind = "stock" if not job.rewrite else getattr(job, "target", "rewritten")
     progress(f"export {job.model} ({kind}, {job.output.suffix})")
-    report = export_executorch(job) if isinstance(job, ExecutorchJob) else export_onnx(job)
+    if isinstance(job, LiteRTJob):
+        report = export_litert(job)
+    elif isinstance(job, ExecutorchJob):
+        report = export_executorch(job)
+    else:
+        report = export_onnx(job)
     if not report.passed or report.artifact is None:
         raise CheckFailedError(f"the export of {job.model!r} did not pass its gates")
     return report
@@ -73,7 +85,7 @@ def block_forms(report: ExportReport) -> dict[str, str]:
 def _user_files(job: BenchJob) -> dict[str, Path]:
     """The files the user named, under unique names."""
     models: dict[str, Path] = {}
-    for path in job.onnx_files + job.pte_files:
+    for path in job.onnx_files + job.pte_files + job.tflite_files:
         name = path.stem if path.suffix == ".onnx" else path.name
         while name in models:
             name += "'"
@@ -123,6 +135,18 @@ def _exports(job: BenchJob, folder: Path, progress: Progress) -> dict[str, Path]
                 )
                 _export(et_job, progress)
                 models[name] = et_job.output
+    if job.litert and job.model is not None:
+        for name, spec, ckpt, rewrite in (
+            ("stock.tflite", job.model, job.weights, False),
+            ("rewritten.tflite", job.model, job.weights, True),
+            ("baseline.tflite", job.baseline, None, True),
+        ):
+            if spec is not None:
+                lt_job = LiteRTJob(
+                    spec, folder / name, ckpt, shape, rewrite=rewrite, skip_passes=job.skip_passes
+                )
+                _export(lt_job, progress)
+                models[name] = lt_job.output
     return models
 
 

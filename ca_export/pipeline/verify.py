@@ -54,6 +54,7 @@ from ca_export.verify.artifacts import (
     open_onnx,
     open_ort,
     open_pte,
+    open_tflite,
 )
 from ca_export.verify.localize import Localization, localize
 from ca_export.verify.lossy import GATE_SEEDS, judge, torch_runner
@@ -167,9 +168,12 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
 
 
 def open_artifact(path: Path) -> Artifact:
-    """An ONNX file, or by its suffix a Core ML model, an ExecuTorch program or a .ort."""
+    """An ONNX file, or by its suffix a Core ML model, an ExecuTorch program, a LiteRT
+    model or a .ort."""
     if path.suffix == ".pte":
         return open_pte(path)
+    if path.suffix == ".tflite":
+        return open_tflite(path)
     if path.suffix == ".ort":
         return open_ort(path)
     return open_mil(path) if path.suffix in SUFFIXES else open_onnx(path)

@@ -111,8 +111,13 @@ class SizeSpan:
 
 @dataclass(frozen=True)
 class StructureFigures:
-    """CA-only ops left after the rewrite, where they are and, for ExecuTorch, what ran
-    outside the XNNPACK delegate."""
+    """CA-only ops left after the rewrite, where they are and, for ExecuTorch and LiteRT,
+    what ran outside the XNNPACK delegate.
+
+    ``segments``: XNNPACK delegate segments (LiteRT: partitions). ``outside``: the ops no
+    segment runs; ``transposes``: LiteRT's TRANSPOSE ops (``node`` is the op's index in
+    the .tflite, ``op 12``).
+    """
 
     kind: ClassVar[str] = "structure"
     ca_only_nodes_after: int
@@ -122,6 +127,7 @@ class StructureFigures:
     in_unmatched_concats: dict[str, dict[str, int]] = field(default_factory=dict)
     segments: int | None = None
     outside: tuple[OutsideOp, ...] = ()
+    transposes: tuple[OutsideOp, ...] = ()
     dynamic_sizes: dict[str, SizeSpan] = field(default_factory=dict)
 
 

@@ -2,7 +2,7 @@
 
 The page holds a summary verdict of every run, then one section per subject (checks,
 parity against each bound, divergence per layer, latency, op counts, passes per block,
-what ran outside the ExecuTorch delegate); within a section the runs stand side by side.
+what ran outside the XNNPACK delegate); within a section the runs stand side by side.
 Every plot is drawn by matplotlib and inlined as SVG (text kept as text), with the
 figures it plots in a table beneath it; the page loads nothing from the network.
 
@@ -392,7 +392,8 @@ def _passes_part(report: Report) -> str:
 
 
 def _delegate_part(report: Report) -> str:
-    """What an ExecuTorch program runs outside its XNNPACK delegate."""
+    """What an ExecuTorch program or a LiteRT file runs outside its XNNPACK delegate, and
+    the TRANSPOSE ops a LiteRT file keeps."""
     if not isinstance(report, ExportReport) or report.structure is None:
         return ""
     structure = report.structure.figures
@@ -404,11 +405,18 @@ def _delegate_part(report: Report) -> str:
             escape(o.node),
             escape(o.module or "<model>"),
             "" if o.block is None else str(o.block),
+            where,
         ]
-        for o in structure.outside
+        for where, ops in (("outside", structure.outside), ("transpose", structure.transposes))
+        for o in ops
     ]
-    head = f"<p>{structure.segments} delegate segment(s); {len(rows)} op(s) outside</p>"
-    return head + (_table(["op", "node", "module", "CA block"], rows, "outside") if rows else "")
+    head = (
+        f"<p>{structure.segments} delegate segment(s); {len(structure.outside)} op(s) outside"
+        + (f"; {len(structure.transposes)} TRANSPOSE op(s)" if structure.transposes else "")
+        + "</p>"
+    )
+    columns = ["op", "node", "module", "CA block", ""]
+    return head + (_table(columns, rows, "outside") if rows else "")
 
 
 def _accuracy_part(report: Report) -> str:
@@ -450,7 +458,7 @@ SECTIONS: list[tuple[str, str, Callable[[Report], str]]] = [
     ("latency", "Latency", _latency_part),
     ("ops", "Op counts", _ops_part),
     ("passes", "Passes per block", _passes_part),
-    ("delegate", "Outside the ExecuTorch delegate", _delegate_part),
+    ("delegate", "Outside the XNNPACK delegate", _delegate_part),
 ]
 """Each section: its id, title, and what it shows of one report (empty: nothing)."""
 

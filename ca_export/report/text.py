@@ -159,7 +159,8 @@ def _gate_line(what: str, gate: GateFigures) -> str:
 
 
 def _structure_lines(structure: StructureFigures) -> list[str]:
-    """CA-only nodes left, where, the dynamic sizes and the delegate segments."""
+    """CA-only nodes left, where, the dynamic sizes, the delegate segments and the
+    TRANSPOSE ops left (LiteRT)."""
     lines = [f"CA-only nodes ({structure.ops}) left: {structure.ca_only_nodes_after}"]
     if structure.in_blocks_not_rewritten:
         lines.append(f"  in blocks not rewritten: {structure.in_blocks_not_rewritten}")
@@ -172,6 +173,7 @@ def _structure_lines(structure: StructureFigures) -> list[str]:
     if structure.segments is not None:
         lines.append(f"XNNPACK delegate segments: {structure.segments}")
         lines += [f"  outside: {o.op} ({o.module or '<model>'})" for o in structure.outside]
+    lines += [f"  TRANSPOSE left: {o.node} ({o.module or '<model>'})" for o in structure.transposes]
     return lines
 
 

@@ -7,7 +7,12 @@ one op), ``drop_expand`` (no shape arithmetic on the gates), ``gate_once`` (the 
 built once, one same-shape multiply). ``xnnpack`` (ExecuTorch) ends with
 ``global_strip_pool`` (a dynamic strip pool as a global mean between permutes),
 ``swap_as_view`` (``swap_as_permute`` at symbolic sizes), ``broadcast_gate`` and
-``float_hardsigmoid`` instead: ops ExecuTorch lowers into one XNNPACK delegate. ``TARGETS``
+``float_hardsigmoid`` instead: ops ExecuTorch lowers into one XNNPACK delegate. ``litert``
+(``ca-export litert``) runs the same passes, measured for LiteRT on its own
+(``benchmarks/litert_forms.py``): static strip pools become AVERAGE_POOL_2D and the gates
+broadcasting MULs, which litert-torch's layout pass converts without a TRANSPOSE and XNNPACK
+runs in one partition (``resize_gate``'s RESIZE_NEAREST_NEIGHBOR is not delegated;
+``matmul_pool``, ``gate_once`` and ``global_strip_pool`` leave TRANSPOSE pairs). ``TARGETS``
 maps each ONNX runtime to the form measured fastest there (``benchmarks/target_forms.py``):
 ``ort-x86`` (blocked NCHWc layout, the default) to ``resize_pad`` (``pad_mip`` and
 ``resize_gate``: nothing leaves the blocked layout), ``ort-plain`` (plain NCHW) to
@@ -76,6 +81,14 @@ COMMON = ("pool_to_reduce", "distribute_stem", "hardswish", "drop_expand")
 FORMS: dict[str, tuple[str, ...]] = {
     "onnx": (*COMMON, "gate_once"),
     "xnnpack": (
+        *COMMON,
+        "global_strip_pool",
+        "swap_as_view",
+        "swap_as_permute",
+        "broadcast_gate",
+        "float_hardsigmoid",
+    ),
+    "litert": (
         *COMMON,
         "global_strip_pool",
         "swap_as_view",

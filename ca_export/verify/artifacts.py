@@ -1,5 +1,6 @@
 """Artifacts to verify: open an ONNX file or an ONNX Runtime format model (.ort) for ONNX
-Runtime, or an ExecuTorch .pte for ExecuTorch's runtime, and say which inputs each takes.
+Runtime, an ExecuTorch .pte for ExecuTorch's runtime, or a LiteRT .tflite for LiteRT's
+interpreter (XNNPACK), and say which inputs each takes.
 
 An ONNX file says its precision in its ``ca_export.precision`` metadata (``ca-export onnx``
 and ``optimize`` write it): fp32, or a lossy fp16 or int8 that verify judges with the lossy
@@ -15,6 +16,7 @@ import onnx
 import onnxruntime as ort
 
 from ca_export.errors import BadInputError, CheckFailedError
+from ca_export.export import litert as lt
 from ca_export.export.executorch import BACKEND, PteRunner
 from ca_export.export.precision import PRECISIONS
 from ca_export.verify.runtime import cpu_session
@@ -177,3 +179,29 @@ def open_pte(path: Path) -> PteArtifact:
     count = runner.num_outputs
     names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
     return PteArtifact(path, runner, list(runner.input_sizes[0]), names)
+
+
+@dataclass
+class TfliteArtifact(PteArtifact):
+    """A LiteRT model (.tflite) in LiteRT's interpreter (XNNPACK, one thread), fed NCHW; a
+    channels-last file (``ca-export litert --channels-last-io``) is fed NHWC by its runner."""
+
+    runner: lt.LiteRunner  # type: ignore[assignment]
+
+
+def open_tflite(path: Path) -> TfliteArtifact:
+    """Load a .tflite for LiteRT; a file it cannot load gives one clear error.
+
+    A file whose input is ``N, H, W, C`` with C at most 4 and H above 4 is taken as
+    channels-last (an image of at most 4 channels; an NCHW image has its C there)."""
+    if not path.is_file():
+        raise BadInputError(f"artifact {str(path)!r} does not exist")
+    if not lt.available():
+        raise BadInputError(lt.INSTALL_HINT)
+    buffer = path.read_bytes()
+    shape = lt.LiteRunner(buffer).input_shape
+    channels_last = len(shape) == 4 and shape[3] <= 4 < shape[1]
+    runner = lt.LiteRunner(buffer, channels_last)
+    count = len(runner.outputs)
+    names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    return TfliteArtifact(path, runner, list(runner.input_shape), names, backend=lt.BACKEND)

@@ -500,6 +500,7 @@ def test_cli_report(exported: Exported, tmp_path: Path) -> None:
         "in_unmatched_concats": {},
         "segments": None,
         "outside": [],
+        "transposes": [],
         "dynamic_sizes": {},
     }
     assert data["parity"]["passed"] and out.exists()
