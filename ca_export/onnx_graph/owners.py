@@ -28,7 +28,7 @@ def shape_arithmetic(graph: ir.Graph) -> Callable[[ir.Node], bool]:
         known[node] = node.op_type in ("Shape", "Constant") or all(
             i is None
             or (i.is_initializer() and not i.is_graph_input())
-            or known.get(i.producer(), False)  # type: ignore[arg-type]
+            or ((producer := i.producer()) is not None and known.get(producer, False))
             for i in node.inputs
         )
     return lambda node: known.get(node, False)
