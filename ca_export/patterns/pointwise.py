@@ -18,7 +18,8 @@ from ca_export.fx import is_getitem, shape, val
 
 aten = torch.ops.aten
 
-UNARY = {
+# Keyed by OpOverload; looked up with any fx target (str | Callable).
+UNARY: dict[object, str] = {
     aten.relu.default: "relu",
     aten.relu_.default: "relu",
     aten.relu6.default: "relu6",
