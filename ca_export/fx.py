@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch._guards import detect_fake_mode
@@ -47,8 +47,10 @@ def layout_perm(node: Node) -> tuple[int, ...]:
     """The permutation a permute/transpose node applies, as a full permute list."""
     rank = len(shape(node))
     if node.target == aten.permute.default:
-        return tuple(norm_dim(d, rank) for d in node.args[1])
-    a, b = (norm_dim(d, rank) for d in node.args[1:3])
+        # permute's second argument is its list of int dims.
+        return tuple(norm_dim(d, rank) for d in cast("Sequence[int]", node.args[1]))
+    # transpose's second and third arguments are its two int dims.
+    a, b = (norm_dim(cast(int, d), rank) for d in node.args[1:3])
     perm = list(range(rank))
     perm[a], perm[b] = perm[b], perm[a]
     return tuple(perm)
@@ -59,7 +61,7 @@ def is_getitem(node: Node, index: int | None = None) -> bool:
     return (
         node.op == "call_function"
         and node.target is operator.getitem
-        and (index is None or node.args[1] == index)
+        and (index is None or bool(node.args[1] == index))
     )
 
 
@@ -95,7 +97,8 @@ def copy_node(graph: Graph, node: Node, env: dict[Node, Node], before: Node) -> 
     fake_args, fake_kwargs = torch.fx.node.map_arg((clone.args, clone.kwargs), val)
     with fake_mode_of(graph, (fake_args, fake_kwargs)):
         # A call_function node's target is callable.
-        clone.meta["val"] = clone.target(*fake_args, **fake_kwargs)  # type: ignore[operator]
+        target = cast(Callable[..., Any], clone.target)
+        clone.meta["val"] = target(*fake_args, **fake_kwargs)
     return clone
 
 

@@ -238,8 +238,9 @@ def owners(model: Any, blocks: dict[int, int]) -> dict[str, int]:
             after = {owner.get(id(child)) for out in op.outputs for child in out.child_ops}
             before = {owner.get(id(var.op)) for var in _input_vars(op) if var.op is not None}
             for side in (after, before):
-                if len(side) == 1 and None not in side:
-                    owner[id(op)] = side.pop()
+                block = next(iter(side)) if len(side) == 1 else None
+                if block is not None:
+                    owner[id(op)] = block
                     changed = True
                     break
     return {out.name: owner[id(op)] for op in ops if id(op) in owner for out in op.outputs}
@@ -328,6 +329,7 @@ def expected_io(
             feature["range"] = [[n, n], [c, c], list(spec.hw_range), list(spec.hw_range)]
         elif spec.shapes:
             feature["shapes"] = [[n, c, sh, sw] for sh, sw in spec.shapes]
+    outputs: dict[str, dict[str, Any]]
     if labels and fmt == "neuralnetwork":
         outputs = {output_names[0]: {"kind": "dictionary"}, CLASS_LABEL: {"kind": "string"}}
     elif labels:

@@ -43,6 +43,7 @@ def emit(program: ExportedProgram, traced: Traced, opset: int) -> onnx.ModelProt
             )
     except Exception as err:
         raise BadInputError(f"ONNX export failed at opset {opset}: {_root_cause(err)}") from None
+    assert exported is not None, "torch.onnx.export with dynamo=True returns an ONNXProgram"
     return exported.model_proto
 
 
@@ -112,7 +113,7 @@ def attribute(model: onnx.ModelProto, modules: list[str]) -> dict[str, int]:
         if found:
             seeds[node] = found[-1]
     owner = owners.grow(graph, seeds, lambda node: not _scopes(node))
-    return {node.name: block for node, block in owner.items() if node.name}  # type: ignore[misc]
+    return {node.name: block for node, block in owner.items() if node.name}
 
 
 def _scopes(node: ir.Node) -> list[str]:

@@ -42,7 +42,7 @@ After (opset 11-13)::
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,7 +93,7 @@ def model_opset(model: onnx.ModelProto) -> int:
     """The model's default-domain opset."""
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):
-            return entry.version
+            return int(entry.version)
     raise BadInputError("the model imports no default-domain (ai.onnx) opset")
 
 
@@ -188,13 +188,14 @@ def _lower(node: ir.Node, current: int, target: int) -> list[str]:
     return done
 
 
-def _state(node: ir.Node) -> tuple:
+def _state(node: ir.Node) -> tuple[str, tuple[int, ...], tuple[tuple[str, str], ...]]:
     """What an adapter may change: op, inputs and attributes."""
     attrs = sorted((k, repr(a.value)) for k, a in node.attributes.items())
     return node.op_type, tuple(id(v) for v in node.inputs), tuple(attrs)
 
 
-def _signature(op: str, version: int) -> tuple:
+def _signature(op: str, version: int) -> tuple[object, object]:
+    """The parameters and attributes of a schema, for comparison."""
     schema = onnx.defs.get_schema(op, max_inclusive_version=version, domain="")
     params = [(p.name, p.option) for p in (*schema.inputs, *schema.outputs)]
     attrs = sorted(
@@ -211,9 +212,10 @@ def _same_signature(op: str, version: int, older: int) -> bool:
 
 def _constant_ints(node: ir.Node, index: int) -> list[int] | None:
     """The int64 values of a constant input (None if the input is absent)."""
-    if index >= len(node.inputs) or node.inputs[index] is None:
+    value = node.inputs[index] if index < len(node.inputs) else None
+    if value is None:
         return None
-    tensor = ir.convenience.get_const_tensor(node.inputs[index])
+    tensor = ir.convenience.get_const_tensor(value)
     if tensor is None:
         raise Unsupported(f"input {index} is computed in the graph, not a constant")
     return [int(v) for v in tensor.numpy().reshape(-1)]
@@ -247,9 +249,10 @@ def _split_sizes(node: ir.Node) -> None:
         return
     axis = _int_attr(node, "axis", 0)
     shape = node.inputs[0].shape if node.inputs[0] is not None else None
-    if shape is None or not isinstance(shape[axis], int):
+    size = shape[axis] if shape is not None else None
+    if not isinstance(size, int):
         raise Unsupported("num_outputs over an axis of unknown size")
-    n, size = count.as_int(), shape[axis]
+    n = count.as_int()
     chunk = -(-size // n)
     sizes = [chunk] * (size // chunk) + ([size % chunk] if size % chunk else [])
     if len(sizes) != n:
@@ -402,7 +405,8 @@ ADAPTERS: dict[tuple[str, int], Adapter] = {
     ),
     ("Reshape", 14): Adapter("Reshape allowzero dropped", _reshape_allowzero),
     ("AveragePool", 19): Adapter(
-        "AveragePool dilations dropped", _drop(dilations=lambda v: set(v) <= {1})
+        "AveragePool dilations dropped",
+        _drop(dilations=lambda v: isinstance(v, Sequence) and set(v) <= {1}),
     ),
     ("Shape", 15): Adapter("Shape start dropped", _drop(start=lambda v: v == 0)),
     ("Cast", 19): Adapter("Cast saturate dropped", _drop(saturate=lambda v: True)),

@@ -18,7 +18,7 @@ import onnx_ir as ir
 from onnx.checker import ValidationError
 from onnx.shape_inference import InferenceError
 
-from ca_export.onnx_graph.facts import GraphFacts, attr
+from ca_export.onnx_graph.facts import GraphFacts, attr_ints
 
 POOLS = ("AveragePool", "MaxPool", "LpPool")
 
@@ -42,11 +42,12 @@ def baked_sizes(facts: GraphFacts) -> str | None:
     """Why the graph outside the CA blocks only holds at its traced size (None if it does not)."""
     for node in facts.model.graph:
         if node.op_type in POOLS:
-            shape = facts.shape(node.inputs[0])
+            source = node.inputs[0]
+            shape = facts.shape(source)
             if shape is None:
-                gap = facts.shape_gap(node.inputs[0])  # type: ignore[arg-type]
+                gap = facts.shape_gap(source) if source is not None else "it has no input"
                 return f"cannot tell whether {node.op_type} '{node.name}' is baked for HxW: {gap}"
-            kernel = list(attr(node, "kernel_shape", []))  # type: ignore[call-overload]
+            kernel = attr_ints(node, "kernel_shape", [])
             if len(shape) == 4 and len(kernel) == 2:
                 spans = [k == s and k > 1 for k, s in zip(kernel, shape[2:], strict=True)]
                 if any(spans):

@@ -13,6 +13,8 @@ constant (evaluated with ``onnx.reference``); this is how Slice bounds computed 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -51,6 +53,18 @@ def attr(node: ir.Node, name: str, default: object = None) -> object:
     """A node attribute's value (strings as ``str``, lists as sequences), or ``default``."""
     found = node.attributes.get(name)
     return default if found is None or found.is_ref() else found.value
+
+
+def attr_int(node: ir.Node, name: str, default: int) -> int:
+    """An INT attribute's value, or ``default``."""
+    found = node.attributes.get(name)
+    return default if found is None or found.is_ref() else found.as_int()
+
+
+def attr_ints(node: ir.Node, name: str, default: Sequence[int]) -> list[int]:
+    """An INTS attribute's values, or ``default``."""
+    found = node.attributes.get(name)
+    return list(default if found is None or found.is_ref() else found.as_ints())
 
 
 class GraphFacts:
@@ -119,10 +133,10 @@ class GraphFacts:
         if node.op_type not in SHAPE_ARITHMETIC or len(node.outputs) != 1:
             return None
         present = [i for i in node.inputs if i is not None]
-        values = [self.const(i) for i in present]
-        if any(v is None for v in values):
+        values = [v for v in (self.const(i) for i in present) if v is not None]
+        if len(values) != len(present):
             return None
-        return _run_node(node, present, values, self.opset)  # type: ignore[arg-type]
+        return _run_node(node, present, values, self.opset)
 
 
 def _inferred_shapes(model: onnx.ModelProto) -> tuple[dict[str, tuple[Dim, ...]], str | None]:

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Collection, Hashable, Mapping
+from typing import TypeVar
 
 import onnx_ir as ir
+
+Block = TypeVar("Block", bound=Hashable)
 
 
 def shape_arithmetic(graph: ir.Graph) -> Callable[[ir.Node], bool]:
@@ -28,15 +31,15 @@ def shape_arithmetic(graph: ir.Graph) -> Callable[[ir.Node], bool]:
         known[node] = node.op_type in ("Shape", "Constant") or all(
             i is None
             or (i.is_initializer() and not i.is_graph_input())
-            or known.get(i.producer(), False)  # type: ignore[arg-type]
+            or ((producer := i.producer()) is not None and known.get(producer, False))
             for i in node.inputs
         )
     return lambda node: known.get(node, False)
 
 
 def grow(
-    graph: ir.Graph, seeds: Mapping[ir.Node, Hashable], may_join: Callable[[ir.Node], bool]
-) -> dict[ir.Node, Hashable]:
+    graph: ir.Graph, seeds: Mapping[ir.Node, Block], may_join: Callable[[ir.Node], bool]
+) -> dict[ir.Node, Block]:
     """``seeds`` (node -> block) and every node that may join whose readers all belong to
     one block."""
     owner = dict(seeds)
@@ -48,8 +51,9 @@ def grow(
                 continue
             if any(out.is_graph_output() for out in node.outputs):
                 continue
-            readers = {owner.get(use.node) for out in node.outputs for use in out.uses()}
-            if len(readers) == 1 and None not in readers:
+            users = [use.node for out in node.outputs for use in out.uses()]
+            readers = {owner[user] for user in users if user in owner}
+            if len(readers) == 1 and all(user in owner for user in users):
                 owner[node] = readers.pop()
                 changed = True
     return owner

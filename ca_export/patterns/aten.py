@@ -10,6 +10,7 @@ the module scope of their anchor, so they stay attributed to their CA block.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch.fx import Graph, Node
@@ -45,7 +46,8 @@ POOL_OPS = (aten.adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d.default)
 UPSAMPLES = (aten.upsample_bilinear2d.vec, aten.upsample_nearest2d.vec)
 SPLIT_OPS = (aten.split_with_sizes.default, aten.split.Tensor)
 INT_MAX = 2**63 - 1
-ONNX_TYPES = {
+# The tables are keyed by OpOverload and looked up with any fx target (str | Callable).
+ONNX_TYPES: dict[object, str] = {
     aten.cat.default: "Concat",
     aten.split_with_sizes.default: "Split",
     aten.split.Tensor: "Split",
@@ -55,7 +57,7 @@ ONNX_TYPES = {
     aten.squeeze.dims: "Squeeze",
     aten.unsqueeze.default: "Unsqueeze",
 }
-SCALAR_ARITH = {
+SCALAR_ARITH: dict[object, str] = {
     aten.add.Tensor: "add",
     aten.add.Scalar: "add",
     aten.mul.Tensor: "mul",
@@ -69,6 +71,12 @@ BINARY = {"mul": aten.mul.Tensor, "matmul": aten.matmul.default}
 def _arg(node: Node, i: int, default: object) -> object:
     """The node's i-th positional argument, or ``default``."""
     return node.args[i] if len(node.args) > i else default
+
+
+def _dim_arg(node: Node, i: int, rank: int) -> int:
+    """The node's i-th positional argument (0 if absent) as a non-negative dim."""
+    # fx types args as Argument; a dim is an int in the ATen schemas.
+    return norm_dim(cast(int, _arg(node, i, 0)), rank)
 
 
 class AtenView:
@@ -127,20 +135,18 @@ class AtenView:
         if op.target == aten.slice.Tensor:
             return "slice"
         kind = pointwise_kind(op, lambda _: True)
-        return kind or getattr(op.target, "__name__", str(op.target))
+        return kind or str(getattr(op.target, "__name__", op.target))
 
     def onnx_type(self, op: Node) -> str:
-        # fx types Node.target as str | Callable; the table is keyed by its OpOverloads.
-        return ONNX_TYPES.get(op.target, self.label(op))  # type: ignore[arg-type]
+        return ONNX_TYPES.get(op.target, self.label(op))
 
     def concat(self, op: Node) -> tuple[list[Node], int] | None:
         if op.op != "call_function" or op.target != aten.cat.default:
             return None
         # fx types args as Argument; aten.cat's first is a list of Nodes.
-        inputs = list(op.args[0])  # type: ignore[arg-type]
+        inputs = list(cast("list[Node]", op.args[0]))
         rank = len(shape(inputs[0])) if inputs else 4
-        # fx types args as Argument; cat's dim is an int in the ATen schema.
-        return inputs, norm_dim(_arg(op, 1, 0), rank)  # type: ignore[arg-type]
+        return inputs, _dim_arg(op, 1, rank)
 
     def perm(self, op: Node) -> tuple[int, ...] | None:
         if op.op != "call_function" or op.target not in LAYOUT_OPS:
@@ -161,13 +167,12 @@ class AtenView:
                 ):
                     return source, kept, "adaptive_avg_pool2d"
             return None
-        dims = _arg(op, 1, None)
-        keep = _arg(op, 2, op.kwargs.get("keepdim", False))
         # fx types args as Argument; mean's dim is a list of ints in the ATen schema.
-        if not keep or dims is None or len(dims) != 1:  # type: ignore[arg-type]
+        dims = cast("list[int] | None", _arg(op, 1, None))
+        keep = _arg(op, 2, op.kwargs.get("keepdim", False))
+        if not keep or dims is None or len(dims) != 1:
             return None
-        # As above: dims is a list of ints.
-        gone = norm_dim(dims[0], 4)  # type: ignore[index]
+        gone = norm_dim(dims[0], 4)
         return (source, 5 - gone, "mean") if gone in (2, 3) else None
 
     def pool_source(self, op: Node) -> Node | None:
@@ -175,7 +180,7 @@ class AtenView:
             return None
         return self.data(op)
 
-    def pointwise(self, op: Node, inside: set) -> str:
+    def pointwise(self, op: Node, inside: set[Node]) -> str:
         kind = pointwise_kind(op, lambda a: a in inside)
         if kind is None:
             name = getattr(op.target, "__name__", str(op.target))
@@ -187,8 +192,7 @@ class AtenView:
 
     def pieces(self, op: Node, axis: int, sizes: list[Dim]) -> list[tuple[int, Node]]:
         if op.target in SPLIT_OPS:
-            # fx types args as Argument; split's dim is an int in the ATen schema.
-            if norm_dim(_arg(op, 2, 0), 4) != axis:  # type: ignore[arg-type]
+            if _dim_arg(op, 2, 4) != axis:
                 raise NoMatch("the split is not along the concat axis")
             cut = [shape(u)[axis] for u in op.meta["val"]] if op.meta.get("val") else []
             if len(cut) != 2 or not all(map(same_size, cut, sizes)):
@@ -198,10 +202,9 @@ class AtenView:
                 if not is_getitem(item) or item.args[1] not in (0, 1):
                     raise NoMatch("the split does not give back exactly two pieces")
                 # fx types args as Argument; checked above to be 0 or 1.
-                found.append((int(item.args[1]), item))  # type: ignore[arg-type]
+                found.append((int(cast(int, item.args[1])), item))
             return found
-        # fx types args as Argument; slice's dim is an int in the ATen schema.
-        if norm_dim(_arg(op, 1, 0), 4) != axis:  # type: ignore[arg-type]
+        if _dim_arg(op, 1, 4) != axis:
             raise NoMatch("a slice of the shared branch cuts another axis")
         start, end, step = _arg(op, 2, 0), _arg(op, 3, INT_MAX), _arg(op, 4, 1)
         if step != 1:
@@ -223,16 +226,14 @@ class AtenView:
             return "sigmoid"
         if op.target in (aten.hardsigmoid.default, aten.hardsigmoid_.default):
             return "hardsigmoid"
-        # fx types Node.target as str | Callable; the table is keyed by its OpOverloads.
-        kind = UNARY.get(op.target)  # type: ignore[arg-type]
+        kind = UNARY.get(op.target)
         bounds = tuple(op.args[1:3])
         if kind == "relu6" or (kind in ("hardtanh", "clamp") and bounds == (0.0, 6.0)):
             return "relu6"
         return None
 
     def scalar_arith(self, op: Node) -> tuple[str, Node, float] | None:
-        # fx types Node.target as str | Callable; the table is keyed by its OpOverloads.
-        kind = SCALAR_ARITH.get(op.target)  # type: ignore[arg-type]
+        kind = SCALAR_ARITH.get(op.target)
         if kind is None or len(op.args) < 2:
             return None
         a, b = op.args[:2]
@@ -263,7 +264,7 @@ class AtenView:
     def mean(self, source: Node, axis: int, anchor: Node, name: str) -> Node:
         return add_node(self.graph, aten.mean.dim, (source, [axis], True), anchor)
 
-    def clone(self, op: Node, env: dict, anchor: Node, name: str) -> Node:
+    def clone(self, op: Node, env: dict[Node, Node], anchor: Node, name: str) -> Node:
         env[op] = copy_node(self.graph, op, env, before=anchor)
         return env[op]
 
@@ -298,13 +299,12 @@ class AtenView:
         if op.target in UNARY or is_getitem(op, 0):
             return [] if not params else None
         if op.target in POINTWISE_BINARY:
-            found = []
+            found: list[tuple[Node, int]] = []
             for a in op.args[:2]:
                 dims = shape(a) if isinstance(a, Node) else ()
-                if a is not op.args[0] and len(dims) >= 3 and dims[-3] != 1:
+                if isinstance(a, Node) and a is not op.args[0] and len(dims) >= 3 and dims[-3] != 1:
                     found.append((a, len(dims) - 3))
-            # Only Nodes have three or more dims, so each a is a Node.
-            return found  # type: ignore[return-value]
+            return found
         return None
 
     def pad(self, value: Node, axis: int, size: int, anchor: Node, name: str) -> Node:

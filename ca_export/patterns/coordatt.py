@@ -33,6 +33,7 @@ questions they ask (``GraphView``) for ATen graphs and ONNX files.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ca_export.patterns.hswish import h_sigmoid
 from ca_export.patterns.view import Dim, GraphView, NoMatch, Op, Value
@@ -113,10 +114,15 @@ class CABlock:
         """The branch that keeps the given spatial axis ("h" or "w")."""
         return next(b for b in self.branches if b.axis == axis)
 
-    def with_branch(self, branch: Branch, **changes: object) -> CABlock:
+    def with_branch(self, branch: Branch, **changes: Any) -> CABlock:
         """A copy whose branch on ``branch``'s axis is ``branch`` with ``changes``."""
+        # Any: the changes are Branch fields of several types, checked by replace at run time.
         new = replace(branch, **changes)
-        branches = tuple(new if b.axis == new.axis else b for b in self.branches)
+        first, second = self.branches
+        branches = (
+            new if first.axis == new.axis else first,
+            new if second.axis == new.axis else second,
+        )
         return replace(self, branches=branches)
 
     @property
@@ -143,15 +149,16 @@ class Rejection:
 def _back_to_pool(view: GraphView, value: Value) -> tuple[Op | None, list[Op], tuple[int, ...]]:
     """Walk from a concat input back through transposes: (producer, transposes, permutation)."""
     chain: list[Op] = []
+    steps: list[tuple[int, ...]] = []
     op = view.producer(value)
-    while op is not None and view.perm(op) is not None:
+    while op is not None and (step := view.perm(op)) is not None:
         chain.append(op)
+        steps.append(step)
         op = view.producer(view.data(op))
     chain.reverse()
-    perm = IDENTITY
-    for step in chain:
-        # The walk above kept only ops whose perm is not None.
-        perm = compose(perm, view.perm(step))  # type: ignore[arg-type]
+    perm: tuple[int, ...] = IDENTITY
+    for step in reversed(steps):
+        perm = compose(perm, step)
     return op, chain, perm
 
 
@@ -160,7 +167,7 @@ def _forward_through_transposes(
 ) -> tuple[Value, list[Op], tuple[int, ...]]:
     """Follow single readers that are transposes: (last value, transposes, permutation)."""
     chain: list[Op] = []
-    perm = IDENTITY
+    perm: tuple[int, ...] = IDENTITY
     while (user := view.single_user(value)) is not None and (step := view.perm(user)):
         chain.append(user)
         perm = compose(perm, step)
@@ -257,10 +264,10 @@ def _output(view: GraphView, source: Value, leaf_h: Value, leaf_w: Value) -> Op:
         if operands is None:
             return None
         parts = [covered(v) for v in operands]
-        if any(p is None for p in parts):
+        known = [p for p in parts if p is not None]
+        if len(known) != len(parts):
             return None
-        # None parts returned above; the rest are sets.
-        return set().union(*parts)  # type: ignore[arg-type]
+        return set[str]().union(*known)
 
     op = view.single_user(leaf_h)
     for _ in range(3):
@@ -282,7 +289,21 @@ def leaf(view: GraphView, branch: Branch) -> Value:
     return view.output(branch.gate)
 
 
-def _pools(view: GraphView, concat: Op, inputs: list[Value], axis: int) -> list[tuple]:
+Strip = tuple[Value, int, str]
+"""A strip pool's source, kept axis and kind (``GraphView.strip_pool``)."""
+
+
+def _concat(view: GraphView, op: Op) -> tuple[list[Value], int]:
+    """``view.concat`` of an op known to be a concat (from ``candidates``)."""
+    found = view.concat(op)
+    if found is None:
+        raise NoMatch("the op is not a concat")
+    return found
+
+
+def _pools(
+    view: GraphView, concat: Op, inputs: list[Value], axis: int
+) -> list[tuple[Strip, Op | None, list[Op], tuple[int, ...]]]:
     """Rule 2: each concat input's strip pool, transposes and permutation."""
     traced = [_back_to_pool(view, v) for v in inputs]
     for pool, _, _ in traced:
@@ -291,11 +312,11 @@ def _pools(view: GraphView, concat: Op, inputs: list[Value], axis: int) -> list[
             raise NoMatch(
                 f"shapes unknown, so the pools cannot be checked: {view.shape_gap(source)}"
             )
-    infos = [view.strip_pool(p) if p is not None else None for p, _, _ in traced]
-    if any(info is None for info in infos):
+    found = [view.strip_pool(p) if p is not None else None for p, _, _ in traced]
+    infos = [info for info in found if info is not None]
+    if len(infos) != len(found):
         raise NoMatch("a concat input is not a pool over one spatial axis")
-    # None infos raised above; each is a (source, kept, kind) triple.
-    (src_a, kept_a, _), (src_b, kept_b, _) = infos  # type: ignore[misc]
+    (src_a, kept_a, _), (src_b, kept_b, _) = infos
     if src_a != src_b:
         raise NoMatch("the two pools read different tensors")
     if kept_a == kept_b:
@@ -303,24 +324,22 @@ def _pools(view: GraphView, concat: Op, inputs: list[Value], axis: int) -> list[
     for info, (_, _, perm) in zip(infos, traced, strict=True):
         if perm[:2] != (0, 1):
             raise NoMatch("a transpose moves batch or channels")
-        # info is a (source, kept, kind) triple here, never None.
-        if perm.index(info[1]) != axis:  # type: ignore[index]
+        if perm.index(info[1]) != axis:
             raise NoMatch("a pooled axis is not brought onto the concat axis")
     return [(info, *t) for info, t in zip(infos, traced, strict=True)]
 
 
 def match(view: GraphView, concat: Op) -> CABlock:
     """Match a CA block whose concat is ``concat``; raise NoMatch with the reason otherwise."""
-    # match is handed concats from candidates(), whose view.concat is not None.
-    inputs, axis = view.concat(concat)  # type: ignore[misc]
-    shapes = [view.shape(v) for v in inputs]
-    unknown = [v for v, s in zip(inputs, shapes, strict=True) if s is None]
+    inputs, axis = _concat(view, concat)
+    found = [view.shape(v) for v in inputs]
+    unknown = [v for v, s in zip(inputs, found, strict=True) if s is None]
     if unknown:
         raise NoMatch(
             f"shapes unknown, so the pools cannot be checked: {view.shape_gap(unknown[0])}"
         )
-    # None shapes raised above (shape gap).
-    if len(inputs) != 2 or any(len(s) != 4 for s in shapes):  # type: ignore[arg-type]
+    shapes = [s for s in found if s is not None]
+    if len(inputs) != 2 or any(len(s) != 4 for s in shapes):
         raise NoMatch("the concat does not join two 4-D tensors")
     if axis not in (2, 3):
         name = "batch" if axis == 0 else "channels"
@@ -333,8 +352,7 @@ def match(view: GraphView, concat: Op) -> CABlock:
     if not isinstance(channels, int):
         raise NoMatch("the channel count is not static")
     stem, end, splits = _stem(view, concat)
-    # None shapes raised above (shape gap).
-    pieces = _pieces(view, splits, axis, [s[axis] for s in shapes])  # type: ignore[index]
+    pieces = _pieces(view, splits, axis, [s[axis] for s in shapes])
     end_shape = view.shape(end)
     if end_shape is None or not isinstance(end_shape[1], int):
         raise NoMatch("the shared branch's channel count is not static")
@@ -454,8 +472,7 @@ def find(view: GraphView) -> tuple[list[CABlock], list[Rejection]]:
     rejections: list[Rejection] = []
     for concat in candidates(view):
         try:
-            # candidates() yields concats only, whose view.concat is never None.
-            inputs = view.concat(concat)[0]  # type: ignore[index]
+            inputs = _concat(view, concat)[0]
             if any(_tiny(view, _back_to_pool(view, v)[0]) for v in inputs):
                 raise NoMatch(TINY_MAP)
             blocks.append(match(view, concat))

@@ -19,6 +19,7 @@ and onnx_ir's passes are used where they fit (``onnx_graph.normalize``, ``finish
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import onnx
@@ -26,7 +27,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as ir_passes
 
 from ca_export.onnx_graph import owners
-from ca_export.onnx_graph.facts import GraphFacts, attr
+from ca_export.onnx_graph.facts import GraphFacts, attr, attr_int, attr_ints
 from ca_export.patterns.view import Dim, NoMatch
 
 UNARY = frozenset(
@@ -102,6 +103,7 @@ class OnnxView:
         **attrs: object,
     ) -> ir.Value:
         """A new node before ``anchor`` with one fresh output named after ``base``."""
+        # onnx_ir's attribute value type (SupportedAttrTypes) is private; it checks at run time.
         node = ir.node(op, inputs, dict(sorted(attrs.items())), name=self._fresh(base))  # type: ignore[arg-type]
         node.outputs[0].name = self._fresh(f"{base}_out")
         self.graph.insert_before(anchor, node)
@@ -146,12 +148,12 @@ class OnnxView:
         return [o for o in op.outputs if o.name]
 
     def data(self, op: ir.Node) -> ir.Value:
-        return op.inputs[0]  # type: ignore[return-value]
+        return op.inputs[0]  # type: ignore[return-value]  # the ops asked have a data input
 
     def shape(self, value: ir.Value) -> tuple[Dim, ...] | None:
         return self.facts.shape(value)
 
-    def shape_gap(self, value: ir.Value) -> ir.Value:
+    def shape_gap(self, value: ir.Value) -> str:
         return self.facts.shape_gap(value)
 
     def same_size(self, a: Dim, b: Dim) -> bool:
@@ -176,13 +178,13 @@ class OnnxView:
     def concat(self, op: ir.Node) -> tuple[list[ir.Value], int] | None:
         if op.op_type != "Concat":
             return None
-        return list(op.inputs), int(self.attr(op, "axis", 0)) % 4  # type: ignore[call-overload]
+        inputs = [i for i in op.inputs if i is not None]
+        return inputs, attr_int(op, "axis", 0) % 4
 
     def perm(self, op: ir.Node) -> tuple[int, ...] | None:
         if op.op_type != "Transpose":
             return None
-        perm = self.attr(op, "perm")
-        return tuple(perm) if perm is not None else (3, 2, 1, 0)  # type: ignore[arg-type]
+        return tuple(attr_ints(op, "perm", (3, 2, 1, 0)))
 
     def pool_source(self, op: ir.Node) -> ir.Value | None:
         return op.inputs[0] if op.op_type in ("AveragePool", "ReduceMean") else None
@@ -193,9 +195,9 @@ class OnnxView:
         if source is None or shape is None or len(shape) != 4:
             return None
         if op.op_type == "AveragePool":
-            kernel = list(self.attr(op, "kernel_shape", []))  # type: ignore[call-overload]
-            pads = list(self.attr(op, "pads", [0, 0, 0, 0]))  # type: ignore[call-overload]
-            dilations = list(self.attr(op, "dilations", [1, 1]))  # type: ignore[call-overload]
+            kernel = attr_ints(op, "kernel_shape", [])
+            pads = attr_ints(op, "pads", [0, 0, 0, 0])
+            dilations = attr_ints(op, "dilations", [1, 1])
             auto_pad = self.attr(op, "auto_pad", "NOTSET")
             if len(kernel) != 2 or any(pads) or auto_pad not in ("NOTSET", "VALID"):
                 return None
@@ -209,6 +211,7 @@ class OnnxView:
             return None
         if self.attr(op, "keepdims", 1) != 1:
             return None
+        axes: np.ndarray | list[int] | None
         if self.opset >= 18:
             axes = (
                 self.facts.const(op.inputs[1])
@@ -216,7 +219,7 @@ class OnnxView:
                 else None
             )
         else:
-            axes = self.attr(op, "axes")
+            axes = attr_ints(op, "axes", []) or None
         if axes is None or len(list(np.ravel(axes))) != 1:
             return None
         gone = int(np.ravel(axes)[0]) % 4
@@ -230,7 +233,7 @@ class OnnxView:
         if const is None or const.ndim > 4:
             return False
         dims = (1,) * (4 - const.ndim) + tuple(const.shape)
-        return dims[2] == 1 and dims[3] == 1
+        return bool(dims[2] == 1 and dims[3] == 1)
 
     def pointwise(self, op: ir.Node, inside: set[ir.Value]) -> str:
         node, kind = op, op.op_type
@@ -259,8 +262,8 @@ class OnnxView:
 
     def _unstrided(self, op: ir.Node) -> bool:
         """Stride 1 and no padding."""
-        strides = list(self.attr(op, "strides", [1, 1]))  # type: ignore[call-overload]
-        pads = list(self.attr(op, "pads", [0, 0, 0, 0]))  # type: ignore[call-overload]
+        strides = attr_ints(op, "strides", [1, 1])
+        pads = attr_ints(op, "pads", [0, 0, 0, 0])
         auto_pad = self.attr(op, "auto_pad", "NOTSET")
         return strides == [1, 1] and not any(pads) and auto_pad in ("NOTSET", "VALID")
 
@@ -270,9 +273,10 @@ class OnnxView:
     def pieces(self, op: ir.Node, axis: int, sizes: list[Dim]) -> list[tuple[int, ir.Value]]:
         if None in sizes:
             raise NoMatch("the channel count or pooled sizes are not static")
-        static = [int(s) for s in sizes]  # type: ignore[call-overload]
+        # ONNX sizes are ints or None, and None was ruled out above.
+        static = [int(cast(int, s)) for s in sizes]
         if op.op_type == "Split":
-            if int(self.attr(op, "axis", 0)) % 4 != axis:  # type: ignore[call-overload]
+            if attr_int(op, "axis", 0) % 4 != axis:
                 raise NoMatch("the split is not along the concat axis")
             if self._split_sizes(op, sum(static)) != static:
                 raise NoMatch("the split sizes do not undo the concat")
@@ -287,9 +291,9 @@ class OnnxView:
         if len(node.inputs) > 1 and node.inputs[1] is not None:
             value = self.facts.const(node.inputs[1])
             return None if value is None else [int(v) for v in np.ravel(value)]
-        attr = self.attr(op, "split")
-        if attr is not None:
-            return [int(v) for v in attr]  # type: ignore[attr-defined]
+        split = op.attributes.get("split")
+        if split is not None and not split.is_ref():
+            return [int(v) for v in split.as_ints()]
         count = len(node.outputs)
         return [total // count] * count if total % count == 0 else None
 
@@ -341,7 +345,8 @@ class OnnxView:
         if self.opset <= 10:
             low = self.attr(op, "min", -np.inf)
             high = self.attr(op, "max", np.inf)
-            return [float(low), float(high)]  # type: ignore[arg-type]
+            # Clip's min and max attributes are FLOATs.
+            return [float(cast(float, low)), float(cast(float, high))]
         names = [*op.inputs[1:3], None, None][:2]
         return [
             self._scalar(n) if n is not None else d
@@ -362,6 +367,8 @@ class OnnxView:
         if kind is None or len(op.inputs) != 2:
             return None
         a, b = op.inputs
+        if a is None or b is None:
+            return None
         if (value := self._scalar(b)) is not None and self._scalar(a) is None:
             return kind, a, value
         if kind != "div" and (value := self._scalar(a)) is not None and self._scalar(b) is None:
@@ -371,7 +378,8 @@ class OnnxView:
     def mul_operands(self, op: ir.Node) -> tuple[ir.Value, ir.Value] | None:
         if op.op_type != "Mul" or len(op.inputs) != 2:
             return None
-        return op.inputs[0], op.inputs[1]
+        a, b = op.inputs
+        return (a, b) if a is not None and b is not None else None
 
     def is_expand(self, op: ir.Node) -> bool:
         return op.op_type == "Expand"
@@ -400,7 +408,7 @@ class OnnxView:
         copy = ir.Node(
             op.domain,
             op.op_type,
-            [env.get(i, i) for i in op.inputs],
+            [env.get(i, i) if i is not None else None for i in op.inputs],
             [ir.Attr(a.name, a.type, a.value) for a in op.attributes.values()],
             overload=op.overload,
             num_outputs=len(op.outputs),
@@ -472,7 +480,8 @@ class OnnxView:
         dims = self.facts.shape(value)
         assert dims is not None
         pads = [0] * (2 * len(dims))
-        pads[len(dims) + axis] = size - int(dims[axis])  # type: ignore[call-overload]
+        # The padded axis of a value that is not constant has a static size here.
+        pads[len(dims) + axis] = size - int(cast(int, dims[axis]))
         widths_value = self._initializer(np.array(pads, dtype=np.int64), f"{name}_pads")
         return self._node("Pad", [value, widths_value], anchor, name)
 

@@ -9,6 +9,7 @@ constants. Such ops commute with concat/split/transpose along the spatial axes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch.fx import Node
@@ -17,7 +18,8 @@ from ca_export.fx import is_getitem, shape, val
 
 aten = torch.ops.aten
 
-UNARY = {
+# Keyed by OpOverload; looked up with any fx target (str | Callable).
+UNARY: dict[object, str] = {
     aten.relu.default: "relu",
     aten.relu_.default: "relu",
     aten.relu6.default: "relu6",
@@ -66,13 +68,14 @@ def is_pointwise_conv(node: Node) -> bool:
     if not isinstance(weight, Node) or shape(weight)[2:] != (1, 1):
         return False
     args = list(node.args) + [None] * 9
-    stride, padding = args[3], args[4]
+    # A convolution's stride and padding are int lists (or omitted).
+    stride, padding = cast("list[int] | None", args[3]), cast("list[int] | None", args[4])
     if node.target == aten.convolution.default and args[6]:
         return False
     return all(s == 1 for s in (stride or [1])) and all(p == 0 for p in (padding or [0]))
 
 
-def pointwise_kind(node: Node, inside: Callable[[Node], bool]) -> str | None:
+def pointwise_kind(node: Node, inside: Callable[[object], bool]) -> str | None:
     """The op's name if it is spatially pointwise on tensors for which ``inside`` holds.
 
     Operands that are not inside must be constants that broadcast per channel at most.
