@@ -12,6 +12,7 @@ from cli.bench_cmd import bench_cmd
 from cli.coreml_cmd import coreml
 from cli.executorch_cmd import executorch
 from cli.inspect_cmd import inspect
+from cli.ncnn_cmd import ncnn
 from cli.onnx_cmd import onnx
 from cli.optimize_cmd import optimize
 from cli.verify_cmd import verify
@@ -36,6 +37,7 @@ cli.add_command(verify)
 cli.add_command(bench_cmd)
 cli.add_command(coreml)
 cli.add_command(executorch)
+cli.add_command(ncnn)
 
 
 def main() -> None:

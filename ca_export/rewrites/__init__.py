@@ -7,7 +7,9 @@ one op), ``drop_expand`` (no shape arithmetic on the gates), ``gate_once`` (the 
 built once, one same-shape multiply). ``xnnpack`` (ExecuTorch) ends with
 ``global_strip_pool`` (a dynamic strip pool as a global mean between permutes),
 ``swap_as_view`` (``swap_as_permute`` at symbolic sizes), ``broadcast_gate`` and
-``float_hardsigmoid`` instead: ops ExecuTorch lowers into one XNNPACK delegate. ``TARGETS``
+``float_hardsigmoid`` instead: ops ExecuTorch lowers into one XNNPACK delegate. ``ncnn``
+is that list without ``global_strip_pool`` (a dynamic strip pool stays a ``mean``, ncnn's
+``Reduction``; measured fastest for ncnn by ``benchmarks/ncnn_forms.py``). ``TARGETS``
 maps each ONNX runtime to the form measured fastest there (``benchmarks/target_forms.py``):
 ``ort-x86`` (blocked NCHWc layout, the default) to ``resize_pad`` (``pad_mip`` and
 ``resize_gate``: nothing leaves the blocked layout), ``ort-plain`` (plain NCHW) to
@@ -78,6 +80,7 @@ FORMS: dict[str, tuple[str, ...]] = {
         "broadcast_gate",
         "float_hardsigmoid",
     ),
+    "ncnn": (*COMMON, "swap_as_view", "swap_as_permute", "broadcast_gate", "float_hardsigmoid"),
     "resize": (*COMMON, "gate_once", "resize_gate"),
     "resize_pad": (*COMMON, "pad_mip", "gate_once", "resize_gate"),
     "matmul_pool": ("pool_to_reduce", "matmul_pool", *COMMON[1:], "gate_once"),

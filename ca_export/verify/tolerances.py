@@ -134,12 +134,14 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("float32", "torch"): Tolerance(rel=1e-4, floor=FP32_FLOOR),
     ("float32", "onnxruntime-cpu"): Tolerance(rel=3e-4, ceiling=2e-3, **_FP32),
     ("float32", "executorch-xnnpack"): Tolerance(rel=3e-4, ceiling=2e-3, **_FP32),
+    ("float32", "ncnn"): Tolerance(rel=3e-4, ceiling=2e-3, **_FP32),
     ("float32", "coreml"): Tolerance(rel=1e-3, ceiling=3e-3, **_FP32),
     ("float16", "onnxruntime-cpu"): Tolerance(
         rel=2e-2, noise_factor=4.0, ceiling=1e-1, floor=FP16_FLOOR
     ),
     ("float16", "coreml"): Tolerance(rel=2e-2, noise_factor=4.0, floor=FP16_FLOOR),
     ("fp16", "onnxruntime-cpu"): Tolerance(rel=0.5, cosine=0.99, top1=7 / 8, top1_in_top5=1.0),
+    ("fp16", "ncnn"): Tolerance(rel=0.5, cosine=0.99, top1=7 / 8, top1_in_top5=1.0),
     ("int8", "onnxruntime-cpu"): Tolerance(rel=1.6, cosine=0.90, top1=6 / 8, top1_in_top5=7 / 8),
     ("int8-weights", "coreml"): Tolerance(rel=0.2, cosine=0.98),
     ("palette8-weights", "coreml"): Tolerance(rel=0.2, cosine=0.98),

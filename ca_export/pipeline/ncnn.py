@@ -1,0 +1,171 @@
+"""The ncnn pipeline: prepare (ncnn form) -> convert with pnnx -> gate in ncnn -> write.
+
+ncnn has no static shapes: a param file runs at whatever size it is fed. The default is
+size-safe: the program is traced with dynamic H and W and rewritten into the ``ncnn``
+form, whose strip pools are ``mean``s (ncnn ``Reduction`` layers, right at every size),
+and the gate runs in ncnn at the traced size and at two other sizes (one non-square
+where the model allows). ``fixed_size`` traces one static size instead: strip pools
+become average pools spanning the traced axis (faster in ncnn, see
+``benchmarks/ncnn_forms.py``) and the model is right at that size only; the report and
+the companion metadata file (``OUT.ncnn.json``) say so, and ``verify`` refuses other
+sizes.
+
+The program goes through TorchScript to pnnx (``export.ncnn.convert``) with fp32 weights,
+and ncnn runs it with fp16 storage off (``verify.ncnn_runtime``): the exact gate in fp32.
+Each rewritten block is gated in PyTorch as well. The structure check fails a size-safe
+model in which pnnx baked a traced size into a layer (``export.ncnn.baked_sizes``). The
+three files take their names only when every check passed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ca_export import __version__
+from ca_export.errors import BadInputError
+from ca_export.export import ncnn
+from ca_export.files import Output, guard, publish, scratch, staging, write_text
+from ca_export.pipeline.common import ModelJob, Progress, Stages, quiet, with_block_gate
+from ca_export.report import Check, ExportReport
+from ca_export.tracing import example_input
+from ca_export.verify.ncnn_runtime import NcnnRunner
+from ca_export.verify.parity import gate_inputs, runner_gate
+
+BACKEND = "ncnn"
+FORM = "ncnn"
+METADATA_SUFFIX = ".ncnn.json"
+
+
+def metadata_path(stem: Path) -> Path:
+    """The companion metadata file of an ncnn model's stem."""
+    return stem.with_name(stem.name + METADATA_SUFFIX)
+
+
+def read_metadata(stem: Path) -> dict[str, object] | None:
+    """What ca-export recorded beside the model (None for a file it did not write)."""
+    path = metadata_path(stem)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise BadInputError(f"{str(path)!r} is not ca-export's ncnn metadata (not JSON)") from None
+    if not isinstance(data, dict) or data.get("format") != "ncnn":
+        raise BadInputError(f"{str(path)!r} is not ca-export's ncnn metadata")
+    return data
+
+
+@dataclass
+class NcnnJob(ModelJob):
+    """What the user asked ``ca-export ncnn`` for; ``output`` is the stem ``OUT`` (or
+    ``OUT.ncnn.param``). ``dynamic`` (the default) is the size-safe model; without it,
+    the ``--fixed-size`` one."""
+
+    dynamic: bool = True
+
+    def __post_init__(self) -> None:
+        self.output = ncnn.stem_of(self.output)
+
+    @property
+    def fixed_size(self) -> bool:
+        """Whether the model is right at the traced size only."""
+        return not self.dynamic
+
+    @property
+    def files(self) -> tuple[Path, Path, Path]:
+        """The param file, the weights and the metadata file."""
+        param, weights = ncnn.files_of(self.output)
+        return param, weights, metadata_path(self.output)
+
+    def writes(self) -> list[Output]:
+        """The files this job writes."""
+        param, weights, meta = self.files
+        return [Output(param, "ncnn_param"), Output(weights, "ncnn_bin"), Output(meta, "json")]
+
+
+def validate(job: NcnnJob) -> None:
+    """Refuse, before any heavy work, what cannot be converted or written as asked."""
+    guard(job.reads(), job.writes())
+    ncnn.require()
+
+
+def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
+    """Run the whole ncnn pipeline; the report says whether every check passed."""
+    validate(job)
+    stage = Stages(progress)
+    report = ExportReport(
+        job.model, __version__, "ncnn", list(job.input_shape), job.dynamic, job.rewrite, 0
+    )
+    prepared = job.prepare(stage, report, form=FORM)
+    _, c, h, w = job.input_shape
+    with stage("convert"):
+        example = example_input((1, c, h, w))
+        converted = ncnn.convert(prepared.program.module(), example)
+        layers = ncnn.parse_param(converted.param)
+    report.op_counts_after = ncnn.layer_counts(layers)
+    report.structure = structure_check(layers, job.fixed_size, tuple(job.input_shape))
+    if job.fixed_size:
+        report.warnings.append(fixed_size_note(job.input_shape))
+    param, weights, meta = job.files
+    with staging(), scratch(job.output) as folder:
+        staged_param, staged_bin = ncnn.files_of(folder / job.output.name)
+        staged_param.write_text(converted.param)
+        staged_bin.write_bytes(converted.weights)
+        with stage("gate"):
+            runner = NcnnRunner(staged_param, staged_bin)
+            inputs = gate_inputs(prepared.traced, job.input_shape, prepared.square_only)
+            names = prepared.traced.output_names
+            gate = runner_gate(
+                prepared.module, runner.run, names, inputs, BACKEND, prepared.gates.bounds
+            )
+            report.parity = with_block_gate(prepared, gate, inputs)
+        if report.passed:
+            with stage("write"):
+                publish(staged_param, param)
+                publish(staged_bin, weights)
+                write_text(json.dumps(metadata(job), indent=2) + "\n", meta)
+                report.artifact = {
+                    "path": str(param),
+                    "weights": str(weights),
+                    "metadata": str(meta),
+                    "bytes": len(converted.weights),
+                    "fixed_size": job.fixed_size,
+                }
+    report.stages = stage.times
+    return report
+
+
+def fixed_size_note(input_shape: tuple[int, ...]) -> str:
+    """What the report says of a ``--fixed-size`` model."""
+    size = "x".join(map(str, input_shape[1:]))
+    return (
+        f"--fixed-size: the model is right only at {size}; ncnn runs it at other sizes "
+        "without an error and gives wrong outputs"
+    )
+
+
+def metadata(job: NcnnJob) -> dict[str, object]:
+    """The companion metadata: what the model is, and the one size it is valid at."""
+    return {
+        "format": "ncnn",
+        "ca_export": __version__,
+        "model": job.model,
+        "precision": "fp32",
+        "input_shape": list(job.input_shape),
+        "fixed_size": job.fixed_size,
+        "valid_sizes": [list(job.input_shape[2:])] if job.fixed_size else "any",
+    }
+
+
+def structure_check(
+    layers: list[ncnn.Layer], fixed_size: bool, input_shape: tuple[int, ...]
+) -> Check:
+    """A size-safe model holds no layer with a baked traced size; a fixed-size one may."""
+    baked = ncnn.baked_sizes(layers)
+    details: dict[str, object] = {"baked_sizes": baked, "layers": len(layers)}
+    if fixed_size:
+        details["valid_size"] = list(input_shape[2:])
+        return Check.judged("structure", True, details)
+    return Check.judged("structure", not baked, details)
