@@ -173,8 +173,7 @@ class NcnnSession:
     any size, given as the bench's input shape."""
 
     def __init__(self, path: Path, threads: int) -> None:
-        from ca_export.export.ncnn import files_of, stem_of
-        from ca_export.pipeline.ncnn import read_metadata
+        from ca_export.export.ncnn import files_of, read_metadata, stem_of
         from ca_export.verify.ncnn_runtime import NcnnRunner
 
         stem = stem_of(path)

@@ -23,10 +23,12 @@ use; their absence is one clear error.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,6 +44,27 @@ INPUT = "in0"
 """The input blob pnnx names."""
 FIXED = -233
 """ncnn's marker for a size taken from the input at run time."""
+BACKEND = "ncnn"
+METADATA_SUFFIX = ".ncnn.json"
+
+
+def metadata_path(stem: Path) -> Path:
+    """The companion metadata file of an ncnn model's stem."""
+    return stem.with_name(stem.name + METADATA_SUFFIX)
+
+
+def read_metadata(stem: Path) -> dict[str, Any] | None:
+    """What ca-export recorded beside the model (None for a file it did not write)."""
+    path = metadata_path(stem)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise BadInputError(f"{str(path)!r} is not ca-export's ncnn metadata (not JSON)") from None
+    if not isinstance(data, dict) or data.get("format") != "ncnn":
+        raise BadInputError(f"{str(path)!r} is not ca-export's ncnn metadata")
+    return data
 
 
 def available() -> bool:

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ca_export import __version__
-from ca_export.errors import BadInputError
 from ca_export.export import ncnn
+from ca_export.export.ncnn import BACKEND, metadata_path
 from ca_export.files import Output, guard, publish, scratch, staging, write_text
 from ca_export.pipeline.common import ModelJob, Progress, Stages, quiet, with_block_gate
 from ca_export.report import Check, ExportReport
@@ -33,28 +33,7 @@ from ca_export.tracing import example_input
 from ca_export.verify.ncnn_runtime import NcnnRunner
 from ca_export.verify.parity import gate_inputs, runner_gate
 
-BACKEND = "ncnn"
 FORM = "ncnn"
-METADATA_SUFFIX = ".ncnn.json"
-
-
-def metadata_path(stem: Path) -> Path:
-    """The companion metadata file of an ncnn model's stem."""
-    return stem.with_name(stem.name + METADATA_SUFFIX)
-
-
-def read_metadata(stem: Path) -> dict[str, object] | None:
-    """What ca-export recorded beside the model (None for a file it did not write)."""
-    path = metadata_path(stem)
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise BadInputError(f"{str(path)!r} is not ca-export's ncnn metadata (not JSON)") from None
-    if not isinstance(data, dict) or data.get("format") != "ncnn":
-        raise BadInputError(f"{str(path)!r} is not ca-export's ncnn metadata")
-    return data
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """The verify pipeline: each artifact against the original PyTorch model, then localisation.
 
 ONNX files run in ONNX Runtime; ExecuTorch programs (.pte) in ExecuTorch's runtime
-with XNNPACK; Core ML models run in Core ML on macOS and, elsewhere,
+with XNNPACK; ncnn models (.ncnn.param) in ncnn's, in fp32, at every size unless
+``ca-export ncnn --fixed-size`` recorded the one size the model is valid at (asking for
+another fails, exit 1); Core ML models run in Core ML on macOS and, elsewhere,
 through the NumPy evaluators (``ca_export.verify.mil``), with the ``coreml`` rows
 of the tolerance table and the model's own noise at the artifact's precision.
 Inputs are seeded tensors at every shape the artifact takes (its own static shape, or
@@ -46,9 +48,11 @@ from ca_export.report import ArtifactResult, VerifyCase, VerifyReport
 from ca_export.report.ci import write_summaries
 from ca_export.tracing import example_input, guard_memory, trace
 from ca_export.verify.artifacts import (
+    NcnnArtifact,
     OnnxArtifact,
     OrtArtifact,
     PteArtifact,
+    open_ncnn,
     open_onnx,
     open_ort,
     open_pte,
@@ -65,7 +69,7 @@ from ca_export.verify.mil.program import MilProgram
 from ca_export.verify.parity import SEEDS
 from ca_export.verify.tolerances import tolerance, user_tolerance
 
-Artifact = OnnxArtifact | OrtArtifact | MilArtifact | PteArtifact
+Artifact = OnnxArtifact | OrtArtifact | MilArtifact | PteArtifact | NcnnArtifact
 
 
 @dataclass
@@ -155,7 +159,10 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
 
 
 def open_artifact(path: Path) -> Artifact:
-    """An ONNX file, or by its suffix a Core ML model, an ExecuTorch program or a .ort."""
+    """An ONNX file, or by its suffix a Core ML model, an ExecuTorch program, a .ort or an
+    ncnn model (.ncnn.param or .ncnn.bin)."""
+    if path.name.endswith((".ncnn.param", ".ncnn.bin")):
+        return open_ncnn(path)
     if path.suffix == ".pte":
         return open_pte(path)
     if path.suffix == ".ort":
@@ -174,7 +181,7 @@ def _verify_one(
     if isinstance(artifact, OnnxArtifact) and artifact.lossy:
         return _verify_lossy(job, model, artifact, user_inputs)
     coreml = isinstance(artifact, MilArtifact)
-    pte = isinstance(artifact, PteArtifact)
+    pte = isinstance(artifact, PteArtifact | NcnnArtifact)
     backend = "coreml" if coreml else artifact.backend if pte else "onnxruntime-cpu"
     tol = user_tolerance(tolerance(artifact.dtype, backend), job.rtol, job.atol)
     result = ArtifactResult(
@@ -184,6 +191,11 @@ def _verify_one(
     image = _preprocessing(job, artifact, report)
     make = example_input if image is None else coreml_export.pixels
     seeded = _seeded(job, artifact, SEEDS, make)
+    if isinstance(artifact, NcnnArtifact):
+        for _, x in seeded + user_inputs:
+            why = artifact.invalid_at(tuple(x.shape))
+            if why is not None:
+                raise CheckFailedError(why)
     failing: tuple[np.ndarray, torch.Tensor, float] | None = None
     noise_dtype = artifact.dtype if coreml else "float32"
     weights = None
