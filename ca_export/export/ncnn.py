@@ -198,25 +198,34 @@ def _ints(value: str) -> list[int]:
 
 
 def baked_sizes(layers: list[Layer]) -> list[str]:
-    """Layers that hold a size of the traced input, one line each: a ``Slice`` into fixed
-    sizes of a ``Concat``'s output (a CA block's split of its pooled strips), and an
+    """Layers that hold a size of the traced input, one line each: a ``Slice`` along a
+    spatial axis into fixed sizes of pooled strips (a CA block's split after its shared
+    stem: the ``Concat`` it follows joins ``Pooling``/``Reduction`` outputs), and an
     adaptive ``Pooling`` to a fixed output size other than 1 (a strip pool of pinned
-    length). Each is right at the traced size only."""
+    length). Each is right at the traced size only. A channel split (axis 0) is not one."""
     producer = {blob: layer for layer in layers for blob in layer.outputs}
 
-    def behind_concat(blob: str) -> bool:
+    def upstream(blob: str, stop: tuple[str, ...]) -> Layer | None:
+        """The first ``stop`` layer up a chain of one-input layers from ``blob``."""
         layer = producer.get(blob)
-        while layer is not None and layer.type not in ("Concat", "Input"):
+        while layer is not None and layer.type not in stop:
             if len(layer.inputs) != 1:
-                return False
+                return None
             layer = producer.get(layer.inputs[0])
-        return layer is not None and layer.type == "Concat"
+        return layer
+
+    def pooled_strips(blob: str) -> bool:
+        concat = upstream(blob, ("Concat", "Input"))
+        if concat is None or concat.type != "Concat":
+            return False
+        sources = [upstream(b, ("Pooling", "Reduction", "Input")) for b in concat.inputs]
+        return all(s is not None and s.type in ("Pooling", "Reduction") for s in sources)
 
     found = []
     for layer in layers:
-        if layer.type == "Slice" and "-23300" in layer.params:
+        if layer.type == "Slice" and "-23300" in layer.params and layer.params.get("1", "0") != "0":
             sizes = _ints(layer.params["-23300"])
-            if len(sizes) > 1 and all(s > 0 for s in sizes) and behind_concat(layer.inputs[0]):
+            if len(sizes) > 1 and all(s > 0 for s in sizes) and pooled_strips(layer.inputs[0]):
                 found.append(f"{layer.name}: Slice into fixed sizes {sizes}")
         if layer.type == "Pooling" and layer.params.get("7") == "1":
             out = [int(layer.params.get(k, "0")) for k in ("18", "8")]
