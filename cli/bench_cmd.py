@@ -31,6 +31,7 @@ Examples:
   ca-export bench --onnx a.onnx --onnx b.onnx --input-shape 1,3,224,224
   ca-export bench mobilenetv2_ca --baseline mobilenetv2 --executorch --threads 1
   ca-export bench --onnx a.onnx --pte a.pte --input-shape 1,3,224,224
+  ca-export bench mobilenetv2_ca --baseline mobilenetv2 --ncnn --targets ort-x86 --threads 1
 """
 
 
@@ -75,12 +76,26 @@ class ProgressBar:
     multiple=True,
     help="Also time this ExecuTorch program (repeat for several).",
 )
+@click.option(
+    "--ncnn-param",
+    "ncnn_files",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    help="Also time this ncnn model (.ncnn.param, its .ncnn.bin beside it; repeat for several).",
+)
 @click.option("--baseline", metavar="SPEC", help="Also export and time this model as reference.")
 @click.option(
     "--executorch",
     "with_executorch",
     is_flag=True,
     help="With MODEL: also lower stock, rewritten (and baseline) to .pte and time them.",
+)
+@click.option(
+    "--ncnn",
+    "with_ncnn",
+    is_flag=True,
+    help="With MODEL: also convert stock, size-safe, --fixed-size (and baseline) to ncnn "
+    "and time them.",
 )
 @dynamic_option
 @skip_pass_option
@@ -131,8 +146,10 @@ def bench_cmd(
     input_shape: tuple[int, int, int, int],
     onnx_files: tuple[Path, ...],
     pte_files: tuple[Path, ...],
+    ncnn_files: tuple[Path, ...],
     baseline: str | None,
     with_executorch: bool,
+    with_ncnn: bool,
     dynamic: bool,
     skip_passes: tuple[str, ...],
     threads: tuple[int, ...],
@@ -148,8 +165,8 @@ def bench_cmd(
     one rewritten export per target, each in both session layouts.
 
     With --executorch (or --pte FILE), ExecuTorch programs (XNNPACK) are timed in the
-    same rounds. Models run round-robin so that machine noise hits all alike; compare
-    the ratios.
+    same rounds; with --ncnn (or --ncnn-param FILE), ncnn models (fp32, one layout).
+    Models run round-robin so that machine noise hits all alike; compare the ratios.
     """
     job = BenchJob(
         model,
@@ -158,8 +175,10 @@ def bench_cmd(
         weights=weights,
         onnx_files=onnx_files,
         pte_files=pte_files,
+        ncnn_files=ncnn_files,
         baseline=baseline,
         executorch=with_executorch,
+        ncnn=with_ncnn,
         dynamic=dynamic,
         skip_passes=skip_passes,
         targets=targets,

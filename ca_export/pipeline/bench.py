@@ -4,8 +4,11 @@ in one interleaved run.
 With a model, the stock export (rewrite off) and one rewritten export per target (each in
 its form, ``ca_export.rewrites.TARGETS``) are made, and the baseline's if given; the
 report says which passes each CA block of each export got; with ``executorch`` the same as
-``.pte`` programs. Files the user names are timed as they are. A stock export that cannot
-be made dynamic is left out with a warning; every other failed export fails the run.
+``.pte`` programs; with ``ncnn`` as ncnn models: stock (the pnnx conversion without the
+rewrite, gated at the traced size only, where it is right), the size-safe default, the
+``--fixed-size`` form, and the baseline. Files the user names are timed as they are. A
+stock export that cannot be made dynamic is left out with a warning; every other failed
+export fails the run.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ca_export.bench import BenchConfig, BenchProgress, BenchReport, bench, no_p
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.pipeline.common import Progress, quiet
 from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
+from ca_export.pipeline.ncnn import NcnnJob, export_ncnn
 from ca_export.pipeline.onnx import OnnxJob, export_onnx
 from ca_export.report import ExportReport
 from ca_export.rewrites import TARGETS
@@ -33,8 +37,10 @@ class BenchJob:
     weights: Path | None = None
     onnx_files: tuple[Path, ...] = ()
     pte_files: tuple[Path, ...] = ()
+    ncnn_files: tuple[Path, ...] = ()
     baseline: str | None = None
     executorch: bool = False
+    ncnn: bool = False
     dynamic: bool = False
     skip_passes: tuple[str, ...] = ()
     targets: tuple[str, ...] = tuple(TARGETS)
@@ -44,17 +50,25 @@ class BenchJob:
 
     def validate(self) -> None:
         """Refuse combinations that cannot be timed."""
-        if (self.model is None) == (not (self.onnx_files or self.pte_files)):
-            raise BadInputError("give either MODEL or --onnx/--pte FILE")
+        files = self.onnx_files or self.pte_files or self.ncnn_files
+        if (self.model is None) == (not files):
+            raise BadInputError("give either MODEL or --onnx/--pte/--ncnn-param FILE")
         if self.executorch and (self.model is None or self.dynamic):
             raise BadInputError("--executorch needs MODEL and a static size (no --dynamic)")
+        if self.ncnn and self.model is None:
+            raise BadInputError("--ncnn needs MODEL")
 
 
-def _export(job: OnnxJob | ExecutorchJob, progress: Progress) -> ExportReport:
+def _export(job: OnnxJob | ExecutorchJob | NcnnJob, progress: Progress) -> ExportReport:
     """Export through the pipeline; a failed gate is a failed check."""
     kind = "stock" if not job.rewrite else getattr(job, "target", "rewritten")
-    progress(f"export {job.model} ({kind}, {job.output.suffix})")
-    report = export_executorch(job) if isinstance(job, ExecutorchJob) else export_onnx(job)
+    progress(f"export {job.model} ({kind}, {job.output.suffix or 'ncnn'})")
+    if isinstance(job, NcnnJob):
+        report = export_ncnn(job)
+    elif isinstance(job, ExecutorchJob):
+        report = export_executorch(job)
+    else:
+        report = export_onnx(job)
     if not report.passed or report.artifact is None:
         raise CheckFailedError(f"the export of {job.model!r} did not pass its gates")
     return report
@@ -72,7 +86,7 @@ def block_forms(report: ExportReport) -> dict[str, str]:
 def _user_files(job: BenchJob) -> dict[str, Path]:
     """The files the user named, under unique names."""
     models: dict[str, Path] = {}
-    for path in job.onnx_files + job.pte_files:
+    for path in job.onnx_files + job.pte_files + job.ncnn_files:
         name = path.stem if path.suffix == ".onnx" else path.name
         while name in models:
             name += "'"
@@ -122,6 +136,25 @@ def _exports(job: BenchJob, folder: Path, progress: Progress) -> dict[str, Path]
                 )
                 _export(et_job, progress)
                 models[name] = et_job.output
+    if job.ncnn and job.model is not None:
+        for name, spec, ckpt, rewrite, dynamic in (
+            ("stock.ncnn", job.model, job.weights, False, False),
+            ("rewritten.ncnn", job.model, job.weights, True, True),
+            ("fixed-size.ncnn", job.model, job.weights, True, False),
+            ("baseline.ncnn", job.baseline, None, True, False),
+        ):
+            if spec is not None:
+                ncnn_job = NcnnJob(
+                    spec,
+                    folder / name,
+                    ckpt,
+                    shape,
+                    dynamic=dynamic,
+                    rewrite=rewrite,
+                    skip_passes=job.skip_passes,
+                )
+                _export(ncnn_job, progress)
+                models[name] = ncnn_job.files[0]
     return models
 
 
