@@ -45,6 +45,13 @@ INPUT = "in0"
 FIXED = -233
 """ncnn's marker for a size taken from the input at run time."""
 BACKEND = "ncnn"
+STOCK_DANGER = (
+    "ncnn: pnnx converts each CA block as it is with the traced H and W baked into a Slice "
+    "after the shared stem (and strip pools given explicit sizes pinned to them); ncnn runs "
+    "such a .ncnn.param at other sizes without an error and gives wrong outputs. "
+    "`ca-export ncnn` converts the blocks size-safe and checks three sizes."
+)
+"""What ``inspect`` says of a model with CA blocks, for users who convert with pnnx."""
 METADATA_SUFFIX = ".ncnn.json"
 
 

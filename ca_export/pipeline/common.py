@@ -16,6 +16,7 @@ from torch.export import ExportedProgram
 
 from ca_export import interrupts
 from ca_export.errors import BadInputError, CAExportError, StageError
+from ca_export.export import ncnn
 from ca_export.loading import load_model, model_files
 from ca_export.patterns import CABlock, find
 from ca_export.report import BlockReport, Check, ExportReport, InspectReport, gate_summary
@@ -110,7 +111,7 @@ def inspect_model(
         with stage("rewrite"):
             result = rewrite(traced.program, static=True, form=form_of(target))
             passes = [p.to_dict() for p in result.passes]
-    notices = loaded.notices + traced.notices
+    notices = loaded.notices + traced.notices + ([ncnn.STOCK_DANGER] if blocks else [])
     entries = [BlockReport.of(b) for b in blocks]
     return InspectReport(model, list(input_shape), entries, rejected, notices, passes)
 
