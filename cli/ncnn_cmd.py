@@ -23,7 +23,8 @@ EPILOG = """\b
 Examples:
   ca-export ncnn mobilenetv2_ca -o mnv2_ca
   ca-export ncnn mobilenetv2_ca -o mnv2_ca --fixed-size --report report.json
-  ca-export ncnn yolo_ca -o yolo --input-shape 1,3,320,320
+  ca-export ncnn yolo_ca -o yolo --input-shape 1,3,320,320 --fixed-size
+  ca-export ncnn mobilenetv2_ca -o mnv2_fp16 --precision fp16
 """
 
 
@@ -44,6 +45,14 @@ Examples:
     help="Faster CA blocks, right only at --input-shape's size (recorded; verify refuses "
     "other sizes). Default: right at every size.",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="fp16: pnnx's fp16 weights, ncnn's fp16 storage and arithmetic, behind the lossy "
+    "gate (after the fp32 model passed the exact gate).",
+)
 @rewrite_option
 @skip_pass_option
 @report_option
@@ -52,6 +61,7 @@ Examples:
 @model_job
 def ncnn(
     fields: dict[str, Any],
+    precision: str,
     report_path: Path | None,
 ) -> None:
     """Convert MODEL to ncnn through pnnx and gate it against PyTorch in ncnn.
@@ -61,5 +71,5 @@ def ncnn(
     size); the files are written only if every output matches the original model.
     Needs the extra: pip install -e ".[ncnn]".
     """
-    job = NcnnJob(**fields)
+    job = NcnnJob(**fields, precision=precision)
     run_job(job, export_ncnn, render_export, report_path)

@@ -12,9 +12,13 @@ sizes.
 
 The program goes through TorchScript to pnnx (``export.ncnn.convert``) with fp32 weights,
 and ncnn runs it with fp16 storage off (``verify.ncnn_runtime``): the exact gate in fp32.
-Each rewritten block is gated in PyTorch as well. The structure check fails a size-safe
-model in which pnnx baked a traced size into a layer (``export.ncnn.baked_sizes``). The
-three files take their names only when every check passed.
+Each rewritten block is gated in PyTorch as well. With ``precision="fp16"`` the gated fp32
+model is converted again with pnnx's fp16 weights and run with ncnn's fp16 storage and
+arithmetic on, as phones run it, and judged by the lossy gate (``verify.lossy``, the
+``("fp16", "ncnn")`` row) on 8 seeded inputs at the traced size; those files are
+written. The structure check fails a size-safe model in which pnnx baked a traced size
+into a layer (``export.ncnn.baked_sizes``). The three files take their names only when
+every check passed.
 """
 
 from __future__ import annotations
@@ -24,16 +28,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ca_export import __version__
+from ca_export.errors import BadInputError
 from ca_export.export import ncnn
 from ca_export.export.ncnn import BACKEND, metadata_path
 from ca_export.files import Output, guard, publish, scratch, staging, write_text
-from ca_export.pipeline.common import ModelJob, Progress, Stages, quiet, with_block_gate
+from ca_export.pipeline.common import (
+    ModelJob,
+    Prepared,
+    Progress,
+    Stages,
+    quiet,
+    with_block_gate,
+)
 from ca_export.report import Check, ExportReport
 from ca_export.tracing import example_input
+from ca_export.verify.lossy import GATE_SEEDS, lossy_gate, torch_runner
 from ca_export.verify.ncnn_runtime import NcnnRunner
 from ca_export.verify.parity import gate_inputs, runner_gate
+from ca_export.verify.tolerances import tolerance, user_tolerance
 
 FORM = "ncnn"
+PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass
@@ -43,9 +58,14 @@ class NcnnJob(ModelJob):
     the ``--fixed-size`` one."""
 
     dynamic: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         self.output = ncnn.stem_of(self.output)
+        if self.precision not in PRECISIONS:
+            raise BadInputError(
+                f"ncnn precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}"
+            )
 
     @property
     def fixed_size(self) -> bool:
@@ -100,6 +120,8 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
                 prepared.module, runner.run, names, inputs, BACKEND, prepared.gates.bounds
             )
             report.parity = with_block_gate(prepared, gate, inputs)
+        if job.precision == "fp16" and report.passed:
+            converted = lower_fp16(job, prepared, staged_param, staged_bin, stage, report)
         if report.passed:
             with stage("write"):
                 publish(staged_param, param)
@@ -114,6 +136,49 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
                 }
     report.stages = stage.times
     return report
+
+
+def lower_fp16(
+    job: NcnnJob,
+    prepared: Prepared,
+    param: Path,
+    weights: Path,
+    stage: Stages,
+    report: ExportReport,
+) -> ncnn.Converted:
+    """Convert again with fp16 weights into ``param``/``weights`` and record the lossy
+    gate of it, run with fp16 storage and arithmetic, as the ``precision`` check."""
+    _, c, h, w = job.input_shape
+    with stage("fp16"):
+        converted = ncnn.convert(prepared.program.module(), example_input((1, c, h, w)), True)
+        param.write_text(converted.param)
+        weights.write_bytes(converted.weights)
+    with stage("lossy gate"):
+        runner = NcnnRunner(param, weights, fp16=True)
+        inputs = [(f"seed {s}", example_input(job.input_shape, s).numpy()) for s in GATE_SEEDS]
+        tol = user_tolerance(tolerance("fp16", BACKEND), *prepared.gates.bounds)
+        names = prepared.traced.output_names
+        gate = lossy_gate(
+            torch_runner(prepared.module), runner.run, names, inputs, "fp16", BACKEND, tol
+        )
+    details = {
+        "precision": "fp16",
+        "backend": BACKEND,
+        "bounds": gate.bounds,
+        "inputs": gate.inputs,
+        "failures": gate.failures(),
+        "outputs": [
+            {
+                "name": o.name,
+                "min_cosine": o.min_cosine,
+                "max_rel_err": o.max_rel_err,
+                "top1": o.top1,
+            }
+            for o in gate.outputs
+        ],
+    }
+    report.add(Check.judged("precision", gate.passed, details))
+    return converted
 
 
 def fixed_size_note(input_shape: tuple[int, ...]) -> str:
@@ -131,7 +196,7 @@ def metadata(job: NcnnJob) -> dict[str, object]:
         "format": "ncnn",
         "ca_export": __version__,
         "model": job.model,
-        "precision": "fp32",
+        "precision": job.precision,
         "input_shape": list(job.input_shape),
         "fixed_size": job.fixed_size,
         "valid_sizes": [list(job.input_shape[2:])] if job.fixed_size else "any",

@@ -178,7 +178,12 @@ def _verify_one(
     report: VerifyReport,
 ) -> ArtifactResult:
     """Run every case through one artifact, then localise the first failing one."""
-    if isinstance(artifact, OnnxArtifact) and artifact.lossy:
+    if isinstance(artifact, NcnnArtifact):
+        for _, x in _seeded(job, artifact, SEEDS, example_input) + user_inputs:
+            why = artifact.invalid_at(tuple(x.shape))
+            if why is not None:
+                raise CheckFailedError(why)
+    if isinstance(artifact, OnnxArtifact | NcnnArtifact) and artifact.lossy:
         return _verify_lossy(job, model, artifact, user_inputs)
     coreml = isinstance(artifact, MilArtifact)
     pte = isinstance(artifact, PteArtifact | NcnnArtifact)
@@ -191,11 +196,6 @@ def _verify_one(
     image = _preprocessing(job, artifact, report)
     make = example_input if image is None else coreml_export.pixels
     seeded = _seeded(job, artifact, SEEDS, make)
-    if isinstance(artifact, NcnnArtifact):
-        for _, x in seeded + user_inputs:
-            why = artifact.invalid_at(tuple(x.shape))
-            if why is not None:
-                raise CheckFailedError(why)
     failing: tuple[np.ndarray, torch.Tensor, float] | None = None
     noise_dtype = artifact.dtype if coreml else "float32"
     weights = None
@@ -262,12 +262,12 @@ def _as_float(out: np.ndarray) -> np.ndarray:
 def _verify_lossy(
     job: VerifyJob,
     model: torch.nn.Module,
-    artifact: OnnxArtifact,
+    artifact: OnnxArtifact | NcnnArtifact,
     user_inputs: list[tuple[str, np.ndarray]],
 ) -> ArtifactResult:
     """The lossy gate of an fp16 or int8 file over every seeded and user input it takes; at
     each shape the export gate's 8 seeds, not the exact gate's 3."""
-    backend = "onnxruntime-cpu"
+    backend = artifact.backend if isinstance(artifact, NcnnArtifact) else "onnxruntime-cpu"
     tol = user_tolerance(tolerance(artifact.precision, backend), job.rtol, job.atol)
     result = ArtifactResult(str(artifact.path), artifact.precision, tol, backend)
     seeded = _seeded(job, artifact, GATE_SEEDS, example_input)

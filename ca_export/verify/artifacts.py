@@ -189,15 +189,22 @@ def open_pte(path: Path) -> PteArtifact:
 
 @dataclass
 class NcnnArtifact:
-    """An ncnn model in ncnn's runtime, fp32 (fp16 storage off). ``fixed`` is the one input
-    shape a ``--fixed-size`` model is valid at (None: any size)."""
+    """An ncnn model in ncnn's runtime: fp32 with fp16 storage off, or (as its metadata
+    says) fp16 with fp16 storage and arithmetic on, judged by the lossy gate. ``fixed`` is
+    the one input shape a ``--fixed-size`` model is valid at (None: any size)."""
 
     path: Path
     runner: NcnnRunner
     output_names: list[str]
     fixed: list[int] | None = None
+    precision: str = "fp32"
     dtype: str = "float32"
     backend: str = NCNN_BACKEND
+
+    @property
+    def lossy(self) -> bool:
+        """Whether the model is an fp16 conversion, judged by the lossy gate."""
+        return self.precision != "fp32"
 
     @property
     def dynamic(self) -> bool:
@@ -237,12 +244,11 @@ def open_ncnn(path: Path) -> NcnnArtifact:
         if not needed.is_file():
             raise BadInputError(f"ncnn file {str(needed)!r} does not exist")
     recorded = read_metadata(stem) or {}
-    if recorded.get("precision", "fp32") != "fp32":
-        raise BadInputError(
-            f"{str(param)!r} is {recorded['precision']}; verify checks fp32 ncnn models"
-        )
-    runner = NcnnRunner(param, weights)
+    precision = recorded.get("precision", "fp32")
+    if precision not in ("fp32", "fp16"):
+        raise BadInputError(f"{str(param)!r} is {precision}; verify checks fp32 and fp16 ncnn")
+    runner = NcnnRunner(param, weights, fp16=precision == "fp16")
     count = len(runner.outputs)
     names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
     fixed = recorded.get("input_shape") if recorded.get("fixed_size") else None
-    return NcnnArtifact(param, runner, names, fixed)
+    return NcnnArtifact(param, runner, names, fixed, precision)

@@ -79,3 +79,15 @@ def test_verify_fails_the_stock_conversion_at_another_size(exported: dict, tmp_p
     assert done.exit_code == 0, done.output
     done = runner.invoke(cli, ["verify", "seed_ca", str(param), "--shapes", "1x3x48x48"])
     assert done.exit_code == 1, done.output
+
+
+def test_fp16_passes_the_lossy_gate_and_verify_runs_it(tmp_path: Path) -> None:
+    stem = tmp_path / "half"
+    report = export_ncnn(NcnnJob("seed_ca", stem, input_shape=SHAPE, precision="fp16"))
+    assert report.passed, report.to_dict()
+    assert report.checks["precision"].details["precision"] == "fp16"
+    assert json.loads(ncnn.metadata_path(stem).read_text())["precision"] == "fp16"
+    param = ncnn.files_of(stem)[0]
+    done = CliRunner().invoke(cli, ["verify", "seed_ca", str(param), "--input-shape", "1,3,32,32"])
+    assert done.exit_code == 0, done.output
+    assert "fp16" in done.output
