@@ -44,7 +44,7 @@ from ca_export.report import Check, ExportReport
 from ca_export.tracing import example_input
 from ca_export.verify.lossy import GATE_SEEDS, lossy_gate, torch_runner
 from ca_export.verify.ncnn_runtime import NcnnRunner
-from ca_export.verify.parity import gate_inputs, runner_gate
+from ca_export.verify.parity import GateResult, gate_inputs, runner_gate
 from ca_export.verify.tolerances import tolerance, user_tolerance
 
 FORM = "ncnn"
@@ -120,6 +120,9 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
                 prepared.module, runner.run, names, inputs, BACKEND, prepared.gates.bounds
             )
             report.parity = with_block_gate(prepared, gate, inputs)
+            pinned = pinned_elsewhere(gate, job.input_shape)
+            if pinned is not None:
+                report.warnings.append(pinned)
         if job.precision == "fp16" and report.passed:
             converted = lower_fp16(job, prepared, staged_param, staged_bin, stage, report)
         if report.passed:
@@ -179,6 +182,24 @@ def lower_fp16(
     }
     report.add(Check.judged("precision", gate.passed, details))
     return converted
+
+
+def pinned_elsewhere(gate: GateResult, input_shape: tuple[int, ...]) -> str | None:
+    """What to say when the model is right at the traced size and wrong only at others: a
+    layer pnnx pinned to the traced size, outside the CA blocks (which the ncnn form keeps
+    size-safe), or None."""
+    traced = tuple(input_shape[2:])
+    failed = {
+        case.input_shape[2:] for case in gate.cases if not all(c.passed for c in case.comparisons)
+    }
+    if not failed or traced in failed:
+        return None
+    others = ", ".join("x".join(map(str, s)) for s in sorted(failed))
+    return (
+        f"right at {'x'.join(map(str, traced))} but not at {others}: a layer outside the CA "
+        "blocks holds the traced size in ncnn (pnnx pins e.g. an interpolation's output size "
+        "or a detection head's anchor grid); convert with --fixed-size at the size you run"
+    )
 
 
 def fixed_size_note(input_shape: tuple[int, ...]) -> str:
