@@ -209,7 +209,9 @@ def baked_sizes(layers: list[Layer]) -> list[str]:
     spatial axis into fixed sizes of pooled strips (a CA block's split after its shared
     stem: the ``Concat`` it follows joins ``Pooling``/``Reduction`` outputs), and an
     adaptive ``Pooling`` to a fixed output size other than 1 (a strip pool of pinned
-    length). Each is right at the traced size only. A channel split (axis 0) is not one."""
+    length), and an ``Interp`` to a fixed output size (``F.interpolate`` to another map's
+    size, pinned by pnnx). Each is right at the traced size only; the last can crash ncnn
+    elsewhere. A channel split (axis 0) is not one."""
     producer = {blob: layer for layer in layers for blob in layer.outputs}
 
     def upstream(blob: str, stop: tuple[str, ...]) -> Layer | None:
@@ -234,6 +236,10 @@ def baked_sizes(layers: list[Layer]) -> list[str]:
             sizes = _ints(layer.params["-23300"])
             if len(sizes) > 1 and all(s > 0 for s in sizes) and pooled_strips(layer.inputs[0]):
                 found.append(f"{layer.name}: Slice into fixed sizes {sizes}")
+        if layer.type == "Interp" and len(layer.inputs) == 1:
+            out = [int(layer.params.get(k, "0")) for k in ("3", "4")]
+            if all(v > 0 for v in out):
+                found.append(f"{layer.name}: Interp to a fixed size {out[0]}x{out[1]}")
         if layer.type == "Pooling" and layer.params.get("7") == "1":
             out = [int(layer.params.get(k, "0")) for k in ("18", "8")]
             if any(v not in (FIXED, 0, 1) for v in out):

@@ -115,6 +115,10 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
         with stage("gate"):
             runner = NcnnRunner(staged_param, staged_bin)
             inputs = gate_inputs(prepared.traced, job.input_shape, prepared.square_only)
+            if not report.structure.ok:
+                # A pinned size can crash ncnn at other sizes: gate the traced one only.
+                inputs = [(s, x) for s, x in inputs if tuple(x.shape) == job.input_shape]
+                report.warnings.append(pinned_note(report.structure.details["baked_sizes"]))
             names = prepared.traced.output_names
             gate = runner_gate(
                 prepared.module, runner.run, names, inputs, BACKEND, prepared.gates.bounds
@@ -199,6 +203,15 @@ def pinned_elsewhere(gate: GateResult, input_shape: tuple[int, ...]) -> str | No
         f"right at {'x'.join(map(str, traced))} but not at {others}: a layer outside the CA "
         "blocks holds the traced size in ncnn (pnnx pins e.g. an interpolation's output size "
         "or a detection head's anchor grid); convert with --fixed-size at the size you run"
+    )
+
+
+def pinned_note(baked: list[str]) -> str:
+    """What to say of a size-safe conversion in which pnnx pinned the traced size."""
+    return (
+        f"pnnx pinned the traced size in {', '.join(baked)}: the model would be wrong (or "
+        "crash ncnn) at other sizes, so it was gated at the traced size only and not "
+        "written; convert with --fixed-size at the size you run"
     )
 
 

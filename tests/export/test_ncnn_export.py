@@ -82,6 +82,13 @@ def test_baked_sizes_names_the_stock_slice_and_pinned_pools() -> None:
     assert [line.split(":")[0] for line in found] == ["aap_31", "aap_32"]
 
 
+def test_baked_sizes_names_an_interp_to_a_fixed_size() -> None:
+    pinned = "7767517\n2 2\nInput in0 0 1 in0\nInterp up 1 1 in0 out0 0=2 3=32 4=32 6=0\n"
+    assert ncnn.baked_sizes(ncnn.parse_param(pinned)) == ["up: Interp to a fixed size 32x32"]
+    scaled = "7767517\n2 2\nInput in0 0 1 in0\nInterp up 1 1 in0 out0 0=2 1=2.0 2=2.0\n"
+    assert ncnn.baked_sizes(ncnn.parse_param(scaled)) == []
+
+
 def test_baked_sizes_passes_a_size_safe_model_and_a_channel_split() -> None:
     assert ncnn.baked_sizes(ncnn.parse_param(SAFE)) == []
     assert ncnn.baked_sizes(ncnn.parse_param(CONCAT_OF_CONVS)) == []
