@@ -57,8 +57,9 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from ca_export.bench import BenchConfig, bench, render_bench
+from ca_export.bench import BenchConfig, bench
 from ca_export.pipeline import OnnxJob, export_onnx
+from ca_export.report import render_bench
 
 MODEL, BASELINE = "mobilenetv2_ca", "mobilenetv2"
 Builder = Callable[[onnx.GraphProto, onnx.NodeProto, int, int, str], list[onnx.NodeProto]]

@@ -27,10 +27,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ca_export.bench import BenchConfig, BenchReport, bench, render_bench
+from ca_export.bench import BenchConfig, BenchReport, bench
 from ca_export.export import executorch as et
 from ca_export.loading import load_model
 from ca_export.patterns import find
+from ca_export.report import render_bench
 from ca_export.rewrites import rewrite
 from ca_export.tracing import trace
 

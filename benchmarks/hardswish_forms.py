@@ -26,9 +26,10 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from ca_export.bench import BenchConfig, bench, render_bench
+from ca_export.bench import BenchConfig, bench
 from ca_export.export import opset
 from ca_export.pipeline import OnnxJob, export_onnx
+from ca_export.report import render_bench
 
 MODEL = "mobilenetv2_ca"
 

@@ -16,7 +16,7 @@ original model, as the pipelines judge an export:
 - ``verify``: ``ca-export verify MODEL FILE.onnx`` (exit 1 expected for a mutant).
 
 A gate's ``margin`` is its largest error over bound: at most 1 passes. Used by
-``tests/test_mutants.py`` and ``python -m benchmarks.mutant_margins``.
+``tests/verify/test_mutants.py`` and ``python -m benchmarks.mutant_margins``.
 """
 
 from __future__ import annotations

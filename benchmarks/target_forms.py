@@ -21,8 +21,9 @@ import warnings
 from argparse import ArgumentParser, Namespace
 from pathlib import Path
 
-from ca_export.bench import BenchConfig, bench, render_bench
+from ca_export.bench import BenchConfig, bench
 from ca_export.pipeline import OnnxJob, export_onnx
+from ca_export.report import render_bench
 from ca_export.rewrites import TARGETS
 
 MODEL, BASELINE = "mobilenetv2_ca", "mobilenetv2"

@@ -23,19 +23,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from ca_export.errors import BadInputError
 from ca_export.export import executorch as et
+from ca_export.report.results import BenchConfig, BenchReport, Timing
 
 BenchProgress = Callable[[str, int, int], None]
 """Called as ``(phase, done, total)``; phases are ``warmup@N``, ``time@N`` and ``profile``."""
@@ -58,89 +57,6 @@ LAYOUTS = {
 
 def no_progress(phase: str, done: int, total: int) -> None:
     """A progress callback that says nothing."""
-
-
-def default_threads() -> tuple[int, ...]:
-    """One thread, and every core of the machine."""
-    return tuple(sorted({1, os.cpu_count() or 1}))
-
-
-@dataclass
-class BenchConfig:
-    """How to time: warm-up runs, then at least ``runs`` rounds and ``min_time`` seconds."""
-
-    warmup: int = 10
-    runs: int = 50
-    min_time: float = 0.0
-    threads: tuple[int, ...] = field(default_factory=default_threads)
-    profile_runs: int = 20
-    seed: int = 0
-    layouts: tuple[str, ...] = tuple(LAYOUTS)
-
-
-@dataclass
-class Timing:
-    """One model at one thread count: latency percentiles in ms and throughput."""
-
-    name: str
-    threads: int
-    layout: str
-    runs: int
-    mean_ms: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    min_ms: float
-    throughput: float
-    """Samples per second (batch size / mean latency)."""
-
-    @classmethod
-    def of(cls, name: str, threads: int, layout: str, seconds: list[float], batch: int) -> Timing:
-        """Summarise per-run wall times (seconds)."""
-        ms = np.asarray(seconds) * 1e3
-        p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
-        mean, low = float(ms.mean()), float(ms.min())
-        return cls(name, threads, layout, len(ms), mean, p50, p90, p99, low, batch * 1e3 / mean)
-
-
-@dataclass
-class BenchReport:
-    """Timings of every model at every thread count, and each model's op breakdown."""
-
-    input_shape: list[int]
-    models: dict[str, str]
-    config: dict[str, Any]
-    timings: list[Timing] = field(default_factory=list)
-    breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Per model: ms per run by ONNX Runtime op type (after ORT's graph optimisations, in
-    the first layout)."""
-    forms: dict[str, dict[str, str]] = field(default_factory=dict)
-    """Per exported model: the form each CA block got (the passes applied to it)."""
-
-    def timing(self, name: str, threads: int, layout: str | None = None) -> Timing:
-        """The timing of one model at one thread count in one layout (default: the first)."""
-        layout = layout or self.config["layouts"][0]
-        return next(
-            t
-            for t in self.timings
-            if t.name == name and t.threads == threads and t.layout == layout
-        )
-
-    def ratio(
-        self,
-        name: str,
-        reference: str,
-        threads: int,
-        stat: str = "p50_ms",
-        layout: str | None = None,
-    ) -> float:
-        """``name``'s latency over ``reference``'s, from the same run, thread count, layout."""
-        ref = getattr(self.timing(reference, threads, layout), stat)
-        return float(getattr(self.timing(name, threads, layout), stat) / ref)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
 
 
 @dataclass
@@ -345,9 +261,7 @@ def bench(
         for layout in (config.layouts[:1] if one_layout(Path(path)) else config.layouts)
     ]
     feeds: dict[str, dict[str, np.ndarray]] = {}
-    report = BenchReport(
-        list(input_shape or []), {k: str(v) for k, v in models.items()}, asdict(config)
-    )
+    report = BenchReport(list(input_shape or []), {k: str(v) for k, v in models.items()}, config)
     for threads in config.threads:
         sessions = {
             f"{name}@{layout}": session(Path(models[name]), threads, layout=layout)
@@ -379,54 +293,3 @@ def bench(
             )
             progress("profile", i + 1, len(profiled))
     return report
-
-
-def render_bench(report: BenchReport, top: int = 8) -> str:
-    """The latency table, each layout side by side (ratios against the first model), the
-    form of each CA block, and the op breakdown."""
-    names = list(report.models)
-    first = names[0]
-    layouts = list(report.config["layouts"])
-    width = max(len(n) for n in names) + 2
-    lines = [f"input {report.input_shape}, ratios against {first!r} (same run, same threads)"]
-    for threads in report.config["threads"]:
-        lines.append(f"threads {threads}")
-        head = "".join(f"{f'{lay} p50 ms':>17}{'p90':>8}{'x p50':>8}" for lay in layouts)
-        lines.append(f"  {'model':{width}}{head}")
-        for name in names:
-            row = f"  {name:{width}}"
-            for layout in layouts:
-                if not any(
-                    t.name == name and t.threads == threads and t.layout == layout
-                    for t in report.timings
-                ):
-                    row += f"{'-':>17}{'-':>8}{'-':>8}"
-                    continue
-                t = report.timing(name, threads, layout)
-                ratio = report.ratio(name, first, threads, layout=layout)
-                row += f"{t.p50_ms:17.2f}{t.p90_ms:8.2f}{ratio:8.3f}"
-            lines.append(row)
-    for name, blocks in report.forms.items():
-        lines.append(f"CA block forms in {name!r}:")
-        lines += [f"  {block}: {form}" for block, form in blocks.items()] or ["  (no CA block)"]
-    if report.breakdown:
-        lines.append(
-            f"op time, ms per run (ORT profile, {report.config['threads'][0]} thread(s), "
-            f"{layouts[0]} layout)"
-        )
-        ops: dict[str, float] = {}
-        for per_op in report.breakdown.values():
-            for op, ms in per_op.items():
-                ops[op] = max(ops.get(op, 0.0), ms)
-        shown = sorted(ops, key=lambda op: -ops[op])[:top]
-        profiled = [n for n in names if n in report.breakdown]
-        cols = [n[: width + 4] for n in profiled]
-        lines.append(f"  {'op':16}" + "".join(f"{c:>{max(len(c), 8) + 1}}" for c in cols))
-        for op in [*shown, "total"]:
-            row = f"  {op:16}"
-            for name, col in zip(profiled, cols, strict=True):
-                per_op = report.breakdown[name]
-                ms = sum(per_op.values()) if op == "total" else per_op.get(op, 0.0)
-                row += f"{ms:{max(len(col), 8) + 1}.2f}"
-            lines.append(row)
-    return "\n".join(lines)

@@ -45,6 +45,9 @@ from ca_export.errors import BadInputError
 MARKDOWN_HEADING = "### ca-export verify:"
 """How every Markdown summary ``verify`` writes begins."""
 
+HTML_HEAD = "<!DOCTYPE html><!-- ca-export report -->"
+"""How every HTML report begins."""
+
 
 @dataclass(frozen=True)
 class Output:
@@ -90,7 +93,7 @@ def _is_mlmodel(path: Path) -> bool:
         spec.ParseFromString(path.read_bytes())
     except Exception:
         return False
-    return spec.specificationVersion > 0
+    return bool(spec.specificationVersion > 0)
 
 
 def _head(path: Path) -> bytes:
@@ -134,6 +137,7 @@ FILE_KINDS: dict[str, Callable[[Path], bool]] = {
     "json": _is_json,
     "junit": _starts_with("<?xml", "<testsuites"),
     "markdown": _starts_with(MARKDOWN_HEADING),
+    "html": _starts_with(HTML_HEAD),
 }
 """File kinds a run writes, each with the test an existing file must pass to be replaced."""
 

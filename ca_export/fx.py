@@ -94,6 +94,7 @@ def copy_node(graph: Graph, node: Node, env: dict[Node, Node], before: Node) -> 
         clone = graph.node_copy(node, lambda a: env.get(a, a))
     fake_args, fake_kwargs = torch.fx.node.map_arg((clone.args, clone.kwargs), val)
     with fake_mode_of(graph, (fake_args, fake_kwargs)):
+        # A call_function node's target is callable.
         clone.meta["val"] = clone.target(*fake_args, **fake_kwargs)  # type: ignore[operator]
     return clone
 

@@ -61,7 +61,8 @@ def load_inputs(
 def _load_npy(path: Path) -> np.ndarray:
     """An array from a .npy file; a file that is not one gives one clear error."""
     try:
-        return np.load(path, allow_pickle=False)
+        array: np.ndarray = np.load(path, allow_pickle=False)
+        return array
     except (ValueError, OSError) as err:
         raise BadInputError(f"cannot read {str(path)!r}: {err}") from None
 
@@ -129,7 +130,7 @@ def _load_image(
             rgb = image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
     except OSError as err:
         raise BadInputError(f"cannot read image {str(path)!r}: {err}") from None
-    return np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1)[None].copy()
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1)[None])
 
 
 def _wide_grey(image: Any, size: tuple[int, int], path: Path) -> np.ndarray:
@@ -144,8 +145,8 @@ def _wide_grey(image: Any, size: tuple[int, int], path: Path) -> np.ndarray:
             f"image {str(path)!r} holds {image.mode} values outside 0..65535; "
             "give it as 8- or 16-bit, or as a .npy array"
         )
-    grey = Image.fromarray((values * (255 / 65535)).astype(np.float32), mode="F")
-    grey = np.asarray(grey.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+    image_f = Image.fromarray((values * (255 / 65535)).astype(np.float32), mode="F")
+    grey = np.asarray(image_f.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
     return np.repeat(grey[None, None], 3, axis=1)
 
 

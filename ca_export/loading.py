@@ -46,7 +46,7 @@ def parse_input_shape(text: str) -> tuple[int, int, int, int]:
         raise BadInputError(f"input shape {text!r} is not four comma-separated integers") from None
     if len(dims) != 4 or any(d <= 0 for d in dims):
         raise BadInputError(f"input shape {text!r} must be four positive integers N,C,H,W")
-    return dims  # type: ignore[return-value]
+    return dims
 
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl")
@@ -92,7 +92,7 @@ def resolve_factory(spec: str) -> Callable[[], Any]:
             raise BadInputError(f"cannot import module {where!r}: {err}") from None
         except (Exception, SystemExit) as err:
             raise BadInputError(f"importing {where!r} failed: {_one_line(err)}") from None
-    factory = getattr(module, name, None)
+    factory: object = getattr(module, name, None)
     if not callable(factory):
         raise BadInputError(f"{where!r} has no callable {name!r}")
     return factory

@@ -78,7 +78,10 @@ class Traced:
         return self.dynamic and str(dims[2]) == str(dims[3])
 
     def _input_node(self) -> torch.fx.Node:
-        return next(n for n in self.program.graph.nodes if n.name == self.input_names[0])
+        node: torch.fx.Node = next(
+            n for n in self.program.graph.nodes if n.name == self.input_names[0]
+        )
+        return node
 
 
 def example_input(input_shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -150,10 +153,11 @@ def traceable_copy(model: nn.Module) -> tuple[nn.Module, list[str]]:
 
     own = inspect.signature(forward)
     this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    # Functions take attributes; inspect reads __signature__ (PEP 362).
     flat_forward.__signature__ = own.replace(  # type: ignore[attr-defined]
         parameters=[this, *own.parameters.values()]
     )
-    clone.forward = types.MethodType(flat_forward, clone)  # type: ignore[method-assign]
+    clone.forward = types.MethodType(flat_forward, clone)
     return clone, skipped
 
 
@@ -229,7 +233,7 @@ def _functional_twin(op: torch._ops.OpOverload) -> torch._ops.OpOverload | None:
         return None
     types = [str(a.type) for a in op._schema.arguments]
     for overload in packet.overloads():
-        candidate = getattr(packet, overload)
+        candidate: torch._ops.OpOverload = getattr(packet, overload)
         if [str(a.type) for a in candidate._schema.arguments] == types:
             return candidate
     return None
@@ -240,6 +244,7 @@ def _aliases(node: torch.fx.Node) -> bool:
     parameter or buffer, or the result of a view op (a split's piece included)."""
     if node.op != "call_function":
         return True
+    # A getitem's first argument is a Node.
     op = node.args[0].target if node.target is operator.getitem else node.target  # type: ignore[union-attr]
     if not isinstance(op, torch._ops.OpOverload):
         return True

@@ -3,21 +3,25 @@ ExecuTorch)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ca_export.bench import LAYOUTS, BenchConfig, default_threads, render_bench
+from ca_export.bench import LAYOUTS
+from ca_export.files import Output, guard, staging, write_text
 from ca_export.pipeline.bench import BenchJob, run_bench
+from ca_export.report import render_bench, to_json
+from ca_export.report.html import Run, render_html
+from ca_export.report.results import BenchConfig, default_threads
 from ca_export.rewrites import TARGETS
 from cli.common import handle_errors, progress
 from cli.options import (
     NameList,
     ThreadList,
     dynamic_option,
+    html_option,
     input_shape_option,
     skip_pass_option,
     weights_option,
@@ -139,6 +143,7 @@ class ProgressBar:
     help="Runs profiled for the op breakdown (0: none).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@html_option
 @handle_errors
 def bench_cmd(
     model: str | None,
@@ -160,6 +165,7 @@ def bench_cmd(
     warmup: int,
     profile_runs: int,
     as_json: bool,
+    html_path: Path | None,
 ) -> None:
     """Time the stock and rewritten ONNX exports of MODEL side by side (ONNX Runtime CPU),
     one rewritten export per target, each in both session layouts.
@@ -183,14 +189,19 @@ def bench_cmd(
         skip_passes=skip_passes,
         targets=targets,
     )
+    if html_path is not None:
+        guard([*onnx_files, *pte_files], [Output(html_path, "html")])
     bar = ProgressBar()
     try:
         report = run_bench(job, progress=progress, timing=bar)
     finally:
         bar.close()
+    if html_path is not None:
+        with staging():
+            write_text(render_html([Run(html_path.stem, report)]), html_path)
     for warning in job.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        click.echo(to_json(report.to_dict()), nl=False)
     else:
         click.echo(render_bench(report))

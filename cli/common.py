@@ -25,6 +25,7 @@ from ca_export.errors import BadInputError, CheckFailedError, StageError
 from ca_export.files import Output, guard, private_tempdir, staging, write_text
 from ca_export.interrupts import Terminated
 from ca_export.report import to_json
+from ca_export.report.html import Run, render_html
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -145,18 +146,23 @@ def run_job(
     report_path: Path | None,
     reads: tuple[Path, ...] = (),
     in_place: tuple[Path, ...] = (),
+    html_path: Path | None = None,
 ) -> None:
-    """Guard every path, run the job, write its JSON report, print it; exit 1 if a check failed.
+    """Guard every path, run the job, write its JSON (and HTML) report, print it; exit 1 if a
+    check failed.
 
     Every file of the run (artifact, report, ...) is staged beside its target and all
     are renamed into place together, after the job and its report are complete.
     """
     reports = [Output(report_path, "json")] if report_path is not None else []
+    reports += [Output(html_path, "html")] if html_path is not None else []
     guard([*job.reads(), *reads], [*job.writes(), *reports], in_place=in_place)
     with staging():
         report = run(job, progress=progress)
         if report_path is not None:
             write_text(to_json(report.to_dict()), report_path)
+        if html_path is not None:
+            write_text(render_html([Run(html_path.stem, report)]), html_path)
     click.echo(render(report))
     if not report.passed:
         names = ", ".join(_failed(report.to_dict())) or "see the report above"

@@ -9,7 +9,7 @@ import click
 
 from ca_export.export.coreml import EXTENSIONS, TARGETS, ImageInput
 from ca_export.export.coreml_compress import MODES
-from ca_export.pipeline.coreml import CoreMLJob, export_coreml, read_labels, validate
+from ca_export.pipeline.coreml import CoreMLJob, export_coreml, read_labels
 from ca_export.report import render_export
 from cli.common import handle_errors, run_job
 from cli.options import (
@@ -18,6 +18,7 @@ from cli.options import (
     SizeRange,
     dynamic_option,
     gate_options,
+    html_option,
     model_job,
     model_options,
     report_option,
@@ -107,6 +108,7 @@ Examples:
 @rewrite_option
 @skip_pass_option
 @report_option
+@html_option
 @gate_options
 @handle_errors
 @model_job
@@ -127,6 +129,7 @@ def coreml(
     description: str | None,
     compress: str | None,
     report_path: Path | None,
+    html_path: Path | None,
 ) -> None:
     """Convert MODEL to Core ML, rewriting its CA blocks, and check the saved model.
 
@@ -154,6 +157,5 @@ def coreml(
         metadata={k: v for k, v in metadata.items() if v is not None},
         compress=compress,
     )
-    validate(job)
     labels = (labels_path,) if labels_path else ()
-    run_job(job, export_coreml, render_export, report_path, reads=labels)
+    run_job(job, export_coreml, render_export, report_path, reads=labels, html_path=html_path)

@@ -13,6 +13,7 @@ from cli.common import handle_errors, run_job
 from cli.options import (
     dynamic_option,
     gate_options,
+    html_option,
     model_job,
     model_options,
     report_option,
@@ -38,12 +39,14 @@ Examples:
 @rewrite_option
 @skip_pass_option
 @report_option
+@html_option
 @gate_options
 @handle_errors
 @model_job
 def executorch(
     fields: dict[str, Any],
     report_path: Path | None,
+    html_path: Path | None,
 ) -> None:
     """Lower MODEL to an ExecuTorch program with XNNPACK and gate it against PyTorch.
 
@@ -52,4 +55,4 @@ def executorch(
     and the ops left outside, by CA block. Needs the extra: pip install -e ".[executorch]".
     """
     job = ExecutorchJob(**fields)
-    run_job(job, export_executorch, render_export, report_path)
+    run_job(job, export_executorch, render_export, report_path, html_path=html_path)

@@ -15,6 +15,7 @@ from cli.inspect_cmd import inspect
 from cli.ncnn_cmd import ncnn
 from cli.onnx_cmd import onnx
 from cli.optimize_cmd import optimize
+from cli.report_cmd import report
 from cli.verify_cmd import verify
 
 
@@ -38,8 +39,13 @@ cli.add_command(bench_cmd)
 cli.add_command(coreml)
 cli.add_command(executorch)
 cli.add_command(ncnn)
+cli.add_command(report)
 
 
 def main() -> None:
     """Entry point of the ``ca-export`` script."""
     cli()
+
+
+if __name__ == "__main__":
+    main()

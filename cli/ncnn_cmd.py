@@ -12,6 +12,7 @@ from ca_export.report import render_export
 from cli.common import handle_errors, run_job
 from cli.options import (
     gate_options,
+    html_option,
     model_job,
     model_options,
     report_option,
@@ -56,6 +57,7 @@ Examples:
 @rewrite_option
 @skip_pass_option
 @report_option
+@html_option
 @gate_options
 @handle_errors
 @model_job
@@ -63,6 +65,7 @@ def ncnn(
     fields: dict[str, Any],
     precision: str,
     report_path: Path | None,
+    html_path: Path | None,
 ) -> None:
     """Convert MODEL to ncnn through pnnx and gate it against PyTorch in ncnn.
 
@@ -72,4 +75,4 @@ def ncnn(
     Needs the extra: pip install -e ".[ncnn]".
     """
     job = NcnnJob(**fields, precision=precision)
-    run_job(job, export_ncnn, render_export, report_path)
+    run_job(job, export_ncnn, render_export, report_path, html_path=html_path)

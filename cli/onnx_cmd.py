@@ -14,6 +14,7 @@ from cli.common import handle_errors, run_job
 from cli.options import (
     dynamic_option,
     gate_options,
+    html_option,
     model_job,
     model_options,
     precision_options,
@@ -59,6 +60,7 @@ Examples:
     help="Also write OUT.ort (ONNX Runtime Mobile) and OUT.required_operators.config.",
 )
 @report_option
+@html_option
 @gate_options
 @handle_errors
 @model_job
@@ -72,6 +74,7 @@ def onnx(
     keep_fp32: tuple[str, ...],
     ort_format: bool,
     report_path: Path | None,
+    html_path: Path | None,
 ) -> None:
     """Export MODEL to ONNX, rewriting its CA blocks, and gate it against PyTorch."""
     job = OnnxJob(
@@ -82,4 +85,4 @@ def onnx(
         precision=PrecisionRequest(precision, calibration, keep_fp32),
         ort_format=ort_format,
     )
-    run_job(job, export_onnx, render_export, report_path)
+    run_job(job, export_onnx, render_export, report_path, html_path=html_path)

@@ -13,6 +13,7 @@ from cli.common import handle_errors, run_job
 from cli.options import (
     bound_options,
     dynamic_option,
+    html_option,
     precision_options,
     report_option,
     skip_pass_option,
@@ -43,6 +44,7 @@ Examples:
 @precision_options
 @bound_options
 @report_option
+@html_option
 @handle_errors
 def optimize(
     source: Path,
@@ -57,6 +59,7 @@ def optimize(
     rtol: float | None,
     atol: float | None,
     report_path: Path | None,
+    html_path: Path | None,
 ) -> None:
     """Rewrite the CA blocks of IN.onnx exactly and write OUT if ONNX Runtime agrees with IN.
 
@@ -68,4 +71,6 @@ def optimize(
     job = OptimizeJob(
         source, output, dynamic, force_write, skip_passes, request, target, (rtol, atol)
     )
-    run_job(job, optimize_onnx, render_optimize, report_path, in_place=(output,))
+    run_job(
+        job, optimize_onnx, render_optimize, report_path, in_place=(output,), html_path=html_path
+    )

@@ -89,6 +89,13 @@ report_option = click.option(
     default=None,
     help="Write a JSON report here.",
 )
+html_option = click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the report as one self-contained HTML page with plots here.",
+)
 
 
 def model_options(func: F) -> F:

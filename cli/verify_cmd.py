@@ -11,7 +11,7 @@ from ca_export.export.coreml import ImageInput
 from ca_export.pipeline.verify import VerifyJob, run_verify
 from ca_export.report import render_verify
 from cli.common import handle_errors, run_job
-from cli.options import FloatList, Shapes, gate_options, model_options, report_option
+from cli.options import FloatList, Shapes, gate_options, html_option, model_options, report_option
 
 EPILOG = """\b
 Examples:
@@ -54,6 +54,7 @@ Examples:
 )
 @gate_options
 @report_option
+@html_option
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="JUnit XML here.")
 @click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), help="Markdown.")
 @handle_errors
@@ -72,6 +73,7 @@ def verify(
     atol: float | None,
     allow_unverified: bool,
     report_path: Path | None,
+    html_path: Path | None,
     junit_path: Path | None,
     markdown_path: Path | None,
 ) -> None:
@@ -114,4 +116,4 @@ def verify(
         step_summary=Path(step_summary) if step_summary else None,
         allow_unverified=allow_unverified,
     )
-    run_job(job, run_verify, render_verify, report_path)
+    run_job(job, run_verify, render_verify, report_path, html_path=html_path)

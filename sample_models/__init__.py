@@ -35,7 +35,7 @@ from sample_models.segnet import ca_segnet
 from sample_models.yolo import yolo_ca, yolo_cls_ca
 from sample_models.yolov5 import yolov5_ca
 
-__all__ = ["REGISTRY", "build"]
+__all__ = ["CA_BLOCKS", "REGISTRY", "build"]
 
 REGISTRY: dict[str, Callable[[], nn.Module]] = {
     "seed_ca": seed_ca,
@@ -48,6 +48,18 @@ REGISTRY: dict[str, Callable[[], nn.Module]] = {
     "yolov5_ca": yolov5_ca,
 }
 """Sample network factories by name."""
+
+CA_BLOCKS: dict[str, int] = {
+    "seed_ca": 3,
+    "mobilenetv2_ca": 16,
+    "mobilenetv2": 0,
+    "mobilenext_ca": 13,
+    "ca_segnet": 3,
+    "yolo_ca": 4,
+    "yolo_cls_ca": 2,
+    "yolov5_ca": 3,
+}
+"""How many CA blocks each sample network holds (the count every finder must report)."""
 
 
 def build(name: str) -> nn.Module:

@@ -7,16 +7,24 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from ca_zoo import NEGATIVE, POSITIVE, ZooCase
 
+from ca_export.bench import bench
 from ca_export.pipeline import OnnxJob, export_onnx
-from ca_export.pipeline.common import Prepared, Stages, prepare
+from ca_export.pipeline.common import Front, Prepared, Stages, prepare
+from ca_export.pipeline.optimize import OptimizeJob, optimize_onnx
+from ca_export.pipeline.verify import VerifyJob, run_verify
 from ca_export.report import ExportReport
+from ca_export.report.results import BenchConfig
 from ca_export.rewrites import DEFAULT_TARGET, RewriteResult, rewrite
 from ca_export.tracing import Traced, trace
+from ca_export.verify.metrics import Comparison, compare
+from ca_export.verify.tolerances import Tolerance, tolerance
 
 # One torch thread per xdist worker: two workers already use both cores, and torch's thread
 # pool spins when its threads find the cores busy (8 small forwards: 3.4 s with two threads
@@ -35,6 +43,36 @@ SMALL_SHAPES = {
 """The small input each sample model is exported at in the fast tests."""
 
 ZOO: dict[str, ZooCase] = {c.name: c for c in POSITIVE + NEGATIVE}
+
+EXACT = tolerance("float32", "torch")
+"""The per-block gate's row: a rewritten PyTorch program against the forward it replaces."""
+CPU_FP32 = tolerance("float32", "onnxruntime-cpu")
+"""An fp32 runtime on this CPU (ONNX Runtime, the NumPy MIL evaluator) against PyTorch. The
+gate judges the evaluator with the Core ML row, whose extra room is for Core ML's GPU."""
+
+
+def _arrays(value: object) -> list[np.ndarray]:
+    if isinstance(value, torch.Tensor):
+        return [value.detach().numpy()]
+    if isinstance(value, (tuple, list)):
+        return [a for item in value for a in _arrays(item)]
+    return [np.asarray(value)]
+
+
+def comparisons(want: object, got: object, tol: Tolerance = EXACT) -> list[Comparison]:
+    """``got`` judged against ``want`` under ``tol``, output by output (tensors, arrays, or
+    tuples and lists of them, flattened in order)."""
+    wants, gots = _arrays(want), _arrays(got)
+    assert len(wants) == len(gots), f"{len(gots)} outputs where {len(wants)} are expected"
+    return [
+        compare(f"output {i}", w, g, tol) for i, (w, g) in enumerate(zip(wants, gots, strict=True))
+    ]
+
+
+def assert_within(want: object, got: object, tol: Tolerance = EXACT) -> None:
+    """Every output of ``got`` meets ``tol`` against ``want``."""
+    failed = [c for c in comparisons(want, got, tol) if not c.passed]
+    assert not failed, failed
 
 
 ZOO_FACTORIES = """
@@ -133,7 +171,27 @@ def prepared() -> Prepare:
         if key not in cache:
             report = ExportReport(model, "test", "coreml", list(shape), dynamic, do_rewrite, 0)
             stages = Stages(lambda _: None)
-            cache[key] = prepare(model, None, key[1], dynamic, do_rewrite, stages, report)
+            cache[key] = prepare(Front(model, None, key[1], dynamic, do_rewrite), stages, report)
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def run_reports(
+    exported: Callable[..., tuple[ExportReport, Path]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """One small report of each kind, made once: ``export`` (seed_ca to ONNX), ``optimize``
+    (that file, whose blocks are rewritten already), ``verify`` (that file under a bound
+    it cannot meet, so that it fails and localises) and ``bench`` (that file, a few runs)."""
+    report, path = exported("seed_ca", False)
+    folder = tmp_path_factory.mktemp("run_reports")
+    job = OptimizeJob(path, folder / "optimized.onnx")
+    verify = VerifyJob("seed_ca", [path], input_shape=SMALL_SHAPES["seed_ca"], rtol=1e-12)
+    config = BenchConfig(warmup=1, runs=5, threads=(1,), profile_runs=2, layouts=("blocked",))
+    return {
+        "export": report,
+        "optimize": optimize_onnx(job),
+        "verify": run_verify(verify),
+        "bench": bench({"stock": path, "baseline": path}, None, config),
+    }

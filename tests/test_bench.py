@@ -14,10 +14,11 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from ca_export.bench import BenchConfig, bench, render_bench, time_interleaved
+from ca_export.bench import BenchConfig, bench, time_interleaved
 from ca_export.errors import BadInputError
 from ca_export.pipeline import OnnxJob
 from ca_export.pipeline import bench as bench_pipeline
+from ca_export.report import render_bench
 from cli.main import cli
 
 FAST = BenchConfig(warmup=2, runs=8, threads=(1,), profile_runs=3)
@@ -133,10 +134,11 @@ def test_bad_inputs_are_bad_input_errors(tiny: dict[str, Path], tmp_path: Path) 
         bench({"garbage": garbage}, SHAPE, FAST)
 
 
-def test_cli_times_onnx_files_as_json(tiny: dict[str, Path]) -> None:
+def test_cli_times_onnx_files_as_json_and_html(tiny: dict[str, Path], tmp_path: Path) -> None:
     args = ["bench", "--onnx", str(tiny["one"]), "--onnx", str(tiny["four"])]
     args += ["--input-shape", "1,8,16,16", "--threads", "1", "--runs", "4", "--warmup", "1"]
-    result = CliRunner().invoke(cli, [*args, "--profile-runs", "2", "--json"])
+    page = tmp_path / "bench.html"
+    result = CliRunner().invoke(cli, [*args, "--profile-runs", "2", "--json", "--html", str(page)])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [(t["name"], t["layout"]) for t in data["timings"]] == [
@@ -146,6 +148,9 @@ def test_cli_times_onnx_files_as_json(tiny: dict[str, Path]) -> None:
         ("four", "plain"),
     ]
     assert set(data["breakdown"]) == {"one", "four"}
+    text = page.read_text()
+    assert '<section id="latency">' in text and text.count('data-figure="latency"') == 1
+    assert all(f"<td>{t['name']}@{t['layout']}</td>" in text for t in data["timings"])
 
 
 def _fake_export(passed: bool) -> Callable[..., SimpleNamespace]:

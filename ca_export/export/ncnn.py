@@ -124,7 +124,10 @@ def convert(module: nn.Module, example: torch.Tensor, fp16: bool = False) -> Con
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
-                traced = torch.jit.trace(module, example, check_trace=False, strict=False)
+                # torch.jit.trace carries no annotations.
+                traced = torch.jit.trace(  # type: ignore[no-untyped-call]
+                    module, example, check_trace=False, strict=False
+                )
             traced.save(str(script))
         except Exception as err:
             first = (str(err).strip().splitlines() or [""])[0]

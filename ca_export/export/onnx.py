@@ -14,10 +14,12 @@ import re
 from collections import Counter
 
 import onnx
+import onnx_ir as ir
 import torch
 from torch.export import ExportedProgram
 
 from ca_export.errors import BadInputError, CheckFailedError
+from ca_export.onnx_graph import owners
 from ca_export.patterns.coordatt import CA_ONLY_OPS
 from ca_export.tracing import Traced
 
@@ -99,35 +101,24 @@ def scopes(node: onnx.NodeProto) -> list[str]:
 def attribute(model: onnx.ModelProto, modules: list[str]) -> dict[str, int]:
     """Map ONNX node names to the index of the CA block (by owning module) they belong to.
 
-    Nodes the exporter emitted under a block's module belong to it; so do unscoped
-    nodes (the optimizer's Split, shape arithmetic) whose consumers all belong to it,
-    or whose inputs all come from it. Read this on the model before simplification,
-    which drops scopes but keeps node names.
+    Nodes the exporter emitted under a block's module belong to it; so do the unscoped
+    nodes (the optimizer's Split, shape arithmetic) that ``onnx_graph.owners`` gives it.
+    Read this on the model before simplification, which drops scopes but keeps node names.
     """
-    owner: dict[str, int] = {}
-    for node in model.graph.node:
-        found = [i for i, module in enumerate(modules) if module in scopes(node)]
+    graph = ir.from_proto(model).graph
+    seeds: dict[ir.Node, int] = {}
+    for node in graph:
+        found = [i for i, module in enumerate(modules) if module in _scopes(node)]
         if found:
-            owner[node.name] = found[-1]
-    producer = {out: n for n in model.graph.node for out in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    changed = True
-    while changed:
-        changed = False
-        for node in model.graph.node:
-            if node.name in owner or scopes(node):
-                continue
-            after = {owner.get(c.name) for out in node.output for c in consumers.get(out, [])}
-            before = {owner.get(producer[i].name) for i in node.input if i in producer}
-            for side in (after, before):
-                if len(side) == 1 and None not in side:
-                    owner[node.name] = side.pop()
-                    changed = True
-                    break
-    return owner
+            seeds[node] = found[-1]
+    owner = owners.grow(graph, seeds, lambda node: not _scopes(node))
+    return {node.name: block for node, block in owner.items() if node.name}  # type: ignore[misc]
+
+
+def _scopes(node: ir.Node) -> list[str]:
+    """The module paths an onnx_ir node was emitted under."""
+    found = node.metadata_props.get(SCOPE_KEY)
+    return [str(s) for s in ast.literal_eval(found)] if found else []
 
 
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:

@@ -147,18 +147,6 @@ class ConvertDown(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=True)
 
 
-def check_entry(model: onnx.ModelProto, change: OpsetChange) -> dict[str, object]:
-    """The report's ``checks.opset``: the written model's opset is the one asked for."""
-    written = model_opset(model)
-    return {
-        "passed": written == change.opset,
-        "asked": change.opset,
-        "written": written,
-        "exported_at": change.exported_at,
-        "converted": change.adapted,
-    }
-
-
 def _since(op: str, opset: int) -> int | None:
     """The version of ``op``'s schema in force at ``opset`` (None if it does not exist yet)."""
     try:

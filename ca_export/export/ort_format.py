@@ -105,6 +105,6 @@ def runner(
     loaded = session(path)
 
     def run(x: np.ndarray) -> list[np.ndarray]:
-        return loaded.run(output_names, {input_name: x})
+        return list(loaded.run(output_names, {input_name: x}))
 
     return run

@@ -1,11 +1,12 @@
-"""ONNX graph plumbing: an index of producers, consumers, shapes and constants; adding
-nodes; folding constants first (``normalize``, onnxscript's folder); making H/W dynamic
-(``dynamic``). The CA block and its rewrites live in ``patterns`` and ``rewrites``, read
-through ``patterns.onnx_proto.OnnxView``.
+"""ONNX graph plumbing on onnx_ir: shapes and constants onnx_ir does not infer
+(``facts``), which nodes belong to a block (``owners``), folding constants first
+(``normalize``, onnxscript's folder) and making H/W dynamic (``dynamic``). The CA block
+and its rewrites live in ``patterns`` and ``rewrites``, read through
+``patterns.onnx_proto.OnnxView``.
 """
 
 from ca_export.onnx_graph.dynamic import DynamicResult, make_dynamic
-from ca_export.onnx_graph.index import GraphIndex
+from ca_export.onnx_graph.facts import GraphFacts
 from ca_export.onnx_graph.normalize import NormalizeResult, normalize
 
-__all__ = ["DynamicResult", "GraphIndex", "NormalizeResult", "make_dynamic", "normalize"]
+__all__ = ["DynamicResult", "GraphFacts", "NormalizeResult", "make_dynamic", "normalize"]

@@ -6,7 +6,7 @@ exporter) or a ``Resize`` to constant sizes gives wrong values elsewhere without
 failing, so either keeps the file static and says why; so does a pool whose input
 shape inference could not tell (the reason names where inference stopped). Otherwise
 H and W of every 4-D input get dim_params (one shared name when a block is valid for
-square inputs only), stale value_info is cleared and output shapes are inferred again.
+square inputs only), stale shapes are cleared and output shapes are inferred again.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import onnx
+import onnx_ir as ir
 from onnx.checker import ValidationError
 from onnx.shape_inference import InferenceError
 
-from ca_export.onnx_graph.index import GraphIndex
+from ca_export.onnx_graph.facts import GraphFacts, attr
 
 POOLS = ("AveragePool", "MaxPool", "LpPool")
 
@@ -37,54 +38,56 @@ class DynamicResult:
         return self.applied
 
 
-def baked_sizes(index: GraphIndex) -> str | None:
+def baked_sizes(facts: GraphFacts) -> str | None:
     """Why the graph outside the CA blocks only holds at its traced size (None if it does not)."""
-    for node in index.graph.node:
+    for node in facts.model.graph:
         if node.op_type in POOLS:
-            shape = index.shape(node.input[0])
+            shape = facts.shape(node.inputs[0])
             if shape is None:
-                gap = index.shape_gap(node.input[0])
+                gap = facts.shape_gap(node.inputs[0])  # type: ignore[arg-type]
                 return f"cannot tell whether {node.op_type} '{node.name}' is baked for HxW: {gap}"
-            kernel = list(index.attr(node, "kernel_shape", []))  # type: ignore[arg-type]
-            if shape is not None and len(shape) == 4 and len(kernel) == 2:
+            kernel = list(attr(node, "kernel_shape", []))  # type: ignore[call-overload]
+            if len(shape) == 4 and len(kernel) == 2:
                 spans = [k == s and k > 1 for k, s in zip(kernel, shape[2:], strict=True)]
                 if any(spans):
                     return f"{node.op_type} '{node.name}' has a kernel {kernel} baked for HxW"
-        sizes = node.input[3] if node.op_type == "Resize" and len(node.input) > 3 else ""
-        if sizes and index.const(sizes) is not None:
+        sizes = node.inputs[3] if node.op_type == "Resize" and len(node.inputs) > 3 else None
+        if sizes is not None and facts.const(sizes) is not None:
             return f"Resize '{node.name}' resizes to constant sizes"
     return None
 
 
 def make_dynamic(model: onnx.ModelProto, square: bool) -> DynamicResult:
     """A copy of ``model`` with dynamic H/W on its 4-D inputs, or the reason it stays static."""
-    reason = baked_sizes(GraphIndex(model))
+    work = ir.from_proto(model)
+    reason = baked_sizes(GraphFacts(work, model))
     if reason is not None:
         return DynamicResult(model, False, reason)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    graph = out.graph
     names = ["size", "size"] if square else ["height", "width"]
     dims: dict[str, list[str]] = {}
-    initializers = {i.name for i in graph.initializer}
-    for info in graph.input:
-        shape = info.type.tensor_type.shape
-        if info.name in initializers or len(shape.dim) != 4:
+    for value in work.graph.inputs:
+        shape = value.shape
+        if value.is_initializer() or value.name is None or shape is None or len(shape) != 4:
             continue
-        for dim, name in zip(shape.dim[2:], names, strict=True):
-            dim.dim_param = name
-        dims[info.name] = names
+        value.shape = ir.Shape([shape[0], shape[1], *names])
+        dims[value.name] = names
     if not dims:
         return DynamicResult(model, False, "no 4-D graph input to make dynamic")
-    del graph.value_info[:]
-    for info in graph.output:
-        info.type.tensor_type.ClearField("shape")
+    for value in [*work.graph.initializers.values(), *(o for n in work.graph for o in n.outputs)]:
+        if not value.is_graph_input():
+            value.shape = None
+        if not (value.is_graph_input() or value.is_graph_output()):
+            value.type, value.doc_string = None, None
+            value.metadata_props.clear()
+    out = ir.to_proto(work)
+    del out.opset_import[:]
+    out.opset_import.extend(model.opset_import)
     try:
         inferred = onnx.shape_inference.infer_shapes(out, strict_mode=False)
     except (InferenceError, ValidationError, RuntimeError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         return DynamicResult(out, True, f"output shapes left unset: {first}", dims)
-    for info, new in zip(graph.output, inferred.graph.output, strict=True):
+    for info, new in zip(out.graph.output, inferred.graph.output, strict=True):
         if new.type.tensor_type.HasField("shape"):
             info.type.tensor_type.shape.CopyFrom(new.type.tensor_type.shape)
     return DynamicResult(out, True, dims=dims)

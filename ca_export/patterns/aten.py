@@ -42,6 +42,7 @@ from ca_export.patterns.view import OPTIONAL_EDITS, Dim, NoMatch
 aten = torch.ops.aten
 
 POOL_OPS = (aten.adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d.default)
+UPSAMPLES = (aten.upsample_bilinear2d.vec, aten.upsample_nearest2d.vec)
 SPLIT_OPS = (aten.split_with_sizes.default, aten.split.Tensor)
 INT_MAX = 2**63 - 1
 ONNX_TYPES = {
@@ -129,13 +130,16 @@ class AtenView:
         return kind or getattr(op.target, "__name__", str(op.target))
 
     def onnx_type(self, op: Node) -> str:
+        # fx types Node.target as str | Callable; the table is keyed by its OpOverloads.
         return ONNX_TYPES.get(op.target, self.label(op))  # type: ignore[arg-type]
 
     def concat(self, op: Node) -> tuple[list[Node], int] | None:
         if op.op != "call_function" or op.target != aten.cat.default:
             return None
+        # fx types args as Argument; aten.cat's first is a list of Nodes.
         inputs = list(op.args[0])  # type: ignore[arg-type]
         rank = len(shape(inputs[0])) if inputs else 4
+        # fx types args as Argument; cat's dim is an int in the ATen schema.
         return inputs, norm_dim(_arg(op, 1, 0), rank)  # type: ignore[arg-type]
 
     def perm(self, op: Node) -> tuple[int, ...] | None:
@@ -159,8 +163,10 @@ class AtenView:
             return None
         dims = _arg(op, 1, None)
         keep = _arg(op, 2, op.kwargs.get("keepdim", False))
+        # fx types args as Argument; mean's dim is a list of ints in the ATen schema.
         if not keep or dims is None or len(dims) != 1:  # type: ignore[arg-type]
             return None
+        # As above: dims is a list of ints.
         gone = norm_dim(dims[0], 4)  # type: ignore[index]
         return (source, 5 - gone, "mean") if gone in (2, 3) else None
 
@@ -181,6 +187,7 @@ class AtenView:
 
     def pieces(self, op: Node, axis: int, sizes: list[Dim]) -> list[tuple[int, Node]]:
         if op.target in SPLIT_OPS:
+            # fx types args as Argument; split's dim is an int in the ATen schema.
             if norm_dim(_arg(op, 2, 0), 4) != axis:  # type: ignore[arg-type]
                 raise NoMatch("the split is not along the concat axis")
             cut = [shape(u)[axis] for u in op.meta["val"]] if op.meta.get("val") else []
@@ -190,8 +197,10 @@ class AtenView:
             for item in op.users:
                 if not is_getitem(item) or item.args[1] not in (0, 1):
                     raise NoMatch("the split does not give back exactly two pieces")
+                # fx types args as Argument; checked above to be 0 or 1.
                 found.append((int(item.args[1]), item))  # type: ignore[arg-type]
             return found
+        # fx types args as Argument; slice's dim is an int in the ATen schema.
         if norm_dim(_arg(op, 1, 0), 4) != axis:  # type: ignore[arg-type]
             raise NoMatch("a slice of the shared branch cuts another axis")
         start, end, step = _arg(op, 2, 0), _arg(op, 3, INT_MAX), _arg(op, 4, 1)
@@ -214,6 +223,7 @@ class AtenView:
             return "sigmoid"
         if op.target in (aten.hardsigmoid.default, aten.hardsigmoid_.default):
             return "hardsigmoid"
+        # fx types Node.target as str | Callable; the table is keyed by its OpOverloads.
         kind = UNARY.get(op.target)  # type: ignore[arg-type]
         bounds = tuple(op.args[1:3])
         if kind == "relu6" or (kind in ("hardtanh", "clamp") and bounds == (0.0, 6.0)):
@@ -221,6 +231,7 @@ class AtenView:
         return None
 
     def scalar_arith(self, op: Node) -> tuple[str, Node, float] | None:
+        # fx types Node.target as str | Callable; the table is keyed by its OpOverloads.
         kind = SCALAR_ARITH.get(op.target)  # type: ignore[arg-type]
         if kind is None or len(op.args) < 2:
             return None
@@ -292,6 +303,7 @@ class AtenView:
                 dims = shape(a) if isinstance(a, Node) else ()
                 if a is not op.args[0] and len(dims) >= 3 and dims[-3] != 1:
                     found.append((a, len(dims) - 3))
+            # Only Nodes have three or more dims, so each a is a Node.
             return found  # type: ignore[return-value]
         return None
 
@@ -328,6 +340,24 @@ class AtenView:
             return False
         op.args = tuple(float(a) if type(a) is int else a for a in op.args)
         return True
+
+    def upsamples(self) -> list[Node]:
+        return [n for n in self.graph.nodes if n.op == "call_function" and n.target in UPSAMPLES]
+
+    def upsample_sizes(self, op: Node) -> tuple[tuple[Dim, ...], tuple[Dim, ...]]:
+        if op.args[1] is None:
+            raise NoMatch("already by scale factor")
+        source = op.args[0]
+        if not isinstance(source, Node):
+            raise NoMatch("its input is not a graph value")
+        return tuple(source.meta["val"].shape[2:]), tuple(op.meta["val"].shape[2:])
+
+    def scale_upsample(self, op: Node, ratio: tuple[int, int]) -> None:
+        scales = [float(ratio[0]), float(ratio[1])]
+        if op.target is aten.upsample_bilinear2d.vec:
+            op.args = (op.args[0], None, op.args[2], scales)
+        else:
+            op.args = (op.args[0], None, scales)
 
     def replace_input(self, op: Node, old: Node, new: Node) -> None:
         op.replace_input_with(old, new)

@@ -51,7 +51,7 @@ def compose(first: tuple[int, ...], then: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(first[i] for i in then)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Branch:
     """One direction of a CA block: the pool that keeps one spatial axis and its gate.
 
@@ -77,12 +77,13 @@ class Branch:
         return self.gate_ops[-1]
 
 
-@dataclass
+@dataclass(frozen=True)
 class CABlock:
     """A matched CA block and everything the rewrites and the report need.
 
     ``id`` is unique in its graph: the module, then the node name of the block's output
-    multiply as matched (two blocks in one module's forward share the module).
+    multiply as matched (two blocks in one module's forward share the module). Frozen: a
+    pass never edits the block it is handed; ``with_branch`` makes a changed copy.
     """
 
     id: str
@@ -149,6 +150,7 @@ def _back_to_pool(view: GraphView, value: Value) -> tuple[Op | None, list[Op], t
     chain.reverse()
     perm = IDENTITY
     for step in chain:
+        # The walk above kept only ops whose perm is not None.
         perm = compose(perm, view.perm(step))  # type: ignore[arg-type]
     return op, chain, perm
 
@@ -257,6 +259,7 @@ def _output(view: GraphView, source: Value, leaf_h: Value, leaf_w: Value) -> Op:
         parts = [covered(v) for v in operands]
         if any(p is None for p in parts):
             return None
+        # None parts returned above; the rest are sets.
         return set().union(*parts)  # type: ignore[arg-type]
 
     op = view.single_user(leaf_h)
@@ -291,6 +294,7 @@ def _pools(view: GraphView, concat: Op, inputs: list[Value], axis: int) -> list[
     infos = [view.strip_pool(p) if p is not None else None for p, _, _ in traced]
     if any(info is None for info in infos):
         raise NoMatch("a concat input is not a pool over one spatial axis")
+    # None infos raised above; each is a (source, kept, kind) triple.
     (src_a, kept_a, _), (src_b, kept_b, _) = infos  # type: ignore[misc]
     if src_a != src_b:
         raise NoMatch("the two pools read different tensors")
@@ -299,6 +303,7 @@ def _pools(view: GraphView, concat: Op, inputs: list[Value], axis: int) -> list[
     for info, (_, _, perm) in zip(infos, traced, strict=True):
         if perm[:2] != (0, 1):
             raise NoMatch("a transpose moves batch or channels")
+        # info is a (source, kept, kind) triple here, never None.
         if perm.index(info[1]) != axis:  # type: ignore[index]
             raise NoMatch("a pooled axis is not brought onto the concat axis")
     return [(info, *t) for info, t in zip(infos, traced, strict=True)]
@@ -306,6 +311,7 @@ def _pools(view: GraphView, concat: Op, inputs: list[Value], axis: int) -> list[
 
 def match(view: GraphView, concat: Op) -> CABlock:
     """Match a CA block whose concat is ``concat``; raise NoMatch with the reason otherwise."""
+    # match is handed concats from candidates(), whose view.concat is not None.
     inputs, axis = view.concat(concat)  # type: ignore[misc]
     shapes = [view.shape(v) for v in inputs]
     unknown = [v for v, s in zip(inputs, shapes, strict=True) if s is None]
@@ -313,6 +319,7 @@ def match(view: GraphView, concat: Op) -> CABlock:
         raise NoMatch(
             f"shapes unknown, so the pools cannot be checked: {view.shape_gap(unknown[0])}"
         )
+    # None shapes raised above (shape gap).
     if len(inputs) != 2 or any(len(s) != 4 for s in shapes):  # type: ignore[arg-type]
         raise NoMatch("the concat does not join two 4-D tensors")
     if axis not in (2, 3):
@@ -326,6 +333,7 @@ def match(view: GraphView, concat: Op) -> CABlock:
     if not isinstance(channels, int):
         raise NoMatch("the channel count is not static")
     stem, end, splits = _stem(view, concat)
+    # None shapes raised above (shape gap).
     pieces = _pieces(view, splits, axis, [s[axis] for s in shapes])  # type: ignore[index]
     end_shape = view.shape(end)
     if end_shape is None or not isinstance(end_shape[1], int):
@@ -369,13 +377,14 @@ def match(view: GraphView, concat: Op) -> CABlock:
     core = [concat, *stem, *splits]
     for b in branches:
         core += [*b.in_chain, *b.out_chain, *([b.expand] if b.expand is not None else [])]
-    block.owned = view.owned(core)
-    for op in block.owned:
+    owned = view.owned(core)
+    ca_only: dict[str, int] = {}
+    for op in owned:
         kind = view.onnx_type(op)
         if kind in CA_ONLY_OPS:
-            block.ca_only[kind] = block.ca_only.get(kind, 0) + 1
-    block.findings = lint(block)
-    return block
+            ca_only[kind] = ca_only.get(kind, 0) + 1
+    block = replace(block, owned=owned, ca_only=ca_only)
+    return replace(block, findings=lint(block))
 
 
 def _variant(
@@ -445,6 +454,7 @@ def find(view: GraphView) -> tuple[list[CABlock], list[Rejection]]:
     rejections: list[Rejection] = []
     for concat in candidates(view):
         try:
+            # candidates() yields concats only, whose view.concat is never None.
             inputs = view.concat(concat)[0]  # type: ignore[index]
             if any(_tiny(view, _back_to_pool(view, v)[0]) for v in inputs):
                 raise NoMatch(TINY_MAP)

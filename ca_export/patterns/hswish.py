@@ -55,7 +55,7 @@ def h_sigmoid(view: GraphView, end: Op) -> tuple[Value, list[Op]] | None:
     x = relu6_plus3(view, clip, end) if clip is not None else None
     if x is None:
         return None
-    return x, [view.producer(view.data(clip)), clip, end]  # type: ignore[list-item]
+    return x, [view.producer(view.data(clip)), clip, end]
 
 
 def h_swish(view: GraphView, end: Op) -> Value | None:

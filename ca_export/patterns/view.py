@@ -3,9 +3,9 @@
 One CA block description (``coordatt``) and one file per rewrite (``ca_export.rewrites``)
 work on any graph API that implements ``GraphView``: the ATen graph of an
 `ExportedProgram` (``patterns.aten``, for ONNX, Core ML and ExecuTorch export) and an
-ONNX graph (``patterns.onnx``, for ``optimize``). A *value* is a tensor (an fx ``Node``,
-an ONNX tensor name); an *op* is a node that makes values (an fx ``Node``, a wrapped
-``NodeProto``). Both are hashable. Questions are asked in the block's terms ("is this a
+ONNX graph (``patterns.onnx_proto``, for ``optimize``). A *value* is a tensor (an fx
+``Node``, an onnx_ir ``Value``); an *op* is a node that makes values (an fx ``Node``, an
+onnx_ir ``Node``). Both are hashable. Questions are asked in the block's terms ("is this a
 strip pool, which axis does it keep"), so each adapter answers them from its own ops and
 the rules stay in one place.
 
@@ -24,9 +24,10 @@ Op = Hashable
 Dim = object
 """A size: an int, a symbolic size (compared with ``same_size``), or None where unknown."""
 
-OPTIONAL_EDITS = frozenset({"permute", "global_mean", "float_scalars"})
-"""Edits not every adapter makes (the ExecuTorch form's), each named by its method;
-``float_scalars`` also stands for ``float_hardsigmoid``."""
+OPTIONAL_EDITS = frozenset({"permute", "global_mean", "float_scalars", "scale_upsample"})
+"""Edits not every adapter makes (the ExecuTorch form's, and Core ML's ``size_to_scale``),
+each named by its method; ``float_scalars`` also stands for ``float_hardsigmoid``,
+``scale_upsample`` for ``upsamples`` and ``upsample_sizes``."""
 
 
 class NoMatch(Exception):
@@ -239,6 +240,22 @@ class GraphView(Protocol):
     def float_scalars(self, op: Op) -> bool:
         """Make the op's int scalar operands floats; whether it had any (optional edit
         ``float_scalars``)."""
+        ...
+
+    def upsamples(self) -> list[Op]:
+        """Every bilinear or nearest 2-D upsample, in graph order (optional edit
+        ``scale_upsample``)."""
+        ...
+
+    def upsample_sizes(self, op: Op) -> tuple[tuple[Dim, ...], tuple[Dim, ...]]:
+        """The H, W sizes of the upsample's input and of its output, where its output size
+        is given; raises ``NoMatch`` with the reason otherwise (optional edit
+        ``scale_upsample``)."""
+        ...
+
+    def scale_upsample(self, op: Op, ratio: tuple[int, int]) -> None:
+        """Make the upsample scale H and W by ``ratio`` instead of reading an output size
+        (optional edit ``scale_upsample``)."""
         ...
 
     def replace_input(self, op: Op, old: Value, new: Value) -> None:

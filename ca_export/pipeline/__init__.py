@@ -1,6 +1,9 @@
-"""The pipeline: load -> trace -> find blocks -> rewrite -> emit -> verify -> report.
+"""The pipeline: load -> trace -> find -> rewrite -> emit -> lower precision -> gate ->
+write -> report.
 
-``common`` holds the stages every format shares; each format has its own tail.
+``common`` holds the stages every target shares (each takes one typed input and returns
+one typed result) and ``ModelJob``, the base of every target's job; each target has its
+own module (docs/design.md, "Adding a target").
 """
 
 from ca_export.pipeline.common import inspect_model

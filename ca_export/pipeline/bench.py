@@ -17,13 +17,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ca_export.bench import BenchConfig, BenchProgress, BenchReport, bench, no_progress
+from ca_export.bench import BenchProgress, bench, no_progress
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.pipeline.common import Progress, quiet
 from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
 from ca_export.pipeline.ncnn import NcnnJob, export_ncnn
 from ca_export.pipeline.onnx import OnnxJob, export_onnx
 from ca_export.report import ExportReport
+from ca_export.report.results import BenchConfig, BenchReport
 from ca_export.rewrites import TARGETS
 
 
@@ -78,7 +79,7 @@ def block_forms(report: ExportReport) -> dict[str, str]:
     """Each CA block of an export (by ``id``) and the passes applied to it, in order."""
     forms = {}
     for block in report.ca_blocks:
-        applied = [p["name"] for p in report.passes if block.id in p["applied"]]
+        applied = [p.name for p in report.passes if block.id in p.applied]
         forms[block.id] = " + ".join(applied) or "not rewritten"
     return forms
 

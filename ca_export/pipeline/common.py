@@ -1,10 +1,16 @@
-"""Stages every export shares: load -> trace -> find blocks -> rewrite, timed and announced."""
+"""Stages every export shares: load -> trace -> find -> rewrite, timed and announced.
+
+Each stage takes one typed input and returns one typed result (``Front`` -> ``Loaded`` ->
+``Captured`` -> ``Found`` -> ``Rewritten``); ``prepare`` runs them in order and records
+them in the report.
+"""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +23,12 @@ from torch.export import ExportedProgram
 from ca_export import interrupts
 from ca_export.errors import BadInputError, CAExportError, StageError
 from ca_export.export import ncnn
+from ca_export.files import Output
 from ca_export.loading import load_model, model_files
-from ca_export.patterns import CABlock, find
-from ca_export.report import BlockReport, Check, ExportReport, InspectReport, gate_summary
+from ca_export.patterns import CABlock, Rejection, find
+from ca_export.report import BlockReport, Check, ExportReport, GateFigures, InspectReport
 from ca_export.rewrites import DEFAULT_TARGET, form_of, rewrite
+from ca_export.rewrites.passes import PassResult
 from ca_export.tracing import Traced, guard_memory, trace
 from ca_export.verify.parity import GateResult, block_gate
 
@@ -86,36 +94,6 @@ def trace_or_explain(
         ) from None
 
 
-def inspect_model(
-    model: str,
-    weights: Path | None = None,
-    input_shape: tuple[int, int, int, int] = (1, 3, 224, 224),
-    progress: Progress = quiet,
-    trust_pickle: bool = False,
-    check_memory: bool = True,
-    target: str = DEFAULT_TARGET,
-) -> InspectReport:
-    """Trace a model and report its CA blocks, the pooled concats that are not CA, and what
-    each rewrite pass of ``target``'s form would do to each block."""
-    stage = Stages(progress)
-    with stage("load"):
-        loaded = load_model(model, weights, trust_pickle)
-        if check_memory:
-            guard_memory(loaded.module, input_shape)
-    with stage("trace"):
-        traced = trace_or_explain(loaded.module, input_shape, dynamic=False, decompose=False)
-    with stage("detect"):
-        blocks, rejected = find(traced.program.graph)
-    passes = []
-    if blocks:
-        with stage("rewrite"):
-            result = rewrite(traced.program, static=True, form=form_of(target))
-            passes = [p.to_dict() for p in result.passes]
-    notices = loaded.notices + traced.notices + ([ncnn.STOCK_DANGER] if blocks else [])
-    entries = [BlockReport.of(b) for b in blocks]
-    return InspectReport(model, list(input_shape), entries, rejected, notices, passes)
-
-
 @dataclass(frozen=True)
 class GateOptions:
     """What the user set of the gates: ``--rtol`` and ``--atol`` (see
@@ -131,55 +109,100 @@ class GateOptions:
         return self.rtol, self.atol
 
 
-@dataclass
-class ModelJob:
-    """What every export job shares: the model, the output, and how it is traced."""
+@dataclass(frozen=True)
+class Front:
+    """What the stages before emit are asked: the model, how to trace it, and into which
+    form (``ca_export.rewrites.FORMS``) to rewrite it without the passes in ``skip``.
+
+    ``decompose``: whether the trace is decomposed here (``tracing.trace``); False where
+    the emitter decomposes it itself. ``other_shapes``: input shapes the run evaluates
+    besides ``input_shape``, with the option that chose each (the memory guard checks
+    each). The ``xnnpack`` form (ExecuTorch) traces dynamic H/W bounded, batch static.
+    """
 
     model: str
-    output: Path
     weights: Path | None = None
     input_shape: tuple[int, int, int, int] = (1, 3, 224, 224)
     dynamic: bool = False
     rewrite: bool = True
+    form: str = "onnx"
+    skip: tuple[str, ...] = ()
     trust_pickle: bool = False
     check_memory: bool = True
-    skip_passes: tuple[str, ...] = ()
-    gates: GateOptions = field(default_factory=GateOptions)
-    decompose: ClassVar[bool] = True
-    """Whether the trace is decomposed here (``tracing.trace``); False where the emitter
-    decomposes it itself."""
-
-    def reads(self) -> list[Path]:
-        """The files this job reads."""
-        return model_files(self.model, self.weights)
-
-    def other_shapes(self) -> list[tuple[tuple[int, int, int, int], str]]:
-        """Input shapes the run evaluates besides ``input_shape`` that the user chose, with
-        the option that chose them (the memory guard checks each)."""
-        return []
-
-    def prepare(self, stage: Stages, report: ExportReport, form: str = "onnx") -> Prepared:
-        """Load, trace, find blocks and rewrite them into ``form``, as this job asks."""
-        prepared = prepare(
-            self.model,
-            self.weights,
-            self.input_shape,
-            self.dynamic,
-            self.rewrite,
-            stage,
-            report,
-            self.trust_pickle,
-            self.check_memory,
-            form,
-            self.skip_passes,
-            self.decompose,
-            self.other_shapes(),
-        )
-        prepared.gates = self.gates
-        return prepared
+    decompose: bool = True
+    other_shapes: tuple[tuple[tuple[int, int, int, int], str], ...] = ()
 
 
-@dataclass
+@dataclass(frozen=True)
+class Loaded:
+    """The load stage's result: the model in eval mode, and what loading noticed."""
+
+    front: Front
+    module: nn.Module
+    notices: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Captured:
+    """The trace stage's result."""
+
+    loaded: Loaded
+    traced: Traced
+
+
+@dataclass(frozen=True)
+class Found:
+    """The find stage's result: the CA blocks, and the pooled concats that are not CA."""
+
+    captured: Captured
+    blocks: tuple[CABlock, ...]
+    rejected: tuple[Rejection, ...]
+
+
+@dataclass(frozen=True)
+class Rewritten:
+    """The rewrite stage's result: the program to emit (the trace itself when nothing was
+    rewritten) and what each pass did."""
+
+    found: Found
+    program: ExportedProgram
+    passes: tuple[PassResult, ...]
+
+
+def load(front: Front) -> Loaded:
+    """Build or unpickle the model; refuse sizes it would not fit in memory at."""
+    loaded = load_model(front.model, front.weights, front.trust_pickle)
+    if front.check_memory:
+        shapes = [(front.input_shape, "--input-shape"), *front.other_shapes]
+        for shape, option in sorted(shapes, key=lambda s: -math.prod(s[0])):
+            guard_memory(loaded.module, shape, option)
+    return Loaded(front, loaded.module, tuple(loaded.notices))
+
+
+def capture(loaded: Loaded) -> Captured:
+    """Trace the model as ``front`` asks."""
+    front = loaded.front
+    bounded = front.form == "xnnpack"
+    traced = trace_or_explain(
+        loaded.module, front.input_shape, front.dynamic, bounded, front.decompose
+    )
+    return Captured(loaded, traced)
+
+
+def find_blocks(captured: Captured) -> Found:
+    """The CA blocks of the trace, and the pooled concats that are not CA."""
+    blocks, rejected = find(captured.traced.program.graph)
+    return Found(captured, tuple(blocks), tuple(rejected))
+
+
+def rewrite_blocks(found: Found) -> Rewritten:
+    """Rewrite a copy of the trace into ``front.form`` (static pools unless dynamic)."""
+    front, traced = found.captured.loaded.front, found.captured.traced
+    done = rewrite(traced.program, static=not front.dynamic, form=front.form, skip=front.skip)
+    return Rewritten(found, done.program, tuple(done.passes))
+
+
+@dataclass(frozen=True)
 class Prepared:
     """The front of every export: the model, its trace, its blocks, the program to emit,
     and the user's gate options."""
@@ -202,48 +225,133 @@ class Prepared:
 
 
 def prepare(
+    front: Front, stage: Stages, report: ExportReport, gates: GateOptions = GateOptions()
+) -> Prepared:
+    """Run load -> trace -> find -> rewrite, each stage once, and record each result in
+    ``report``; a model without CA blocks, or a front that asks for none, is not rewritten."""
+    with stage("load"):
+        loaded = load(front)
+        report.notices += loaded.notices
+    with stage("trace"):
+        captured = capture(loaded)
+        report.notices += captured.traced.notices
+    with stage("detect"):
+        found = find_blocks(captured)
+        report.rejected = list(found.rejected)
+        report.ca_blocks = [BlockReport.of(b) for b in found.blocks]
+        for entry, block in zip(report.ca_blocks, found.blocks, strict=True):
+            entry.ca_only_nodes_before = block.ca_only_nodes()
+    program = captured.traced.program
+    if front.rewrite and found.blocks:
+        with stage("rewrite"):
+            rewritten = rewrite_blocks(found)
+            program = rewritten.program
+            report.passes = list(rewritten.passes)
+            for entry in report.ca_blocks:
+                entry.rewritten = any(entry.id in p.applied for p in rewritten.passes)
+    return Prepared(loaded.module, captured.traced, list(found.blocks), program, gates)
+
+
+def inspect_model(
     model: str,
-    weights: Path | None,
-    input_shape: tuple[int, int, int, int],
-    dynamic: bool,
-    do_rewrite: bool,
-    stage: Stages,
-    report: ExportReport,
+    weights: Path | None = None,
+    input_shape: tuple[int, int, int, int] = (1, 3, 224, 224),
+    progress: Progress = quiet,
     trust_pickle: bool = False,
     check_memory: bool = True,
-    form: str = "onnx",
-    skip: Sequence[str] = (),
-    decompose: bool = True,
-    other_shapes: Sequence[tuple[tuple[int, int, int, int], str]] = (),
-) -> Prepared:
-    """Load, trace, find blocks and (if asked) rewrite them into ``form`` without the passes
-    named in ``skip``; fill the report with what each pass did. The ``xnnpack`` form
-    (ExecuTorch) traces dynamic H/W bounded, with a static batch."""
+    target: str = DEFAULT_TARGET,
+) -> InspectReport:
+    """Trace a model and report its CA blocks, the pooled concats that are not CA, and what
+    each rewrite pass of ``target``'s form would do to each block."""
+    form = form_of(target)
+    front = Front(
+        model,
+        weights,
+        input_shape,
+        form=form,
+        trust_pickle=trust_pickle,
+        check_memory=check_memory,
+        decompose=False,
+    )
+    stage = Stages(progress)
     with stage("load"):
-        loaded = load_model(model, weights, trust_pickle)
-        report.notices += loaded.notices
-        if check_memory:
-            shapes = [(input_shape, "--input-shape"), *other_shapes]
-            for shape, option in sorted(shapes, key=lambda s: -math.prod(s[0])):
-                guard_memory(loaded.module, shape, option)
+        loaded = load(front)
     with stage("trace"):
-        bounded = form == "xnnpack"
-        traced = trace_or_explain(loaded.module, input_shape, dynamic, bounded, decompose)
-        report.notices += traced.notices
+        captured = capture(loaded)
     with stage("detect"):
-        blocks, report.rejected = find(traced.program.graph)
-        report.ca_blocks = [BlockReport.of(b) for b in blocks]
-        for entry, block in zip(report.ca_blocks, blocks, strict=True):
-            entry.ca_only_nodes_before = block.ca_only_nodes()
-    program = traced.program
-    if do_rewrite and blocks:
+        found = find_blocks(captured)
+    passes: tuple[PassResult, ...] = ()
+    if found.blocks:
         with stage("rewrite"):
-            result = rewrite(traced.program, static=not dynamic, form=form, skip=skip)
-            program = result.program
-            report.passes = [p.to_dict() for p in result.passes]
-            for entry in report.ca_blocks:
-                entry.rewritten = any(entry.id in p.applied for p in result.passes)
-    return Prepared(loaded.module, traced, blocks, program)
+            passes = rewrite_blocks(found).passes
+    notices = [*loaded.notices, *captured.traced.notices]
+    if found.blocks:
+        notices.append(ncnn.STOCK_DANGER)
+    entries = [BlockReport.of(b) for b in found.blocks]
+    return InspectReport(
+        model, list(input_shape), entries, list(found.rejected), notices, list(passes)
+    )
+
+
+@dataclass
+class ModelJob(ABC):
+    """What every export job shares: the model, the output, and how it is traced.
+
+    A target is a subclass that declares its own options and ``writes``, and implements
+    ``run``: ``prepare`` (load -> trace -> find -> rewrite), then its own emit, gates and
+    write (see docs/design.md, "Adding a target").
+    """
+
+    model: str
+    output: Path
+    weights: Path | None = None
+    input_shape: tuple[int, int, int, int] = (1, 3, 224, 224)
+    dynamic: bool = False
+    rewrite: bool = True
+    trust_pickle: bool = False
+    check_memory: bool = True
+    skip_passes: tuple[str, ...] = ()
+    gates: GateOptions = field(default_factory=GateOptions)
+    decompose: ClassVar[bool] = True
+    """Whether the trace is decomposed here (``tracing.trace``); False where the emitter
+    decomposes it itself."""
+
+    def reads(self) -> list[Path]:
+        """The files this job reads."""
+        return model_files(self.model, self.weights)
+
+    @abstractmethod
+    def writes(self) -> list[Output]:
+        """The files this job writes."""
+
+    @abstractmethod
+    def run(self, progress: Progress = quiet) -> ExportReport:
+        """Run the whole pipeline; the report says whether every gate passed."""
+
+    def other_shapes(self) -> list[tuple[tuple[int, int, int, int], str]]:
+        """Input shapes the run evaluates besides ``input_shape`` that the user chose, with
+        the option that chose them (the memory guard checks each)."""
+        return []
+
+    def front(self, form: str = "onnx") -> Front:
+        """What this job asks of the stages before emit, rewriting into ``form``."""
+        return Front(
+            model=self.model,
+            weights=self.weights,
+            input_shape=self.input_shape,
+            dynamic=self.dynamic,
+            rewrite=self.rewrite,
+            form=form,
+            skip=self.skip_passes,
+            trust_pickle=self.trust_pickle,
+            check_memory=self.check_memory,
+            decompose=self.decompose,
+            other_shapes=tuple(self.other_shapes()),
+        )
+
+    def prepare(self, stage: Stages, report: ExportReport, form: str = "onnx") -> Prepared:
+        """Load, trace, find blocks and rewrite them into ``form``, as this job asks."""
+        return prepare(self.front(form), stage, report, self.gates)
 
 
 def with_block_gate(
@@ -255,7 +363,7 @@ def with_block_gate(
     size (a block's rewrite is exact or wrong at a size whatever the seed), while the
     artifact gate takes them all.
     """
-    parity = gate_summary(gate) | {"inputs": len(inputs)}
+    blocks = None
     passed = gate.passed
     if prepared.rewritten:
         pairs = [(b.module, b.source.name, b.output.name) for b in prepared.blocks]
@@ -263,7 +371,7 @@ def with_block_gate(
         for seed, x in inputs:
             sizes.setdefault(tuple(x.shape), (seed, x))
         per_size = list(sizes.values())
-        blocks = block_gate(prepared.traced.program, prepared.program, pairs, per_size)
-        parity["blocks"] = gate_summary(blocks) | {"inputs": len(per_size)}
-        passed = gate.passed and blocks.passed
-    return Check.judged("parity", passed, parity)
+        per_block = block_gate(prepared.traced.program, prepared.program, pairs, per_size)
+        blocks = GateFigures.of(per_block, len(per_size))
+        passed = gate.passed and per_block.passed
+    return Check.judged("parity", passed, GateFigures.of(gate, len(inputs), blocks))

@@ -1,12 +1,15 @@
-"""The Core ML pipeline: prepare -> convert -> save (temporary) -> load back and check -> rename.
+"""The Core ML pipeline: prepare -> convert -> save (temporary) -> gate -> rename.
 
-The model is saved under a temporary name in the output folder, read back from disk
-and checked there; it takes the requested name only when every check that ran passed.
-Prediction parity runs on macOS only; elsewhere the report says it did not run.
+The job and its checks of the options are here; the conversion is
+``export.coreml_conversion``, the gate ``verify.coreml_gate``. The model is saved under
+a temporary name in the output folder, read back from disk and checked there; it takes
+the requested name only when every check that ran passed. Prediction parity runs on
+macOS only; elsewhere the report says it did not run.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,18 +21,22 @@ from ca_export.errors import BadInputError
 from ca_export.export import coreml as coreml_export
 from ca_export.export import coreml_compress
 from ca_export.export.coreml import ImageInput, InputSpec, Target
+from ca_export.export.coreml_conversion import Conversion, convert
 from ca_export.files import Output, guard, publish, scratch
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet
-from ca_export.report import Check, ExportReport, Verdict, gate_check
-from ca_export.rewrites.size_to_scale import size_to_scale
-from ca_export.tracing import example_input
-from ca_export.verify.coreml_prediction import prediction_gate
-from ca_export.verify.mil.compressed import CompressedCopy, compressed_copy, weight_loss
-from ca_export.verify.mil.fp32_arithmetic import fp32_arithmetic_parity, twin_function
-from ca_export.verify.mil.ops import Unsupported
-from ca_export.verify.mil.parity import NotVerified, mil_parity
-from ca_export.verify.mil.program import MilProgram, load_program
-from ca_export.verify.parity import output_arrays
+from ca_export.report import Check, ExportReport
+from ca_export.report.figures import ValueFigures
+from ca_export.rewrites import scale_upsamples
+from ca_export.rewrites.size_to_scale import multiple as exact_multiple
+from ca_export.tracing import output_arrays
+from ca_export.verify.coreml_gate import (
+    Candidate,
+    Judged,
+    Reloaded,
+    mil_parity,
+    predict,
+    reload_check,
+)
 
 DEFAULT_HW_RANGE = (32, 1024)
 METADATA_FIELDS = ("author", "license", "version", "short_description")
@@ -45,6 +52,7 @@ class CoreMLJob(ModelJob):
     without either gets ``DEFAULT_HW_RANGE``. ``metadata`` keys: ``METADATA_FIELDS``.
     ``compress`` (an ML program only) compresses the weights (``export.coreml_compress``);
     the deployment target then defaults to iOS16, the first with compressed weights.
+    A job is checked when it is made (``validate``; exit 2 on options that do not fit).
     """
 
     format: str = "mlprogram"
@@ -56,6 +64,13 @@ class CoreMLJob(ModelJob):
     labels: tuple[str, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
     compress: str | None = None
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def run(self, progress: Progress = quiet) -> ExportReport:
+        """Run the whole pipeline (``export_coreml``)."""
+        return export_coreml(self, progress)
 
     def writes(self) -> list[Output]:
         """The files this job writes."""
@@ -82,7 +97,8 @@ class CoreMLJob(ModelJob):
 
 
 def validate(job: CoreMLJob) -> None:
-    """Refuse, before any heavy work, what cannot be converted or saved as asked."""
+    """Refuse, before any heavy work, what cannot be converted or saved as asked
+    (``CoreMLJob`` runs it when it is made)."""
     target = job.target
     if target.format not in coreml_export.EXTENSIONS:
         raise BadInputError(f"unknown Core ML format {target.format!r}")
@@ -102,7 +118,6 @@ def validate(job: CoreMLJob) -> None:
     _validate_compress(job)
     if job.image is not None and (job.input_shape[0] != 1 or job.input_shape[1] != 3):
         raise BadInputError("an image input is one RGB image: --input-shape must be 1,3,H,W")
-    guard(job.reads(), job.writes())
 
 
 def _validate_compress(job: CoreMLJob) -> None:
@@ -155,7 +170,7 @@ def read_labels(path: Path) -> tuple[str, ...]:
 
 def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
     """Run the whole Core ML pipeline; the report says which checks ran and passed."""
-    validate(job)
+    guard(job.reads(), job.writes())
     stage = Stages(progress)
     target = job.target
     report = ExportReport(
@@ -165,82 +180,82 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
         list(job.input_shape),
         job.dynamic,
         job.rewrite,
-        0,
     )
     prepared = job.prepare(stage, report)
     if job.compress:
         coreml_compress.check_compressible(prepared.module, job.compress)
     spec = job.input_spec(prepared.traced.input_names[0])
-    names = prepared.traced.output_names
     shapes = _output_shapes(prepared, job.input_shape)
     _validate_traced(job, prepared, spec, shapes)
     multiple = _scale_upsamples(job, prepared, report) if job.dynamic else (1, 1)
     report.expected = ["load", "io", "structure", "mil_parity", "prediction"]
     report.expected += ["compression", "compressed_weights"] if job.compress else []
     report.expected += ["flexible_sizes"] if multiple != (1, 1) else []
-    modules = [b.module for b in prepared.blocks]
+    metadata = _metadata(job, spec, report)
+    if multiple != (1, 1):
+        metadata[coreml_export.HW_MULTIPLE] = "{}x{}".format(*multiple)
+    names = tuple(prepared.traced.output_names)
+    conversion = Conversion(
+        program=prepared.program,
+        modules=tuple(b.module for b in prepared.blocks),
+        spec=spec,
+        target=target,
+        output_names=names,
+        labels=job.labels,
+        compress=job.compress,
+        user_metadata=job.metadata,
+        metadata=metadata,
+    )
     with stage("convert"):
-        blocks = coreml_export.tag(prepared.program, modules)
-        model = coreml_export.convert(prepared.program, spec, target, names, job.labels)
-        owner = coreml_export.owners(model, blocks)
-        twin: Any = None
-        if target.format == "mlprogram" and target.precision == "fp16":
-            fp32 = Target(target.format, "fp32", target.min_target)
-            twin = twin_function(
-                coreml_export.convert(prepared.program, spec, fp32, names, job.labels)
-            )
-        if target.format == "neuralnetwork" and target.precision == "fp16":
-            model = coreml_export.half_weights(model)
-        if job.compress:
-            model = coreml_compress.compress(model, job.compress)
-        entries = _metadata(job, spec, report)
-        if multiple != (1, 1):
-            entries[coreml_export.HW_MULTIPLE] = "{}x{}".format(*multiple)
-        coreml_export.set_metadata(model, job.metadata, entries)
+        converted = convert(conversion)
     with scratch(job.output) as folder:
         temporary = folder / job.output.name
         with stage("save"):
-            coreml_export.save(model, temporary)
+            coreml_export.save(converted.model, temporary)
+        candidate = Candidate(
+            path=temporary,
+            target=target,
+            spec=spec,
+            output_names=names,
+            output_shapes=tuple(shapes),
+            module=prepared.module,
+            program=prepared.program,
+            owner=converted.owner,
+            blocks=len(prepared.blocks),
+            labels=job.labels,
+            compress=job.compress,
+            twin=converted.twin,
+            multiple=multiple,
+            bounds=prepared.gates.bounds,
+            allow_unverified=prepared.gates.allow_unverified,
+        )
         with stage("check"):
-            _check(
-                report,
-                temporary,
-                target.format,
-                spec,
-                names,
-                shapes,
-                job.labels,
-                owner,
-                job.compress,
-            )
+            reloaded = reload_check(candidate)
         with stage("mil parity"):
-            weights = _compressed_copy(temporary, prepared, spec) if job.compress else None
-            _mil_parity(
-                report, temporary, prepared, spec, (target.precision, weights), twin, multiple
-            )
-            if job.compress:
-                _weight_loss(report, weights, prepared, spec, multiple)
-        if coreml_export.CAN_PREDICT:
-            with stage("predict"):
-                _predict(
-                    report,
-                    temporary,
-                    prepared,
-                    spec,
-                    names,
-                    (target.precision, multiple),
-                    job.labels,
-                )
-        else:
-            why = coreml_export.NO_PREDICTION
-            report.add(Check("prediction", Verdict.NOT_RUN, why, accepted=True))
-            if report.parity is None:
-                report.parity = Check("parity", Verdict.NOT_RUN, why, accepted=True)
+            evaluated = mil_parity(candidate)
+        with stage("predict") if coreml_export.CAN_PREDICT else nullcontext():
+            predicted = predict(candidate)
+        _record(report, reloaded, evaluated, predicted)
         if report.passed:
             with stage("write"):
                 report.artifact = _move(temporary, job.output)
     report.stages = stage.times
     return report
+
+
+def _record(report: ExportReport, reloaded: Reloaded, evaluated: Judged, predicted: Judged) -> None:
+    """The gate's results in the report; Core ML's own prediction settles parity where it ran,
+    the NumPy evaluation otherwise."""
+    report.opset = reloaded.spec_version
+    report.op_counts_after = reloaded.op_counts
+    for entry, counts in zip(report.ca_blocks, reloaded.ca_only_nodes_after, strict=True):
+        entry.ca_only_nodes_after = counts
+    report.structure = reloaded.structure
+    for check in (*reloaded.checks, *evaluated.checks, *predicted.checks):
+        report.add(check)
+    report.warnings += evaluated.warnings
+    ran = predicted.parity is not None and predicted.parity.ran
+    report.parity = predicted.parity if ran or evaluated.parity is None else evaluated.parity
 
 
 def _scale_upsamples(job: CoreMLJob, prepared: Prepared, report: ExportReport) -> tuple[int, int]:
@@ -250,14 +265,9 @@ def _scale_upsamples(job: CoreMLJob, prepared: Prepared, report: ExportReport) -
     hold only multiples, so the condition is recorded in the model's metadata, warned
     about, and checked by ``verify``.
     """
-    scaled = size_to_scale(prepared.program)
-    multiple = scaled.multiple
-    for up in scaled.rewritten:
-        report.notices.append(
-            f"upsample {up.node}: size read from the input becomes scale factor "
-            f"{up.ratio[0]}x{up.ratio[1]}, exact where H and W are multiples of "
-            f"{up.multiple[0]} and {up.multiple[1]}"
-        )
+    scaled = scale_upsamples(prepared.program)
+    multiple = exact_multiple(scaled)
+    report.notices += [f"upsample {node}: {change}" for node, change in scaled.applied.items()]
     if multiple == (1, 1):
         return multiple
     mh, mw = multiple
@@ -268,7 +278,7 @@ def _scale_upsamples(job: CoreMLJob, prepared: Prepared, report: ExportReport) -
             f"{job.model} is exact in Core ML only where H is a multiple of {mh} and W of "
             f"{mw}; {', '.join(dict.fromkeys(wrong))} is not"
         )
-    report.add(Check.judged("flexible_sizes", True, {"multiple": [mh, mw]}))
+    report.add(Check.judged("flexible_sizes", True, ValueFigures({"multiple": [mh, mw]})))
     if not job.sizes:
         report.warnings.append(
             f"the size range also admits sizes where the model is not exact: use H a multiple "
@@ -303,165 +313,6 @@ def _validate_traced(
             f"--labels gives {len(job.labels)} labels, but a classifier needs one output of "
             f"shape (N, {len(job.labels)}); the model outputs {outputs}"
         )
-
-
-def _check(
-    report: ExportReport,
-    path: Path,
-    fmt: str,
-    spec: InputSpec,
-    names: list[str],
-    shapes: list[tuple[int, ...]],
-    labels: tuple[str, ...],
-    owner: dict[str, int],
-    compress: str | None = None,
-) -> None:
-    """Load the saved model back; check its inputs/outputs and the CA-only ops per block.
-
-    With ``compress``, the program must hold weight decompression (``constexpr_*``) ops.
-    """
-    reloaded = coreml_export.reload(path, fmt)
-    report.opset = reloaded.spec.specificationVersion
-    report.add(Check.judged("load", True, {"ops": len(reloaded.ops)}))
-    expected = coreml_export.expected_io(spec, fmt, names, shapes, labels)
-    found = coreml_export.describe(reloaded.spec)
-    problems = coreml_export.io_mismatches(expected, found)
-    report.add(Check.judged("io", not problems, {"found": found, "problems": problems}))
-    report.op_counts_after = coreml_export.op_counts(reloaded)
-    for i, entry in enumerate(report.ca_blocks):
-        entry.ca_only_nodes_after = coreml_export.ca_only_ops(reloaded, fmt, owner, i)
-    left = sum(sum(b.ca_only_nodes_after.values()) for b in report.ca_blocks)
-    ops = "/".join(coreml_export.CA_ONLY_OPS[fmt])
-    details = {"ca_only_nodes_after": left, "ops": ops}
-    report.structure = Check.judged("structure", left == 0, details)
-    report.add(Check.judged("structure", left == 0, {}))
-    if compress:
-        counts = coreml_compress.constexpr_counts(reloaded.ops)
-        threshold = coreml_compress.WEIGHT_THRESHOLD
-        why = "" if counts else f"no weight of {threshold} elements or more was compressed"
-        details = {"mode": compress, "constexpr_ops": counts}
-        report.add(Check.judged("compression", bool(counts), details, why))
-
-
-def _predict(
-    report: ExportReport,
-    path: Path,
-    prepared: Prepared,
-    spec: InputSpec,
-    names: list[str],
-    precision: str,
-    labels: tuple[str, ...],
-    multiple: tuple[int, int],
-) -> None:
-    """Prediction parity against PyTorch (macOS only)."""
-    model = coreml_export.coremltools().models.MLModel(str(path))
-    gate = prediction_gate(model, prepared.module, spec, names, precision, labels, multiple)
-    cases = len(coreml_export.prediction_inputs(spec, multiple))
-    report.parity = gate_check("parity", gate, inputs=cases)
-    report.add(Check.judged("prediction", gate.passed, {}))
-
-
-def _mil_parity(
-    report: ExportReport,
-    path: Path,
-    prepared: Prepared,
-    spec: InputSpec,
-    compute: tuple[str, CompressedCopy | None],
-    twin: Any,
-    multiple: tuple[int, int],
-) -> None:
-    """The saved model evaluated in NumPy against PyTorch (runs on every platform).
-
-    ``compute`` is the compute precision and, for compressed weights, the model's copy
-    holding them, which the program is then compared with (``verify.mil.compressed``).
-
-    An ML program runs op by op, a neural network layer by layer. An image input gets
-    seeded RGB pixels; PyTorch gets them normalised as the user asked. An fp16 ML
-    program is also evaluated in fp32 arithmetic against its fp32 ``twin``'s constants
-    (``verify.mil.fp32_arithmetic``); the check passes only if that passes too.
-    """
-    precision, weights = compute
-    inputs = _gate_inputs(spec, multiple)
-    bounds = prepared.gates.bounds
-    result = mil_parity(path, prepared.module, inputs, precision, spec.image, weights, bounds)
-    allowed = prepared.gates.allow_unverified
-    accept = "; allowed by --allow-unverified" if allowed else "; give --allow-unverified to accept"
-    details: dict[str, Any] = {}
-    reason = warning = ""
-    if isinstance(result, NotVerified):
-        verdict = Verdict.NOT_VERIFIED
-        details["verified"] = False
-        reason = f"{precision} gate {result.reason}{accept}"
-        warning = f"numeric parity not verified: {result.reason}"
-    else:
-        verdict = Verdict.PASSED if result.passed else Verdict.FAILED
-        report.parity = gate_check("parity", result, inputs=len(inputs))
-    if twin is not None:
-        try:
-            arithmetic = fp32_arithmetic_parity(
-                path, prepared.module, inputs, twin, spec.image, weights
-            )
-        except Unsupported as err:
-            details["fp32_arithmetic"] = {"ran": False, "reason": f"not verified: {err}"}
-            if verdict is Verdict.PASSED:
-                verdict = Verdict.NOT_VERIFIED
-                reason = f"fp32 arithmetic not verified: {err}{accept}"
-        else:
-            details["fp32_arithmetic"] = arithmetic.summary()
-            if not arithmetic.passed:
-                verdict = Verdict.FAILED
-            elif isinstance(result, NotVerified) and result.model_loss:
-                verdict = Verdict.PASSED
-                details["verified"] = "fp32 arithmetic"
-                reason = (
-                    f"{precision} gate {result.reason}; the program's ops are verified in fp32 "
-                    "arithmetic, so what is left is the model's own fp16 loss"
-                )
-                warning = (
-                    f"the model's own fp16 loss is as large as its signal ({result.reason}); "
-                    "the package is verified in fp32 arithmetic only: judge fp16 on your data"
-                )
-    if warning:
-        report.warnings.append(warning)
-    accepted = verdict is Verdict.NOT_VERIFIED and allowed
-    report.add(Check("mil_parity", verdict, reason, details, accepted))
-
-
-def _gate_inputs(spec: InputSpec, multiple: tuple[int, int]) -> list[tuple[int, torch.Tensor]]:
-    """(seed, input) pairs of the gates: seeded tensors, or RGB pixels for an image input."""
-    make = example_input if spec.image is None else coreml_export.pixels
-    cases = coreml_export.prediction_inputs(spec, multiple)
-    return [(seed, make(shape, seed)) for seed, shape in cases]
-
-
-def _compressed_copy(path: Path, prepared: Prepared, spec: InputSpec) -> CompressedCopy | None:
-    """The model's copy holding the saved program's decompressed weights (None if none)."""
-    program = load_program(path)
-    if not isinstance(program, MilProgram):
-        return None
-    return compressed_copy(program, prepared.module, spec.shape, prepared.program)
-
-
-def _weight_loss(
-    report: ExportReport,
-    weights: CompressedCopy | None,
-    prepared: Prepared,
-    spec: InputSpec,
-    multiple: tuple[int, int],
-) -> None:
-    """The lossy part of a compressed package: its weights in PyTorch against the fp32 model."""
-    if weights is None:
-        report.add(Check("compressed_weights", Verdict.NOT_RUN, "no compressed weights"))
-        return
-    inputs = [
-        (seed, x if spec.image is None else spec.image.normalise(x))
-        for seed, x in _gate_inputs(spec, multiple)
-    ]
-    names = prepared.traced.output_names
-    gate = weight_loss(weights, prepared.module, inputs, names)
-    top1 = [c.top1 for case in gate.cases for c in case.comparisons if c.top1 is not None]
-    details = {"tolerance": weights.key, "min_top1": min(top1, default=None)}
-    report.add(gate_check("compressed_weights", gate, **details, **weights.summary()))
 
 
 def _move(temporary: Path, output: Path) -> dict[str, Any]:

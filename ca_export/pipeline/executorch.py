@@ -16,7 +16,6 @@ memory for the largest size; the gate then also runs at two other sizes in the b
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from ca_export import __version__
@@ -25,6 +24,7 @@ from ca_export.export import executorch as et
 from ca_export.files import Output, guard, write_atomic
 from ca_export.pipeline.common import ModelJob, Progress, Stages, quiet, with_block_gate
 from ca_export.report import Check, ExportReport, Verdict
+from ca_export.report.figures import SizeSpan, StructureFigures
 from ca_export.verify.parity import gate_inputs, runner_gate
 
 SUFFIX = ".pte"
@@ -34,6 +34,10 @@ NO_STRUCTURE_GATE = "no structure gate: CA ops left outside XNNPACK are a warnin
 @dataclass
 class ExecutorchJob(ModelJob):
     """What the user asked ``ca-export executorch`` for."""
+
+    def run(self, progress: Progress = quiet) -> ExportReport:
+        """Run the whole pipeline (``export_executorch``)."""
+        return export_executorch(self, progress)
 
     def writes(self) -> list[Output]:
         """The files this job writes."""
@@ -54,7 +58,7 @@ def export_executorch(job: ExecutorchJob, progress: Progress = quiet) -> ExportR
     validate(job)
     stage = Stages(progress)
     report = ExportReport(
-        job.model, __version__, "executorch", list(job.input_shape), job.dynamic, job.rewrite, 0
+        job.model, __version__, "executorch", list(job.input_shape), job.dynamic, job.rewrite
     )
     prepared = job.prepare(stage, report, form="xnnpack")
     modules = [b.module for b in prepared.blocks]
@@ -66,15 +70,14 @@ def export_executorch(job: ExecutorchJob, progress: Progress = quiet) -> ExportR
     report.op_counts_after = {"executorch_call_delegate": lowered.segments} | et.outside_counts(
         lowered.outside
     )
-    structure = {
-        "ops": "ops outside XNNPACK",
-        "segments": lowered.segments,
-        "ca_only_nodes_after": left,
-        "outside": [dataclasses.asdict(o) for o in lowered.outside],
-    }
     bounds = prepared.traced.bounds
-    if bounds is not None:
-        structure["dynamic_sizes"] = {"h": bounds.describe("h"), "w": bounds.describe("w")}
+    structure = StructureFigures(
+        left,
+        "ops outside XNNPACK",
+        segments=lowered.segments,
+        outside=tuple(lowered.outside),
+        dynamic_sizes={} if bounds is None else {a: SizeSpan(**bounds.describe(a)) for a in "hw"},
+    )
     report.structure = Check("structure", Verdict.NOT_RUN, NO_STRUCTURE_GATE, structure, True)
     if left:
         report.warnings.append(

@@ -41,6 +41,7 @@ from ca_export.pipeline.common import (
     with_block_gate,
 )
 from ca_export.report import Check, ExportReport
+from ca_export.report.figures import LossyFigures, NcnnFigures
 from ca_export.tracing import example_input
 from ca_export.verify.lossy import GATE_SEEDS, lossy_gate, torch_runner
 from ca_export.verify.ncnn_runtime import NcnnRunner
@@ -49,6 +50,7 @@ from ca_export.verify.tolerances import tolerance, user_tolerance
 
 FORM = "ncnn"
 PRECISIONS = ("fp32", "fp16")
+FP16_METHOD = "fp16 weights (pnnx), fp16 storage and arithmetic in ncnn, fp32 inputs and outputs"
 
 
 @dataclass
@@ -78,6 +80,10 @@ class NcnnJob(ModelJob):
         param, weights = ncnn.files_of(self.output)
         return param, weights, metadata_path(self.output)
 
+    def run(self, progress: Progress = quiet) -> ExportReport:
+        """Run the whole pipeline (``export_ncnn``)."""
+        return export_ncnn(self, progress)
+
     def writes(self) -> list[Output]:
         """The files this job writes."""
         param, weights, meta = self.files
@@ -95,7 +101,7 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
     validate(job)
     stage = Stages(progress)
     report = ExportReport(
-        job.model, __version__, "ncnn", list(job.input_shape), job.dynamic, job.rewrite, 0
+        job.model, __version__, "ncnn", list(job.input_shape), job.dynamic, job.rewrite
     )
     prepared = job.prepare(stage, report, form=FORM)
     _, c, h, w = job.input_shape
@@ -104,7 +110,8 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
         converted = ncnn.convert(prepared.program.module(), example)
         layers = ncnn.parse_param(converted.param)
     report.op_counts_after = ncnn.layer_counts(layers)
-    report.structure = structure_check(layers, job.fixed_size, tuple(job.input_shape))
+    structure = structure_check(layers, job.fixed_size, tuple(job.input_shape))
+    report.structure = structure
     if job.fixed_size:
         report.warnings.append(fixed_size_note(job.input_shape))
     param, weights, meta = job.files
@@ -115,10 +122,10 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
         with stage("gate"):
             runner = NcnnRunner(staged_param, staged_bin)
             inputs = gate_inputs(prepared.traced, job.input_shape, prepared.square_only)
-            if not report.structure.ok:
+            if not structure.ok and isinstance(structure.figures, NcnnFigures):
                 # A pinned size can crash ncnn at other sizes: gate the traced one only.
                 inputs = [(s, x) for s, x in inputs if tuple(x.shape) == job.input_shape]
-                report.warnings.append(pinned_note(report.structure.details["baked_sizes"]))
+                report.warnings.append(pinned_note(structure.figures.baked_sizes))
             names = prepared.traced.output_names
             gate = runner_gate(
                 prepared.module, runner.run, names, inputs, BACKEND, prepared.gates.bounds
@@ -168,23 +175,8 @@ def lower_fp16(
         gate = lossy_gate(
             torch_runner(prepared.module), runner.run, names, inputs, "fp16", BACKEND, tol
         )
-    details = {
-        "precision": "fp16",
-        "backend": BACKEND,
-        "bounds": gate.bounds,
-        "inputs": gate.inputs,
-        "failures": gate.failures(),
-        "outputs": [
-            {
-                "name": o.name,
-                "min_cosine": o.min_cosine,
-                "max_rel_err": o.max_rel_err,
-                "top1": o.top1,
-            }
-            for o in gate.outputs
-        ],
-    }
-    report.add(Check.judged("precision", gate.passed, details))
+    figures = LossyFigures.of(gate, "PyTorch fp32", method=FP16_METHOD)
+    report.add(Check.judged("precision", gate.passed, figures))
     return converted
 
 
@@ -206,7 +198,7 @@ def pinned_elsewhere(gate: GateResult, input_shape: tuple[int, ...]) -> str | No
     )
 
 
-def pinned_note(baked: list[str]) -> str:
+def pinned_note(baked: tuple[str, ...]) -> str:
     """What to say of a size-safe conversion in which pnnx pinned the traced size."""
     return (
         f"pnnx pinned the traced size in {', '.join(baked)}: the model would be wrong (or "
@@ -241,9 +233,8 @@ def structure_check(
     layers: list[ncnn.Layer], fixed_size: bool, input_shape: tuple[int, ...]
 ) -> Check:
     """A size-safe model holds no layer with a baked traced size; a fixed-size one may."""
-    baked = ncnn.baked_sizes(layers)
-    details: dict[str, object] = {"baked_sizes": baked, "layers": len(layers)}
+    baked = tuple(ncnn.baked_sizes(layers))
     if fixed_size:
-        details["valid_size"] = list(input_shape[2:])
-        return Check.judged("structure", True, details)
-    return Check.judged("structure", not baked, details)
+        _, _, h, w = input_shape
+        return Check.judged("structure", True, NcnnFigures(len(layers), baked, (h, w)))
+    return Check.judged("structure", not baked, NcnnFigures(len(layers), baked))

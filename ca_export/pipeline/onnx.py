@@ -20,8 +20,9 @@ from ca_export.export.precision import calibration_files
 from ca_export.files import Output, guard
 from ca_export.pipeline import ort_format
 from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet, with_block_gate
-from ca_export.pipeline.precision import PrecisionRequest, lower_precision, not_run
+from ca_export.pipeline.precision import Lowering, PrecisionRequest, lower, not_run
 from ca_export.report import Check, ExportReport
+from ca_export.report.figures import OpsetFigures, StructureFigures
 from ca_export.rewrites import DEFAULT_TARGET, form_of
 from ca_export.verify.parity import gate_inputs, onnx_gate
 
@@ -58,6 +59,10 @@ class OnnxJob(ModelJob):
                 "--precision int8 quantizes weights per channel, which ONNX needs opset 13 for"
             )
 
+    def run(self, progress: Progress = quiet) -> ExportReport:
+        """Run the whole pipeline (``export_onnx``)."""
+        return export_onnx(self, progress)
+
     def writes(self) -> list[Output]:
         """The files this job writes."""
         outputs = [Output(self.output, "onnx")]
@@ -74,6 +79,40 @@ def parity_gates(prepared: Prepared, onnx_model: onnx.ModelProto, shape: tuple[i
     return with_block_gate(prepared, gate, inputs)
 
 
+@dataclass(frozen=True)
+class Emitted:
+    """The emit stage's result: the checked model at the requested opset, the raw export
+    (whose scopes attribute each node to its module), the ``opset`` check, and what the
+    stage noticed and warned about."""
+
+    model: onnx.ModelProto
+    raw: onnx.ModelProto
+    opset: Check
+    notices: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def emit(job: OnnxJob, prepared: Prepared, stage: Stages) -> Emitted:
+    """Export the program, simplify it (as the job asks), convert it to the job's opset
+    exactly and check it."""
+    with stage("export"):
+        opset = opset_export.export_opset(job.opset)
+        raw = onnx_export.emit(prepared.program, prepared.traced, opset)
+    model, warnings = raw, []
+    if job.simplify:
+        with stage("simplify"):
+            model, warnings = onnx_export.simplify(raw)
+    with stage("check"):
+        onnx_export.keep_scopes(model, raw)
+        model, change = opset_export.convert(model, job.opset)
+        written = opset_export.model_opset(model)
+        opset = OpsetFigures(change.opset, written, change.exported_at, dict(change.adapted))
+        onnx_export.check(model)
+    notices = (change.summary(),) if change.converted else ()
+    check = Check.judged("opset", opset.written == opset.asked, opset)
+    return Emitted(model, raw, check, notices, tuple(warnings))
+
+
 def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     """Run the whole ONNX pipeline; the report says whether every gate passed."""
     guard(job.reads(), job.writes())
@@ -81,42 +120,42 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     samples = job.precision.samples(job.input_shape)
     stage = Stages(progress)
     report = ExportReport(
-        job.model, __version__, "onnx", list(job.input_shape), job.dynamic, job.rewrite, job.opset
+        job.model,
+        __version__,
+        "onnx",
+        list(job.input_shape),
+        job.dynamic,
+        job.rewrite,
+        opset=job.opset,
     )
     report.expected = ["opset"]
     form = job.form or form_of(job.target)
     if job.rewrite and job.form is None:
         report.target = job.target
     prepared = job.prepare(stage, report, form)
-    traced = prepared.traced
-    with stage("export"):
-        raw = onnx_export.emit(prepared.program, traced, opset_export.export_opset(job.opset))
-    model = raw
-    if job.simplify:
-        with stage("simplify"):
-            model, warnings = onnx_export.simplify(raw)
-            report.warnings += warnings
-    with stage("check"):
-        onnx_export.keep_scopes(model, raw)
-        model, change = opset_export.convert(model, job.opset)
-        opset = opset_export.check_entry(model, change)
-        report.add(Check.judged("opset", opset["passed"], opset))
-        report.notices += [change.summary()] if change.converted else []
-        onnx_export.check(model)
-        report.structure = structure(report, model, raw, [b.module for b in prepared.blocks])
-        report.op_counts_after = onnx_export.op_counts(model)
+    emitted = emit(job, prepared, stage)
+    model = emitted.model
+    report.add(emitted.opset)
+    report.notices += emitted.notices
+    report.warnings += emitted.warnings
     with stage("gate"):
+        modules = [b.module for b in prepared.blocks]
+        report.structure = structure(report, model, emitted.raw, modules)
+        report.op_counts_after = onnx_export.op_counts(model)
         report.parity = parity_gates(prepared, model, job.input_shape)
     if job.precision.precision != "fp32":
-        if report.passed:
-            report.expected.append("precision")
-            model = lower_precision(
-                job.precision, prepared, model, samples, job.input_shape, report, stage
-            )
+        passed = report.passed
+        report.expected.append("precision")
+        if passed:
+            lowering = Lowering.of_pytorch(job.precision, prepared, model, samples, job.input_shape)
+            lowered = lower(lowering, stage)
+            model = lowered.model
+            report.add(lowered.check)
+            report.warnings += lowered.warnings
+            report.op_counts_after = lowered.op_counts
         else:
-            report.expected.append("precision")
-            not_run(job.precision, report)
-    onnx_export.set_metadata(model, _metadata(job, traced.dynamic, report))
+            report.add(not_run(job.precision))
+    onnx_export.set_metadata(model, _metadata(job, prepared.traced.dynamic, report))
     with ort_format.scratch(job.output, job.ort_format) as folder:
         staged = None
         if folder is not None and report.passed:
@@ -153,15 +192,13 @@ def structure(
         counts = onnx_export.ca_only_nodes(model, owner, i)
         if counts:
             left_unmatched[module] = counts
-    details = {
-        "ca_only_nodes_after": gated
-        + others
-        + sum(sum(c.values()) for c in left_unmatched.values()),
-        "in_rewritten_blocks": gated,
-        "in_blocks_not_rewritten": others,
-        "in_unmatched_concats": left_unmatched,
-    }
-    return Check.judged("structure", gated == 0, details)
+    figures = StructureFigures(
+        gated + others + sum(sum(c.values()) for c in left_unmatched.values()),
+        in_rewritten_blocks=gated,
+        in_blocks_not_rewritten=others,
+        in_unmatched_concats=left_unmatched,
+    )
+    return Check.judged("structure", gated == 0, figures)
 
 
 def _metadata(job: OnnxJob, dynamic: bool, report: ExportReport) -> dict[str, str]:

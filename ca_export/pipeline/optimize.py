@@ -11,7 +11,7 @@ The gate runs the input file and the rewritten one in ONNX Runtime on the same s
 inputs at the file's input size; the output file is written (atomically) only when it
 passes. A file without CA blocks is left alone unless ``force_write`` is set.
 With a lossy ``precision`` the file to write is then converted and gated against the
-input file (``pipeline.precision.lower_file``).
+input file (``pipeline.precision.lower``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
 from onnx import helper
@@ -31,12 +32,13 @@ from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import onnx as onnx_export
 from ca_export.export.precision import calibration_files
 from ca_export.files import Output, guard, write_atomic
-from ca_export.onnx_graph import make_dynamic, normalize
+from ca_export.onnx_graph import make_dynamic, normalize, owners
 from ca_export.patterns import CABlock
 from ca_export.patterns.coordatt import CA_ONLY_OPS
 from ca_export.pipeline.common import Progress, Stages, quiet
-from ca_export.pipeline.precision import PrecisionRequest, lower_file
+from ca_export.pipeline.precision import Lowering, PrecisionRequest, lower
 from ca_export.report import BlockReport, Check, OptimizeReport, Verdict, gate_check
+from ca_export.report.figures import StructureFigures
 from ca_export.rewrites import DEFAULT_TARGET, form_of, rewrite_model
 from ca_export.verify.parity import SEEDS, CaseResult, GateResult, Judged, judge
 from ca_export.verify.runtime import cpu_session
@@ -206,21 +208,23 @@ def dynamic_check(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[
     return {"passed": finite, "output_shapes": [list(o.shape) for o in outs]}
 
 
-def ca_only_left(model: onnx.ModelProto, block: CABlock) -> dict[str, int]:
+def ca_only_left(model: onnx.ModelProto | ir.Graph, block: CABlock) -> dict[str, int]:
     """Transpose/Concat/Split/Slice/Shape/Gather nodes of a block still in ``model``: the
-    block's own that survived, and any the rewrite added (named after the block)."""
-    owned = {o for op in block.owned for o in op.proto.output}
+    block's own that survived, any the rewrite added (named after the block), and the
+    shape arithmetic only they read (``onnx_graph.owners``)."""
+    graph = model if isinstance(model, ir.Graph) else ir.from_proto(model).graph
+    matched = {o.name for op in block.owned for o in op.outputs}
     prefix = f"{block.name}/ca_"
-    counts: dict[str, int] = {}
-    for node in model.graph.node:
-        if node.op_type in CA_ONLY_OPS and (
-            node.name.startswith(prefix) or any(o in owned for o in node.output)
-        ):
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
+    seeds = {
+        node: 0
+        for node in graph
+        if (node.name or "").startswith(prefix) or any(o.name in matched for o in node.outputs)
+    }
+    owner = owners.grow(graph, seeds, owners.shape_arithmetic(graph))
+    return owners.counts(owner, 0, CA_ONLY_OPS)
 
 
-def _block_report(block: CABlock, model: onnx.ModelProto) -> BlockReport:
+def _block_report(block: CABlock, model: ir.Graph) -> BlockReport:
     """The report entry of a rewritten block."""
     entry = BlockReport.of(block)
     entry.rewritten = True
@@ -257,8 +261,9 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
         report.target = job.target
         result = rewrite_model(norm.model, static=not job.dynamic, form=form, skip=job.skip_passes)
     report.skipped = [{"node": r.node, "reason": r.reason} for r in result.rejections]
-    report.ca_blocks = [_block_report(b, result.model) for b in result.blocks]
-    report.passes = [p.to_dict() for p in result.passes]
+    rewritten = ir.from_proto(result.model).graph
+    report.ca_blocks = [_block_report(b, rewritten) for b in result.blocks]
+    report.passes = list(result.passes)
     if result.shape_error:
         report.warnings.append(f"ONNX shape inference failed: {result.shape_error}")
     if not result.blocks:
@@ -291,12 +296,12 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
     with stage("check"):
         onnx_export.check(model)
         left = sum(sum(b.ca_only_nodes_after.values()) for b in report.ca_blocks)
-        report.structure = Check.judged("structure", left == 0, {"ca_only_nodes_after": left})
+        report.structure = Check.judged("structure", left == 0, StructureFigures(left))
         report.op_counts_before = onnx_export.op_counts(source)
         report.op_counts_after = onnx_export.op_counts(model)
     with stage("gate"):
         gate = file_gate(source, model, shapes, job.bounds)
-        report.parity = gate_check("parity", gate, inputs=len(gate.cases))
+        report.parity = gate_check("parity", gate, len(gate.cases))
         if report.dynamic.get("applied"):
             second = other_size(shapes, square)
             ran = dynamic_check(model, second)
@@ -327,7 +332,7 @@ def _dynamic_copy(
         return source
     with stage("gate"):
         gate = file_gate(source, dyn.model, shapes)
-        report.parity = gate_check("parity", gate, inputs=len(gate.cases))
+        report.parity = gate_check("parity", gate, len(gate.cases))
         second = other_size(shapes, False)
         report.dynamic |= {"ran_at": second, **dynamic_check(dyn.model, second)}
     return dyn.model
@@ -358,11 +363,11 @@ def _lower(
     if request.precision == "fp32":
         return model
     shape = tuple(next(iter(shapes.values())))
-    lowered, check, warnings = lower_file(request, model, source, shape, samples, stage)
-    report.add(check)
-    report.warnings += warnings
-    report.op_counts_after = onnx_export.op_counts(lowered)
-    return lowered
+    lowered = lower(Lowering.of_file(request, model, source, shape, samples), stage)
+    report.add(lowered.check)
+    report.warnings += lowered.warnings
+    report.op_counts_after = lowered.op_counts
+    return lowered.model
 
 
 def _metadata(job: OptimizeJob, report: OptimizeReport) -> dict[str, str]:

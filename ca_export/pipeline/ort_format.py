@@ -19,7 +19,8 @@ from ca_export import files
 from ca_export.export import ort_format
 from ca_export.files import publish, write_onnx
 from ca_export.pipeline.common import Prepared
-from ca_export.report import Check, gate_check
+from ca_export.report import Check
+from ca_export.report.figures import OrtFormatFigures
 from ca_export.verify.parity import gate_inputs, runner_gate
 
 
@@ -51,7 +52,8 @@ def build_and_gate(
     operators = [
         line for line in staged.config.read_text().splitlines() if not line.startswith("#")
     ]
-    return staged, gate_check("ort_format", gate, inputs=len(inputs), operators=operators)
+    figures = OrtFormatFigures.of(gate, len(inputs), operators=tuple(operators))
+    return staged, Check.judged("ort_format", gate.passed, figures)
 
 
 def write_all(

@@ -1,32 +1,20 @@
 """What each run found, measured and decided: result objects and their renderers.
 
-``checks`` holds the typed verdicts (``Verdict``, ``Check``), ``results`` the reports,
-``text`` the summaries the CLI prints and ``ci`` verify's JUnit XML and Markdown.
+``checks`` holds the typed verdicts (``Verdict``, ``Check``), ``figures`` the typed
+figures each check carries, ``results`` the reports and their JSON form, ``text`` the
+summaries the CLI prints, ``ci`` verify's JUnit XML and Markdown, and ``html`` the
+self-contained page with plots. Every renderer reads the typed objects.
 
-JSON schema ``ca-export.report/3`` (``to_dict``; ``ExportReport.from_dict`` reads it back):
-
-- ``schema``: ``"ca-export.report/3"``; ``passed``: the report's verdict.
-- ``ca_blocks``: each block with its ``id`` (module, then the node name of its output
-  multiply: unique where two blocks run in one module's forward); ``passes``: per pass,
-  ``applied`` and ``skipped`` keyed by that ``id``.
-- ``parity`` and ``structure`` (export and optimize): the two gates, each a check or
-  null when it is missing (which fails the report).
-- ``checks``: every other check by name. ``expected`` (export): the names this run
-  must hold; a missing one fails the report.
-- A check is ``{"verdict", "ran", "passed", "accepted", "reason", ...figures}``:
-  ``verdict`` is ``passed``, ``failed``, ``not run`` or ``not verified``; ``ran`` is
-  false only for ``not run``; ``passed`` says whether the check counts as passed (an
-  explicit pass, or ``accepted``); ``accepted`` (only for ``not run`` and ``not
-  verified``) says the run declares it acceptable, and ``reason`` says why. The figures
-  (``max_rel_err``, ``cases``, ``failures``, ...) are as in version 1.
-
-Version 2 keyed pass results by module, so two blocks in one module overwrote each other.
-Version 1 had no ``schema``; a check without ``ran`` was skipped, and a missing gate passed.
+The JSON form (schema ``ca-export.report/4``) is described in ``docs/report-schema.md``;
+``load`` reads any report's JSON back into its typed object.
 """
 
 from ca_export.report.checks import Check, Verdict
+from ca_export.report.figures import GateFigures
 from ca_export.report.results import (
+    SCHEMA,
     ArtifactResult,
+    BenchReport,
     BlockReport,
     ExportReport,
     InspectReport,
@@ -34,12 +22,14 @@ from ca_export.report.results import (
     VerifyCase,
     VerifyReport,
     gate_check,
-    gate_summary,
+    load,
     to_json,
 )
 from ca_export.report.text import (
     LOSSY_REFERENCE,
+    lossy_lines,
     pass_lines,
+    render_bench,
     render_export,
     render_inspect,
     render_optimize,
@@ -48,18 +38,23 @@ from ca_export.report.text import (
 
 __all__ = [
     "LOSSY_REFERENCE",
+    "SCHEMA",
     "ArtifactResult",
+    "BenchReport",
     "BlockReport",
     "Check",
     "ExportReport",
+    "GateFigures",
     "InspectReport",
     "OptimizeReport",
     "Verdict",
     "VerifyCase",
     "VerifyReport",
     "gate_check",
-    "gate_summary",
+    "load",
+    "lossy_lines",
     "pass_lines",
+    "render_bench",
     "render_export",
     "render_inspect",
     "render_optimize",

@@ -1,13 +1,12 @@
-"""One check of an artifact and its explicit verdict."""
+"""One check of an artifact, its explicit verdict and its typed figures."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-RESERVED = frozenset({"verdict", "ran", "passed", "accepted", "reason"})
-"""Keys of a check's JSON form that its ``details`` may not use."""
+from ca_export.report.figures import CONVERTER, Figures, figures_from_dict, figures_to_dict
 
 
 class Verdict(enum.Enum):
@@ -31,7 +30,7 @@ class Check:
     name: str
     verdict: Verdict
     reason: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
+    figures: Figures | None = None
     accepted: bool = False
 
     def __post_init__(self) -> None:
@@ -39,14 +38,12 @@ class Check:
             raise ValueError(f"check {self.name}: only a check not run or not verified is accepted")
         if self.verdict in (Verdict.NOT_RUN, Verdict.NOT_VERIFIED) and not self.reason:
             raise ValueError(f"check {self.name}: {self.verdict.value} needs a reason")
-        clash = RESERVED & self.details.keys()
-        if clash:
-            raise ValueError(f"check {self.name}: details may not hold {sorted(clash)}")
 
     @classmethod
-    def judged(cls, name: str, passed: bool, details: dict[str, Any], reason: str = "") -> Check:
-        """PASSED or FAILED; a ``passed`` key in ``details`` is dropped (the verdict holds it)."""
-        figures = {k: v for k, v in details.items() if k != "passed"}
+    def judged(
+        cls, name: str, passed: bool, figures: Figures | None = None, reason: str = ""
+    ) -> Check:
+        """PASSED or FAILED, with its figures."""
         return cls(name, Verdict.PASSED if passed else Verdict.FAILED, reason, figures)
 
     @property
@@ -60,17 +57,28 @@ class Check:
         return self.verdict is Verdict.PASSED or self.accepted
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form: verdict, ran, passed (``ok``), accepted and reason, then details."""
-        data: dict[str, Any] = {"verdict": self.verdict.value, "ran": self.ran, "passed": self.ok}
+        """The JSON form: name, verdict, ran, passed (``ok``), accepted and reason, then the
+        figures (``kind`` and their fields)."""
+        data: dict[str, Any] = {
+            "name": self.name,
+            "verdict": self.verdict.value,
+            "ran": self.ran,
+            "passed": self.ok,
+        }
         if self.verdict in (Verdict.NOT_RUN, Verdict.NOT_VERIFIED):
             data["accepted"] = self.accepted
         if self.reason:
             data["reason"] = self.reason
-        return data | self.details
+        return data | ({} if self.figures is None else figures_to_dict(self.figures))
 
     @classmethod
-    def from_dict(cls, name: str, data: dict[str, Any]) -> Check:
+    def from_dict(cls, data: dict[str, Any]) -> Check:
         """The check of a JSON form written by ``to_dict``."""
-        details = {k: v for k, v in data.items() if k not in RESERVED}
+        figures = figures_from_dict(data) if "kind" in data else None
         verdict = Verdict(data["verdict"])
-        return cls(name, verdict, data.get("reason", ""), details, data.get("accepted", False))
+        reason, accepted = data.get("reason", ""), data.get("accepted", False)
+        return cls(data["name"], verdict, reason, figures, accepted)
+
+
+CONVERTER.register_unstructure_hook(Check, Check.to_dict)
+CONVERTER.register_structure_hook(Check, lambda data, _: Check.from_dict(data))

@@ -1,22 +1,31 @@
-"""Result objects of each run and their JSON form."""
+"""Result objects of each run and their JSON form (``docs/report-schema.md``).
+
+Every report writes ``schema`` and ``kind`` (``export``, ``optimize``, ``verify``,
+``bench``); ``load`` reads any of them back into its typed object (cattrs structures the
+nested dataclasses; checks read their figures by ``kind``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+import numpy as np
 
 from ca_export.patterns import CABlock, Rejection
 from ca_export.report.checks import Check
+from ca_export.report.figures import CONVERTER, GateFigures
+from ca_export.rewrites.passes import PassResult
 from ca_export.verify.localize import Localization
 from ca_export.verify.lossy import LossyGate
 from ca_export.verify.metrics import Comparison
 from ca_export.verify.parity import GateResult
 from ca_export.verify.tolerances import Tolerance
 
-SCHEMA = "ca-export.report/3"
-"""The version of the JSON form of export, optimize and verify reports."""
+SCHEMA = "ca-export.report/4"
+"""The version of the JSON form of every report (``docs/report-schema.md``)."""
 
 
 @dataclass
@@ -50,7 +59,7 @@ class InspectReport:
     ca_blocks: list[BlockReport]
     rejected: list[Rejection]
     notices: list[str] = field(default_factory=list)
-    passes: list[dict[str, Any]] = field(default_factory=list)
+    passes: list[PassResult] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -72,12 +81,13 @@ class ExportReport:
     input_shape: list[int]
     dynamic: bool
     rewrite: bool
-    opset: int
+    opset: int | None = None
+    """The ONNX opset, or the Core ML specification version; None for a format without one."""
     ca_blocks: list[BlockReport] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     target: str | None = None
     """The runtime the CA blocks were rewritten for (``ca_export.rewrites.TARGETS``)."""
-    passes: list[dict[str, Any]] = field(default_factory=list)
+    passes: list[PassResult] = field(default_factory=list)
     op_counts_after: dict[str, int] = field(default_factory=dict)
     structure: Check | None = None
     parity: Check | None = None
@@ -87,6 +97,7 @@ class ExportReport:
     warnings: list[str] = field(default_factory=list)
     checks: dict[str, Check] = field(default_factory=dict)
     expected: list[str] = field(default_factory=list)
+    kind: ClassVar[str] = "export"
 
     def add(self, check: Check) -> None:
         """Record ``check`` under its name (replacing an earlier one of that name)."""
@@ -101,21 +112,32 @@ class ExportReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``SCHEMA``), with the verdict as ``passed``."""
-        return {"schema": SCHEMA} | dataclasses.asdict(self) | _check_forms(self)
+        return _head(self) | _plain(self) | {"passed": self.passed}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExportReport:
         """The report of a JSON form written by ``to_dict``."""
-        if data.get("schema") != SCHEMA:
-            raise ValueError(f"not a {SCHEMA} report: schema {data.get('schema')!r}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
-        values["ca_blocks"] = [BlockReport(**b) for b in data["ca_blocks"]]
-        values["rejected"] = [Rejection(**r) for r in data["rejected"]]
-        for gate in ("structure", "parity"):
-            values[gate] = None if data[gate] is None else Check.from_dict(gate, data[gate])
-        values["checks"] = {n: Check.from_dict(n, c) for n, c in data["checks"].items()}
-        return cls(**values)
+        return CONVERTER.structure(_checked(data, cls.kind), cls)
+
+
+def _head(report: Any) -> dict[str, Any]:
+    """The JSON form's first keys: the schema and the kind of report."""
+    return {"schema": SCHEMA, "kind": report.kind}
+
+
+def _plain(report: Any) -> dict[str, Any]:
+    """A report's fields as JSON-ready data."""
+    fields = [f.name for f in dataclasses.fields(report)]
+    return {name: CONVERTER.unstructure(getattr(report, name)) for name in fields}
+
+
+def _checked(data: dict[str, Any], kind: str) -> dict[str, Any]:
+    """``data`` if it is a report of this schema and ``kind``; a ValueError otherwise."""
+    if data.get("schema") != SCHEMA:
+        raise ValueError(f"not a {SCHEMA} report: schema {data.get('schema')!r}")
+    if data.get("kind") != kind:
+        raise ValueError(f"not a {kind} report: kind {data.get('kind')!r}")
+    return data
 
 
 def _all_ok(checks: list[Check | None]) -> bool:
@@ -123,33 +145,9 @@ def _all_ok(checks: list[Check | None]) -> bool:
     return all(check is not None and check.ok for check in checks)
 
 
-def _check_forms(report: ExportReport | OptimizeReport) -> dict[str, Any]:
-    """The JSON forms of a report's gates and checks, and its verdict."""
-    gates = {name: getattr(report, name) for name in ("structure", "parity")}
-    return {name: None if gate is None else gate.to_dict() for name, gate in gates.items()} | {
-        "checks": {name: check.to_dict() for name, check in report.checks.items()},
-        "passed": report.passed,
-    }
-
-
-def gate_summary(gate: GateResult) -> dict[str, Any]:
-    """A gate's verdict, worst figures and per-case comparisons as plain data."""
-    return {
-        "backend": gate.backend,
-        "passed": gate.passed,
-        "max_abs_err": gate.worst("max_abs_err"),
-        "max_rel_err": gate.worst("rel_err"),
-        "max_margin": gate.worst("margin"),
-        "min_cosine": gate.min_cosine,
-        "bounds": None if gate.tolerance is None else dataclasses.asdict(gate.tolerance),
-        "failures": gate.failures(),
-        "cases": [dataclasses.asdict(case) for case in gate.cases],
-    }
-
-
-def gate_check(name: str, gate: GateResult, **details: Any) -> Check:
-    """A gate's verdict as a check, its summary (``gate_summary``) and ``details`` as figures."""
-    return Check.judged(name, gate.passed, gate_summary(gate) | details)
+def gate_check(name: str, gate: GateResult, inputs: int) -> Check:
+    """A gate's verdict as a check, with its figures (``GateFigures``)."""
+    return Check.judged(name, gate.passed, GateFigures.of(gate, inputs))
 
 
 def to_json(data: dict[str, Any]) -> str:
@@ -169,7 +167,7 @@ class OptimizeReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     target: str | None = None
     """The runtime the CA blocks were rewritten for (``ca_export.rewrites.TARGETS``)."""
-    passes: list[dict[str, Any]] = field(default_factory=list)
+    passes: list[PassResult] = field(default_factory=list)
     normalize: dict[str, Any] = field(default_factory=dict)
     dynamic: dict[str, Any] = field(default_factory=dict)
     op_counts_before: dict[str, int] = field(default_factory=dict)
@@ -180,6 +178,7 @@ class OptimizeReport:
     stages: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     checks: dict[str, Check] = field(default_factory=dict)
+    kind: ClassVar[str] = "optimize"
 
     def add(self, check: Check) -> None:
         """Record ``check`` under its name (replacing an earlier one of that name)."""
@@ -194,7 +193,12 @@ class OptimizeReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``SCHEMA``), with the verdict as ``passed``."""
-        return {"schema": SCHEMA} | dataclasses.asdict(self) | _check_forms(self)
+        return _head(self) | _plain(self) | {"passed": self.passed}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OptimizeReport:
+        """The report of a JSON form written by ``to_dict``."""
+        return CONVERTER.structure(_checked(data, cls.kind), cls)
 
 
 @dataclass
@@ -246,15 +250,21 @@ class VerifyReport:
     ca_blocks: list[str] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
+    kind: ClassVar[str] = "verify"
 
     @property
     def passed(self) -> bool:
         """Whether every artifact passed."""
         return bool(self.artifacts) and all(a.passed for a in self.artifacts)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VerifyReport:
+        """The report of a JSON form written by ``to_dict``."""
+        return CONVERTER.structure(_checked(data, cls.kind), cls)
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        data = {"schema": SCHEMA} | dataclasses.asdict(self)
+        """A JSON-ready dict, each artifact's and lossy gate's verdict as ``passed``."""
+        data = _head(self) | _plain(self)
         data["passed"] = self.passed
         for entry, result in zip(data["artifacts"], self.artifacts, strict=True):
             entry["passed"] = result.passed
@@ -262,3 +272,114 @@ class VerifyReport:
                 gate = result.lossy
                 entry["lossy"] |= {"passed": gate.passed, "failures": gate.failures()}
         return data
+
+
+def default_threads() -> tuple[int, ...]:
+    """One thread, and every core of the machine."""
+    return tuple(sorted({1, os.cpu_count() or 1}))
+
+
+@dataclass
+class BenchConfig:
+    """How to time: warm-up runs, then at least ``runs`` rounds and ``min_time`` seconds."""
+
+    warmup: int = 10
+    runs: int = 50
+    min_time: float = 0.0
+    threads: tuple[int, ...] = field(default_factory=default_threads)
+    profile_runs: int = 20
+    seed: int = 0
+    layouts: tuple[str, ...] = ("blocked", "plain")
+    """ONNX Runtime session layouts by name (``ca_export.bench.LAYOUTS``)."""
+
+
+@dataclass
+class Timing:
+    """One model at one thread count: latency percentiles in ms and throughput."""
+
+    name: str
+    threads: int
+    layout: str
+    runs: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    throughput: float
+    """Samples per second (batch size / mean latency)."""
+    samples_ms: tuple[float, ...] = ()
+    """Every timed run, in ms."""
+
+    @classmethod
+    def of(cls, name: str, threads: int, layout: str, seconds: list[float], batch: int) -> Timing:
+        """Summarise per-run wall times (seconds); the runs are kept, in ms."""
+        ms = np.asarray(seconds) * 1e3
+        p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+        mean, low = float(ms.mean()), float(ms.min())
+        runs = tuple(float(v) for v in ms)
+        return cls(
+            name, threads, layout, len(ms), mean, p50, p90, p99, low, batch * 1e3 / mean, runs
+        )
+
+
+@dataclass
+class BenchReport:
+    """Timings of every model at every thread count, and each model's op breakdown."""
+
+    input_shape: list[int]
+    models: dict[str, str]
+    config: BenchConfig
+    timings: list[Timing] = field(default_factory=list)
+    breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per model: ms per run by ONNX Runtime op type (after ORT's graph optimisations, in
+    the first layout)."""
+    forms: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per exported model: the form each CA block got (the passes applied to it)."""
+    kind: ClassVar[str] = "bench"
+
+    def timing(self, name: str, threads: int, layout: str | None = None) -> Timing:
+        """The timing of one model at one thread count in one layout (default: the first)."""
+        layout = layout or self.config.layouts[0]
+        return next(
+            t
+            for t in self.timings
+            if t.name == name and t.threads == threads and t.layout == layout
+        )
+
+    def ratio(
+        self,
+        name: str,
+        reference: str,
+        threads: int,
+        stat: str = "p50_ms",
+        layout: str | None = None,
+    ) -> float:
+        """``name``'s latency over ``reference``'s, from the same run, thread count, layout."""
+        ref = getattr(self.timing(reference, threads, layout), stat)
+        return float(getattr(self.timing(name, threads, layout), stat) / ref)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return _head(self) | _plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchReport:
+        """The report of a JSON form written by ``to_dict``."""
+        return CONVERTER.structure(_checked(data, cls.kind), cls)
+
+
+REPORTS: dict[str, Any] = {
+    cls.kind: cls for cls in (ExportReport, OptimizeReport, VerifyReport, BenchReport)
+}
+"""Each kind of report by its ``kind``."""
+
+
+def load(data: dict[str, Any]) -> ExportReport | OptimizeReport | VerifyReport | BenchReport:
+    """The typed report of any report's JSON form; a ValueError for anything else."""
+    kind = data.get("kind")
+    if kind not in REPORTS:
+        raise ValueError(f"not a ca-export report: kind {kind!r}, schema {data.get('schema')!r}")
+    report: ExportReport | OptimizeReport | VerifyReport | BenchReport
+    report = REPORTS[kind].from_dict(data)
+    return report

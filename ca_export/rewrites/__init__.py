@@ -45,9 +45,10 @@ from ca_export.rewrites.global_strip_pool import global_strip_pool
 from ca_export.rewrites.hardswish import fuse_hardswish
 from ca_export.rewrites.matmul_pool import matmul_pool
 from ca_export.rewrites.pad_mip import pad_mip
-from ca_export.rewrites.passes import Pass, PassResult, run
+from ca_export.rewrites.passes import GraphPass, Pass, PassResult, run
 from ca_export.rewrites.pool_to_reduce import pool_to_reduce
 from ca_export.rewrites.resize_gate import resize_gate
+from ca_export.rewrites.size_to_scale import size_to_scale
 from ca_export.rewrites.swap_as_permute import swap_as_permute
 from ca_export.rewrites.swap_as_view import swap_as_view
 
@@ -69,6 +70,10 @@ PASSES = {
         Pass("float_hardsigmoid", float_hardsigmoid, "hard-sigmoid gates with float constants"),
     )
 }
+SIZE_TO_SCALE = GraphPass(
+    "size_to_scale", size_to_scale, "size-driven integer-ratio upsamples by scale factor"
+)
+"""Not a CA rewrite: Core ML's dynamic traces need it (``scale_upsamples``)."""
 COMMON = ("pool_to_reduce", "distribute_stem", "hardswish", "drop_expand")
 FORMS: dict[str, tuple[str, ...]] = {
     "onnx": (*COMMON, "gate_once"),
@@ -178,8 +183,20 @@ def rewrite_model(
     model: onnx.ModelProto, static: bool, form: str = "onnx", skip: Sequence[str] = ()
 ) -> ModelRewrite:
     """Rewrite every CA block of a copy of ``model`` into ``form``."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    view = OnnxView(out)
+    view = OnnxView(model)
     done = _apply(view, form, static, skip)
+    if done.blocks:
+        out = view.to_proto()
+    else:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
     return ModelRewrite(**vars(done), model=out, shape_error=view.shape_error)
+
+
+def scale_upsamples(program: ExportedProgram) -> PassResult:
+    """Run ``size_to_scale`` on ``program`` in place (symbolic sizes: not static)."""
+    view = AtenView(program.graph)
+    (result,), _ = run(view, [], [SIZE_TO_SCALE], static=False)
+    if result.modified:
+        view.finish()
+    return result

@@ -8,13 +8,15 @@ it is handed: where it replaces an op the block names, it returns a copy naming 
 one, and ``run`` hands that copy to the later passes. ``run`` applies the passes in their
 declared order, every block each, and returns one ``PassResult`` per pass; the report and
 ``inspect`` read them. A pass that fails with anything else is named, with the passes
-that ran before it.
+that ran before it. A ``GraphPass`` rewrites ops outside CA blocks (``size_to_scale``):
+it runs once on the whole view and returns its ``PassResult``, keyed by op name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ca_export.patterns.coordatt import CABlock
 from ca_export.patterns.view import GraphView
@@ -55,12 +57,14 @@ class Pass:
 
 @dataclass
 class PassResult:
-    """What one pass did: per block (by ``CABlock.id``), the change made or the reason it was
-    skipped."""
+    """What one pass did: per block (by ``CABlock.id``; per op for a ``GraphPass``), the
+    change made or the reason it was skipped, and the figures behind a change that a later
+    stage reads."""
 
     name: str
     applied: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def modified(self) -> bool:
@@ -72,14 +76,31 @@ class PassResult:
         return {"name": self.name, "applied": self.applied, "skipped": self.skipped}
 
 
+@dataclass(frozen=True)
+class GraphPass:
+    """A named rewrite of the whole view, for ops outside CA blocks."""
+
+    name: str
+    rewrite: Callable[[GraphView, bool], PassResult]
+    summary: str
+
+
 def run(
-    view: GraphView, blocks: Sequence[CABlock], passes: Sequence[Pass], static: bool
+    view: GraphView, blocks: Sequence[CABlock], passes: Sequence[Pass | GraphPass], static: bool
 ) -> tuple[list[PassResult], list[CABlock]]:
-    """Apply ``passes`` in order to every block; the view is edited in place, ``blocks`` are
-    not. Returns each pass's result and the blocks as the last pass left them."""
+    """Apply ``passes`` in order to every block (a ``GraphPass`` once to the view); the view
+    is edited in place, ``blocks`` are not. Returns each pass's result and the blocks as the
+    last pass left them."""
     results: list[PassResult] = []
     current = list(blocks)
     for p in passes:
+        if isinstance(p, GraphPass):
+            try:
+                results.append(p.rewrite(view, static))
+            except Exception as err:
+                ran = ", ".join(r.name for r in results) or "none"
+                raise PassError(f"rewrite '{p.name}' failed (after: {ran}): {err}") from err
+            continue
         result = PassResult(p.name)
         for i, block in enumerate(current):
             try:

@@ -24,45 +24,28 @@ are expressions of one input dimension, whose ratio at the traced size is an int
 power of two ``m`` (up to 64) for which that holds at ``H = m, 2m, ..., 8m``, and an
 upsample with no such ``m`` is left alone with the reason. Flexible Core ML sizes must
 then be multiples of ``multiple`` (checked by ``pipeline.coreml``).
+
+A ``GraphPass`` (it rewrites ops outside CA blocks), run by ``rewrites.scale_upsamples``
+on Core ML's dynamic traces; the view's optional edit ``scale_upsample`` finds the
+upsamples and sets their scales. Each rewritten upsample's ``figures`` hold its
+``ratio`` and ``multiple``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
-from torch.export import ExportedProgram
-from torch.fx import Node
 
-UPSAMPLES = (torch.ops.aten.upsample_bilinear2d.vec, torch.ops.aten.upsample_nearest2d.vec)
+from ca_export.patterns.view import Dim, GraphView, NoMatch
+from ca_export.rewrites.passes import PassResult
+
+NAME = "size_to_scale"
 MULTIPLES = (1, 2, 4, 8, 16, 32, 64)
+ATEN_ONLY = "size_to_scale rewrites ATen graphs only"
 
 
-@dataclass
-class ScaledUpsample:
-    """One rewritten upsample: its node name, its ratios and the multiples it is exact at."""
-
-    node: str
-    ratio: tuple[int, int]
-    multiple: tuple[int, int]
-
-
-@dataclass
-class SizeToScale:
-    """What the pass rewrote, what it left and why, and the multiples every size must meet."""
-
-    rewritten: list[ScaledUpsample] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def multiple(self) -> tuple[int, int]:
-        """The H and W multiples at which every rewritten upsample is exact."""
-        h = math.lcm(1, *(r.multiple[0] for r in self.rewritten))
-        return h, math.lcm(1, *(r.multiple[1] for r in self.rewritten))
-
-
-def _axis(size_in: object, size_out: object) -> tuple[int, int] | str:
+def _axis(size_in: Dim, size_out: Dim) -> tuple[int, int] | str:
     """(ratio, multiple) for one axis, or why it cannot be rewritten."""
     if not isinstance(size_in, torch.SymInt) or not isinstance(size_out, torch.SymInt):
         return "the size is static"
@@ -82,41 +65,35 @@ def _axis(size_in: object, size_out: object) -> tuple[int, int] | str:
     return f"out = {ratio} x in holds at no multiple of up to {MULTIPLES[-1]}"
 
 
-def _rewrite(node: Node) -> ScaledUpsample | str:
-    """Replace one upsample's size by scale factors, or say why not."""
-    if node.args[1] is None:
-        return "already by scale factor"
-    source = node.args[0]
-    if not isinstance(source, Node):
-        return "its input is not a graph value"
-    axes = [
-        _axis(a, b)
-        for a, b in zip(source.meta["val"].shape[2:], node.meta["val"].shape[2:], strict=True)
-    ]
-    reasons = [a for a in axes if isinstance(a, str)]
-    if reasons:
-        return reasons[0]
-    (rh, mh), (rw, mw) = axes  # type: ignore[misc]
-    if node.target is torch.ops.aten.upsample_bilinear2d.vec:
-        node.args = (source, None, node.args[2], [float(rh), float(rw)])
-    else:
-        node.args = (source, None, [float(rh), float(rw)])
-    return ScaledUpsample(node.name, (rh, rw), (mh, mw))
-
-
-def size_to_scale(program: ExportedProgram) -> SizeToScale:
-    """Rewrite every size-driven integer-ratio upsample of ``program`` in place."""
-    result = SizeToScale()
-    for node in list(program.graph.nodes):
-        if node.op != "call_function" or node.target not in UPSAMPLES:
+def size_to_scale(view: GraphView, static: bool) -> PassResult:
+    """Rewrite every size-driven integer-ratio upsample of the view in place."""
+    result = PassResult(NAME)
+    if not view.supports("scale_upsample"):
+        result.skipped["<graph>"] = ATEN_ONLY
+        return result
+    for op in view.upsamples():
+        key = view.node_name(op)
+        try:
+            sizes_in, sizes_out = view.upsample_sizes(op)
+        except NoMatch as why:
+            result.skipped[key] = str(why)
             continue
-        found = _rewrite(node)
-        if isinstance(found, str):
-            result.skipped[node.name] = found
-        else:
-            result.rewritten.append(found)
-    if result.rewritten:
-        program.graph.eliminate_dead_code()
-        program.graph.lint()
-        program.graph_module.recompile()
+        axes = [_axis(a, b) for a, b in zip(sizes_in, sizes_out, strict=True)]
+        reasons = [a for a in axes if isinstance(a, str)]
+        if reasons:
+            result.skipped[key] = reasons[0]
+            continue
+        (rh, mh), (rw, mw) = [a for a in axes if not isinstance(a, str)]
+        view.scale_upsample(op, (rh, rw))
+        result.applied[key] = (
+            f"size read from the input becomes scale factor {rh}x{rw}, exact where H and W "
+            f"are multiples of {mh} and {mw}"
+        )
+        result.figures[key] = {"ratio": (rh, rw), "multiple": (mh, mw)}
     return result
+
+
+def multiple(result: PassResult) -> tuple[int, int]:
+    """The H and W multiples at which every upsample ``size_to_scale`` rewrote is exact."""
+    found = [f["multiple"] for f in result.figures.values()]
+    return math.lcm(1, *(m[0] for m in found)), math.lcm(1, *(m[1] for m in found))

@@ -47,10 +47,11 @@ def swap_as_view(view: GraphView, block: CABlock, static: bool) -> Change:
     swapped = 0
     for conv, unsqueezed, source in singleton_swaps(view, block):
         sizes = view.shape(unsqueezed)
-        if sizes is None or not all(isinstance(s, int) for s in sizes):
+        dims = [s for s in sizes if isinstance(s, int)] if sizes is not None else []
+        if sizes is None or len(dims) != len(sizes):
             continue
         name = f"{block.name}/ca_swap"
-        view.replace_input(conv, unsqueezed, view.reshape(source, list(sizes), conv, name))
+        view.replace_input(conv, unsqueezed, view.reshape(source, dims, conv, name))
         swapped += 1
     if not swapped:
         raise Skip("no singleton swap with static sizes")

@@ -55,9 +55,8 @@ class OrtArtifact:
         quiet = ort.RunOptions()
         quiet.log_severity_level = 4
         try:
-            return self.session.run(
-                self.output_names, {self.input_name: x.astype(self.dtype)}, quiet
-            )
+            feeds = {self.input_name: x.astype(self.dtype)}
+            return list(self.session.run(self.output_names, feeds, quiet))
         except Exception as err:
             lines = [line for line in str(err).strip().splitlines() if line.strip()]
             why = (lines[0] if lines else type(err).__name__).split(" : ")[-1]

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from ca_export.export import coreml as coreml_export
-from ca_export.tracing import example_input
+from ca_export.tracing import example_input, output_arrays
 from ca_export.verify.metrics import compare
-from ca_export.verify.parity import CaseResult, GateResult, float64_copy, output_arrays, run_float64
+from ca_export.verify.parity import CaseResult, GateResult, float64_copy, run_float64
 from ca_export.verify.tolerances import tolerance
 
 

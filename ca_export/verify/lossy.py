@@ -146,31 +146,6 @@ def judge(
     return LossyGate(precision, backend, bounds, list(labels), outputs)
 
 
-def describe(gate: LossyGate, against: str) -> list[str]:
-    """The gate as lines: inputs and bounds, then each output's verdict and figures."""
-    bounds = gate.bounds
-    atol = f", max abs err <= {bounds['atol']:.3g}" if bounds.get("atol") is not None else ""
-    lines = [
-        f"{gate.precision} ({gate.backend}) vs {against} on {len(gate.inputs)} inputs "
-        f"({', '.join(gate.inputs[:3])}{', ...' if len(gate.inputs) > 3 else ''}); bounds: "
-        f"top-1 >= {bounds['top1']:.3g}, top-1 in top-5 >= {bounds['top1_in_top5']:.3g}, "
-        f"cosine >= {bounds['cosine']}, rel err <= {bounds['rel']}{atol}"
-    ]
-    for out in gate.outputs:
-        figures = f"min cosine {out.min_cosine:.4f}, max rel err {out.max_rel_err:.3g}"
-        if out.equal is not None:
-            figures = f"equal values {round(out.equal * out.values)}/{out.values}"
-        elif out.top1 is not None:
-            figures = (
-                f"top-1 {round(out.top1 * out.rows)}/{out.rows}, top-1 in top-5 "
-                f"{round((out.top1_in_top5 or 0) * out.rows)}/{out.rows}, top-5 set "
-                f"{round((out.top5 or 0) * out.rows)}/{out.rows}, {figures}, smallest top-1 "
-                f"margin {out.margin:.3g} std"
-            )
-        lines.append(f"{out.name}: {'passed' if out.passed else 'FAILED'}; {figures}")
-    return lines
-
-
 def _agreement(
     name: str, refs: list[np.ndarray], gots: list[np.ndarray], tol: Tolerance
 ) -> OutputAgreement:

@@ -103,7 +103,7 @@ def onnx_gate(
     session = cpu_session(onnx_model, "the exported model", error=CheckFailedError)
 
     def run(x: np.ndarray) -> list[np.ndarray]:
-        return session.run(traced.output_names, {traced.input_names[0]: x})
+        return list(session.run(traced.output_names, {traced.input_names[0]: x}))
 
     return runner_gate(model, run, traced.output_names, inputs, "onnxruntime-cpu", tolerances)
 

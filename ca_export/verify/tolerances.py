@@ -39,7 +39,7 @@ seeded inputs, worst margin = error over bound): ``onnx`` 0.34, ``onnx --dynamic
 0.44 (5 inputs at 3 sizes), ``onnx --opset 13`` 0.34, stripped ``best.pt`` 0.33,
 ``executorch`` 0.47, ``coreml --precision fp32`` (NumPy MIL evaluator) 0.28,
 ``optimize`` of the export script's opset-12 file 0.73. The mutation suite
-(``tests/test_mutants.py``, ``python -m benchmarks.mutant_margins``) shows where wrong
+(``tests/verify/test_mutants.py``, ``python -m benchmarks.mutant_margins``) shows where wrong
 exports sit.
 
 The ``("float32", "ncnn")`` row is ONNX Runtime's: ncnn with fp32 weights and fp16 storage
@@ -89,6 +89,7 @@ and rel errors above 3.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -136,7 +137,7 @@ class Tolerance:
         return np.maximum(np.maximum(self.rel * scales, widened), self.floor * scale)
 
 
-_FP32 = {"noise_factor": 4.0, "floor": FP32_FLOOR}
+_FP32: dict[str, Any] = {"noise_factor": 4.0, "floor": FP32_FLOOR}
 
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("float32", "torch"): Tolerance(rel=1e-4, floor=FP32_FLOOR),

@@ -14,7 +14,10 @@ pytest.importorskip("pnnx", reason='needs the ncnn extra: pip install -e ".[ncnn
 
 from ca_export.export import ncnn
 from ca_export.pipeline.ncnn import NcnnJob, export_ncnn
+from ca_export.report import ExportReport, load, render_export, to_json
+from ca_export.report.figures import GateFigures, LossyFigures, NcnnFigures
 from cli.main import cli
+from sample_models import CA_BLOCKS
 
 SHAPE = (1, 3, 32, 32)
 
@@ -34,20 +37,36 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return stems
 
 
+def round_trip(report: ExportReport) -> ExportReport:
+    """The report as loaded back from its JSON form, which it writes again unchanged."""
+    text = to_json(report.to_dict())
+    loaded = load(json.loads(text))
+    assert isinstance(loaded, ExportReport)
+    assert to_json(loaded.to_dict()) == text
+    return loaded
+
+
 def test_default_is_size_safe_and_gated_at_other_sizes(exported: dict) -> None:
-    report = exported["safe_report"]
-    parity = report.parity.details
-    assert parity["inputs"] == 5  # 3 seeds at 32x32, then 2 other sizes
-    assert report.structure.details["baked_sizes"] == []
-    assert report.op_counts_after.get("Reduction") == 6  # two mean strip pools per block
+    report = round_trip(exported["safe_report"])
+    parity, structure = report.parity.figures, report.structure.figures
+    assert isinstance(parity, GateFigures) and isinstance(structure, NcnnFigures)
+    assert parity.inputs == 5  # 3 seeds at 32x32, then 2 other sizes
+    assert len({case.input_shape for case in parity.cases}) == 3
+    assert structure.baked_sizes == () and structure.valid_size is None
+    assert "valid at every size" in render_export(report)
+    pools = report.op_counts_after.get("Reduction")
+    assert pools == 2 * CA_BLOCKS["seed_ca"]  # two mean strip pools per block
     assert "Slice" not in report.op_counts_after
     meta = json.loads(ncnn.metadata_path(exported["safe"]).read_text())
     assert meta["fixed_size"] is False and meta["valid_sizes"] == "any"
 
 
 def test_fixed_size_records_its_one_size(exported: dict) -> None:
-    report = exported["fixed_report"]
+    report = round_trip(exported["fixed_report"])
     assert any("right only at 3x32x32" in w for w in report.warnings)
+    structure = report.structure.figures
+    assert isinstance(structure, NcnnFigures) and structure.valid_size == (32, 32)
+    assert "valid at 32x32" in render_export(report)
     meta = json.loads(ncnn.metadata_path(exported["fixed"]).read_text())
     assert meta["fixed_size"] is True and meta["valid_sizes"] == [[32, 32]]
 
@@ -85,7 +104,9 @@ def test_fp16_passes_the_lossy_gate_and_verify_runs_it(tmp_path: Path) -> None:
     stem = tmp_path / "half"
     report = export_ncnn(NcnnJob("seed_ca", stem, input_shape=SHAPE, precision="fp16"))
     assert report.passed, report.to_dict()
-    assert report.checks["precision"].details["precision"] == "fp16"
+    lossy = round_trip(report).checks["precision"].figures
+    assert isinstance(lossy, LossyFigures)
+    assert (lossy.precision, lossy.backend, len(lossy.inputs)) == ("fp16", "ncnn", 8)
     assert json.loads(ncnn.metadata_path(stem).read_text())["precision"] == "fp16"
     param = ncnn.files_of(stem)[0]
     done = CliRunner().invoke(cli, ["verify", "seed_ca", str(param), "--input-shape", "1,3,32,32"])

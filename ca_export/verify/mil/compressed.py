@@ -35,10 +35,10 @@ from torch import nn
 from torch.export import ExportedProgram
 
 from ca_export.export.coreml_compress import CONSTEXPR_OPS
-from ca_export.tracing import trace
+from ca_export.tracing import output_arrays, trace
 from ca_export.verify.metrics import Comparison, compare
 from ca_export.verify.mil.program import MilProgram
-from ca_export.verify.parity import CaseResult, GateResult, output_arrays
+from ca_export.verify.parity import CaseResult, GateResult
 from ca_export.verify.tolerances import tolerance
 
 FIT = 0.5
@@ -151,15 +151,6 @@ class CompressedCopy:
             compare(f"{name} ({self.key} in PyTorch)", ref, out, tol)
             for name, ref, out in zip(names, expected, outputs, strict=True)
         ]
-
-    def summary(self) -> dict[str, object]:
-        """How the decompressed weights were placed into the copy."""
-        return {
-            "format": self.key,
-            "weights_placed": self.matched,
-            "factors_fitted": self.fitted,
-            "weights_unmatched": self.unmatched,
-        }
 
 
 def weight_loss(

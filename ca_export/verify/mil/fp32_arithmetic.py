@@ -61,19 +61,6 @@ class Fp32Arithmetic:
         """Whether every fp16 constant is its twin rounded and every output passed."""
         return not self.mismatches and bool(self.gate.cases) and self.gate.passed
 
-    def summary(self) -> dict[str, Any]:
-        """The report entry ``checks.mil_parity.fp32_arithmetic``."""
-        return {
-            "ran": True,
-            "passed": self.passed,
-            "rel_err": self.gate.worst("rel_err"),
-            "margin": self.gate.worst("margin"),
-            "min_cosine": self.gate.min_cosine,
-            "fp16_constants": self.constants,
-            "constant_mismatches": self.mismatches[:10],
-            "failures": self.gate.failures(),
-        }
-
 
 def twin_function(model: Any) -> Any:
     """The main function of an in-memory converted ``MLModel`` (the fp32 twin)."""

@@ -78,7 +78,8 @@ def pooling(params: Any, x: Array) -> Array:
         raise Unsupported(f"{kind} pooling")
     if params.globalPooling:
         reduce = np.mean if kind == "AVERAGE" else np.max
-        return reduce(x, axis=(-2, -1), keepdims=True)
+        pooled: np.ndarray = reduce(x, axis=(-2, -1), keepdims=True)
+        return pooled
     kernel = [int(k) for k in params.kernelSize] or [3, 3]
     strides = [int(s) for s in params.stride] or [1, 1]
     padding = _padding(params)
@@ -124,7 +125,7 @@ def batched_matmul(params: Any, *xs: Array) -> Array:
     if params.transposeA:
         raise Unsupported("batchedMatmul with weights and transposeA")
     shape = (params.weightMatrixFirstDimension, params.weightMatrixSecondDimension)
-    out = np.matmul(xs[0], _weights(params.weights, shape))
+    out: np.ndarray = np.matmul(xs[0], _weights(params.weights, shape))
     return out + _weights(params.bias) if params.hasBias else out
 
 
@@ -272,5 +273,6 @@ class NetworkProgram:
                 raise Unsupported(f"{kind} preprocessing")
             scaler = step.scaler
             bias = np.array([scaler.redBias, scaler.greenBias, scaler.blueBias], np.float32)
-            return x * np.float32(scaler.channelScale) + bias.reshape(1, 3, 1, 1)
+            scaled: np.ndarray = x * np.float32(scaler.channelScale) + bias.reshape(1, 3, 1, 1)
+            return scaled
         return x

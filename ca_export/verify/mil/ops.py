@@ -600,7 +600,8 @@ def constexpr_lut_to_dense(
         raise Unsupported(f"lookup table of shape {table.shape} over indices {index.shape}")
     blocks = _blocks(index.shape, table.shape[: index.ndim], "lookup table")
     groups = np.ix_(*(np.arange(n) // b for n, b in zip(index.shape, blocks, strict=True)))
-    return table[(*groups, index, 0)]
+    key = (*groups, index, 0)
+    return table[key]
 
 
 # Classifier output ---------------------------------------------------------------------------

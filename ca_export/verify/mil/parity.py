@@ -23,17 +23,12 @@ from torch import nn
 
 from ca_export.errors import CheckFailedError
 from ca_export.export.coreml import PRECISIONS, ImageInput
+from ca_export.tracing import output_arrays
 from ca_export.verify.metrics import Comparison, compare
 from ca_export.verify.mil.compressed import CompressedCopy, compressed_copy
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.program import MilProgram, load_program, run_program, uncovered
-from ca_export.verify.parity import (
-    CaseResult,
-    GateResult,
-    float64_copy,
-    output_arrays,
-    run_float64,
-)
+from ca_export.verify.parity import CaseResult, GateResult, float64_copy, run_float64
 from ca_export.verify.tolerances import tolerance, user_tolerance
 
 BACKEND = "coreml-mil-numpy"
