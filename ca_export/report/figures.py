@@ -70,6 +70,15 @@ class GateFigures:
         """Every comparison with its case."""
         return [(case, c) for case in self.cases for c in case.comparisons]
 
+    def by_size(self) -> dict[tuple[int, ...], bool]:
+        """Each input shape the gate ran at, in order, and whether every comparison there
+        passed."""
+        sizes: dict[tuple[int, ...], bool] = {}
+        for case in self.cases:
+            ok = all(c.passed for c in case.comparisons)
+            sizes[tuple(case.input_shape)] = sizes.get(tuple(case.input_shape), True) and ok
+        return sizes
+
     def worst(self) -> Comparison | None:
         """The comparison with the largest margin (None without any)."""
         pairs = self.comparisons()

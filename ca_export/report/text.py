@@ -158,12 +158,8 @@ def _ncnn_lines(structure: NcnnFigures, parity: GateFigures | None) -> list[str]
     lines = [f"ncnn layers: {structure.layers}; valid at {valid}"]
     lines += [f"  baked size: {finding}" for finding in structure.baked_sizes]
     if parity is not None:
-        sizes: dict[tuple[int, ...], bool] = {}
-        for case in parity.cases:
-            ok = all(c.passed for c in case.comparisons)
-            sizes[case.input_shape] = sizes.get(case.input_shape, True) and ok
         gated = ", ".join(
-            f"{_dims(s[2:])} {'passed' if ok else 'FAILED'}" for s, ok in sizes.items()
+            f"{_dims(s[2:])} {'passed' if ok else 'FAILED'}" for s, ok in parity.by_size().items()
         )
         lines.append(f"gated at: {gated}")
     return lines

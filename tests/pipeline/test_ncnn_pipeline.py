@@ -16,6 +16,7 @@ from ca_export.export import ncnn
 from ca_export.pipeline.ncnn import NcnnJob, export_ncnn
 from ca_export.report import ExportReport, load, render_export, to_json
 from ca_export.report.figures import GateFigures, LossyFigures, NcnnFigures
+from ca_export.report.html import Run, render_html
 from cli.main import cli
 from sample_models import CA_BLOCKS
 
@@ -54,6 +55,8 @@ def test_default_is_size_safe_and_gated_at_other_sizes(exported: dict) -> None:
     assert len({case.input_shape for case in parity.cases}) == 3
     assert structure.baked_sizes == () and structure.valid_size is None
     assert "valid at every size" in render_export(report)
+    page = render_html([Run("ncnn", report)])
+    assert 'data-table="sizes"' in page and "1x3x32x32" in page
     pools = report.op_counts_after.get("Reduction")
     assert pools == 2 * CA_BLOCKS["seed_ca"]  # two mean strip pools per block
     assert "Slice" not in report.op_counts_after
