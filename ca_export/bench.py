@@ -1,10 +1,12 @@
 """CPU timing of ONNX Runtime and ExecuTorch programs, side by side, interleaved.
 
 An ``.onnx`` file runs in ONNX Runtime; a ``.pte`` in ExecuTorch's runtime (XNNPACK) and
-a ``.tflite`` in LiteRT's interpreter (XNNPACK), each behind the two calls timing needs
-from an ORT session (``PteSession``, ``TfliteSession``), so all are timed
-by the same loop and summarised by the same statistics. ExecuTorch's thread pool is
-process-wide: it is sized to each thread count before timing.
+a ``.tflite`` in LiteRT's interpreter (XNNPACK) and a ``.ncnn.param`` (with its ``.ncnn.bin``)
+in ncnn's, each behind the two calls timing needs from an ORT session (``PteSession``,
+``TfliteSession``, ``NcnnSession``), so all are timed by the same loop and summarised by the
+same statistics. An ncnn model runs with fp16 storage off (fp32, as its gate ran it) unless
+ca-export's metadata beside it says fp16. ExecuTorch's thread pool is process-wide: it is
+sized to each thread count before timing.
 
 Each ONNX file runs in two session layouts (``LAYOUTS``): ``blocked`` (``ORT_ENABLE_ALL``,
 where ORT on x86 runs convolutions in its blocked NCHWc layout) and ``plain``
@@ -96,16 +98,47 @@ class TfliteSession(PteSession):
         return [PteInput("input_0", self.runner.input_shape)]
 
 
-ONE_LAYOUT = (".pte", ".tflite")
+class NcnnSession:
+    """An ncnn model with the ``get_inputs`` and ``run`` of an ORT session; its input takes
+    any size, given as the bench's input shape."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        from ca_export.export.ncnn import files_of, read_metadata, stem_of
+        from ca_export.verify.ncnn_runtime import NcnnRunner
+
+        stem = stem_of(path)
+        param, weights = files_of(stem)
+        recorded = read_metadata(stem) or {}
+        fp16 = recorded.get("precision") == "fp16"
+        self.runner = NcnnRunner(param, weights, fp16=fp16, threads=threads)
+
+    def get_inputs(self) -> list[PteInput]:
+        """The one input, of any size."""
+        return [PteInput("in0", ["N", "C", "H", "W"])]
+
+    def run(self, _: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run the model on the feed."""
+        (x,) = feeds.values()
+        return self.runner.run(x)
+
+
+Session = ort.InferenceSession | PteSession | NcnnSession
+
+
+def one_layout(path: Path) -> bool:
+    """Whether the file runs in one layout only (an ExecuTorch, LiteRT or ncnn model)."""
+    return path.suffix in (".pte", ".tflite", ".param")
 
 
 def session(
     path: Path, threads: int, profile_dir: Path | None = None, layout: str = "blocked"
-) -> ort.InferenceSession | PteSession:
+) -> Session:
     """A CPU session with ``threads`` intra-op threads, sequential, in ``layout`` (its graph
     optimisation level); for a ``.pte``, the program in ExecuTorch with its thread pool sized
-    to ``threads``, for a ``.tflite`` the model in LiteRT with ``threads`` XNNPACK threads
-    (one layout each)."""
+    to ``threads``, for a ``.tflite`` the model in LiteRT with ``threads`` XNNPACK threads, for
+    a ``.ncnn.param`` the model in ncnn on ``threads`` (one layout each)."""
+    if path.suffix == ".param":
+        return NcnnSession(path, threads)
     if path.suffix == ".pte":
         et.set_threads(threads)
         return PteSession(path)
@@ -128,7 +161,7 @@ def session(
 
 
 def make_feeds(
-    sess: ort.InferenceSession | PteSession, input_shape: tuple[int, ...] | None, seed: int
+    sess: Session, input_shape: tuple[int, ...] | None, seed: int
 ) -> dict[str, np.ndarray]:
     """Seeded random inputs; the first input takes ``input_shape``, others their own shape."""
     rng = np.random.default_rng(seed)
@@ -151,7 +184,7 @@ def make_feeds(
 
 
 def time_interleaved(
-    sessions: dict[str, ort.InferenceSession | PteSession],
+    sessions: dict[str, Session],
     feeds: dict[str, dict[str, np.ndarray]],
     config: BenchConfig,
     progress: BenchProgress = no_progress,
@@ -242,7 +275,7 @@ def bench(
     runs = [
         (name, layout)
         for name, path in models.items()
-        for layout in (config.layouts[:1] if Path(path).suffix in ONE_LAYOUT else config.layouts)
+        for layout in (config.layouts[:1] if one_layout(Path(path)) else config.layouts)
     ]
     feeds: dict[str, dict[str, np.ndarray]] = {}
     report = BenchReport(list(input_shape or []), {k: str(v) for k, v in models.items()}, config)
@@ -265,7 +298,7 @@ def bench(
         ]
         del sessions
     if config.profile_runs > 0:
-        profiled = {k: v for k, v in models.items() if Path(v).suffix not in ONE_LAYOUT}
+        profiled = {k: v for k, v in models.items() if not one_layout(Path(v))}
         for i, (name, path) in enumerate(profiled.items()):
             report.breakdown[name] = op_breakdown(
                 Path(path),

@@ -117,12 +117,23 @@ def _is_ort(path: Path) -> bool:
     return len(head) == 8 and head[4:8] == b"ORTM"
 
 
+def _is_ncnn_bin(path: Path) -> bool:
+    """ncnn weights: a ``.ncnn.bin`` whose ``.ncnn.param`` beside it is an ncnn param file
+    (weights carry no header of their own)."""
+    name = path.name
+    if not name.endswith(".ncnn.bin"):
+        return False
+    return _starts_with("7767517")(path.with_name(name[: -len(".bin")] + ".param"))
+
+
 FILE_KINDS: dict[str, Callable[[Path], bool]] = {
     "onnx": _is_onnx,
     "ort": _is_ort,
     "ort_config": _starts_with("# Generated from model/s:"),
     "mlmodel": _is_mlmodel,
     "pte": _is_pte,
+    "ncnn_param": _starts_with("7767517"),
+    "ncnn_bin": _is_ncnn_bin,
     "json": _is_json,
     "junit": _starts_with("<?xml", "<testsuites"),
     "markdown": _starts_with(MARKDOWN_HEADING),

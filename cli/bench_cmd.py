@@ -36,6 +36,7 @@ Examples:
   ca-export bench mobilenetv2_ca --baseline mobilenetv2 --executorch --threads 1
   ca-export bench --onnx a.onnx --pte a.pte --input-shape 1,3,224,224
   ca-export bench mobilenetv2_ca --baseline mobilenetv2 --litert --threads 1 --targets ort-x86
+  ca-export bench mobilenetv2_ca --baseline mobilenetv2 --ncnn --targets ort-x86 --threads 1
 """
 
 
@@ -87,6 +88,13 @@ class ProgressBar:
     multiple=True,
     help="Also time this LiteRT model (repeat for several).",
 )
+@click.option(
+    "--ncnn-param",
+    "ncnn_files",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    help="Also time this ncnn model (.ncnn.param, its .ncnn.bin beside it; repeat for several).",
+)
 @click.option("--baseline", metavar="SPEC", help="Also export and time this model as reference.")
 @click.option(
     "--executorch",
@@ -99,6 +107,13 @@ class ProgressBar:
     "with_litert",
     is_flag=True,
     help="With MODEL: also convert stock, rewritten (and baseline) to .tflite and time them.",
+)
+@click.option(
+    "--ncnn",
+    "with_ncnn",
+    is_flag=True,
+    help="With MODEL: also convert stock, size-safe, --fixed-size (and baseline) to ncnn "
+    "and time them.",
 )
 @dynamic_option
 @skip_pass_option
@@ -151,9 +166,11 @@ def bench_cmd(
     onnx_files: tuple[Path, ...],
     pte_files: tuple[Path, ...],
     tflite_files: tuple[Path, ...],
+    ncnn_files: tuple[Path, ...],
     baseline: str | None,
     with_executorch: bool,
     with_litert: bool,
+    with_ncnn: bool,
     dynamic: bool,
     skip_passes: tuple[str, ...],
     threads: tuple[int, ...],
@@ -170,8 +187,9 @@ def bench_cmd(
     one rewritten export per target, each in both session layouts.
 
     With --executorch (or --pte FILE), ExecuTorch programs (XNNPACK) are timed in the
-    same rounds; with --litert (or --tflite FILE), LiteRT models (XNNPACK). Models run
-    round-robin so that machine noise hits all alike; compare the ratios.
+    same rounds; with --litert (or --tflite FILE), LiteRT models (XNNPACK); with --ncnn (or
+    --ncnn-param FILE), ncnn models (fp32, one layout). Models run round-robin so that
+    machine noise hits all alike; compare the ratios.
     """
     job = BenchJob(
         model,
@@ -181,9 +199,11 @@ def bench_cmd(
         onnx_files=onnx_files,
         pte_files=pte_files,
         tflite_files=tflite_files,
+        ncnn_files=ncnn_files,
         baseline=baseline,
         executorch=with_executorch,
         litert=with_litert,
+        ncnn=with_ncnn,
         dynamic=dynamic,
         skip_passes=skip_passes,
         targets=targets,

@@ -13,6 +13,7 @@ from cli.coreml_cmd import coreml
 from cli.executorch_cmd import executorch
 from cli.inspect_cmd import inspect
 from cli.litert_cmd import litert
+from cli.ncnn_cmd import ncnn
 from cli.onnx_cmd import onnx
 from cli.optimize_cmd import optimize
 from cli.report_cmd import report
@@ -39,6 +40,7 @@ cli.add_command(bench_cmd)
 cli.add_command(coreml)
 cli.add_command(executorch)
 cli.add_command(litert)
+cli.add_command(ncnn)
 cli.add_command(report)
 
 

@@ -5,9 +5,11 @@ With a model, the stock export (rewrite off) and one rewritten export per target
 its form, ``ca_export.rewrites.TARGETS``) are made, and the baseline's if given; the
 report says which passes each CA block of each export got; with ``executorch`` the same as
 ``.pte`` programs, with ``litert`` as ``.tflite`` files (stock litert-torch conversion,
-the ``litert`` form, the baseline). Files the user names are timed as they are. A stock
-export that cannot be made dynamic is left out with a warning; every other failed export
-fails the run.
+the ``litert`` form, the baseline); with ``ncnn`` as ncnn models: stock (the pnnx
+conversion without the rewrite, gated at the traced size only, where it is right), the
+size-safe default, the ``--fixed-size`` form, and the baseline. Files the user names are
+timed as they are. A stock export that cannot be made dynamic is left out with a warning;
+every other failed export fails the run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.pipeline.common import Progress, quiet
 from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
 from ca_export.pipeline.litert import LiteRTJob, export_litert
+from ca_export.pipeline.ncnn import NcnnJob, export_ncnn
 from ca_export.pipeline.onnx import OnnxJob, export_onnx
 from ca_export.report import ExportReport
 from ca_export.report.results import BenchConfig, BenchReport
@@ -38,9 +41,11 @@ class BenchJob:
     onnx_files: tuple[Path, ...] = ()
     pte_files: tuple[Path, ...] = ()
     tflite_files: tuple[Path, ...] = ()
+    ncnn_files: tuple[Path, ...] = ()
     baseline: str | None = None
     executorch: bool = False
     litert: bool = False
+    ncnn: bool = False
     dynamic: bool = False
     skip_passes: tuple[str, ...] = ()
     targets: tuple[str, ...] = tuple(TARGETS)
@@ -50,19 +55,24 @@ class BenchJob:
 
     def validate(self) -> None:
         """Refuse combinations that cannot be timed."""
-        if (self.model is None) == (not (self.onnx_files or self.pte_files or self.tflite_files)):
-            raise BadInputError("give either MODEL or --onnx/--pte/--tflite FILE")
+        files = self.onnx_files or self.pte_files or self.tflite_files or self.ncnn_files
+        if (self.model is None) == (not files):
+            raise BadInputError("give either MODEL or --onnx/--pte/--tflite/--ncnn-param FILE")
         if self.executorch and (self.model is None or self.dynamic):
             raise BadInputError("--executorch needs MODEL and a static size (no --dynamic)")
         if self.litert and (self.model is None or self.dynamic):
             raise BadInputError("--litert needs MODEL and a static size (no --dynamic)")
+        if self.ncnn and self.model is None:
+            raise BadInputError("--ncnn needs MODEL")
 
 
-def _export(job: OnnxJob | ExecutorchJob | LiteRTJob, progress: Progress) -> ExportReport:
+def _export(job: OnnxJob | ExecutorchJob | LiteRTJob | NcnnJob, progress: Progress) -> ExportReport:
     """Export through the pipeline; a failed gate is a failed check."""
     kind = "stock" if not job.rewrite else getattr(job, "target", "rewritten")
-    progress(f"export {job.model} ({kind}, {job.output.suffix})")
-    if isinstance(job, LiteRTJob):
+    progress(f"export {job.model} ({kind}, {job.output.suffix or 'ncnn'})")
+    if isinstance(job, NcnnJob):
+        report = export_ncnn(job)
+    elif isinstance(job, LiteRTJob):
         report = export_litert(job)
     elif isinstance(job, ExecutorchJob):
         report = export_executorch(job)
@@ -85,7 +95,7 @@ def block_forms(report: ExportReport) -> dict[str, str]:
 def _user_files(job: BenchJob) -> dict[str, Path]:
     """The files the user named, under unique names."""
     models: dict[str, Path] = {}
-    for path in job.onnx_files + job.pte_files + job.tflite_files:
+    for path in job.onnx_files + job.pte_files + job.tflite_files + job.ncnn_files:
         name = path.stem if path.suffix == ".onnx" else path.name
         while name in models:
             name += "'"
@@ -147,6 +157,25 @@ def _exports(job: BenchJob, folder: Path, progress: Progress) -> dict[str, Path]
                 )
                 _export(lt_job, progress)
                 models[name] = lt_job.output
+    if job.ncnn and job.model is not None:
+        for name, spec, ckpt, rewrite, dynamic in (
+            ("stock.ncnn", job.model, job.weights, False, False),
+            ("rewritten.ncnn", job.model, job.weights, True, True),
+            ("fixed-size.ncnn", job.model, job.weights, True, False),
+            ("baseline.ncnn", job.baseline, None, True, False),
+        ):
+            if spec is not None:
+                ncnn_job = NcnnJob(
+                    spec,
+                    folder / name,
+                    ckpt,
+                    shape,
+                    dynamic=dynamic,
+                    rewrite=rewrite,
+                    skip_passes=job.skip_passes,
+                )
+                _export(ncnn_job, progress)
+                models[name] = ncnn_job.files[0]
     return models
 
 

@@ -23,6 +23,7 @@ from torch.export import ExportedProgram
 
 from ca_export import interrupts
 from ca_export.errors import BadInputError, CAExportError, StageError
+from ca_export.export import ncnn
 from ca_export.files import Output
 from ca_export.loading import load_model, model_files
 from ca_export.patterns import CABlock, Rejection, find
@@ -322,6 +323,8 @@ def inspect_model(
         with stage("rewrite"):
             passes = rewrite_blocks(found).passes
     notices = [*loaded.notices, *captured.traced.notices]
+    if found.blocks:
+        notices.append(ncnn.STOCK_DANGER)
     entries = [BlockReport.of(b) for b in found.blocks]
     return InspectReport(
         model, list(input_shape), entries, list(found.rejected), notices, list(passes)

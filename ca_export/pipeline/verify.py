@@ -1,7 +1,9 @@
 """The verify pipeline: each artifact against the original PyTorch model, then localisation.
 
 ONNX files run in ONNX Runtime; ExecuTorch programs (.pte) in ExecuTorch's runtime
-with XNNPACK; Core ML models run in Core ML on macOS and, elsewhere,
+with XNNPACK; ncnn models (.ncnn.param) in ncnn's, in fp32, at every size unless
+``ca-export ncnn --fixed-size`` recorded the one size the model is valid at (asking for
+another fails, exit 1); Core ML models run in Core ML on macOS and, elsewhere,
 through the NumPy evaluators (``ca_export.verify.mil``), with the ``coreml`` rows
 of the tolerance table and the model's own noise at the artifact's precision.
 Inputs are seeded tensors at every shape the artifact takes (its own static shape, or
@@ -48,9 +50,11 @@ from ca_export.report.text import LOSSY_REFERENCE
 from ca_export.tracing import example_input, guard_memory, trace
 from ca_export.verify.accuracy import EvalSet, accuracy_check, measure
 from ca_export.verify.artifacts import (
+    NcnnArtifact,
     OnnxArtifact,
     OrtArtifact,
     PteArtifact,
+    open_ncnn,
     open_onnx,
     open_ort,
     open_pte,
@@ -68,7 +72,7 @@ from ca_export.verify.mil.program import MilProgram
 from ca_export.verify.parity import SEEDS
 from ca_export.verify.tolerances import tolerance, user_tolerance
 
-Artifact = OnnxArtifact | OrtArtifact | MilArtifact | PteArtifact
+Artifact = OnnxArtifact | OrtArtifact | MilArtifact | PteArtifact | NcnnArtifact
 
 
 @dataclass
@@ -169,7 +173,9 @@ def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
 
 def open_artifact(path: Path) -> Artifact:
     """An ONNX file, or by its suffix a Core ML model, an ExecuTorch program, a LiteRT
-    model or a .ort."""
+    model, a .ort or an ncnn model (.ncnn.param or .ncnn.bin)."""
+    if path.name.endswith((".ncnn.param", ".ncnn.bin")):
+        return open_ncnn(path)
     if path.suffix == ".pte":
         return open_pte(path)
     if path.suffix == ".tflite":
@@ -187,10 +193,15 @@ def _verify_one(
     report: VerifyReport,
 ) -> ArtifactResult:
     """Run every case through one artifact, then localise the first failing one."""
-    if isinstance(artifact, OnnxArtifact) and artifact.lossy:
+    if isinstance(artifact, NcnnArtifact):
+        for _, x in _seeded(job, artifact, SEEDS, example_input) + user_inputs:
+            why = artifact.invalid_at(tuple(x.shape))
+            if why is not None:
+                raise CheckFailedError(why)
+    if isinstance(artifact, OnnxArtifact | NcnnArtifact) and artifact.lossy:
         return _verify_lossy(job, model, artifact, user_inputs)
     coreml = isinstance(artifact, MilArtifact)
-    pte = isinstance(artifact, PteArtifact)
+    pte = isinstance(artifact, PteArtifact | NcnnArtifact)
     backend = "coreml" if coreml else artifact.backend if pte else "onnxruntime-cpu"
     tol = user_tolerance(tolerance(artifact.dtype, backend), job.rtol, job.atol)
     result = ArtifactResult(
@@ -299,12 +310,12 @@ def _as_float(out: np.ndarray) -> np.ndarray:
 def _verify_lossy(
     job: VerifyJob,
     model: torch.nn.Module,
-    artifact: OnnxArtifact,
+    artifact: OnnxArtifact | NcnnArtifact,
     user_inputs: list[tuple[str, np.ndarray]],
 ) -> ArtifactResult:
     """The lossy gate of an fp16 or int8 file over every seeded and user input it takes; at
     each shape the export gate's 8 seeds, not the exact gate's 3."""
-    backend = "onnxruntime-cpu"
+    backend = artifact.backend if isinstance(artifact, NcnnArtifact) else "onnxruntime-cpu"
     tol = user_tolerance(tolerance(artifact.precision, backend), job.rtol, job.atol)
     result = ArtifactResult(str(artifact.path), artifact.precision, tol, backend)
     seeded = _seeded(job, artifact, GATE_SEEDS, example_input)

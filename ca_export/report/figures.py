@@ -70,6 +70,15 @@ class GateFigures:
         """Every comparison with its case."""
         return [(case, c) for case in self.cases for c in case.comparisons]
 
+    def by_size(self) -> dict[tuple[int, ...], bool]:
+        """Each input shape the gate ran at, in order, and whether every comparison there
+        passed."""
+        sizes: dict[tuple[int, ...], bool] = {}
+        for case in self.cases:
+            ok = all(c.passed for c in case.comparisons)
+            sizes[tuple(case.input_shape)] = sizes.get(tuple(case.input_shape), True) and ok
+        return sizes
+
     def worst(self) -> Comparison | None:
         """The comparison with the largest margin (None without any)."""
         pairs = self.comparisons()
@@ -129,6 +138,18 @@ class StructureFigures:
     outside: tuple[OutsideOp, ...] = ()
     transposes: tuple[OutsideOp, ...] = ()
     dynamic_sizes: dict[str, SizeSpan] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NcnnFigures:
+    """An ncnn model's layers, the layers in which pnnx baked the traced size
+    (``export.ncnn.baked_sizes``) and, for a ``--fixed-size`` model, the one H x W it is
+    valid at (None: every size)."""
+
+    kind: ClassVar[str] = "ncnn"
+    layers: int
+    baked_sizes: tuple[str, ...] = ()
+    valid_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -298,6 +319,7 @@ Figures = (
     | WeightsFigures
     | OrtFormatFigures
     | StructureFigures
+    | NcnnFigures
     | LossyFigures
     | AccuracyFigures
     | MilFigures
@@ -313,6 +335,7 @@ KINDS: dict[str, type[Any]] = {
         WeightsFigures,
         OrtFormatFigures,
         StructureFigures,
+        NcnnFigures,
         LossyFigures,
         AccuracyFigures,
         MilFigures,

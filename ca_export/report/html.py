@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from ca_export.files import HTML_HEAD
 from ca_export.report.checks import Check, Verdict
-from ca_export.report.figures import AccuracyFigures, GateFigures, StructureFigures
+from ca_export.report.figures import AccuracyFigures, GateFigures, NcnnFigures, StructureFigures
 from ca_export.report.results import (
     BenchReport,
     ExportReport,
@@ -450,6 +450,29 @@ def _accuracy_part(report: Report) -> str:
     return _table([*head, "drop (points)", "bound", "verdict"], rows, "accuracy")
 
 
+def _ncnn_part(report: Report) -> str:
+    """An ncnn model's valid sizes, the layers in which pnnx baked the traced size, and the
+    parity gate at each size."""
+    if not isinstance(report, ExportReport) or report.structure is None:
+        return ""
+    structure = report.structure.figures
+    if not isinstance(structure, NcnnFigures):
+        return ""
+    size = structure.valid_size
+    valid = "every size" if size is None else f"{size[0]}x{size[1]} only (--fixed-size)"
+    head = f"<p>{structure.layers} layers; valid at {escape(valid)}</p>"
+    baked = [[escape(finding)] for finding in structure.baked_sizes]
+    parts = [head, _table(["layer with a baked size"], baked, "baked") if baked else ""]
+    gate = report.parity.figures if report.parity is not None else None
+    if isinstance(gate, GateFigures):
+        rows = [
+            ["x".join(map(str, shape)), _verdict_cell("passed" if ok else "FAILED", _css(ok))]
+            for shape, ok in gate.by_size().items()
+        ]
+        parts.append(_table(["input shape", "parity"], rows, "sizes"))
+    return "".join(parts)
+
+
 SECTIONS: list[tuple[str, str, Callable[[Report], str]]] = [
     ("checks", "Checks", _checks_part),
     ("parity", "Parity against each bound", _parity_part),
@@ -459,6 +482,7 @@ SECTIONS: list[tuple[str, str, Callable[[Report], str]]] = [
     ("ops", "Op counts", _ops_part),
     ("passes", "Passes per block", _passes_part),
     ("delegate", "Outside the XNNPACK delegate", _delegate_part),
+    ("ncnn", "ncnn sizes", _ncnn_part),
 ]
 """Each section: its id, title, and what it shows of one report (empty: nothing)."""
 

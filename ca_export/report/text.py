@@ -11,6 +11,7 @@ from ca_export.report.figures import (
     KeepAuto,
     LossyFigures,
     MilFigures,
+    NcnnFigures,
     StructureFigures,
     WeightsFigures,
 )
@@ -177,6 +178,25 @@ def _structure_lines(structure: StructureFigures) -> list[str]:
     return lines
 
 
+def _dims(shape: Sequence[int]) -> str:
+    """``224x224``."""
+    return "x".join(map(str, shape))
+
+
+def _ncnn_lines(structure: NcnnFigures, parity: GateFigures | None) -> list[str]:
+    """An ncnn model's layers, the sizes it is valid at, the layers with a baked size, and
+    the parity gate at each size it ran at."""
+    valid = "every size" if structure.valid_size is None else _dims(structure.valid_size)
+    lines = [f"ncnn layers: {structure.layers}; valid at {valid}"]
+    lines += [f"  baked size: {finding}" for finding in structure.baked_sizes]
+    if parity is not None:
+        gated = ", ".join(
+            f"{_dims(s[2:])} {'passed' if ok else 'FAILED'}" for s, ok in parity.by_size().items()
+        )
+        lines.append(f"gated at: {gated}")
+    return lines
+
+
 def render_export(report: ExportReport) -> str:
     """The summary printed after an export."""
     rewritten = sum(b.rewritten for b in report.ca_blocks)
@@ -186,11 +206,13 @@ def render_export(report: ExportReport) -> str:
     lines += [f"  not CA: {r.module} ({r.node}): {r.reason}" for r in report.rejected]
     lines.append(f"nodes: {_counts(report.op_counts_after)}")
     structure = report.structure.figures if report.structure is not None else None
+    parity = report.parity.figures if report.parity is not None else None
     if isinstance(structure, StructureFigures):
         lines += _structure_lines(structure)
+    if isinstance(structure, NcnnFigures):
+        lines += _ncnn_lines(structure, parity if isinstance(parity, GateFigures) else None)
     for check in report.checks.values():
         lines += _check_lines(check)
-    parity = report.parity.figures if report.parity is not None else None
     if isinstance(parity, GateFigures):
         lines.append(_gate_line("parity vs PyTorch", parity))
         blocks = parity.blocks

@@ -12,7 +12,9 @@ built once, one same-shape multiply). ``xnnpack`` (ExecuTorch) ends with
 (``benchmarks/litert_forms.py``): static strip pools become AVERAGE_POOL_2D and the gates
 broadcasting MULs, which litert-torch's layout pass converts without a TRANSPOSE and XNNPACK
 runs in one partition (``resize_gate``'s RESIZE_NEAREST_NEIGHBOR is not delegated;
-``matmul_pool``, ``gate_once`` and ``global_strip_pool`` leave TRANSPOSE pairs). ``TARGETS``
+``matmul_pool``, ``gate_once`` and ``global_strip_pool`` leave TRANSPOSE pairs). ``ncnn``
+is the ``xnnpack`` list without ``global_strip_pool`` (a dynamic strip pool stays a ``mean``, ncnn's
+``Reduction``; measured fastest for ncnn by ``benchmarks/ncnn_forms.py``). ``TARGETS``
 maps each ONNX runtime to the form measured fastest there (``benchmarks/target_forms.py``):
 ``ort-x86`` (blocked NCHWc layout, the default) to ``resize_pad`` (``pad_mip`` and
 ``resize_gate``: nothing leaves the blocked layout), ``ort-plain`` (plain NCHW) to
@@ -96,6 +98,7 @@ FORMS: dict[str, tuple[str, ...]] = {
         "broadcast_gate",
         "float_hardsigmoid",
     ),
+    "ncnn": (*COMMON, "swap_as_view", "swap_as_permute", "broadcast_gate", "float_hardsigmoid"),
     "resize": (*COMMON, "gate_once", "resize_gate"),
     "resize_pad": (*COMMON, "pad_mip", "gate_once", "resize_gate"),
     "matmul_pool": ("pool_to_reduce", "matmul_pool", *COMMON[1:], "gate_once"),

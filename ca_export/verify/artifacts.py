@@ -1,6 +1,10 @@
 """Artifacts to verify: open an ONNX file or an ONNX Runtime format model (.ort) for ONNX
-Runtime, an ExecuTorch .pte for ExecuTorch's runtime, or a LiteRT .tflite for LiteRT's
-interpreter (XNNPACK), and say which inputs each takes.
+Runtime, an ExecuTorch .pte for ExecuTorch's runtime, a LiteRT .tflite for LiteRT's
+interpreter (XNNPACK), or an ncnn model (.ncnn.param with its .ncnn.bin) for ncnn's, and say
+which inputs each takes.
+
+An ncnn model takes any size; one ``ca-export ncnn --fixed-size`` wrote is valid at one
+size only, as its companion metadata (``OUT.ncnn.json``) says, and is checked there alone.
 
 An ONNX file says its precision in its ``ca_export.precision`` metadata (``ca-export onnx``
 and ``optimize`` write it): fp32, or a lossy fp16 or int8 that verify judges with the lossy
@@ -18,7 +22,10 @@ import onnxruntime as ort
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import litert as lt
 from ca_export.export.executorch import BACKEND, PteRunner
+from ca_export.export.ncnn import BACKEND as NCNN_BACKEND
+from ca_export.export.ncnn import files_of, read_metadata, stem_of
 from ca_export.export.precision import PRECISIONS
+from ca_export.verify.ncnn_runtime import NcnnRunner
 from ca_export.verify.runtime import cpu_session
 
 DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
@@ -205,3 +212,70 @@ def open_tflite(path: Path) -> TfliteArtifact:
     count = len(runner.outputs)
     names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
     return TfliteArtifact(path, runner, list(runner.input_shape), names, backend=lt.BACKEND)
+
+
+@dataclass
+class NcnnArtifact:
+    """An ncnn model in ncnn's runtime: fp32 with fp16 storage off, or (as its metadata
+    says) fp16 with fp16 storage and arithmetic on, judged by the lossy gate. ``fixed`` is
+    the one input shape a ``--fixed-size`` model is valid at (None: any size)."""
+
+    path: Path
+    runner: NcnnRunner
+    output_names: list[str]
+    fixed: list[int] | None = None
+    precision: str = "fp32"
+    dtype: str = "float32"
+    backend: str = NCNN_BACKEND
+
+    @property
+    def lossy(self) -> bool:
+        """Whether the model is an fp16 conversion, judged by the lossy gate."""
+        return self.precision != "fp32"
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether the model is valid at every size."""
+        return self.fixed is None
+
+    @property
+    def input_dims(self) -> list[int | str]:
+        """The valid input shape of a fixed-size model; symbolic dims otherwise."""
+        return list(self.fixed) if self.fixed is not None else ["N", "C", "H", "W"]
+
+    def refuses(self, shape: tuple[int, ...]) -> str | None:
+        """Why the model cannot take ``shape``: ncnn runs any rank-4 input."""
+        return None if len(shape) == 4 else "artifact takes rank-4 input"
+
+    def invalid_at(self, shape: tuple[int, ...]) -> str | None:
+        """Why a fixed-size model's output at ``shape`` means nothing, or None."""
+        if self.fixed is None or list(shape[1:]) == self.fixed[1:]:
+            return None
+        valid = "x".join(map(str, self.fixed[1:]))
+        return (
+            f"{self.path.name} is valid only at {valid} (ca-export ncnn --fixed-size), "
+            f"not at {'x'.join(map(str, shape[1:]))}: ncnn would run it and give wrong outputs"
+        )
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run the model on one input."""
+        return self.runner.run(x.astype(np.float32))
+
+
+def open_ncnn(path: Path) -> NcnnArtifact:
+    """Load an ncnn model (the param file and the weights beside it) and what ca-export
+    recorded of it; a model it cannot load gives one clear error."""
+    stem = stem_of(path)
+    param, weights = files_of(stem)
+    for needed in (param, weights):
+        if not needed.is_file():
+            raise BadInputError(f"ncnn file {str(needed)!r} does not exist")
+    recorded = read_metadata(stem) or {}
+    precision = recorded.get("precision", "fp32")
+    if precision not in ("fp32", "fp16"):
+        raise BadInputError(f"{str(param)!r} is {precision}; verify checks fp32 and fp16 ncnn")
+    runner = NcnnRunner(param, weights, fp16=precision == "fp16")
+    count = len(runner.outputs)
+    names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    fixed = recorded.get("input_shape") if recorded.get("fixed_size") else None
+    return NcnnArtifact(param, runner, names, fixed, precision)

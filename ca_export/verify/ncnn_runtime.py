@@ -1,0 +1,62 @@
+"""Run an ncnn model in ncnn's Python runtime, as the gate and ``bench`` open it.
+
+ncnn's blobs have no batch axis: each sample of an ``[N, C, H, W]`` input is fed alone
+(``in0``, ``[C, H, W]``) and every output blob (``out0``, ``out1``, ...) gets its batch
+axis back, the samples stacked. On x86 ncnn stores activations in fp16 by default
+(measured on ``mobilenetv2_ca``: 5.4e-4 of the logits' scale); an fp32 model runs with
+fp16 storage, packing and arithmetic off, so its gate sees fp32 arithmetic only. An fp16
+model runs with them on, as a phone would run it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ca_export.errors import BadInputError, CheckFailedError
+from ca_export.export.ncnn import INPUT, input_blobs, output_blobs, parse_param, require
+
+
+class NcnnRunner:
+    """An ncnn param file and its weights, loaded and ready to run."""
+
+    def __init__(self, param: Path, weights: Path, fp16: bool = False, threads: int = 1) -> None:
+        require()
+        import ncnn
+
+        layers = parse_param(param.read_text(errors="replace"), repr(str(param)))
+        inputs = input_blobs(layers)
+        if inputs != [INPUT]:
+            raise BadInputError(f"{str(param)!r} takes inputs {inputs}; verify handles one, in0")
+        self.outputs = output_blobs(layers)
+        self.layers = layers
+        net = ncnn.Net()
+        net.opt.use_fp16_storage = fp16
+        net.opt.use_fp16_packed = fp16
+        net.opt.use_fp16_arithmetic = fp16
+        net.opt.num_threads = threads
+        if net.load_param(str(param)) != 0 or net.load_model(str(weights)) != 0:
+            raise BadInputError(f"ncnn cannot load {str(param)!r} with {str(weights)!r}")
+        self.net = net
+
+    def run_sample(self, sample: np.ndarray) -> list[np.ndarray]:
+        """Every output for one ``[C, H, W]`` sample, without a batch axis."""
+        import ncnn
+
+        extractor = self.net.create_extractor()
+        held = np.ascontiguousarray(sample, np.float32)
+        extractor.input(INPUT, ncnn.Mat(held))
+        found = []
+        for blob in self.outputs:
+            status, mat = extractor.extract(blob)
+            if status != 0:
+                shape = "x".join(map(str, sample.shape))
+                raise CheckFailedError(f"ncnn cannot compute {blob} for a {shape} sample")
+            found.append(np.array(mat, copy=True))
+        return found
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output for an ``[N, C, H, W]`` input, the batch axis put back."""
+        per_sample = [self.run_sample(sample) for sample in x]
+        return [np.stack(outs) for outs in zip(*per_sample, strict=True)]

@@ -1,0 +1,117 @@
+"""``ca-export ncnn`` end to end on seed_ca at 32: the size-safe default, --fixed-size, and
+verify of both (needs the ncnn extra)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("ncnn", reason='needs the ncnn extra: pip install -e ".[ncnn]"')
+pytest.importorskip("pnnx", reason='needs the ncnn extra: pip install -e ".[ncnn]"')
+
+from ca_export.export import ncnn
+from ca_export.pipeline.ncnn import NcnnJob, export_ncnn
+from ca_export.report import ExportReport, load, render_export, to_json
+from ca_export.report.figures import GateFigures, LossyFigures, NcnnFigures
+from ca_export.report.html import Run, render_html
+from cli.main import cli
+from sample_models import CA_BLOCKS
+
+SHAPE = (1, 3, 32, 32)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """seed_ca converted both ways, each with its report."""
+    folder = tmp_path_factory.mktemp("ncnn")
+    stems = {}
+    for name, dynamic in (("safe", True), ("fixed", False)):
+        report = export_ncnn(NcnnJob("seed_ca", folder / name, input_shape=SHAPE, dynamic=dynamic))
+        assert report.passed, report.to_dict()
+        stems[name] = folder / name
+        stems[f"{name}_report"] = report
+    return stems
+
+
+def round_trip(report: ExportReport) -> ExportReport:
+    """The report as loaded back from its JSON form, which it writes again unchanged."""
+    text = to_json(report.to_dict())
+    loaded = load(json.loads(text))
+    assert isinstance(loaded, ExportReport)
+    assert to_json(loaded.to_dict()) == text
+    return loaded
+
+
+def test_default_is_size_safe_and_gated_at_other_sizes(exported: dict) -> None:
+    report = round_trip(exported["safe_report"])
+    parity, structure = report.parity.figures, report.structure.figures
+    assert isinstance(parity, GateFigures) and isinstance(structure, NcnnFigures)
+    assert parity.inputs == 5  # 3 seeds at 32x32, then 2 other sizes
+    assert len({case.input_shape for case in parity.cases}) == 3
+    assert structure.baked_sizes == () and structure.valid_size is None
+    assert "valid at every size" in render_export(report)
+    page = render_html([Run("ncnn", report)])
+    assert 'data-table="sizes"' in page and "1x3x32x32" in page
+    pools = report.op_counts_after.get("Reduction")
+    assert pools == 2 * CA_BLOCKS["seed_ca"]  # two mean strip pools per block
+    assert "Slice" not in report.op_counts_after
+    meta = json.loads(ncnn.metadata_path(exported["safe"]).read_text())
+    assert meta["fixed_size"] is False and meta["valid_sizes"] == "any"
+
+
+def test_fixed_size_records_its_one_size(exported: dict) -> None:
+    report = round_trip(exported["fixed_report"])
+    assert any("right only at 3x32x32" in w for w in report.warnings)
+    structure = report.structure.figures
+    assert isinstance(structure, NcnnFigures) and structure.valid_size == (32, 32)
+    assert "valid at 32x32" in render_export(report)
+    meta = json.loads(ncnn.metadata_path(exported["fixed"]).read_text())
+    assert meta["fixed_size"] is True and meta["valid_sizes"] == [[32, 32]]
+
+
+def test_verify_takes_both_and_refuses_other_sizes_for_fixed(exported: dict) -> None:
+    runner = CliRunner()
+    for name in ("safe", "fixed"):
+        param = ncnn.files_of(exported[name])[0]
+        done = runner.invoke(cli, ["verify", "seed_ca", str(param), "--input-shape", "1,3,32,32"])
+        assert done.exit_code == 0, done.output
+    param = ncnn.files_of(exported["fixed"])[0]
+    done = runner.invoke(cli, ["verify", "seed_ca", str(param), "--shapes", "1x3x48x48"])
+    assert done.exit_code == 1
+    assert "valid only at 3x32x32" in done.output
+
+
+def test_verify_fails_the_stock_conversion_at_another_size(exported: dict, tmp_path: Path) -> None:
+    """The stock pnnx conversion pins the strip pools' lengths: right at 32, silently wrong
+    at 48, which verify shows."""
+    from ca_export.loading import load_model
+    from ca_export.tracing import example_input
+
+    converted = ncnn.convert(load_model("seed_ca").module, example_input(SHAPE))
+    param, weights = ncnn.files_of(tmp_path / "stock")
+    param.write_text(converted.param)
+    weights.write_bytes(converted.weights)
+    runner = CliRunner()
+    done = runner.invoke(cli, ["verify", "seed_ca", str(param), "--shapes", "1x3x32x32"])
+    assert done.exit_code == 0, done.output
+    done = runner.invoke(cli, ["verify", "seed_ca", str(param), "--shapes", "1x3x48x48"])
+    assert done.exit_code == 1, done.output
+
+
+def test_fp16_passes_the_lossy_gate_and_verify_runs_it(tmp_path: Path) -> None:
+    stem = tmp_path / "half"
+    report = export_ncnn(NcnnJob("seed_ca", stem, input_shape=SHAPE, precision="fp16"))
+    assert report.passed, report.to_dict()
+    lossy = round_trip(report).checks["precision"].figures
+    assert isinstance(lossy, LossyFigures)
+    assert (lossy.precision, lossy.backend, len(lossy.inputs)) == ("fp16", "ncnn", 8)
+    assert json.loads(ncnn.metadata_path(stem).read_text())["precision"] == "fp16"
+    param = ncnn.files_of(stem)[0]
+    done = CliRunner().invoke(cli, ["verify", "seed_ca", str(param), "--input-shape", "1,3,32,32"])
+    assert done.exit_code == 0, done.output
+    assert "fp16" in done.output
