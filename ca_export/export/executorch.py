@@ -25,6 +25,7 @@ import torch
 from torch.export import ExportedProgram
 
 from ca_export.errors import BadInputError
+from ca_export.extras import Extra
 from ca_export.fx import module_path, owning_block
 
 BACKEND = "executorch-xnnpack"
@@ -32,22 +33,12 @@ DELEGATE = "executorch_call_delegate"
 NO_MODULE = "_empty_nn_module_stack"
 """The placeholder module name ExecuTorch gives nodes it makes (the size reads of a dynamic
 program); reported as no module."""
-INSTALL_HINT = 'ExecuTorch is not installed; install the extra: pip install -e ".[executorch]"'
+EXTRA = Extra("executorch", "ExecuTorch is", ("executorch.exir",))
+INSTALL_HINT = EXTRA.hint
 
 
-def available() -> bool:
-    """Whether ExecuTorch can be imported."""
-    try:
-        import executorch.exir  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _require() -> None:
-    """Raise one clear error when ExecuTorch is missing."""
-    if not available():
-        raise BadInputError(INSTALL_HINT)
+available = EXTRA.available
+_require = EXTRA.require
 
 
 @dataclass

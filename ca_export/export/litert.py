@@ -34,26 +34,16 @@ import torch
 from torch.export import ExportedProgram
 
 from ca_export.errors import BadInputError
+from ca_export.extras import Extra
 
 BACKEND = "litert-xnnpack"
-INSTALL_HINT = 'LiteRT is not installed; install the extra: pip install -e ".[litert]"'
+EXTRA = Extra("litert", "LiteRT is", ("ai_edge_litert.interpreter", "litert_torch"))
+INSTALL_HINT = EXTRA.hint
 DELEGATE = "DELEGATE"
 
 
-def available() -> bool:
-    """Whether litert-torch and ai-edge-litert can be imported."""
-    try:
-        import ai_edge_litert.interpreter  # noqa: F401
-        import litert_torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _require() -> None:
-    """Raise one clear error when LiteRT is missing."""
-    if not available():
-        raise BadInputError(INSTALL_HINT)
+available = EXTRA.available
+_require = EXTRA.require
 
 
 def _first_line(err: Exception) -> str:

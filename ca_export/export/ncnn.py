@@ -34,9 +34,11 @@ import torch
 from torch import nn
 
 from ca_export.errors import BadInputError
+from ca_export.extras import Extra
 from ca_export.files import private_tempdir
 
-INSTALL_HINT = 'pnnx and ncnn are not installed; install the extra: pip install -e ".[ncnn]"'
+EXTRA = Extra("ncnn", "pnnx and ncnn are", ("ncnn", "pnnx"))
+INSTALL_HINT = EXTRA.hint
 PARAM_SUFFIX, BIN_SUFFIX = ".ncnn.param", ".ncnn.bin"
 MAGIC = "7767517"
 """The first line of every ncnn param file."""
@@ -74,20 +76,8 @@ def read_metadata(stem: Path) -> dict[str, Any] | None:
     return data
 
 
-def available() -> bool:
-    """Whether pnnx and ncnn can be imported."""
-    try:
-        import ncnn  # noqa: F401
-        import pnnx  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def require() -> None:
-    """Raise one clear error when pnnx or ncnn is missing."""
-    if not available():
-        raise BadInputError(INSTALL_HINT)
+available = EXTRA.available
+require = EXTRA.require
 
 
 def stem_of(path: Path) -> Path:
