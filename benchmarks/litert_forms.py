@@ -126,7 +126,7 @@ def main() -> None:
         chosen = set(args.forms.split(",")) | set(ALWAYS)
         files = {name: convert(name, folder, args.size) for name in VARIANTS if name in chosen}
         paths = {name: path for name, (path, _) in files.items()}
-        if et.available():
+        if et.EXTRA.available():
             paths |= {name: lower(name, folder, args.size) for name in EXECUTORCH}
         config = BenchConfig(20, args.runs, 0.0, (1,), profile_runs=0)
         report = bench(paths, None, config)

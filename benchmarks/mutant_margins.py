@@ -33,7 +33,7 @@ def main() -> int:
     parser.add_argument("--mutants", default=",".join(MUTANTS))
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     args = parser.parse_args()
-    gates = [g for g in args.gates.split(",") if g != "executorch" or et.available()]
+    gates = [g for g in args.gates.split(",") if g != "executorch" or et.EXTRA.available()]
     sizes = {"yolov5_ca": args.size, "mobilenetv2_ca": args.mnv2_size}
     rows: list[Row] = []
     effects: dict[tuple[str, str], float] = {}

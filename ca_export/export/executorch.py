@@ -34,11 +34,6 @@ NO_MODULE = "_empty_nn_module_stack"
 """The placeholder module name ExecuTorch gives nodes it makes (the size reads of a dynamic
 program); reported as no module."""
 EXTRA = Extra("executorch", "ExecuTorch is", ("executorch.exir",))
-INSTALL_HINT = EXTRA.hint
-
-
-available = EXTRA.available
-_require = EXTRA.require
 
 
 @dataclass
@@ -66,7 +61,7 @@ def lower(program: ExportedProgram, modules: Sequence[str] = ()) -> Lowered:
     Segments and outside ops are read from the edge graph before serialisation, whose
     memory planning rewrites ops into their ``out`` variants.
     """
-    _require()
+    EXTRA.require()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
@@ -119,7 +114,7 @@ def outside_counts(ops: Sequence[OutsideOp], block: int | None = None) -> dict[s
 
 def set_threads(threads: int) -> None:
     """Size ExecuTorch's thread pool (XNNPACK runs its ops on it)."""
-    _require()
+    EXTRA.require()
     from executorch.extension.pybindings import _C
 
     with contextlib.redirect_stderr(io.StringIO()):
@@ -130,7 +125,7 @@ class PteRunner:
     """A .pte program loaded in ExecuTorch's Python runtime, its ``forward`` ready to run."""
 
     def __init__(self, buffer: bytes, name: str = "program") -> None:
-        _require()
+        EXTRA.require()
         from executorch.runtime import Runtime
 
         self.buffer = buffer

@@ -38,12 +38,7 @@ from ca_export.extras import Extra
 
 BACKEND = "litert-xnnpack"
 EXTRA = Extra("litert", "LiteRT is", ("ai_edge_litert.interpreter", "litert_torch"))
-INSTALL_HINT = EXTRA.hint
 DELEGATE = "DELEGATE"
-
-
-available = EXTRA.available
-_require = EXTRA.require
 
 
 def _first_line(err: Exception) -> str:
@@ -55,7 +50,7 @@ def convert(
 ) -> bytes:
     """``program`` as a .tflite flatbuffer; with ``channels_last_io``, NHWC input and 4-D
     outputs (``example`` stays NCHW)."""
-    _require()
+    EXTRA.require()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import litert_torch
 
@@ -93,7 +88,7 @@ def quantize(
 ) -> bytes:
     """``buffer`` quantized by ai-edge-quantizer as ``kind`` (``QUANTIZATIONS``); the static
     kind calibrates on ``calibration`` (NCHW arrays, fed in the file's layout)."""
-    _require()
+    EXTRA.require()
     from ai_edge_quantizer import qtyping, quantizer
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
@@ -174,7 +169,7 @@ def _block_of(name: str, modules: Sequence[str]) -> int | None:
 
 def _interpreter(buffer: bytes, threads: int = 1) -> Any:
     """An allocated ``ai_edge_litert`` interpreter of ``buffer``."""
-    _require()
+    EXTRA.require()
     from ai_edge_litert.interpreter import Interpreter
 
     try:

@@ -38,7 +38,6 @@ from ca_export.extras import Extra
 from ca_export.files import private_tempdir
 
 EXTRA = Extra("ncnn", "pnnx and ncnn are", ("ncnn", "pnnx"))
-INSTALL_HINT = EXTRA.hint
 PARAM_SUFFIX, BIN_SUFFIX = ".ncnn.param", ".ncnn.bin"
 MAGIC = "7767517"
 """The first line of every ncnn param file."""
@@ -76,10 +75,6 @@ def read_metadata(stem: Path) -> dict[str, Any] | None:
     return data
 
 
-available = EXTRA.available
-require = EXTRA.require
-
-
 def stem_of(path: Path) -> Path:
     """``OUT`` for ``OUT.ncnn.param`` or ``OUT.ncnn.bin``; a path with neither suffix is
     taken as the stem itself."""
@@ -105,7 +100,7 @@ class Converted:
 def convert(module: nn.Module, example: torch.Tensor, fp16: bool = False) -> Converted:
     """Trace ``module`` on ``example`` with TorchScript and convert it with pnnx; fp32
     weights unless ``fp16``. A module or op pnnx cannot convert is one clear error."""
-    require()
+    EXTRA.require()
     import pnnx
 
     shape = ",".join(map(str, example.shape))

@@ -50,8 +50,7 @@ def validate(job: ExecutorchJob) -> None:
     if job.output.suffix != SUFFIX:
         raise BadInputError(f"an ExecuTorch program is saved as {SUFFIX}, not {job.output.name!r}")
     guard(job.reads(), job.writes())
-    if not et.available():
-        raise BadInputError(et.INSTALL_HINT)
+    et.EXTRA.require()
 
 
 def export_executorch(job: ExecutorchJob, progress: Progress = quiet) -> ExportReport:

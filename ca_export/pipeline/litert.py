@@ -94,8 +94,7 @@ def validate(job: LiteRTJob) -> None:
     if job.calibration is not None and job.precision != "int8":
         raise BadInputError("--calibration needs --precision int8 (static int8)")
     guard(job.reads(), job.writes())
-    if not lt.available():
-        raise BadInputError(lt.INSTALL_HINT)
+    lt.EXTRA.require()
 
 
 def structure(inspection: lt.Inspection, report: ExportReport, modules: list[str]) -> Check:

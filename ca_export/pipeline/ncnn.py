@@ -93,7 +93,7 @@ class NcnnJob(ModelJob):
 def validate(job: NcnnJob) -> None:
     """Refuse, before any heavy work, what cannot be converted or written as asked."""
     guard(job.reads(), job.writes())
-    ncnn.require()
+    ncnn.EXTRA.require()
 
 
 def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:

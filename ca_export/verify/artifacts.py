@@ -203,8 +203,7 @@ def open_tflite(path: Path) -> TfliteArtifact:
     channels-last (an image of at most 4 channels; an NCHW image has its C there)."""
     if not path.is_file():
         raise BadInputError(f"artifact {str(path)!r} does not exist")
-    if not lt.available():
-        raise BadInputError(lt.INSTALL_HINT)
+    lt.EXTRA.require()
     buffer = path.read_bytes()
     shape = lt.LiteRunner(buffer).input_shape
     channels_last = len(shape) == 4 and shape[3] <= 4 < shape[1]

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from ca_export.errors import BadInputError, CheckFailedError
-from ca_export.export.ncnn import INPUT, input_blobs, output_blobs, parse_param, require
+from ca_export.export.ncnn import EXTRA, INPUT, input_blobs, output_blobs, parse_param
 
 
 class NcnnRunner:
     """An ncnn param file and its weights, loaded and ready to run."""
 
     def __init__(self, param: Path, weights: Path, fp16: bool = False, threads: int = 1) -> None:
-        require()
+        EXTRA.require()
         import ncnn
 
         layers = parse_param(param.read_text(errors="replace"), repr(str(param)))

@@ -754,8 +754,8 @@ def test_sigint_at_each_stage_keeps_the_previous_outputs(
     if command == "executorch":
         from ca_export.export import executorch as et
 
-        if not et.available():
-            pytest.skip(et.INSTALL_HINT)
+        if not et.EXTRA.available():
+            pytest.skip(et.EXTRA.hint)
     output = {"coreml": "s.mlpackage", "onnx": "s.onnx", "executorch": "s.pte"}[command]
     {"coreml": _previous_package, "onnx": _previous_onnx, "executorch": _previous_pte}[command](
         work, output

@@ -121,8 +121,8 @@ def test_boolean_and_integer_outputs_export_and_verify(command: str, models: Pat
     if command == "executorch":
         from ca_export.export import executorch as et
 
-        if not et.available():
-            pytest.skip(et.INSTALL_HINT)
+        if not et.EXTRA.available():
+            pytest.skip(et.EXTRA.hint)
     out = "f.onnx" if command == "onnx" else "f.pte"
     result = run(command, "m.py:flags", *SMALL, "-o", out, "--report", "r.json")
     assert result.exit_code == 0, result.output

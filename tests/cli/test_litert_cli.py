@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,8 @@ def test_litert_refuses_dynamic_with_the_reason(tmp_path: Path) -> None:
 def test_litert_without_the_extra_gives_the_install_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(litert, "available", lambda: False)
+    missing = dataclasses.replace(litert.EXTRA, modules=("ca_export_no_such_module",))
+    monkeypatch.setattr(litert, "EXTRA", missing)
     result = run("litert", "seed_ca", *SMALL, "-o", str(tmp_path / "m.tflite"))
     assert result.exit_code == 2
     assert 'pip install -e ".[litert]"' in result.output

@@ -3,6 +3,7 @@ stock-conversion danger ``inspect`` names (the conversion itself: tests/pipeline
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ def test_help_names_the_files_and_fixed_size() -> None:
 def test_without_the_extra_exit_2_with_the_install_line(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(ncnn, "available", lambda: False)
+    missing = dataclasses.replace(ncnn.EXTRA, modules=("ca_export_no_such_module",))
+    monkeypatch.setattr(ncnn, "EXTRA", missing)
     done = CliRunner().invoke(cli, ["ncnn", "seed_ca", "-o", str(tmp_path / "m")])
     assert done.exit_code == 2
     assert 'pip install -e ".[ncnn]"' in done.output

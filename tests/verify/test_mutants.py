@@ -107,7 +107,7 @@ def test_onnx_and_optimize_gates(
 def test_coreml_executorch_and_verify_gates(
     bench: Callable[[str], Bench], rows: list[Row], model: str, name: str, gate: str
 ) -> None:
-    if gate == "executorch" and not et.available():
+    if gate == "executorch" and not et.EXTRA.available():
         pytest.skip("the executorch extra is not installed")
     row = bench(model).gate(name, gate)
     rows.append(row)
