@@ -359,6 +359,21 @@ class AtenView:
         else:
             op.args = (op.args[0], None, scales)
 
+    def powers(self) -> list[tuple[Node, float]]:
+        return [
+            (n, float(n.args[1]))
+            for n in self.graph.nodes
+            if n.op == "call_function"
+            and n.target is aten.pow.Tensor_Scalar
+            and isinstance(n.args[1], (int, float))
+        ]
+
+    def square_pow(self, op: Node) -> Node:
+        base = op.args[0]
+        square = add_node(self.graph, aten.mul.Tensor, (base, base), op)
+        op.replace_all_uses_with(square)
+        return square
+
     def replace_input(self, op: Node, old: Node, new: Node) -> None:
         op.replace_input_with(old, new)
 

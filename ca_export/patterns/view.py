@@ -24,10 +24,13 @@ Op = Hashable
 Dim = object
 """A size: an int, a symbolic size (compared with ``same_size``), or None where unknown."""
 
-OPTIONAL_EDITS = frozenset({"permute", "global_mean", "float_scalars", "scale_upsample"})
-"""Edits not every adapter makes (the ExecuTorch form's, and Core ML's ``size_to_scale``),
-each named by its method; ``float_scalars`` also stands for ``float_hardsigmoid``,
-``scale_upsample`` for ``upsamples`` and ``upsample_sizes``."""
+OPTIONAL_EDITS = frozenset(
+    {"permute", "global_mean", "float_scalars", "scale_upsample", "square_pow"}
+)
+"""Edits not every adapter makes (the ExecuTorch form's, Core ML's ``size_to_scale`` and
+LiteRT's ``square_pow``), each named by its method; ``float_scalars`` also stands for
+``float_hardsigmoid``, ``scale_upsample`` for ``upsamples`` and ``upsample_sizes``,
+``square_pow`` for ``powers``."""
 
 
 class NoMatch(Exception):
@@ -256,6 +259,16 @@ class GraphView(Protocol):
     def scale_upsample(self, op: Op, ratio: tuple[int, int]) -> None:
         """Make the upsample scale H and W by ``ratio`` instead of reading an output size
         (optional edit ``scale_upsample``)."""
+        ...
+
+    def powers(self) -> list[tuple[Op, float]]:
+        """Every power of a value by a constant scalar exponent, with the exponent, in graph
+        order (optional edit ``square_pow``)."""
+        ...
+
+    def square_pow(self, op: Op) -> Op:
+        """Replace the power by a new multiply of its base by itself; returns the multiply
+        (optional edit ``square_pow``)."""
         ...
 
     def replace_input(self, op: Op, old: Value, new: Value) -> None:

@@ -1,13 +1,14 @@
 """The LiteRT pipeline: prepare (litert form) -> convert -> inspect -> gate in LiteRT -> write.
 
-The program is rewritten into the ``litert`` form, converted by litert-torch (with
-``--channels-last-io``, NHWC input and maps), loaded back into ``ai_edge_litert``'s
-interpreter with XNNPACK on one thread and run on seeded inputs against the original
-PyTorch model; each rewritten block is also gated in PyTorch. The .tflite takes the
-requested name only when every gate passed. The report lists the TRANSPOSE ops left (with
-their CA blocks), the XNNPACK partitions and the ops left outside them; CA ops outside
-XNNPACK or TRANSPOSE from a CA block are a warning, not a failure (the file is exact,
-only slower).
+The program is rewritten into the ``litert`` form, its powers by 2 become multiplies
+(``square_pow``: litert-torch cannot legalize ``tfl.pow``), and it is converted by
+litert-torch (with ``--channels-last-io``, NHWC input and maps), loaded back into
+``ai_edge_litert``'s interpreter with XNNPACK on one thread and run on seeded inputs
+against the original PyTorch model; each rewritten block is also gated in PyTorch. The
+.tflite takes the requested name only when every gate passed. The report lists the
+TRANSPOSE ops left (with their CA blocks), the XNNPACK partitions and the ops left outside
+them; CA ops outside XNNPACK or TRANSPOSE from a CA block are a warning, not a failure (the
+file is exact, only slower).
 
 ``--precision fp16|int8`` quantizes the gated fp32 file with ai-edge-quantizer (fp16 or
 int8 weights with fp32 compute; int8 with ``--calibration DIR`` is static, activations
@@ -41,6 +42,7 @@ from ca_export.pipeline.common import (
 from ca_export.pipeline.precision import GATE_CALIBRATION, PrecisionRequest, not_run
 from ca_export.report import Check, ExportReport, Verdict
 from ca_export.report.figures import Calibration, LossyFigures, StructureFigures
+from ca_export.rewrites import square_pows
 from ca_export.tracing import example_input
 from ca_export.verify.lossy import GATE_SEEDS, lossy_gate, torch_runner
 from ca_export.verify.parity import gate_inputs, runner_gate
@@ -151,6 +153,8 @@ def export_litert(job: LiteRTJob, progress: Progress = quiet) -> ExportReport:
     report.target = "litert-nhwc" if job.channels_last_io else "litert"
     prepared = job.prepare(stage, report, form=FORM)
     with stage("convert"):
+        squared = square_pows(prepared.program)
+        report.notices += [f"{node}: {change}" for node, change in squared.applied.items()]
         example = example_input(job.input_shape, 0)
         buffer = lt.convert(prepared.program, example, job.channels_last_io)
     with stage("inspect"):

@@ -54,6 +54,7 @@ from ca_export.rewrites.passes import GraphPass, Pass, PassResult, run
 from ca_export.rewrites.pool_to_reduce import pool_to_reduce
 from ca_export.rewrites.resize_gate import resize_gate
 from ca_export.rewrites.size_to_scale import size_to_scale
+from ca_export.rewrites.square_pow import square_pow
 from ca_export.rewrites.swap_as_permute import swap_as_permute
 from ca_export.rewrites.swap_as_view import swap_as_view
 
@@ -79,6 +80,8 @@ SIZE_TO_SCALE = GraphPass(
     "size_to_scale", size_to_scale, "size-driven integer-ratio upsamples by scale factor"
 )
 """Not a CA rewrite: Core ML's dynamic traces need it (``scale_upsamples``)."""
+SQUARE_POW = GraphPass("square_pow", square_pow, "x ** 2 as x * x")
+"""Not a CA rewrite: litert-torch cannot legalize ``tfl.pow`` (``square_pows``)."""
 COMMON = ("pool_to_reduce", "distribute_stem", "hardswish", "drop_expand")
 FORMS: dict[str, tuple[str, ...]] = {
     "onnx": (*COMMON, "gate_once"),
@@ -210,6 +213,15 @@ def scale_upsamples(program: ExportedProgram) -> PassResult:
     """Run ``size_to_scale`` on ``program`` in place (symbolic sizes: not static)."""
     view = AtenView(program.graph)
     (result,), _ = run(view, [], [SIZE_TO_SCALE], static=False)
+    if result.modified:
+        view.finish()
+    return result
+
+
+def square_pows(program: ExportedProgram) -> PassResult:
+    """Run ``square_pow`` on ``program`` in place."""
+    view = AtenView(program.graph)
+    (result,), _ = run(view, [], [SQUARE_POW], static=True)
     if result.modified:
         view.finish()
     return result
