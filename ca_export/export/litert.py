@@ -87,7 +87,8 @@ def quantize(
     buffer: bytes, kind: str, calibration: Sequence[np.ndarray] = (), channels_last: bool = False
 ) -> bytes:
     """``buffer`` quantized by ai-edge-quantizer as ``kind`` (``QUANTIZATIONS``); the static
-    kind calibrates on ``calibration`` (NCHW arrays, fed in the file's layout)."""
+    kind calibrates on ``calibration`` (NCHW arrays, fed in the file's layout) and keeps
+    the file's input and outputs float (its ``*`` recipe would make them int8)."""
     EXTRA.require()
     from ai_edge_quantizer import qtyping, quantizer
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
@@ -104,6 +105,10 @@ def quantize(
                 tool.add_weight_only_config(".*", ops, 8)
             else:
                 tool.add_static_config(".*", ops, 8, 8)
+                for end in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+                    tool.update_quantization_recipe(
+                        ".*", end, algorithm_key=AlgorithmName.NO_QUANTIZE
+                    )
             result = None
             if tool.need_calibration:
                 signatures = _interpreter(buffer).get_signature_list()

@@ -115,3 +115,16 @@ def test_a_litert_report_round_trips_through_json(litert_export: tuple[Path, obj
     loaded = load(json.loads(text))
     assert isinstance(loaded.structure.figures, StructureFigures)
     assert to_json(loaded.to_dict()) == text
+
+
+@pytest.mark.slow
+def test_static_int8_keeps_float_io_and_passes_its_lossy_gate(tmp_path: Path) -> None:
+    pytest.importorskip("litert_torch", reason="the litert extra is not installed")
+    out = tmp_path / "digits.int8.tflite"
+    calibration = Path(__file__).parents[2] / "sample_models" / "data" / "digits_calibration"
+    job = LiteRTJob("digits_ca", out, input_shape=SMALL, precision="int8", calibration=calibration)
+    report = export_litert(job)
+    assert report.passed and out.is_file()
+    runner = LiteRunner(out.read_bytes())
+    assert runner.input["dtype"] == np.float32
+    assert all(o["dtype"] == np.float32 for o in runner.outputs)
