@@ -117,6 +117,12 @@ def _is_ort(path: Path) -> bool:
     return len(head) == 8 and head[4:8] == b"ORTM"
 
 
+def _is_tflite(path: Path) -> bool:
+    """A LiteRT (TFLite) model: a flatbuffer with the file identifier ``TFL3``."""
+    head = _head(path)
+    return len(head) == 8 and head[4:8] == b"TFL3"
+
+
 def _is_ncnn_bin(path: Path) -> bool:
     """ncnn weights: a ``.ncnn.bin`` whose ``.ncnn.param`` beside it is an ncnn param file
     (weights carry no header of their own)."""
@@ -132,6 +138,7 @@ FILE_KINDS: dict[str, Callable[[Path], bool]] = {
     "ort_config": _starts_with("# Generated from model/s:"),
     "mlmodel": _is_mlmodel,
     "pte": _is_pte,
+    "tflite": _is_tflite,
     "ncnn_param": _starts_with("7767517"),
     "ncnn_bin": _is_ncnn_bin,
     "json": _is_json,

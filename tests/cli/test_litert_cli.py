@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ca_export.export import litert
+from ca_export.files import FILE_KINDS
 from cli.main import cli
 
 SMALL = ("--input-shape", "1,3,32,32")
@@ -48,3 +49,19 @@ def test_litert_without_the_extra_gives_the_install_line(
     assert result.exit_code == 2
     assert 'pip install -e ".[litert]"' in result.output
     assert not list(tmp_path.iterdir())
+
+
+def test_litert_does_not_replace_a_file_that_is_not_a_tflite(tmp_path: Path) -> None:
+    mine = tmp_path / "notes.tflite"
+    mine.write_text("my notes")
+    result = run("litert", "seed_ca", *SMALL, "-o", str(mine))
+    assert result.exit_code == 2, result.output
+    assert mine.read_text() == "my notes"
+
+
+def test_a_tflite_is_a_file_litert_may_replace(tmp_path: Path) -> None:
+    model = tmp_path / "old.tflite"
+    model.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(24))
+    assert FILE_KINDS["tflite"](model)
+    model.write_bytes(b"\x1c\x00\x00\x00ET12" + bytes(24))
+    assert not FILE_KINDS["tflite"](model)
