@@ -8,11 +8,15 @@ built once, one same-shape multiply). ``xnnpack`` (ExecuTorch) ends with
 ``global_strip_pool`` (a dynamic strip pool as a global mean between permutes),
 ``swap_as_view`` (``swap_as_permute`` at symbolic sizes), ``broadcast_gate`` and
 ``float_hardsigmoid`` instead: ops ExecuTorch lowers into one XNNPACK delegate. ``litert``
-(``ca-export litert``) runs the same passes, measured for LiteRT on its own
-(``benchmarks/litert_forms.py``): static strip pools become AVERAGE_POOL_2D and the gates
-broadcasting MULs, which litert-torch's layout pass converts without a TRANSPOSE and XNNPACK
-runs in one partition (``resize_gate``'s RESIZE_NEAREST_NEIGHBOR is not delegated;
-``matmul_pool``, ``gate_once`` and ``global_strip_pool`` leave TRANSPOSE pairs). ``ncnn``
+(``ca-export litert``, static sizes only) is measured for LiteRT on its own
+(``benchmarks/litert_forms.py``, ``benchmarks/litert_floor.py``): ``strip_mean`` (strip
+pools as MEAN) in place of ``pool_to_reduce``, ``distribute_stem``, ``drop_expand``, the
+swaps, ``broadcast_gate``, ``float_hardsigmoid`` and ``relu6_hswish`` (h_swish as ADD with
+RELU6 and MUL, not HARD_SWISH): litert-torch's layout pass converts them without a
+TRANSPOSE and XNNPACK runs them in one partition in fp32 and in static int8 (AVERAGE_POOL_2D
+and HARD_SWISH are not delegated in int8; ``global_strip_pool`` would add TRANSPOSE pairs;
+``resize_gate``'s RESIZE_NEAREST_NEIGHBOR is not delegated; ``matmul_pool`` and
+``gate_once`` leave TRANSPOSE pairs). ``ncnn``
 is the ``xnnpack`` list without ``global_strip_pool`` (a dynamic strip pool stays a ``mean``, ncnn's
 ``Reduction``; measured fastest for ncnn by ``benchmarks/ncnn_forms.py``). ``TARGETS``
 maps each ONNX runtime to the form measured fastest there (``benchmarks/target_forms.py``):
@@ -52,9 +56,11 @@ from ca_export.rewrites.matmul_pool import matmul_pool
 from ca_export.rewrites.pad_mip import pad_mip
 from ca_export.rewrites.passes import GraphPass, Pass, PassResult, run
 from ca_export.rewrites.pool_to_reduce import pool_to_reduce
+from ca_export.rewrites.relu6_hswish import relu6_hswish
 from ca_export.rewrites.resize_gate import resize_gate
 from ca_export.rewrites.size_to_scale import size_to_scale
 from ca_export.rewrites.square_pow import square_pow
+from ca_export.rewrites.strip_mean import strip_mean
 from ca_export.rewrites.swap_as_permute import swap_as_permute
 from ca_export.rewrites.swap_as_view import swap_as_view
 
@@ -74,6 +80,8 @@ PASSES = {
         Pass("global_strip_pool", global_strip_pool, "a dynamic strip pool as a global mean"),
         Pass("swap_as_permute", swap_as_permute, "the seed quirk's axis swap as one permute"),
         Pass("float_hardsigmoid", float_hardsigmoid, "hard-sigmoid gates with float constants"),
+        Pass("strip_mean", strip_mean, "strip pools as means over their axis at every size"),
+        Pass("relu6_hswish", relu6_hswish, "a written-out h_swish as (relu6(x + 3) * x) / 6"),
     )
 }
 SIZE_TO_SCALE = GraphPass(
@@ -94,12 +102,14 @@ FORMS: dict[str, tuple[str, ...]] = {
         "float_hardsigmoid",
     ),
     "litert": (
-        *COMMON,
-        "global_strip_pool",
+        "strip_mean",
+        "distribute_stem",
+        "drop_expand",
         "swap_as_view",
         "swap_as_permute",
         "broadcast_gate",
         "float_hardsigmoid",
+        "relu6_hswish",
     ),
     "ncnn": (*COMMON, "swap_as_view", "swap_as_permute", "broadcast_gate", "float_hardsigmoid"),
     "resize": (*COMMON, "gate_once", "resize_gate"),

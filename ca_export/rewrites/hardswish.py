@@ -30,7 +30,7 @@ from ca_export.patterns.view import GraphView, Op
 from ca_export.rewrites.passes import Change, Skip
 
 
-def _stem_ends(view: GraphView, block: CABlock) -> list[Op]:
+def stem_ends(view: GraphView, block: CABlock) -> list[Op]:
     """The ops from each gate conv's input back to its pool: where a stem copy ends."""
     ends = []
     for branch in block.branches:
@@ -53,7 +53,7 @@ def fuse_ends(view: GraphView, ops: list[Op], name: str) -> int:
 
 def fuse_hardswish(view: GraphView, block: CABlock, static: bool) -> Change:
     """Replace each written-out h_swish on the block's stem copies by one hardswish."""
-    ends = _stem_ends(view, block)
+    ends = stem_ends(view, block)
     if not any(h_swish(view, op) is not None for op in ends):
         raise Skip("no written-out h_swish on the stem")
     fused = fuse_ends(view, ends, f"{block.name}/ca_hswish")
