@@ -1,0 +1,271 @@
+"""Where CA's cost goes on LiteRT with XNNPACK, and the floor no exact form can beat
+(issue 23).
+
+MobileNetV2-CA at 224 with each CA block replaced by a hand-written module, converted by
+litert-torch (no ca-export rewrite), timed in one interleaved run on one thread against
+the no-CA net and the ``litert`` form (``ca-export litert``'s file, timed twice, as
+``litert`` and ``litert again``, for the run's noise). Exact forms (the
+same CA, written another way; gated: max abs error over max |ref| against PyTorch):
+
+- ``hand``: the ``litert`` form written out (strip ``avg_pool2d``, conv1 + BN + h_swish
+  per strip, sigmoid gates, ``x * a_w * a_h``), to check the hand-written ones compare;
+- ``hand a_h first``: ``x * a_h * a_w``;
+- ``outer``: the outer product ``a_h * a_w`` first, then one same-shape multiply;
+- ``mean pools``: strips as ``mean`` (MEAN) instead of AVERAGE_POOL_2D;
+- ``outer mean``: both;
+- ``xnnpack form``: ca-export's ``xnnpack`` form (AVERAGE_POOL_2D strips, HARD_SWISH).
+
+Static int8 (``int8``): the no-CA net, the ``litert`` form and the ``xnnpack`` form
+quantized by ai-edge-quantizer (the ``litert --precision int8 --calibration`` path) on
+four seeded inputs; "parts" shows whether XNNPACK runs the whole file.
+
+Not CA (the floor, what the block's unavoidable ops cost):
+
+- ``floor``: the two strip pools and the two broadcasting multiplies, the pools used as
+  the gates (no conv, no activation);
+- ``floor outer mean``: the same as MEAN strips, their outer product, one multiply;
+- ``muls``: the two multiplies by constant gates (not uniform), no pools.
+
+Each file starts the round in an equal share of the rounds (``rotated``). Columns over the
+no-CA net: ``x no-CA`` (p50 over p50), ``paired`` (the median over rounds of each round's
+ratio, robust to load that comes and goes between rounds) and ``min`` (fastest over
+fastest).
+
+    python -m benchmarks.litert_floor --cache /tmp/litert-floor --runs 1000
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import warnings
+from argparse import ArgumentParser, Namespace
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ca_export.bench import BenchConfig, bench
+from ca_export.export import litert as lt
+from ca_export.loading import load_model
+from ca_export.patterns import find
+from ca_export.rewrites import rewrite
+from ca_export.tracing import example_input, trace
+from sample_models.mobilenetv2 import CoordAtt
+
+MODEL, BASELINE = "mobilenetv2_ca", "mobilenetv2"
+AGAIN = "litert again"
+FORMS = {"litert": "litert", "xnnpack form": "xnnpack"}
+"""Files rewritten by ca-export: the ``litert`` form, and the ``xnnpack`` form (AVERAGE_POOL_2D
+strips, HARD_SWISH stems), which was the litert form before ``strip_mean`` and
+``relu6_hswish``."""
+INT8 = ("no-CA int8", "litert int8", "xnnpack form int8")
+"""Static int8 files (ai-edge-quantizer, MinMax on ``CALIBRATION_SEEDS`` inputs)."""
+CALIBRATION_SEEDS = (1, 2, 3, 4)
+"""The ``litert`` file timed a second time, last in each round: the run's noise."""
+
+
+def _stem(ca: CoordAtt, strip: torch.Tensor) -> torch.Tensor:
+    return ca.act(ca.bn1(ca.conv1(strip)))
+
+
+def _gates(ca: CoordAtt, x: torch.Tensor, pool: str) -> tuple[torch.Tensor, torch.Tensor]:
+    h, w = x.shape[2:]
+    if pool == "mean":
+        x_h, x_w = x.mean(3, keepdim=True), x.mean(2, keepdim=True)
+    else:
+        x_h, x_w = F.avg_pool2d(x, (1, w)), F.avg_pool2d(x, (h, 1))
+    a_h = ca.conv_h(_stem(ca, x_h)).sigmoid()
+    a_w = ca.conv_w(_stem(ca, x_w)).sigmoid()
+    return a_h, a_w
+
+
+def hand(ca: CoordAtt, x: torch.Tensor) -> torch.Tensor:
+    a_h, a_w = _gates(ca, x, "avg")
+    return x * a_w * a_h
+
+
+def hand_h_first(ca: CoordAtt, x: torch.Tensor) -> torch.Tensor:
+    a_h, a_w = _gates(ca, x, "avg")
+    return x * a_h * a_w
+
+
+def outer(ca: CoordAtt, x: torch.Tensor) -> torch.Tensor:
+    a_h, a_w = _gates(ca, x, "avg")
+    return x * (a_h * a_w)
+
+
+def mean_pools(ca: CoordAtt, x: torch.Tensor) -> torch.Tensor:
+    a_h, a_w = _gates(ca, x, "mean")
+    return x * a_w * a_h
+
+
+def outer_mean(ca: CoordAtt, x: torch.Tensor) -> torch.Tensor:
+    a_h, a_w = _gates(ca, x, "mean")
+    return x * (a_h * a_w)
+
+
+def floor(ca: CoordAtt, x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[2:]
+    return x * F.avg_pool2d(x, (1, w)) * F.avg_pool2d(x, (h, 1))
+
+
+def floor_outer_mean(ca: CoordAtt, x: torch.Tensor) -> torch.Tensor:
+    return x * (x.mean(3, keepdim=True) * x.mean(2, keepdim=True))
+
+
+def muls(ca: CoordAtt, x: torch.Tensor) -> torch.Tensor:
+    _, c, h, w = x.shape
+    a_h = torch.linspace(0.5, 1.0, c * h).reshape(1, c, h, 1)
+    a_w = torch.linspace(1.0, 0.5, c * w).reshape(1, c, 1, w)
+    return x * a_w * a_h
+
+
+class Swapped(nn.Module):
+    """A CA block computed by ``body`` with the block's own weights."""
+
+    def __init__(self, ca: CoordAtt, body: Callable[[CoordAtt, torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.ca = ca
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.ca, x)
+
+
+BODIES: dict[str, tuple[Callable[[CoordAtt, torch.Tensor], torch.Tensor], bool]] = {
+    "hand": (hand, True),
+    "hand a_h first": (hand_h_first, True),
+    "outer": (outer, True),
+    "mean pools": (mean_pools, True),
+    "outer mean": (outer_mean, True),
+    "floor": (floor, False),
+    "floor outer mean": (floor_outer_mean, False),
+    "muls": (muls, False),
+}
+"""Name: (block body, whether it is exact CA)."""
+
+
+def _swapped(body: Callable[[CoordAtt, torch.Tensor], torch.Tensor]) -> nn.Module:
+    net = load_model(MODEL).module
+    for child in list(net.modules()):
+        for key, grand in list(child.named_children()):
+            if isinstance(grand, CoordAtt):
+                child.add_module(key, Swapped(grand, body))
+    return net.eval()
+
+
+def convert(name: str, folder: Path, size: int) -> tuple[Path, dict[str, Any]]:
+    """Convert one variant (reused from ``folder`` if there), inspect and gate it."""
+    path, facts = folder / f"{name.replace(' ', '-')}-{size}.tflite", folder / f"{name}-{size}.json"
+    if path.is_file() and facts.is_file():
+        return path, json.loads(facts.read_text())
+    print(f"converting {name} ...", file=sys.stderr, flush=True)
+    shape = (1, 3, size, size)
+    reference = load_model(MODEL).module
+    base = name.removesuffix(" int8")
+    if base == "no-CA":
+        program = trace(load_model(BASELINE).module, shape, dynamic=False).program
+    elif base in FORMS:
+        traced = trace(reference, shape, dynamic=False).program
+        program = rewrite(traced, True, FORMS[base]).program
+    else:
+        program = trace(_swapped(BODIES[base][0]), shape, dynamic=False).program
+    x = example_input(shape, 0)
+    buffer = lt.convert(program, x)
+    if name != base:
+        calibration = [example_input(shape, seed).numpy() for seed in CALIBRATION_SEEDS]
+        buffer = lt.quantize(buffer, "int8-static", calibration)
+    modules = [b.module for b in find(trace(reference, shape, dynamic=False).program.graph)[0]]
+    seen = lt.inspect(buffer, modules)
+    with torch.no_grad():
+        ref = reference(x).numpy()
+    got = lt.LiteRunner(buffer).run(x.numpy())[0]
+    described = {
+        "ops": len(seen.ops),
+        "counts": seen.counts(),
+        "transpose": len(seen.transposes),
+        "partitions": seen.partitions,
+        "outside": dict(Counter(o.op for o in seen.outside)),
+        "error": float(np.abs(got - ref).max() / np.abs(ref).max()),
+    }
+    path.write_bytes(buffer)
+    facts.write_text(json.dumps(described))
+    return path, described
+
+
+def rotated(paths: dict[str, Path], runs: int) -> dict[str, np.ndarray]:
+    """Per-round times (ms) of every file over ``runs`` rounds, in one interleaved run per
+    file that starts each round at that file (``ca_export.bench`` runs a round in a fixed
+    order, and a file's place in it shows in its times: the same file measured 1.21x and
+    1.09x the no-CA net's p50 second and last in one run)."""
+    names = list(paths)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for k in range(len(names)):
+        order = names[k:] + names[:k]
+        config = BenchConfig(20, max(runs // len(names), 1), 0.0, (1,), profile_runs=0)
+        report = bench({name: paths[name] for name in order}, None, config)
+        for name in names:
+            samples[name] += report.timing(name, 1).samples_ms
+    return {name: np.asarray(times) for name, times in samples.items()}
+
+
+def arguments() -> Namespace:
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", type=Path, help="reuse/keep the files in this folder")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument(
+        "--forms",
+        default=",".join([*BODIES, "int8"]),
+        help="comma-separated subset of the hand-written forms, and int8 for the static-int8 files",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
+    warnings.filterwarnings("ignore")
+    with tempfile.TemporaryDirectory() as temp:
+        folder = args.cache or Path(temp)
+        folder.mkdir(parents=True, exist_ok=True)
+        chosen = args.forms.split(",")
+        names = ["no-CA", "litert", "xnnpack form", *(n for n in BODIES if n in chosen)]
+        names += [n for n in INT8 if "int8" in chosen]
+        files = {name: convert(name, folder, args.size) for name in names}
+        files[AGAIN] = files["litert"]
+        paths = {name: path for name, (path, _) in files.items()}
+        samples = rotated(paths, args.runs)
+    base = samples["no-CA"]
+    rounds = len(base)
+    print(
+        f"{MODEL} at {args.size}x{args.size}, XNNPACK, 1 thread, {rounds} rounds interleaved, "
+        f"each file first in {rounds // len(paths)} of them"
+    )
+    print(
+        f"  {'file':17}{'ops':>4}{'parts':>6}{'error':>9}{'p50 ms':>8}{'x no-CA':>8}"
+        f"{'paired':>8}{'min':>7}  exact CA"
+    )
+    for name, (_, f) in files.items():
+        t = samples[name]
+        exact = "no" if name in BODIES and not BODIES[name][1] else "yes"
+        exact = "-" if name == "no-CA" else "int8" if name.endswith("int8") else exact
+        print(
+            f"  {name:17}{f['ops']:4d}{f['partitions']:6d}{f['error']:9.1e}{np.median(t):8.2f}"
+            f"{np.median(t) / np.median(base):8.3f}{np.median(t / base):8.3f}"
+            f"{t.min() / base.min():7.3f}  {exact}"
+        )
+    if "no-CA int8" in samples:
+        for name in INT8[1:]:
+            paired = float(np.median(samples[name] / samples["no-CA int8"]))
+            print(f"static int8, {name.removesuffix(' int8')}: x no-CA int8 (paired) {paired:.3f}")
+
+
+if __name__ == "__main__":
+    main()
