@@ -166,6 +166,8 @@ def _agreement(
         return _equality(result, refs, gots, tol)
     if not finite:
         result.failures.append("non-finite values")
+    if tol.cosine is None:
+        raise ValueError(f"the lossy gate needs a tolerance row with a cosine bound, not {tol}")
     if result.min_cosine < tol.cosine:
         result.failures.append(f"cosine {result.min_cosine:.4f} < {tol.cosine}")
     if result.max_rel_err > tol.rel:
