@@ -76,7 +76,7 @@ class OnnxArtifact(OrtArtifact):
     ``precision`` is its ``ca_export.precision`` metadata: fp32, or a lossy fp16 or int8.
     """
 
-    model: onnx.ModelProto | None = None
+    model: onnx.ModelProto
     precision: str = "fp32"
 
     @property
