@@ -88,8 +88,8 @@ def export_executorch(job: ExecutorchJob, progress: Progress = quiet) -> ExportR
         runner = et.PteRunner(lowered.buffer)
         inputs = gate_inputs(prepared.traced, job.input_shape, prepared.square_only)
         names = prepared.traced.output_names
-        bounds = prepared.gates.bounds
-        gate = runner_gate(prepared.module, runner.run, names, inputs, et.BACKEND, bounds)
+        tolerances = prepared.gates.bounds
+        gate = runner_gate(prepared.module, runner.run, names, inputs, et.BACKEND, tolerances)
         report.parity = with_block_gate(prepared, gate, inputs)
     if report.parity.ok:
         accuracy_stage(prepared, runner.run, "ExecuTorch XNNPACK", report, stage)
