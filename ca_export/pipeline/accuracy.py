@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from ca_export.pipeline.common import Prepared, Stages
 from ca_export.report import Check, ExportReport, Verdict
-from ca_export.verify.accuracy import Runner, accuracy_check, measure
+from ca_export.verify.accuracy import accuracy_check, measure
 from ca_export.verify.lossy import torch_runner
 from ca_export.verify.mil.ops import Unsupported
+from ca_export.verify.runtime import Runner
 
 REFERENCE = "PyTorch fp32"
 
