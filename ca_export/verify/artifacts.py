@@ -26,6 +26,7 @@ from ca_export.export.ncnn import BACKEND as NCNN_BACKEND
 from ca_export.export.ncnn import files_of, read_metadata, stem_of
 from ca_export.export.precision import PRECISIONS
 from ca_export.verify.ncnn_runtime import NcnnRunner
+from ca_export.verify.runtime import BACKEND as ORT_BACKEND
 from ca_export.verify.runtime import cpu_session
 
 DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
@@ -45,6 +46,11 @@ class OrtArtifact:
     def refuses(self, shape: tuple[int, ...]) -> str | None:
         """Why the artifact cannot take an input of ``shape``, or None if it can."""
         return _refuses(self.input_dims, shape)
+
+    @property
+    def backend(self) -> str:
+        """The runtime it runs in, as the tolerance table names it."""
+        return ORT_BACKEND
 
     @property
     def dynamic(self) -> bool:

@@ -22,6 +22,7 @@ from torch.export import ExportedProgram
 from ca_export.errors import CheckFailedError
 from ca_export.tracing import Traced, example_input, output_arrays
 from ca_export.verify.metrics import Comparison, compare
+from ca_export.verify.runtime import BACKEND as ORT_BACKEND
 from ca_export.verify.runtime import cpu_runner
 from ca_export.verify.tolerances import Tolerance, tolerance, user_tolerance
 
@@ -101,7 +102,7 @@ def onnx_gate(
 ) -> GateResult:
     """Compare ONNX Runtime (CPU) with the original PyTorch model, output by output."""
     run = cpu_runner(onnx_model, "the exported model", traced.input_names[0], traced.output_names)
-    return runner_gate(model, run, traced.output_names, inputs, "onnxruntime-cpu", tolerances)
+    return runner_gate(model, run, traced.output_names, inputs, ORT_BACKEND, tolerances)
 
 
 def runner_gate(

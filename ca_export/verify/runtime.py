@@ -12,6 +12,9 @@ import onnxruntime as ort
 
 from ca_export.errors import BadInputError, CheckFailedError
 
+BACKEND = "onnxruntime-cpu"
+"""ONNX Runtime on the CPU, as the tolerance table and the reports name it."""
+
 Runner = Callable[[np.ndarray], list[np.ndarray]]
 """Runs a model on one input array and returns its output arrays."""
 
