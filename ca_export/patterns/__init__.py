@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+from typing import overload
+
 import onnx
-from torch.fx import Graph
+import onnx_ir as ir
+from torch.fx import Graph, Node
 
 from ca_export.patterns.aten import AtenView
 from ca_export.patterns.coordatt import Branch, CABlock, Rejection
 from ca_export.patterns.coordatt import find as find_in
 from ca_export.patterns.onnx_proto import OnnxView
-from ca_export.patterns.view import GraphView, NoMatch
+from ca_export.patterns.view import GraphView, NoMatch, OpT, ValueT
 
 
-def find(graph: Graph | onnx.ModelProto | GraphView) -> tuple[list[CABlock], list[Rejection]]:
+@overload
+def find(graph: Graph) -> tuple[list[CABlock[Node, Node]], list[Rejection]]: ...
+@overload
+def find(graph: onnx.ModelProto) -> tuple[list[CABlock[ir.Node, ir.Value]], list[Rejection]]: ...
+@overload
+def find(graph: GraphView[OpT, ValueT]) -> tuple[list[CABlock[OpT, ValueT]], list[Rejection]]: ...
+def find(
+    graph: Graph | onnx.ModelProto | GraphView[OpT, ValueT],
+) -> (
+    tuple[list[CABlock[Node, Node]], list[Rejection]]
+    | tuple[list[CABlock[ir.Node, ir.Value]], list[Rejection]]
+    | tuple[list[CABlock[OpT, ValueT]], list[Rejection]]
+):
     """All CA blocks of an ATen graph, an ONNX model or a view, and the pooled concats that
     are not, with reasons."""
     if isinstance(graph, Graph):
