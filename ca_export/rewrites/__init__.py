@@ -32,15 +32,18 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic
 
 import onnx
+import onnx_ir as ir
 from torch.export import ExportedProgram
+from torch.fx import Node
 
 from ca_export.errors import BadInputError
 from ca_export.patterns import CABlock, Rejection, find
 from ca_export.patterns.aten import AtenView
 from ca_export.patterns.onnx_proto import OnnxView
-from ca_export.patterns.view import GraphView
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.broadcast_gate import broadcast_gate
 from ca_export.rewrites.distribute_stem import distribute_stem
 from ca_export.rewrites.drop_expand import drop_expand
@@ -134,10 +137,10 @@ def passes_for(form: str, skip: Sequence[str] = ()) -> list[Pass]:
 
 
 @dataclass
-class RewriteResult:
+class RewriteResult(Generic[OpT, ValueT]):
     """What the rewrite found, and what each pass did to it."""
 
-    blocks: list[CABlock]
+    blocks: list[CABlock[OpT, ValueT]]
     rejections: list[Rejection]
     passes: list[PassResult]
     removed: int
@@ -149,21 +152,23 @@ class RewriteResult:
 
 
 @dataclass
-class ProgramRewrite(RewriteResult):
+class ProgramRewrite(RewriteResult[Node, Node]):
     """``rewrite``'s result: the rewritten copy of the program."""
 
     program: ExportedProgram
 
 
 @dataclass
-class ModelRewrite(RewriteResult):
+class ModelRewrite(RewriteResult[ir.Node, ir.Value]):
     """``rewrite_model``'s result: the rewritten copy of the ONNX model."""
 
     model: onnx.ModelProto
     shape_error: str | None
 
 
-def _apply(view: GraphView, form: str, static: bool, skip: Sequence[str]) -> RewriteResult:
+def _apply(
+    view: GraphView[OpT, ValueT], form: str, static: bool, skip: Sequence[str]
+) -> RewriteResult[OpT, ValueT]:
     """Find the blocks and run the form's passes on them."""
     passes = passes_for(form, skip)
     blocks, rejections = find(view)
