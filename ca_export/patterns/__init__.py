@@ -14,18 +14,23 @@ from ca_export.patterns.coordatt import find as find_in
 from ca_export.patterns.onnx_proto import OnnxView
 from ca_export.patterns.view import GraphView, NoMatch, OpT, ValueT
 
+AtenBlock = CABlock[Node, Node]
+"""A block found in an ATen graph (``AtenView``)."""
+OnnxBlock = CABlock[ir.Node, ir.Value]
+"""A block found in an ONNX model (``OnnxView``)."""
+
 
 @overload
-def find(graph: Graph) -> tuple[list[CABlock[Node, Node]], list[Rejection]]: ...
+def find(graph: Graph) -> tuple[list[AtenBlock], list[Rejection]]: ...
 @overload
-def find(graph: onnx.ModelProto) -> tuple[list[CABlock[ir.Node, ir.Value]], list[Rejection]]: ...
+def find(graph: onnx.ModelProto) -> tuple[list[OnnxBlock], list[Rejection]]: ...
 @overload
 def find(graph: GraphView[OpT, ValueT]) -> tuple[list[CABlock[OpT, ValueT]], list[Rejection]]: ...
 def find(
     graph: Graph | onnx.ModelProto | GraphView[OpT, ValueT],
 ) -> (
-    tuple[list[CABlock[Node, Node]], list[Rejection]]
-    | tuple[list[CABlock[ir.Node, ir.Value]], list[Rejection]]
+    tuple[list[AtenBlock], list[Rejection]]
+    | tuple[list[OnnxBlock], list[Rejection]]
     | tuple[list[CABlock[OpT, ValueT]], list[Rejection]]
 ):
     """All CA blocks of an ATen graph, an ONNX model or a view, and the pooled concats that
@@ -37,4 +42,13 @@ def find(
     return find_in(graph)
 
 
-__all__ = ["Branch", "CABlock", "GraphView", "NoMatch", "Rejection", "find"]
+__all__ = [
+    "AtenBlock",
+    "Branch",
+    "CABlock",
+    "GraphView",
+    "NoMatch",
+    "OnnxBlock",
+    "Rejection",
+    "find",
+]

@@ -26,7 +26,7 @@ from ca_export.errors import BadInputError, CAExportError, StageError
 from ca_export.export import ncnn
 from ca_export.files import Output
 from ca_export.loading import load_model, model_files
-from ca_export.patterns import CABlock, Rejection, find
+from ca_export.patterns import AtenBlock, Rejection, find
 from ca_export.report import BlockReport, Check, ExportReport, GateFigures, InspectReport
 from ca_export.rewrites import DEFAULT_TARGET, form_of, rewrite
 from ca_export.rewrites.passes import PassResult
@@ -180,7 +180,7 @@ class Found:
     """The find stage's result: the CA blocks, and the pooled concats that are not CA."""
 
     captured: Captured
-    blocks: tuple[CABlock, ...]
+    blocks: tuple[AtenBlock, ...]
     rejected: tuple[Rejection, ...]
 
 
@@ -234,7 +234,7 @@ class Prepared:
 
     module: nn.Module
     traced: Traced
-    blocks: list[CABlock]
+    blocks: list[AtenBlock]
     program: ExportedProgram
     gates: GateOptions = field(default_factory=GateOptions)
     eval_set: EvalSet | None = None

@@ -33,7 +33,7 @@ from ca_export.export import onnx as onnx_export
 from ca_export.export.precision import calibration_files
 from ca_export.files import Output, guard, write_atomic
 from ca_export.onnx_graph import make_dynamic, normalize, owners
-from ca_export.patterns import CABlock
+from ca_export.patterns import OnnxBlock
 from ca_export.patterns.coordatt import CA_ONLY_OPS
 from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.pipeline.precision import Lowering, PrecisionRequest, lower
@@ -208,7 +208,7 @@ def dynamic_check(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[
     return {"passed": finite, "output_shapes": [list(o.shape) for o in outs]}
 
 
-def ca_only_left(model: onnx.ModelProto | ir.Graph, block: CABlock) -> dict[str, int]:
+def ca_only_left(model: onnx.ModelProto | ir.Graph, block: OnnxBlock) -> dict[str, int]:
     """Transpose/Concat/Split/Slice/Shape/Gather nodes of a block still in ``model``: the
     block's own that survived, any the rewrite added (named after the block), and the
     shape arithmetic only they read (``onnx_graph.owners``)."""
@@ -224,7 +224,7 @@ def ca_only_left(model: onnx.ModelProto | ir.Graph, block: CABlock) -> dict[str,
     return owners.counts(owner, 0, CA_ONLY_OPS)
 
 
-def _block_report(block: CABlock, model: ir.Graph) -> BlockReport:
+def _block_report(block: OnnxBlock, model: ir.Graph) -> BlockReport:
     """The report entry of a rewritten block."""
     entry = BlockReport.of(block)
     entry.rewritten = True
