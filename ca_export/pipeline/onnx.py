@@ -152,10 +152,8 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
         if passed:
             lowering = Lowering.of_pytorch(job.precision, prepared, model, samples, job.input_shape)
             lowered = lower(lowering, stage)
+            lowered.record(report)
             model = lowered.model
-            report.add(lowered.check)
-            report.warnings += lowered.warnings
-            report.op_counts_after = lowered.op_counts
         else:
             report.add(not_run(job.precision))
     traced = prepared.traced

@@ -75,6 +75,16 @@ class OptimizeJob:
         return [Output(self.output, "onnx")]
 
 
+@dataclass(frozen=True)
+class SourceFile:
+    """The load stage's result: IN as read, its input shapes, and the calibration samples a
+    lossy precision asks for (none for fp32)."""
+
+    model: onnx.ModelProto
+    shapes: dict[str, list[int]]
+    samples: tuple[tuple[str, np.ndarray], ...] = ()
+
+
 def load_onnx(path: Path) -> onnx.ModelProto:
     """Read (with any external data beside it) and validate an ONNX file."""
     if path.is_dir():
@@ -242,7 +252,7 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
         source = load_onnx(job.source)
         shapes = input_shapes(source)
         cpu_session(source.SerializeToString(), job.source.name)
-        samples = _calibration(job.precision, shapes)
+        read = SourceFile(source, shapes, tuple(_calibration(job.precision, shapes)))
     opset = next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 0)
     report = OptimizeReport(str(job.source), __version__, opset, shapes)
     report.dynamic = {"requested": job.dynamic}
@@ -277,7 +287,7 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
             report.dynamic |= {"applied": False, "reason": reason}
         if job.force_write:
             model = _dynamic_copy(source, shapes, report, stage) if job.dynamic else source
-            written = _lower(job.lowering, model, source, shapes, samples, report, stage)
+            written = _lower(job.lowering, model, read, report, stage)
             if report.passed:
                 with stage("write"):
                     report.artifact = write_atomic(written.SerializeToString(), job.output)
@@ -307,7 +317,7 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
             ran = dynamic_check(model, second)
             report.dynamic |= {"ran_at": second, **ran}
     if report.passed:
-        model = _lower(job.lowering, model, source, shapes, samples, report, stage)
+        model = _lower(job.lowering, model, read, report, stage)
     entries = {p.key: p.value for p in source.metadata_props}
     entries |= _metadata(job, report)
     onnx_export.set_metadata(model, entries)
@@ -353,20 +363,18 @@ def _calibration(
 def _lower(
     request: PrecisionRequest,
     model: onnx.ModelProto,
-    source: onnx.ModelProto,
-    shapes: dict[str, list[int]],
-    samples: list[tuple[str, np.ndarray]],
+    source: SourceFile,
     report: OptimizeReport,
     stage: Stages,
 ) -> onnx.ModelProto:
-    """``model`` lowered to the requested precision and gated against ``source`` (fp32: as is)."""
+    """``model`` lowered to the requested precision and gated against IN as read, its
+    check in ``report`` (fp32: ``model`` as is)."""
     if request.precision == "fp32":
         return model
-    shape = tuple(next(iter(shapes.values())))
-    lowered = lower(Lowering.of_file(request, model, source, shape, samples), stage)
-    report.add(lowered.check)
-    report.warnings += lowered.warnings
-    report.op_counts_after = lowered.op_counts
+    shape = tuple(next(iter(source.shapes.values())))
+    samples = list(source.samples)
+    lowered = lower(Lowering.of_file(request, model, source.model, shape, samples), stage)
+    lowered.record(report)
     return lowered.model
 
 

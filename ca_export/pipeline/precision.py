@@ -28,7 +28,7 @@ from ca_export.export import onnx as onnx_export
 from ca_export.export import precision as convert
 from ca_export.pipeline import keep_auto
 from ca_export.pipeline.common import Prepared, Stages
-from ca_export.report import Check, Verdict
+from ca_export.report import Check, ExportReport, OptimizeReport, Verdict
 from ca_export.report.figures import Calibration, KeptFp32, LossyFigures
 from ca_export.tracing import example_input
 from ca_export.verify.accuracy import DEFAULT_MAX_DROP, EvalSet, measure
@@ -178,6 +178,12 @@ class Lowered:
     check: Check
     warnings: tuple[str, ...]
     op_counts: dict[str, int]
+
+    def record(self, report: ExportReport | OptimizeReport) -> None:
+        """Put the ``precision`` check, the warnings and the op counts in ``report``."""
+        report.add(self.check)
+        report.warnings += self.warnings
+        report.op_counts_after = self.op_counts
 
 
 def lower(lowering: Lowering, stage: Stages) -> Lowered:
