@@ -159,7 +159,7 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
     traced = prepared.traced
     if report.parity is not None and report.parity.ok and prepared.eval_set is not None:
         run = cpu_runner(model, "the model", traced.input_names[0], traced.output_names)
-        accuracy_stage(prepared, run, f"ONNX {job.precision.precision}", report, stage)
+        accuracy_stage(prepared, run, f"ONNX {job.precision.precision}", stage).record(report)
     onnx_export.set_metadata(model, _metadata(job, traced.dynamic, report))
     with ort_format.scratch(job.output, job.ort_format) as folder:
         staged = None
