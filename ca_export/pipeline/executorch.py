@@ -23,14 +23,7 @@ from ca_export.errors import BadInputError
 from ca_export.export import executorch as et
 from ca_export.files import Output, guard, write_atomic
 from ca_export.pipeline.accuracy import accuracy_stage
-from ca_export.pipeline.common import (
-    ModelJob,
-    Prepared,
-    Progress,
-    Stages,
-    quiet,
-    with_block_gate,
-)
+from ca_export.pipeline.common import ModelJob, Prepared, Progress, Stages, quiet, with_block_gate
 from ca_export.report import Check, ExportReport, Verdict
 from ca_export.report.figures import SizeSpan, StructureFigures
 from ca_export.verify.parity import gate_inputs, runner_gate
