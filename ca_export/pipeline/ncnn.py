@@ -172,9 +172,11 @@ def keep_sizes(job: NcnnJob, prepared: Prepared, report: ExportReport) -> tuple[
     report.notices += [f"upsample {node}: {change}" for node, change in scaled.applied.items()]
     pinned = list(dict.fromkeys(ncnn.pinned_ops(prepared.program)))
     if pinned:
+        left = "".join(f" ({op}: {why})" for op, why in scaled.skipped.items())
         raise BadInputError(
             f"{job.model} cannot be size-safe in ncnn: TorchScript and pnnx would fix the "
-            f"traced size in {', '.join(pinned)}; convert with --fixed-size at the size you run"
+            f"traced size in {', '.join(pinned)}{left}; convert with --fixed-size at the size "
+            "you run"
         )
     mh, mw = exact_multiple(scaled)
     if (mh, mw) == (1, 1):
