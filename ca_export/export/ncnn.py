@@ -251,6 +251,16 @@ _SIZE_READERS = {
 }
 """Ops that read or check sizes without taking one as an operand."""
 
+_RESHAPES = {
+    torch.ops.aten.view.default,
+    torch.ops.aten.reshape.default,
+    torch.ops.aten._unsafe_view.default,
+    torch.ops.aten.flatten.using_ints,
+    torch.ops.aten.unflatten.int,
+}
+"""Ops pnnx writes as a ``Reshape`` to the sizes it infers at the traced size, ``-1``
+resolved: fixed wherever the output's shape holds the input's H or W."""
+
 
 def _symbols(value: object) -> set[Any]:
     """The free symbols of a SymInt operand (in a list or not)."""
@@ -266,8 +276,9 @@ def _symbols(value: object) -> set[Any]:
 def pinned_ops(program: ExportedProgram) -> list[str]:
     """The ops of ``program`` that take a size computed from the input's H or W, one line
     each (``aten.arange.default in detect``): TorchScript traces them with the traced size
-    fixed, so the converted model is right at that size only. Sizes of the batch axis
-    alone are not listed (ncnn runs one sample at a time)."""
+    fixed, so the converted model is right at that size only; and the reshapes whose
+    output's shape holds such a size (pnnx resolves even a ``-1`` at the traced size).
+    Sizes of the batch axis alone are not listed (ncnn runs one sample at a time)."""
     graph = program.graph
     user = set(program.graph_signature.user_inputs)
     spatial: set[Any] = set()
@@ -282,6 +293,8 @@ def pinned_ops(program: ExportedProgram) -> list[str]:
         if node.target in _SIZE_READERS:
             continue
         operands = [*node.args, *node.kwargs.values()]
+        if node.target in _RESHAPES:
+            operands.append(list(getattr(node.meta.get("val"), "shape", ())))
         if spatial & set().union(*(_symbols(a) for a in operands)):
             stack = node.meta.get("nn_module_stack") or {}
             where = next(reversed(stack.values()))[0] if stack else ""

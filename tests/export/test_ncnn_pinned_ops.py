@@ -19,6 +19,13 @@ class Grid(nn.Module):
         return x + torch.arange(x.shape[3], dtype=x.dtype)
 
 
+class Rows(nn.Module):
+    """Flattens the map's positions with ``-1`` (as a detection head's decode)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], x.shape[1], -1)
+
+
 class Flatten(nn.Module):
     """Pools to 1x1 and flattens by the batch size only (a classifier's tail)."""
 
@@ -30,6 +37,11 @@ def test_an_op_taking_the_width_is_named() -> None:
     program = trace(Grid(), SHAPE, dynamic=True).program
     found = ncnn.pinned_ops(program)
     assert found and all(line.startswith("aten.arange") for line in found)
+
+
+def test_a_reshape_to_the_positions_is_named_even_with_minus_one() -> None:
+    found = ncnn.pinned_ops(trace(Rows(), SHAPE, dynamic=True).program)
+    assert found and all(line.startswith("aten.view") for line in found)
 
 
 def test_sizes_of_the_batch_alone_are_not() -> None:
