@@ -18,9 +18,9 @@ is the ``xnnpack`` list without ``global_strip_pool`` (a dynamic strip pool stay
 maps each ONNX runtime to the form measured fastest there (``benchmarks/target_forms.py``):
 ``ort-x86`` (blocked NCHWc layout, the default) to ``resize_pad`` (``pad_mip`` and
 ``resize_gate``: nothing leaves the blocked layout), ``ort-plain`` (plain NCHW) to
-``matmul_pool`` (strip pools as MatMul). ``resize`` is trial A, for benchmarks. ``skip``
-leaves named passes out (ablations); the results say per pass and per block what changed
-and why the rest was skipped.
+``matmul_pool`` (strip pools as MatMul). ``resize`` (``resize_pad`` without ``pad_mip``)
+serves the benchmarks only. ``skip`` leaves named passes out (ablations); the results say
+per pass and per block what changed and why the rest was skipped.
 
 ``rewrite`` edits a copy of an `ExportedProgram`, ``rewrite_model`` a copy of an ONNX
 model; the input is untouched. Both are idempotent: a rewritten graph has no concat left

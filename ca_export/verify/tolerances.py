@@ -59,7 +59,7 @@ correct conversion. Factor 8 is 1.8 times the largest; the export gate's worst m
 are then 0.84 (``yolo_ca`` at 224, fixed size, set by ``rel`` on its raw maps) and 0.80
 (``yolov5_ca`` at 320). The ceiling (2e-3 of a slice's RMS) still caps the widening far
 below a wrong conversion: every mutant of ``tests/verify/test_ncnn_mutants.py`` fails the
-ncnn gate. The ``("fp16", "ncnn")`` row takes the fp16 bounds of issue 13 unchanged.
+ncnn gate. The ``("fp16", "ncnn")`` row takes the ``fp16`` row's bounds unchanged.
 
 The fp32 Core ML row allows 1e-3 (three times ONNX Runtime's), as Core ML may run fp32
 programs on the GPU, whose kernels sum in other orders. fp16 rows: an fp16 artifact
@@ -90,9 +90,9 @@ against the input file in ONNX Runtime), per output, over every gate input at on
 ``top1_in_top5`` the smallest share whose reference top-1 class is among the artifact's
 top five (both for class-score outputs, 2-D [N, K]); ``cosine`` the smallest cosine and
 ``rel`` the largest max-abs error over the reference's RMS, on any input. The bounds are
-issue 13's (fp16: top-1 7/8, cosine 0.99; int8: 6/8, 0.90); ``rel`` is set from the
-cosine bound: an error at cosine c has an RMS of about sqrt(2 (1 - c)) of the signal's,
-and the largest of 1000 logits' errors is about 3.5 times the RMS. A model that falls
+fp16: top-1 7/8, cosine 0.99; int8: 6/8, 0.90; ``rel`` is set from the cosine bound:
+an error at cosine c has an RMS of about sqrt(2 (1 - c)) of the signal's, and the largest
+of 1000 logits' errors is about 3.5 times the RMS. A model that falls
 apart in int8 (a clipping calibration, a saturated gate) gives cosines of 0.5 and below
 and rel errors above 3.
 
