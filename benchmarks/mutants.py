@@ -13,7 +13,9 @@ original model, as the pipelines judge an export:
 - ``optimize``: ``pipeline.optimize.file_gate`` of the mutant's ONNX file against the stock
   (not rewritten) export of the original; the correct row judges what ``optimize`` makes
   of that stock file (``normalize`` then ``rewrite_model``);
-- ``verify``: ``ca-export verify MODEL FILE.onnx`` (exit 1 expected for a mutant).
+- ``verify``: ``ca-export verify MODEL FILE.onnx`` (exit 1 expected for a mutant);
+- ``ncnn``: ``verify.parity.runner_gate`` of the ``--fixed-size`` ncnn conversion (pnnx)
+  in ncnn's runtime (needs the ncnn extra; not in ``GATES``).
 
 A gate's ``margin`` is its largest error over bound: at most 1 passes. Used by
 ``tests/verify/test_mutants.py`` and ``python -m benchmarks.mutant_margins``.
@@ -45,7 +47,7 @@ from ca_export.onnx_graph import normalize
 from ca_export.patterns import find
 from ca_export.pipeline.optimize import file_gate, input_shapes
 from ca_export.rewrites import rewrite, rewrite_model
-from ca_export.tracing import Traced, output_arrays, trace
+from ca_export.tracing import Traced, example_input, output_arrays, trace
 from ca_export.verify.metrics import relative_error
 from ca_export.verify.mil.parity import NotVerified, mil_parity
 from ca_export.verify.parity import GateResult, gate_inputs, onnx_gate, runner_gate
@@ -190,6 +192,19 @@ class Subject:
             self.cache["pte"] = et.lower(self.program("xnnpack")[1]).buffer
         return self.cache["pte"]  # type: ignore[return-value]
 
+    def ncnn(self, folder: Path) -> Path:
+        """The ncnn param file (weights beside it) of the static ``ncnn`` form, in ``folder``."""
+        if "ncnn" not in self.cache:
+            from ca_export.export import ncnn
+
+            program = self.program("ncnn")[1]
+            converted = ncnn.convert(program.module(), example_input(self.shape))
+            param, weights = ncnn.files_of(folder / self.name)
+            param.write_text(converted.param)
+            weights.write_bytes(converted.weights)
+            self.cache["ncnn"] = param
+        return self.cache["ncnn"]  # type: ignore[return-value]
+
     def mlpackage(self, folder: Path) -> Path:
         """The fp32 ML program, converted and saved in ``folder``."""
         if "mlpackage" not in self.cache:
@@ -292,6 +307,13 @@ class Bench:
             result = found
         elif gate == "verify":
             return self._verify(subject)
+        elif gate == "ncnn":
+            from ca_export.export.ncnn import BACKEND, files_of, stem_of
+            from ca_export.verify.ncnn_runtime import NcnnRunner
+
+            param, weights = files_of(stem_of(subject.ncnn(self.folder)))
+            run = NcnnRunner(param, weights).run
+            result = runner_gate(self.original, run, traced.output_names, self.inputs, BACKEND)
         else:
             raise ValueError(f"no gate {gate!r}")
         return self._row(name, gate, result)

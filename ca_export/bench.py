@@ -26,9 +26,10 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -37,6 +38,7 @@ from ca_export.errors import BadInputError
 from ca_export.export import executorch as et
 from ca_export.export import litert as lt
 from ca_export.report.results import BenchConfig, BenchReport, Timing
+from ca_export.verify.runtime import Runner
 
 BenchProgress = Callable[[str, int, int], None]
 """Called as ``(phase, done, total)``; phases are ``warmup@N``, ``time@N`` and ``profile``."""
@@ -63,44 +65,73 @@ def no_progress(phase: str, done: int, total: int) -> None:
 
 @dataclass
 class PteInput:
-    """An ExecuTorch program's input as ``make_feeds`` reads an ORT input."""
+    """An input of a model outside ONNX Runtime as ``make_feeds`` reads an ORT input (its
+    shape's strings are dims of any size)."""
 
     name: str
-    shape: list[int]
+    shape: list[int | str]
     type: str = "tensor(float)"
 
 
-class PteSession:
-    """An ExecuTorch program with the ``get_inputs`` and ``run`` of an ORT session."""
+class Input(Protocol):
+    """What ``make_feeds`` reads of a session's input (ORT's ``NodeArg``, ``PteInput``)."""
 
-    def __init__(self, path: Path) -> None:
-        self.runner = et.PteRunner(path.read_bytes(), repr(str(path)))
+    @property
+    def name(self) -> str: ...
 
-    def get_inputs(self) -> list[PteInput]:
-        """The program's inputs, named by position."""
-        return [PteInput(f"input_{i}", list(s)) for i, s in enumerate(self.runner.input_sizes)]
+    @property
+    def shape(self) -> Sequence[int | str | None]: ...
 
-    def run(self, _: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run ``forward`` on the feeds, in input order."""
-        (x,) = feeds.values()
-        return self.runner.run(x)
+    @property
+    def type(self) -> str: ...
 
 
-class TfliteSession(PteSession):
-    """A LiteRT model (XNNPACK) with the ``get_inputs`` and ``run`` of an ORT session; it is
-    fed in its own layout (NHWC for a channels-last file)."""
+class Session(Protocol):
+    """What timing needs of a session: ORT's ``InferenceSession`` has it, and each other
+    runtime's model is wrapped to give it (``RunnerSession``)."""
 
-    def __init__(self, path: Path, threads: int) -> None:
-        self.runner = lt.LiteRunner(path.read_bytes(), threads=threads)
+    def get_inputs(self) -> Sequence[Input]: ...
+
+    def run(self, output_names: None, feeds: dict[str, np.ndarray], /) -> list[np.ndarray]: ...
+
+
+class RunnerSession:
+    """A model run as a function of its one input, with the ``get_inputs`` and ``run`` of an
+    ORT session."""
+
+    def __init__(self, runner: Runner, inputs: list[PteInput]) -> None:
+        self.runner = runner
+        self.inputs = inputs
 
     def get_inputs(self) -> list[PteInput]:
         """The model's one input."""
-        return [PteInput("input_0", self.runner.input_shape)]
+        return self.inputs
+
+    def run(self, _: None, feeds: dict[str, np.ndarray], /) -> list[np.ndarray]:
+        """Run the model on the feed."""
+        (x,) = feeds.values()
+        return self.runner(x)
 
 
-class NcnnSession:
-    """An ncnn model with the ``get_inputs`` and ``run`` of an ORT session; its input takes
-    any size, given as the bench's input shape."""
+class PteSession(RunnerSession):
+    """An ExecuTorch program; its inputs named by position."""
+
+    def __init__(self, path: Path) -> None:
+        runner = et.PteRunner(path.read_bytes(), repr(str(path)))
+        inputs = [PteInput(f"input_{i}", list(s)) for i, s in enumerate(runner.input_sizes)]
+        super().__init__(runner.run, inputs)
+
+
+class TfliteSession(RunnerSession):
+    """A LiteRT model (XNNPACK), fed in its own layout (NHWC for a channels-last file)."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        runner = lt.LiteRunner(path.read_bytes(), threads=threads)
+        super().__init__(runner.run, [PteInput("input_0", list(runner.input_shape))])
+
+
+class NcnnSession(RunnerSession):
+    """An ncnn model; its input takes any size, given as the bench's input shape."""
 
     def __init__(self, path: Path, threads: int) -> None:
         from ca_export.export.ncnn import files_of, read_metadata, stem_of
@@ -110,19 +141,8 @@ class NcnnSession:
         param, weights = files_of(stem)
         recorded = read_metadata(stem) or {}
         fp16 = recorded.get("precision") == "fp16"
-        self.runner = NcnnRunner(param, weights, fp16=fp16, threads=threads)
-
-    def get_inputs(self) -> list[PteInput]:
-        """The one input, of any size."""
-        return [PteInput("in0", ["N", "C", "H", "W"])]
-
-    def run(self, _: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run the model on the feed."""
-        (x,) = feeds.values()
-        return self.runner.run(x)
-
-
-Session = ort.InferenceSession | PteSession | NcnnSession
+        runner = NcnnRunner(param, weights, fp16=fp16, threads=threads)
+        super().__init__(runner.run, [PteInput("in0", ["N", "C", "H", "W"])])
 
 
 def one_layout(path: Path) -> bool:
@@ -133,10 +153,10 @@ def one_layout(path: Path) -> bool:
 def session(
     path: Path, threads: int, profile_dir: Path | None = None, layout: str = "blocked"
 ) -> Session:
-    """A CPU session with ``threads`` intra-op threads, sequential, in ``layout`` (its graph
-    optimisation level); for a ``.pte``, the program in ExecuTorch with its thread pool sized
-    to ``threads``, for a ``.tflite`` the model in LiteRT with ``threads`` XNNPACK threads, for
-    a ``.ncnn.param`` the model in ncnn on ``threads`` (one layout each)."""
+    """A CPU session with ``threads`` intra-op threads (``ort_session``); for a ``.pte``, the
+    program in ExecuTorch with its thread pool sized to ``threads``, for a ``.tflite`` the
+    model in LiteRT with ``threads`` XNNPACK threads, for a ``.ncnn.param`` the model in ncnn
+    on ``threads`` (one layout each)."""
     if path.suffix == ".param":
         return NcnnSession(path, threads)
     if path.suffix == ".pte":
@@ -144,6 +164,15 @@ def session(
         return PteSession(path)
     if path.suffix == ".tflite":
         return TfliteSession(path, threads)
+    ort_sess: Session = ort_session(path, threads, profile_dir, layout)
+    return ort_sess
+
+
+def ort_session(
+    path: Path, threads: int, profile_dir: Path | None = None, layout: str = "blocked"
+) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads, sequential, in
+    ``layout`` (its graph optimisation level), profiling into ``profile_dir`` if given."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -171,15 +200,17 @@ def make_feeds(
         dims = list(input_shape) if i == 0 and input_shape is not None else declared
         if len(dims) != len(declared):
             raise BadInputError(f"input {arg.name!r} has rank {len(declared)}, not {len(dims)}")
+        sizes: list[int] = []
         for got, want in zip(dims, declared, strict=True):
             if not isinstance(got, int):
                 raise BadInputError(f"input {arg.name!r} has dynamic dims; give an input shape")
             if isinstance(want, int) and want != got:
                 raise BadInputError(f"input {arg.name!r} is {declared}, cannot feed {dims}")
+            sizes.append(got)
         dtype = DTYPES.get(arg.type)
         if dtype is None:
             raise BadInputError(f"input {arg.name!r} has unsupported type {arg.type}")
-        feeds[arg.name] = rng.standard_normal(dims).astype(dtype)
+        feeds[arg.name] = rng.standard_normal(sizes).astype(dtype)
     return feeds
 
 
@@ -235,7 +266,7 @@ def op_breakdown(
     over the runs after the warm-up (ORT's ``model_run`` events mark each run).
     """
     with tempfile.TemporaryDirectory(prefix="ca-export-profile-") as folder:
-        sess = session(path, threads, Path(folder), layout)
+        sess = ort_session(path, threads, Path(folder), layout)
         for _ in range(warmup + runs):
             sess.run(None, feeds)
         trace = Path(sess.end_profiling())

@@ -11,19 +11,15 @@ from ca_export.export.coreml import EXTENSIONS, TARGETS, ImageInput
 from ca_export.export.coreml_compress import MODES
 from ca_export.pipeline.coreml import CoreMLJob, export_coreml, read_labels
 from ca_export.report import render_export
-from cli.common import handle_errors, run_job
+from cli.common import run_job
 from cli.options import (
     FloatList,
     SizeList,
     SizeRange,
     dynamic_option,
-    gate_options,
-    html_option,
-    model_job,
+    export_options,
     model_options,
-    report_option,
-    rewrite_option,
-    skip_pass_option,
+    output_option,
 )
 
 EPILOG = """\b
@@ -41,13 +37,7 @@ Examples:
 
 @click.command(epilog=EPILOG)
 @model_options
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Model to write: .mlpackage (mlprogram) or .mlmodel (neuralnetwork).",
-)
+@output_option("Model to write: .mlpackage (mlprogram) or .mlmodel (neuralnetwork).")
 @click.option(
     "--format", "fmt", type=click.Choice(list(EXTENSIONS)), default="mlprogram", show_default=True
 )
@@ -105,13 +95,7 @@ Examples:
     default=None,
     help="Compress the weights (mlprogram, iOS16+): int8, or a 4/6/8-bit k-means palette.",
 )
-@rewrite_option
-@skip_pass_option
-@report_option
-@html_option
-@gate_options
-@handle_errors
-@model_job
+@export_options
 def coreml(
     fields: dict[str, Any],
     fmt: str,

@@ -9,17 +9,8 @@ import click
 
 from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
 from ca_export.report import render_export
-from cli.common import handle_errors, run_job
-from cli.options import (
-    dynamic_option,
-    gate_options,
-    html_option,
-    model_job,
-    model_options,
-    report_option,
-    rewrite_option,
-    skip_pass_option,
-)
+from cli.common import run_job
+from cli.options import dynamic_option, export_options, model_options, output_option
 
 EPILOG = """\b
 Examples:
@@ -32,17 +23,9 @@ Examples:
 
 @click.command(epilog=EPILOG)
 @model_options
-@click.option(
-    "-o", "--output", type=click.Path(path_type=Path), required=True, help=".pte file to write."
-)
+@output_option(".pte file to write.")
 @dynamic_option
-@rewrite_option
-@skip_pass_option
-@report_option
-@html_option
-@gate_options
-@handle_errors
-@model_job
+@export_options
 def executorch(
     fields: dict[str, Any],
     report_path: Path | None,

@@ -9,18 +9,14 @@ import click
 
 from ca_export.pipeline.litert import LiteRTJob, export_litert
 from ca_export.report import render_export
-from cli.common import handle_errors, run_job
+from cli.common import run_job
 from cli.options import (
     calibration_option,
     dynamic_option,
-    gate_options,
-    html_option,
-    model_job,
+    export_options,
     model_options,
+    output_option,
     precision_option,
-    report_option,
-    rewrite_option,
-    skip_pass_option,
 )
 
 EPILOG = """\b
@@ -34,9 +30,7 @@ Examples:
 
 @click.command(epilog=EPILOG)
 @model_options
-@click.option(
-    "-o", "--output", type=click.Path(path_type=Path), required=True, help=".tflite file to write."
-)
+@output_option(".tflite file to write.")
 @click.option(
     "--channels-last-io",
     is_flag=True,
@@ -45,13 +39,7 @@ Examples:
 @precision_option
 @calibration_option
 @dynamic_option
-@rewrite_option
-@skip_pass_option
-@report_option
-@html_option
-@gate_options
-@handle_errors
-@model_job
+@export_options
 def litert(
     fields: dict[str, Any],
     channels_last_io: bool,

@@ -9,16 +9,8 @@ import click
 
 from ca_export.pipeline.ncnn import NcnnJob, export_ncnn
 from ca_export.report import render_export
-from cli.common import handle_errors, run_job
-from cli.options import (
-    gate_options,
-    html_option,
-    model_job,
-    model_options,
-    report_option,
-    rewrite_option,
-    skip_pass_option,
-)
+from cli.common import run_job
+from cli.options import export_options, model_options, output_option
 
 EPILOG = """\b
 Examples:
@@ -31,13 +23,7 @@ Examples:
 
 @click.command(epilog=EPILOG)
 @model_options
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Writes OUTPUT.ncnn.param, OUTPUT.ncnn.bin and OUTPUT.ncnn.json.",
-)
+@output_option("Writes OUTPUT.ncnn.param, OUTPUT.ncnn.bin and OUTPUT.ncnn.json.")
 @click.option(
     "--fixed-size",
     "dynamic",
@@ -54,13 +40,7 @@ Examples:
     help="fp16: pnnx's fp16 weights, ncnn's fp16 storage and arithmetic, behind the lossy "
     "gate (after the fp32 model passed the exact gate).",
 )
-@rewrite_option
-@skip_pass_option
-@report_option
-@html_option
-@gate_options
-@handle_errors
-@model_job
+@export_options
 def ncnn(
     fields: dict[str, Any],
     precision: str,

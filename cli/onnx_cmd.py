@@ -10,17 +10,13 @@ import click
 from ca_export.pipeline import OnnxJob, export_onnx
 from ca_export.pipeline.precision import PrecisionRequest
 from ca_export.report import render_export
-from cli.common import handle_errors, run_job
+from cli.common import run_job
 from cli.options import (
     dynamic_option,
-    gate_options,
-    html_option,
-    model_job,
+    export_options,
     model_options,
+    output_option,
     precision_options,
-    report_option,
-    rewrite_option,
-    skip_pass_option,
     target_option,
 )
 
@@ -38,9 +34,7 @@ Examples:
 
 @click.command(epilog=EPILOG)
 @model_options
-@click.option(
-    "-o", "--output", type=click.Path(path_type=Path), required=True, help="ONNX file to write."
-)
+@output_option("ONNX file to write.")
 @click.option(
     "--opset",
     type=click.IntRange(11, 23),
@@ -49,8 +43,6 @@ Examples:
     help="ONNX opset of the file (below 18: exported at 18, then converted exactly).",
 )
 @dynamic_option
-@rewrite_option
-@skip_pass_option
 @target_option
 @click.option("--simplify/--no-simplify", default=True, show_default=True, help="Run onnxsim.")
 @precision_options
@@ -59,11 +51,7 @@ Examples:
     is_flag=True,
     help="Also write OUT.ort (ONNX Runtime Mobile) and OUT.required_operators.config.",
 )
-@report_option
-@html_option
-@gate_options
-@handle_errors
-@model_job
+@export_options
 def onnx(
     fields: dict[str, Any],
     opset: int,

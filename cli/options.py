@@ -16,6 +16,7 @@ from ca_export.loading import parse_input_shape
 from ca_export.pipeline.common import GateOptions
 from ca_export.rewrites import DEFAULT_TARGET, PASSES, TARGETS
 from ca_export.verify.accuracy import DEFAULT_MAX_DROP
+from cli.common import handle_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -189,6 +190,29 @@ def model_job(func: F) -> F:
         return func(*args, fields=fields, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def output_option(help: str) -> Callable[[F], F]:
+    """``-o/--output``, required, with the command's own ``help``."""
+    return click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help=help)
+
+
+def export_options(func: F) -> F:
+    """The tail of every export command, after its own options: --rewrite/--no-rewrite,
+    --skip-pass, --report, --html and the gate options, stacked, then the error boundary
+    (``handle_errors``) and the job's fields as one ``fields`` dict (``model_job``)."""
+    tail = (
+        rewrite_option,
+        skip_pass_option,
+        report_option,
+        html_option,
+        gate_options,
+        handle_errors,
+        model_job,
+    )
+    for decorator in reversed(tail):
+        func = decorator(func)
+    return func
 
 
 class PositiveFloat(click.ParamType):

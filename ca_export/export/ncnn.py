@@ -17,6 +17,12 @@ where pnnx baked a traced size into a layer. ``baked_sizes`` names such layers (
 ``Slice`` with fixed sizes behind a ``Concat``, an adaptive ``Pooling`` with a fixed
 output size): the stock conversion of a CA block holds both.
 
+The TorchScript trace itself fixes every size the program computes from the input's H and
+W (the exported module reads them with ``sym_size`` as plain integers): an ``arange`` of
+a feature map's height, a ``full`` of its area, a ``view`` to it, an ``interpolate`` to
+another map's size. ``pinned_ops`` names such ops before converting, so a size-safe model
+that would be right at the traced size only is refused rather than written.
+
 pnnx and ncnn are an optional extra (``pip install -e ".[ncnn]"``), imported on first
 use; their absence is one clear error.
 """
@@ -32,6 +38,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.export import ExportedProgram
 
 from ca_export.errors import BadInputError
 from ca_export.extras import Extra
@@ -232,4 +239,64 @@ def baked_sizes(layers: list[Layer]) -> list[str]:
             out = [int(layer.params.get(k, "0")) for k in ("18", "8")]
             if any(v not in (FIXED, 0, 1) for v in out):
                 found.append(f"{layer.name}: adaptive Pooling to a fixed size {out[0]}x{out[1]}")
+    return found
+
+
+_SIZE_READERS = {
+    torch.ops.aten.sym_size.int,
+    torch.ops.aten.sym_numel.default,
+    torch.ops.aten.sym_stride.int,
+    torch.ops.aten._assert_scalar.default,
+    torch.ops.aten.sym_constrain_range_for_size.default,
+}
+"""Ops that read or check sizes without taking one as an operand."""
+
+_RESHAPES = {
+    torch.ops.aten.view.default,
+    torch.ops.aten.reshape.default,
+    torch.ops.aten._unsafe_view.default,
+    torch.ops.aten.flatten.using_ints,
+    torch.ops.aten.unflatten.int,
+}
+"""Ops pnnx writes as a ``Reshape`` to the sizes it infers at the traced size, ``-1``
+resolved: fixed wherever the output's shape holds the input's H or W."""
+
+
+def _symbols(value: object) -> set[Any]:
+    """The free symbols of a SymInt operand (in a list or not)."""
+    if isinstance(value, (list, tuple)):
+        return set().union(*(_symbols(v) for v in value))
+    if isinstance(value, torch.SymInt):
+        return set(value.node.expr.free_symbols)
+    if isinstance(value, torch.fx.Node):
+        return _symbols(value.meta.get("val"))
+    return set()
+
+
+def pinned_ops(program: ExportedProgram) -> list[str]:
+    """The ops of ``program`` that take a size computed from the input's H or W, one line
+    each (``aten.arange.default in detect``): TorchScript traces them with the traced size
+    fixed, so the converted model is right at that size only; and the reshapes whose
+    output's shape holds such a size (pnnx resolves even a ``-1`` at the traced size).
+    Sizes of the batch axis alone are not listed (ncnn runs one sample at a time)."""
+    graph = program.graph
+    user = set(program.graph_signature.user_inputs)
+    spatial: set[Any] = set()
+    for node in graph.nodes:
+        if node.op == "placeholder" and node.name in user:
+            shape = getattr(node.meta.get("val"), "shape", ())
+            spatial |= _symbols(list(shape[2:]))
+    found = []
+    for node in graph.nodes:
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        if node.target in _SIZE_READERS:
+            continue
+        operands = [*node.args, *node.kwargs.values()]
+        if node.target in _RESHAPES:
+            operands.append(list(getattr(node.meta.get("val"), "shape", ())))
+        if spatial & set().union(*(_symbols(a) for a in operands)):
+            stack = node.meta.get("nn_module_stack") or {}
+            where = next(reversed(stack.values()))[0] if stack else ""
+            found.append(f"{node.target}" + (f" in {where}" if where else ""))
     return found

@@ -71,9 +71,23 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    converted = ir.from_proto(convert_float_to_float16(copy, keep_io_types=True))
+    fp16: onnx.ModelProto = convert_float_to_float16(copy, keep_io_types=True)
+    converted = ir.from_proto(fp16)
     converted.graph.sort()
     return ir.to_proto(converted)
+
+
+class _Calibration:
+    """The calibration inputs as ``quantize_static`` reads them: one feed per ``get_next``,
+    None at the end. ORT's ``CalibrationDataReader`` takes any class with ``get_next`` as
+    its subclass (``__subclasshook__``), so this one need not derive from it."""
+
+    def __init__(self, input_name: str, calibration: Sequence[np.ndarray]) -> None:
+        self.feeds = iter([{input_name: x} for x in calibration])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next feed, or None when every input was given."""
+        return next(self.feeds, None)
 
 
 def to_int8(
@@ -88,18 +102,10 @@ def to_int8(
     quantizer is given a copy: it moves the tensors of a model it is given to external data.
     """
     from onnxruntime.quantization import (
-        CalibrationDataReader,
         QuantFormat,
         QuantType,
         quantize_static,
     )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.feeds = iter([{input_name: x} for x in calibration])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.feeds, None)
 
     excluded = fp32_nodes(model, keep_fp32)
     copy = onnx.ModelProto()
@@ -109,7 +115,7 @@ def to_int8(
         quantize_static(
             copy,
             out,
-            Reader(),
+            _Calibration(input_name, calibration),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,

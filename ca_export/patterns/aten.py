@@ -38,7 +38,7 @@ from ca_export.patterns.pointwise import (
 from ca_export.patterns.pointwise import (
     BINARY as POINTWISE_BINARY,
 )
-from ca_export.patterns.view import OPTIONAL_EDITS, Dim, NoMatch
+from ca_export.patterns.view import OPTIONAL_EDITS, Dim, GraphView, NoMatch
 
 aten = torch.ops.aten
 
@@ -79,7 +79,7 @@ def _dim_arg(node: Node, i: int, rank: int) -> int:
     return norm_dim(cast(int, _arg(node, i, 0)), rank)
 
 
-class AtenView:
+class AtenView(GraphView[Node, Node]):
     """The CA questions and edits, answered on an fx graph."""
 
     def __init__(self, graph: Graph) -> None:

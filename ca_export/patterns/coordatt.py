@@ -33,10 +33,10 @@ questions they ask (``GraphView``) for ATen graphs and ONNX files.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Generic
 
 from ca_export.patterns.hswish import h_sigmoid
-from ca_export.patterns.view import Dim, GraphView, NoMatch, Op, Value
+from ca_export.patterns.view import Dim, GraphView, NoMatch, OpT, ValueT
 
 IDENTITY = (0, 1, 2, 3)
 AXIS_NAME = {2: "h", 3: "w"}
@@ -53,7 +53,7 @@ def compose(first: tuple[int, ...], then: tuple[int, ...]) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class Branch:
+class Branch(Generic[OpT, ValueT]):
     """One direction of a CA block: the pool that keeps one spatial axis and its gate.
 
     ``pool`` is the op the rewrites read the pooled tensor from; a rewrite that replaces
@@ -61,25 +61,25 @@ class Branch:
     """
 
     axis: str
-    pool: Op
+    pool: OpT
     pool_kind: str
-    in_chain: list[Op]
-    piece: Value
-    out_chain: list[Op]
+    in_chain: list[OpT]
+    piece: ValueT
+    out_chain: list[OpT]
     perm: tuple[int, ...]
-    gate_conv: Op
-    gate_ops: list[Op]
+    gate_conv: OpT
+    gate_ops: list[OpT]
     gate_kind: str
-    expand: Op | None
+    expand: OpT | None
 
     @property
-    def gate(self) -> Op:
+    def gate(self) -> OpT:
         """The op whose output is the gate, before any expand."""
         return self.gate_ops[-1]
 
 
 @dataclass(frozen=True)
-class CABlock:
+class CABlock(Generic[OpT, ValueT]):
     """A matched CA block and everything the rewrites and the report need.
 
     ``id`` is unique in its graph: the module, then the node name of the block's output
@@ -89,19 +89,19 @@ class CABlock:
 
     id: str
     module: str
-    source: Value
-    concat: Op
+    source: ValueT
+    concat: OpT
     axis: int
-    stem: list[Op]
-    stem_end: Value
-    splits: list[Op]
-    branches: tuple[Branch, Branch]
-    output: Op
+    stem: list[OpT]
+    stem_end: ValueT
+    splits: list[OpT]
+    branches: tuple[Branch[OpT, ValueT], Branch[OpT, ValueT]]
+    output: OpT
     channels: int
     mip: int
     spatial: tuple[Dim, Dim]
     variant: dict[str, str]
-    owned: list[Op] = field(default_factory=list)
+    owned: list[OpT] = field(default_factory=list)
     ca_only: dict[str, int] = field(default_factory=dict)
     findings: list[str] = field(default_factory=list)
 
@@ -110,11 +110,11 @@ class CABlock:
         ONNX op name: what the rewrite is there to remove."""
         return dict(self.ca_only)
 
-    def branch(self, axis: str) -> Branch:
+    def branch(self, axis: str) -> Branch[OpT, ValueT]:
         """The branch that keeps the given spatial axis ("h" or "w")."""
         return next(b for b in self.branches if b.axis == axis)
 
-    def with_branch(self, branch: Branch, **changes: Any) -> CABlock:
+    def with_branch(self, branch: Branch[OpT, ValueT], **changes: Any) -> CABlock[OpT, ValueT]:
         """A copy whose branch on ``branch``'s axis is ``branch`` with ``changes``."""
         # Any: the changes are Branch fields of several types, checked by replace at run time.
         new = replace(branch, **changes)
@@ -146,9 +146,11 @@ class Rejection:
     reason: str
 
 
-def _back_to_pool(view: GraphView, value: Value) -> tuple[Op | None, list[Op], tuple[int, ...]]:
+def _back_to_pool(
+    view: GraphView[OpT, ValueT], value: ValueT
+) -> tuple[OpT | None, list[OpT], tuple[int, ...]]:
     """Walk from a concat input back through transposes: (producer, transposes, permutation)."""
-    chain: list[Op] = []
+    chain: list[OpT] = []
     steps: list[tuple[int, ...]] = []
     op = view.producer(value)
     while op is not None and (step := view.perm(op)) is not None:
@@ -163,10 +165,10 @@ def _back_to_pool(view: GraphView, value: Value) -> tuple[Op | None, list[Op], t
 
 
 def _forward_through_transposes(
-    view: GraphView, value: Value
-) -> tuple[Value, list[Op], tuple[int, ...]]:
+    view: GraphView[OpT, ValueT], value: ValueT
+) -> tuple[ValueT, list[OpT], tuple[int, ...]]:
     """Follow single readers that are transposes: (last value, transposes, permutation)."""
-    chain: list[Op] = []
+    chain: list[OpT] = []
     perm: tuple[int, ...] = IDENTITY
     while (user := view.single_user(value)) is not None and (step := view.perm(user)):
         chain.append(user)
@@ -175,11 +177,11 @@ def _forward_through_transposes(
     return value, chain, perm
 
 
-def _stem(view: GraphView, concat: Op) -> tuple[list[Op], Value, list[Op]]:
+def _stem(view: GraphView[OpT, ValueT], concat: OpT) -> tuple[list[OpT], ValueT, list[OpT]]:
     """The pointwise ops between the concat and the split, the stem's end, the splits."""
     inside = {view.output(concat)}
-    stem: list[Op] = []
-    splits: list[Op] = []
+    stem: list[OpT] = []
+    splits: list[OpT] = []
     ops = list(view.ops())
     for op in ops[ops.index(concat) + 1 :]:
         read = [v for v in view.operands(op) if v in inside]
@@ -207,9 +209,11 @@ def _stem(view: GraphView, concat: Op) -> tuple[list[Op], Value, list[Op]]:
     return stem, end, splits
 
 
-def _pieces(view: GraphView, splits: list[Op], axis: int, sizes: list[Dim]) -> list[Value]:
+def _pieces(
+    view: GraphView[OpT, ValueT], splits: list[OpT], axis: int, sizes: list[Dim]
+) -> list[ValueT]:
     """The two pieces of the split, in concat input order."""
-    ordered: list[list[Value]] = [[], []]
+    ordered: list[list[ValueT]] = [[], []]
     for split in splits:
         for i, value in view.pieces(split, axis, sizes):
             if value not in ordered[i]:
@@ -219,7 +223,7 @@ def _pieces(view: GraphView, splits: list[Op], axis: int, sizes: list[Dim]) -> l
     return [ordered[0][0], ordered[1][0]]
 
 
-def _gate(view: GraphView, conv: Op) -> tuple[list[Op], str]:
+def _gate(view: GraphView[OpT, ValueT], conv: OpT) -> tuple[list[OpT], str]:
     """The ops after a gate conv that make the gate, and its kind."""
     act = view.single_user(view.output(conv))
     if act is None:
@@ -236,8 +240,8 @@ def _gate(view: GraphView, conv: Op) -> tuple[list[Op], str]:
 
 
 def _branch_gate(
-    view: GraphView, piece: Value, channels: int
-) -> tuple[list[Op], tuple[int, ...], Op, list[Op], str, Op | None]:
+    view: GraphView[OpT, ValueT], piece: ValueT, channels: int
+) -> tuple[list[OpT], tuple[int, ...], OpT, list[OpT], str, OpT | None]:
     """Follow a piece to its gate: (transposes, perm, conv, gate ops, kind, expand)."""
     value, chain, perm = _forward_through_transposes(view, piece)
     conv = view.single_user(value)
@@ -252,11 +256,11 @@ def _branch_gate(
     return chain, perm, conv, gate_ops, kind, expand
 
 
-def _output(view: GraphView, source: Value, leaf_h: Value, leaf_w: Value) -> Op:
+def _output(view: GraphView[OpT, ValueT], source: ValueT, leaf_h: ValueT, leaf_w: ValueT) -> OpT:
     """The multiply that completes ``x * gate_h * gate_w`` (any order and grouping)."""
     leaves = {source: "x", leaf_h: "h", leaf_w: "w"}
 
-    def covered(value: Value) -> set[str] | None:
+    def covered(value: ValueT) -> set[str] | None:
         if value in leaves:
             return {leaves[value]}
         op = view.producer(value)
@@ -282,18 +286,18 @@ def _output(view: GraphView, source: Value, leaf_h: Value, leaf_w: Value) -> Op:
     raise NoMatch("the gates are not multiplied into the pooled input")
 
 
-def leaf(view: GraphView, branch: Branch) -> Value:
+def leaf(view: GraphView[OpT, ValueT], branch: Branch[OpT, ValueT]) -> ValueT:
     """The value the multiplies read for this gate: its expand if one is still read."""
     if branch.expand is not None and view.users(view.output(branch.expand)):
         return view.output(branch.expand)
     return view.output(branch.gate)
 
 
-Strip = tuple[Value, int, str]
+Strip = tuple[ValueT, int, str]
 """A strip pool's source, kept axis and kind (``GraphView.strip_pool``)."""
 
 
-def _concat(view: GraphView, op: Op) -> tuple[list[Value], int]:
+def _concat(view: GraphView[OpT, ValueT], op: OpT) -> tuple[list[ValueT], int]:
     """``view.concat`` of an op known to be a concat (from ``candidates``)."""
     found = view.concat(op)
     if found is None:
@@ -302,8 +306,8 @@ def _concat(view: GraphView, op: Op) -> tuple[list[Value], int]:
 
 
 def _pools(
-    view: GraphView, concat: Op, inputs: list[Value], axis: int
-) -> list[tuple[Strip, Op | None, list[Op], tuple[int, ...]]]:
+    view: GraphView[OpT, ValueT], concat: OpT, inputs: list[ValueT], axis: int
+) -> list[tuple[Strip[ValueT], OpT, list[OpT], tuple[int, ...]]]:
     """Rule 2: each concat input's strip pool, transposes and permutation."""
     traced = [_back_to_pool(view, v) for v in inputs]
     for pool, _, _ in traced:
@@ -312,24 +316,27 @@ def _pools(
             raise NoMatch(
                 f"shapes unknown, so the pools cannot be checked: {view.shape_gap(source)}"
             )
-    found = [view.strip_pool(p) if p is not None else None for p, _, _ in traced]
-    infos = [info for info in found if info is not None]
-    if len(infos) != len(found):
-        raise NoMatch("a concat input is not a pool over one spatial axis")
+    pooled = []
+    for pool, chain, perm in traced:
+        info = view.strip_pool(pool) if pool is not None else None
+        if pool is None or info is None:
+            raise NoMatch("a concat input is not a pool over one spatial axis")
+        pooled.append((info, pool, chain, perm))
+    infos = [info for info, _, _, _ in pooled]
     (src_a, kept_a, _), (src_b, kept_b, _) = infos
     if src_a != src_b:
         raise NoMatch("the two pools read different tensors")
     if kept_a == kept_b:
         raise NoMatch(f"both pools keep the same axis ({AXIS_NAME[kept_a].upper()})")
-    for info, (_, _, perm) in zip(infos, traced, strict=True):
+    for (_, kept, _), _, _, perm in pooled:
         if perm[:2] != (0, 1):
             raise NoMatch("a transpose moves batch or channels")
-        if perm.index(info[1]) != axis:
+        if perm.index(kept) != axis:
             raise NoMatch("a pooled axis is not brought onto the concat axis")
-    return [(info, *t) for info, t in zip(infos, traced, strict=True)]
+    return pooled
 
 
-def match(view: GraphView, concat: Op) -> CABlock:
+def match(view: GraphView[OpT, ValueT], concat: OpT) -> CABlock[OpT, ValueT]:
     """Match a CA block whose concat is ``concat``; raise NoMatch with the reason otherwise."""
     inputs, axis = _concat(view, concat)
     found = [view.shape(v) for v in inputs]
@@ -406,7 +413,10 @@ def match(view: GraphView, concat: Op) -> CABlock:
 
 
 def _variant(
-    view: GraphView, branches: list[Branch], stem: list[Op], splits: list[Op]
+    view: GraphView[OpT, ValueT],
+    branches: list[Branch[OpT, ValueT]],
+    stem: list[OpT],
+    splits: list[OpT],
 ) -> dict[str, str]:
     """A short description of how this block is written."""
     kinds: list[str] = []
@@ -425,7 +435,7 @@ def _variant(
     }
 
 
-def lint(block: CABlock) -> list[str]:
+def lint(block: CABlock[OpT, ValueT]) -> list[str]:
     """Findings about a block that is valid but not what the paper describes."""
     findings = []
     for branch in block.branches:
@@ -439,14 +449,14 @@ def lint(block: CABlock) -> list[str]:
     return findings
 
 
-def _tiny(view: GraphView, pool: Op | None) -> bool:
+def _tiny(view: GraphView[OpT, ValueT], pool: OpT | None) -> bool:
     """A pool over a map with a spatial size of 1, where the kept axis cannot be told."""
     source = view.pool_source(pool) if pool is not None else None
     dims = view.shape(source) if source is not None else None
     return dims is not None and len(dims) == 4 and 1 in (dims[2], dims[3])
 
 
-def candidates(view: GraphView) -> list[Op]:
+def candidates(view: GraphView[OpT, ValueT]) -> list[OpT]:
     """Concats with an input that is strip-pooled (through transposes), or pooled through a
     transpose, or pooled from a map whose shape is unknown or has a spatial size of 1: the
     pool -> transpose -> concat shape of a CA block, which ``match`` accepts or says why not."""
@@ -458,7 +468,7 @@ def candidates(view: GraphView) -> list[Op]:
         for value in concat[0]:
             pool, chain, _ = _back_to_pool(view, value)
             source = view.pool_source(pool) if pool is not None else None
-            if source is None:
+            if pool is None or source is None:
                 continue
             if chain or view.shape(source) is None or _tiny(view, pool) or view.strip_pool(pool):
                 found.append(op)
@@ -466,9 +476,9 @@ def candidates(view: GraphView) -> list[Op]:
     return found
 
 
-def find(view: GraphView) -> tuple[list[CABlock], list[Rejection]]:
+def find(view: GraphView[OpT, ValueT]) -> tuple[list[CABlock[OpT, ValueT]], list[Rejection]]:
     """All CA blocks of a graph, and the pooled concats that are not, with reasons."""
-    blocks: list[CABlock] = []
+    blocks: list[CABlock[OpT, ValueT]] = []
     rejections: list[Rejection] = []
     for concat in candidates(view):
         try:

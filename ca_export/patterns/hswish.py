@@ -19,13 +19,13 @@ Recognised::
 
 from __future__ import annotations
 
-from ca_export.patterns.view import GraphView, Op, Value
+from ca_export.patterns.view import GraphView, OpT, ValueT
 
 SIXTH = 1 / 6
 """The multiplier that counts as a division by 6."""
 
 
-def by_six(view: GraphView, op: Op) -> Value | None:
+def by_six(view: GraphView[OpT, ValueT], op: OpT) -> ValueT | None:
     """The tensor ``op`` divides by 6 (or multiplies by 1/6), else None."""
     arith = view.scalar_arith(op)
     if arith is None:
@@ -36,29 +36,30 @@ def by_six(view: GraphView, op: Op) -> Value | None:
     return None
 
 
-def relu6_plus3(view: GraphView, clip: Op, reader: Op) -> Value | None:
+def relu6_plus3(view: GraphView[OpT, ValueT], clip: OpT, reader: OpT) -> ValueT | None:
     """``x`` if ``clip`` is ``relu6(x + 3)``, the add read only by ``clip`` and ``clip``
     only by ``reader``; else None."""
     if view.activation(clip) != "relu6" or view.single_user(view.output(clip)) is not reader:
         return None
     add = view.producer(view.data(clip))
     arith = view.scalar_arith(add) if add is not None else None
-    if arith is None or arith[0] != "add" or arith[2] != 3.0:
+    if add is None or arith is None or arith[0] != "add" or arith[2] != 3.0:
         return None
     return arith[1] if view.single_user(view.output(add)) is clip else None
 
 
-def h_sigmoid(view: GraphView, end: Op) -> tuple[Value, list[Op]] | None:
+def h_sigmoid(view: GraphView[OpT, ValueT], end: OpT) -> tuple[ValueT, list[OpT]] | None:
     """(``x``, [add, relu6, ``end``]) if ``end`` is ``relu6(x + 3) / 6``, else None."""
     clipped = by_six(view, end)
     clip = view.producer(clipped) if clipped is not None else None
     x = relu6_plus3(view, clip, end) if clip is not None else None
-    if x is None:
+    add = view.producer(view.data(clip)) if clip is not None else None
+    if x is None or clip is None or add is None:
         return None
-    return x, [view.producer(view.data(clip)), clip, end]
+    return x, [add, clip, end]
 
 
-def h_swish(view: GraphView, end: Op) -> Value | None:
+def h_swish(view: GraphView[OpT, ValueT], end: OpT) -> ValueT | None:
     """``x`` if ``end`` is ``x * (relu6(x + 3) / 6)`` or ``(x * relu6(x + 3)) / 6``."""
     operands = view.mul_operands(end)
     for x, other in [operands, operands[::-1]] if operands else []:
@@ -69,7 +70,7 @@ def h_swish(view: GraphView, end: Op) -> Value | None:
     product = by_six(view, end)
     mul = view.producer(product) if product is not None else None
     operands = view.mul_operands(mul) if mul is not None else None
-    if operands is None or view.single_user(product) is not end:
+    if product is None or mul is None or operands is None or view.single_user(product) is not end:
         return None
     for x, clipped in (operands, operands[::-1]):
         clip = view.producer(clipped)

@@ -28,7 +28,7 @@ import onnx_ir.passes.common as ir_passes
 
 from ca_export.onnx_graph import owners
 from ca_export.onnx_graph.facts import GraphFacts, attr, attr_int, attr_ints
-from ca_export.patterns.view import Dim, NoMatch
+from ca_export.patterns.view import Dim, GraphView, NoMatch
 
 UNARY = frozenset(
     {
@@ -60,8 +60,9 @@ AXES_AS_INPUT = {"ReduceMean": 18, "Squeeze": 13, "Unsqueeze": 13}
 """The opset from which each op takes its axes as an input instead of an attribute."""
 
 
-class OnnxView:
-    """The CA questions and edits, answered on an onnx_ir copy of an ONNX model."""
+class OnnxView(GraphView[ir.Node, ir.Value]):
+    """The CA questions and edits, answered on an onnx_ir copy of an ONNX model; none of
+    the optional edits (they are for ExecuTorch's ATen graphs)."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         self.source = model
@@ -514,10 +515,6 @@ class OnnxView:
         self, shape: list[int], fill: float, like: ir.Value, anchor: ir.Node, name: str
     ) -> ir.Value:
         return self._initializer(np.full(shape, fill, dtype=np.float32), name)
-
-    def supports(self, edit: str) -> bool:
-        """None of the optional edits: they are for ExecuTorch's ATen graphs."""
-        return False
 
     def replace_input(self, op: ir.Node, old: ir.Value, new: ir.Value) -> None:
         for i, value in enumerate(op.inputs):

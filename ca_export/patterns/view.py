@@ -9,18 +9,27 @@ onnx_ir ``Node``). Both are hashable. Questions are asked in the block's terms (
 strip pool, which axis does it keep"), so each adapter answers them from its own ops and
 the rules stay in one place.
 
+``GraphView`` is generic in its op and value types: ``AtenView`` is a
+``GraphView[Node, Node]``, ``OnnxView`` a ``GraphView[ir.Node, ir.Value]``, and the matcher
+and rewrites are generic functions over ``GraphView[OpT, ValueT]``, so a block found in one
+graph carries that graph's ops (``CABlock[OpT, ValueT]``).
+
 Edits take an ``anchor`` op (new ops go before it where the graph API keeps an order) and a
 ``name`` hint (ONNX node names; ATen names its nodes itself). Some edits only one adapter
-makes (``OPTIONAL_EDITS``); a rewrite asks ``supports`` before it calls them.
+makes (``OPTIONAL_EDITS``); a rewrite asks ``supports`` before it calls them, and an adapter
+that does not make one inherits the default, which raises ``NotImplementedError``.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
-from typing import Protocol
+from typing import Generic, TypeVar
 
-Value = Hashable
-Op = Hashable
+OpT = TypeVar("OpT", bound=Hashable)
+"""An adapter's op type (a node that makes values)."""
+ValueT = TypeVar("ValueT", bound=Hashable)
+"""An adapter's value type (a tensor)."""
 Dim = object
 """A size: an int, a symbolic size (compared with ``same_size``), or None where unknown."""
 
@@ -37,248 +46,248 @@ class NoMatch(Exception):
     """A candidate is not a CA block; the message says which rule it broke."""
 
 
-class GraphView(Protocol):
+class GraphView(ABC, Generic[OpT, ValueT]):
     """Reading and editing one graph in terms of the CA block."""
 
-    def ops(self) -> Sequence[Op]:
+    @abstractmethod
+    def ops(self) -> Sequence[OpT]:
         """Every op, in an order where producers come first."""
-        ...
 
-    def producer(self, value: Value) -> Op | None:
+    @abstractmethod
+    def producer(self, value: ValueT) -> OpT | None:
         """The op that makes ``value`` (None for graph inputs and constants)."""
-        ...
 
-    def users(self, value: Value) -> list[Op]:
+    @abstractmethod
+    def users(self, value: ValueT) -> list[OpT]:
         """The ops reading ``value``."""
-        ...
 
-    def single_user(self, value: Value) -> Op | None:
+    @abstractmethod
+    def single_user(self, value: ValueT) -> OpT | None:
         """The only op reading ``value``, if it is not also a graph output."""
-        ...
 
-    def is_output(self, value: Value) -> bool:
+    @abstractmethod
+    def is_output(self, value: ValueT) -> bool:
         """Whether ``value`` is a graph output."""
-        ...
 
-    def output(self, op: Op) -> Value:
+    @abstractmethod
+    def output(self, op: OpT) -> ValueT:
         """The op's (first) output."""
-        ...
 
-    def outputs(self, op: Op) -> list[Value]:
+    @abstractmethod
+    def outputs(self, op: OpT) -> list[ValueT]:
         """Every output of the op."""
-        ...
 
-    def data(self, op: Op) -> Value:
+    @abstractmethod
+    def data(self, op: OpT) -> ValueT:
         """The op's first input."""
-        ...
 
-    def shape(self, value: Value) -> tuple[Dim, ...] | None:
+    @abstractmethod
+    def shape(self, value: ValueT) -> tuple[Dim, ...] | None:
         """The value's shape; None where it is unknown."""
-        ...
 
-    def shape_gap(self, value: Value) -> str:
+    @abstractmethod
+    def shape_gap(self, value: ValueT) -> str:
         """Why ``value``'s shape is unknown."""
-        ...
 
+    @abstractmethod
     def same_size(self, a: Dim, b: Dim) -> bool:
         """Whether two sizes are the same (same int or same symbolic expression)."""
-        ...
 
-    def name(self, op: Op) -> str:
+    @abstractmethod
+    def name(self, op: OpT) -> str:
         """A name for the user: the module that made the op, or the node's name."""
-        ...
 
-    def node_name(self, op: Op) -> str:
+    @abstractmethod
+    def node_name(self, op: OpT) -> str:
         """The op's own node name."""
-        ...
 
-    def label(self, op: Op) -> str:
+    @abstractmethod
+    def label(self, op: OpT) -> str:
         """The op's kind in this graph API (``conv1x1``, ``HardSwish``, ...)."""
-        ...
 
-    def onnx_type(self, op: Op) -> str:
+    @abstractmethod
+    def onnx_type(self, op: OpT) -> str:
         """The ONNX op the op is or exports to (``Transpose`` for a permute)."""
-        ...
 
-    def concat(self, op: Op) -> tuple[list[Value], int] | None:
+    @abstractmethod
+    def concat(self, op: OpT) -> tuple[list[ValueT], int] | None:
         """(inputs, axis) if the op concatenates; the axis is non-negative."""
-        ...
 
-    def perm(self, op: Op) -> tuple[int, ...] | None:
+    @abstractmethod
+    def perm(self, op: OpT) -> tuple[int, ...] | None:
         """The full permutation if the op is a transpose/permute."""
-        ...
 
-    def strip_pool(self, op: Op) -> tuple[Value, int, str] | None:
+    @abstractmethod
+    def strip_pool(self, op: OpT) -> tuple[ValueT, int, str] | None:
         """(source, kept axis, kind) if the op averages one spatial axis of a 4-D tensor away."""
-        ...
 
-    def pool_source(self, op: Op) -> Value | None:
+    @abstractmethod
+    def pool_source(self, op: OpT) -> ValueT | None:
         """The input of any average pool or mean, strip or not."""
-        ...
 
-    def pointwise(self, op: Op, inside: set[Value]) -> str:
+    @abstractmethod
+    def pointwise(self, op: OpT, inside: set[ValueT]) -> str:
         """The op's kind if it is spatially pointwise on the ``inside`` values (its other
         operands constants without spatial extent); raise NoMatch with the reason if not."""
-        ...
 
-    def cuts(self, op: Op, value: Value) -> bool:
+    @abstractmethod
+    def cuts(self, op: OpT, value: ValueT) -> bool:
         """Whether the op is a split or a slice reading ``value`` as its data."""
-        ...
 
-    def pieces(self, op: Op, axis: int, sizes: list[Dim]) -> list[tuple[int, Value]]:
+    @abstractmethod
+    def pieces(self, op: OpT, axis: int, sizes: list[Dim]) -> list[tuple[int, ValueT]]:
         """For a split/slice along ``axis`` of a concat of ``sizes``: (which concat input,
         value) for each piece it gives back; raise NoMatch if it does not undo the concat."""
-        ...
 
-    def gate_conv_channels(self, op: Op, data: Value) -> int | None:
+    @abstractmethod
+    def gate_conv_channels(self, op: OpT, data: ValueT) -> int | None:
         """The output channels if the op is a 1x1, stride-1, unpadded conv reading ``data``."""
-        ...
 
-    def activation(self, op: Op) -> str | None:
+    @abstractmethod
+    def activation(self, op: OpT) -> str | None:
         """``sigmoid``, ``hardsigmoid`` or ``relu6`` (relu6, hardtanh(0, 6), Clip(0, 6))."""
-        ...
 
-    def scalar_arith(self, op: Op) -> tuple[str, Value, float] | None:
+    @abstractmethod
+    def scalar_arith(self, op: OpT) -> tuple[str, ValueT, float] | None:
         """(``add``/``mul``/``div``, tensor operand, number) for arithmetic with one number."""
-        ...
 
-    def mul_operands(self, op: Op) -> tuple[Value, Value] | None:
+    @abstractmethod
+    def mul_operands(self, op: OpT) -> tuple[ValueT, ValueT] | None:
         """The two tensor operands of an elementwise multiply."""
-        ...
 
-    def is_expand(self, op: Op) -> bool:
+    @abstractmethod
+    def is_expand(self, op: OpT) -> bool:
         """Whether the op broadcasts its input to a shape (expand, Expand)."""
-        ...
 
-    def expand_target(self, op: Op) -> tuple[Dim, ...] | None:
+    @abstractmethod
+    def expand_target(self, op: OpT) -> tuple[Dim, ...] | None:
         """The shape an expand broadcasts its input to."""
-        ...
 
-    def owned(self, core: list[Op]) -> list[Op]:
+    @abstractmethod
+    def owned(self, core: list[OpT]) -> list[OpT]:
         """``core`` and the ops only it uses to compute its shapes and bounds."""
-        ...
 
-    def avg_pool(self, source: Value, kernel: list[int], anchor: Op, name: str) -> Value:
+    @abstractmethod
+    def avg_pool(self, source: ValueT, kernel: list[int], anchor: OpT, name: str) -> ValueT:
         """A new average pool over ``kernel`` with stride ``kernel``, no padding."""
-        ...
 
-    def mean(self, source: Value, axis: int, anchor: Op, name: str) -> Value:
+    @abstractmethod
+    def mean(self, source: ValueT, axis: int, anchor: OpT, name: str) -> ValueT:
         """A new mean over one axis, keeping it."""
-        ...
 
-    def clone(self, op: Op, env: dict[Value, Value], anchor: Op, name: str) -> Op:
+    @abstractmethod
+    def clone(self, op: OpT, env: dict[ValueT, ValueT], anchor: OpT, name: str) -> OpT:
         """A copy of ``op`` reading ``env``'s values; its outputs are added to ``env``."""
-        ...
 
-    def squeeze(self, value: Value, axis: int, anchor: Op, name: str) -> Value:
+    @abstractmethod
+    def squeeze(self, value: ValueT, axis: int, anchor: OpT, name: str) -> ValueT:
         """A new squeeze of one axis."""
-        ...
 
-    def unsqueeze(self, value: Value, axis: int, anchor: Op, name: str) -> Value:
+    @abstractmethod
+    def unsqueeze(self, value: ValueT, axis: int, anchor: OpT, name: str) -> ValueT:
         """A new unsqueeze at one axis."""
-        ...
 
-    def reshape(self, value: Value, shape: list[int], anchor: Op, name: str) -> Value:
+    @abstractmethod
+    def reshape(self, value: ValueT, shape: list[int], anchor: OpT, name: str) -> ValueT:
         """A new reshape (a view) to a static shape."""
-        ...
 
-    def hardswish(self, value: Value, anchor: Op, name: str) -> Value:
+    @abstractmethod
+    def hardswish(self, value: ValueT, anchor: OpT, name: str) -> ValueT:
         """A new hardswish (in the form the graph's opset has)."""
-        ...
 
-    def binary(self, kind: str, a: Value, b: Value, anchor: Op, name: str) -> Value:
+    @abstractmethod
+    def binary(self, kind: str, a: ValueT, b: ValueT, anchor: OpT, name: str) -> ValueT:
         """A new ``mul`` or ``matmul`` of two tensors."""
-        ...
 
-    def binary_kind(self, op: Op) -> str | None:
+    @abstractmethod
+    def binary_kind(self, op: OpT) -> str | None:
         """``mul`` or ``matmul`` for an op of two tensors made by ``binary``, else None."""
-        ...
 
-    def operands(self, op: Op) -> list[Value]:
+    @abstractmethod
+    def operands(self, op: OpT) -> list[ValueT]:
         """The op's tensor inputs."""
-        ...
 
-    def set_operands(self, op: Op, values: list[Value]) -> None:
+    @abstractmethod
+    def set_operands(self, op: OpT, values: list[ValueT]) -> None:
         """Make the op read ``values`` as its tensor inputs, in order."""
-        ...
 
-    def channel_params(self, op: Op) -> list[tuple[Value, int]] | None:
+    @abstractmethod
+    def channel_params(self, op: OpT) -> list[tuple[ValueT, int]] | None:
         """(operand, channel axis) for each per-channel parameter of a spatially pointwise op
         (conv weight and bias, batch-norm statistics, per-channel constants); None where the
         op is not one this adapter knows."""
-        ...
 
-    def pad(self, value: Value, axis: int, size: int, anchor: Op, name: str) -> Value:
+    @abstractmethod
+    def pad(self, value: ValueT, axis: int, size: int, anchor: OpT, name: str) -> ValueT:
         """``value`` zero-padded at the end of ``axis`` to ``size`` (a new constant where the
         graph holds constants, else an op that graph exporters fold)."""
-        ...
 
-    def upsample(self, value: Value, scales: tuple[int, int], anchor: Op, name: str) -> Value:
+    @abstractmethod
+    def upsample(self, value: ValueT, scales: tuple[int, int], anchor: OpT, name: str) -> ValueT:
         """A new nearest-neighbour upsample of H and W by integer ``scales`` (ONNX ``Resize``
         nearest, asymmetric, floor, constant scales; at opset 10, Resize-10's nearest, and
         below it ``Upsample`` nearest, which are the same for integer scales)."""
-        ...
 
-    def filled(self, shape: list[int], fill: float, like: Value, anchor: Op, name: str) -> Value:
+    @abstractmethod
+    def filled(self, shape: list[int], fill: float, like: ValueT, anchor: OpT, name: str) -> ValueT:
         """A new constant tensor of ``shape`` holding ``fill``, of ``like``'s dtype."""
-        ...
 
     def supports(self, edit: str) -> bool:
         """Whether this adapter makes the optional edit ``edit`` (one of ``OPTIONAL_EDITS``)."""
-        ...
+        return False
 
-    def permute(self, value: Value, perm: list[int], anchor: Op, name: str) -> Value:
+    def permute(self, value: ValueT, perm: list[int], anchor: OpT, name: str) -> ValueT:
         """A new permute of ``value`` (optional edit ``permute``)."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} does not make permute")
 
-    def global_mean(self, value: Value, anchor: Op, name: str) -> Value:
+    def global_mean(self, value: ValueT, anchor: OpT, name: str) -> ValueT:
         """A new mean over axes 2 and 3, keeping them (optional edit ``global_mean``)."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} does not make global_mean")
 
-    def float_hardsigmoid(self, value: Value, anchor: Op, name: str) -> list[Op]:
+    def float_hardsigmoid(self, value: ValueT, anchor: OpT, name: str) -> list[OpT]:
         """New ``add(value, 3.0)``, ``clamp(·, 0.0, 6.0)`` and ``div(·, 6.0)`` ops with float
         scalars, in order (optional edit ``float_scalars``)."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} does not make float_hardsigmoid")
 
-    def float_scalars(self, op: Op) -> bool:
+    def float_scalars(self, op: OpT) -> bool:
         """Make the op's int scalar operands floats; whether it had any (optional edit
         ``float_scalars``)."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} does not make float_scalars")
 
-    def upsamples(self) -> list[Op]:
+    def upsamples(self) -> list[OpT]:
         """Every bilinear or nearest 2-D upsample, in graph order (optional edit
         ``scale_upsample``)."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} does not make upsamples")
 
-    def upsample_sizes(self, op: Op) -> tuple[tuple[Dim, ...], tuple[Dim, ...]]:
+    def upsample_sizes(self, op: OpT) -> tuple[tuple[Dim, ...], tuple[Dim, ...]]:
         """The H, W sizes of the upsample's input and of its output, where its output size
         is given; raises ``NoMatch`` with the reason otherwise (optional edit
         ``scale_upsample``)."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} does not make upsample_sizes")
 
-    def scale_upsample(self, op: Op, ratio: tuple[int, int]) -> None:
+    def scale_upsample(self, op: OpT, ratio: tuple[int, int]) -> None:
         """Make the upsample scale H and W by ``ratio`` instead of reading an output size
         (optional edit ``scale_upsample``)."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} does not make scale_upsample")
 
-    def powers(self) -> list[tuple[Op, float]]:
+    def powers(self) -> list[tuple[OpT, float]]:
         """Every power of a value by a constant scalar exponent, with the exponent, in graph
         order (optional edit ``square_pow``)."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} does not make powers")
 
-    def square_pow(self, op: Op) -> Op:
+    def square_pow(self, op: OpT) -> OpT:
         """Replace the power by a new multiply of its base by itself; returns the multiply
         (optional edit ``square_pow``)."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} does not make square_pow")
 
-    def replace_input(self, op: Op, old: Value, new: Value) -> None:
+    @abstractmethod
+    def replace_input(self, op: OpT, old: ValueT, new: ValueT) -> None:
         """Make ``op`` read ``new`` where it read ``old``."""
-        ...
 
-    def replace_uses(self, old: Value, new: Value) -> None:
+    @abstractmethod
+    def replace_uses(self, old: ValueT, new: ValueT) -> None:
         """Make every reader of ``old`` read ``new``."""
-        ...
 
+    @abstractmethod
     def finish(self) -> int:
         """Order the graph, drop what is dead, check it; return how many ops were dropped."""
-        ...

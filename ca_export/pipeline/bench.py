@@ -133,30 +133,23 @@ def _exports(job: BenchJob, folder: Path, progress: Progress) -> dict[str, Path]
         out = folder / "baseline.onnx"
         _export(OnnxJob(job.baseline, out, None, shape, dynamic=job.dynamic), progress)
         models["baseline"] = out
-    if job.executorch and job.model is not None:
+    xnnpack: list[tuple[str, type[ExecutorchJob] | type[LiteRTJob]]] = []
+    if job.executorch:
+        xnnpack.append(("pte", ExecutorchJob))
+    if job.litert:
+        xnnpack.append(("tflite", LiteRTJob))
+    for suffix, make in xnnpack if job.model is not None else []:
         for name, spec, ckpt, rewrite in (
-            ("stock.pte", job.model, job.weights, False),
-            ("rewritten.pte", job.model, job.weights, True),
-            ("baseline.pte", job.baseline, None, True),
+            (f"stock.{suffix}", job.model, job.weights, False),
+            (f"rewritten.{suffix}", job.model, job.weights, True),
+            (f"baseline.{suffix}", job.baseline, None, True),
         ):
             if spec is not None:
-                et_job = ExecutorchJob(
+                one = make(
                     spec, folder / name, ckpt, shape, rewrite=rewrite, skip_passes=job.skip_passes
                 )
-                _export(et_job, progress)
-                models[name] = et_job.output
-    if job.litert and job.model is not None:
-        for name, spec, ckpt, rewrite in (
-            ("stock.tflite", job.model, job.weights, False),
-            ("rewritten.tflite", job.model, job.weights, True),
-            ("baseline.tflite", job.baseline, None, True),
-        ):
-            if spec is not None:
-                lt_job = LiteRTJob(
-                    spec, folder / name, ckpt, shape, rewrite=rewrite, skip_passes=job.skip_passes
-                )
-                _export(lt_job, progress)
-                models[name] = lt_job.output
+                _export(one, progress)
+                models[name] = one.output
     if job.ncnn and job.model is not None:
         for name, spec, ckpt, rewrite, dynamic in (
             ("stock.ncnn", job.model, job.weights, False, False),

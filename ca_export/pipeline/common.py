@@ -26,7 +26,7 @@ from ca_export.errors import BadInputError, CAExportError, StageError
 from ca_export.export import ncnn
 from ca_export.files import Output
 from ca_export.loading import load_model, model_files
-from ca_export.patterns import CABlock, Rejection, find
+from ca_export.patterns import AtenBlock, Rejection, find
 from ca_export.report import BlockReport, Check, ExportReport, GateFigures, InspectReport
 from ca_export.rewrites import DEFAULT_TARGET, form_of, rewrite
 from ca_export.rewrites.passes import PassResult
@@ -71,29 +71,20 @@ class Stages:
         interrupts.check()
 
 
-def trace_or_explain(
-    model: nn.Module,
-    input_shape: tuple[int, ...],
-    dynamic: bool,
-    bounded: bool = False,
-    decompose: bool = True,
-) -> Traced:
-    """Trace; when a non-square size fails, name a square-only CA block if that is the cause."""
-    try:
-        return trace(model, input_shape, dynamic, bounded, decompose)
-    except BadInputError:
-        n, c, h, w = input_shape
-        if h == w:
-            raise
-        square = trace(model, (n, c, h, h), dynamic=False)
-        quirky = [b.module for b in find(square.program.graph)[0] if b.square_only]
-        if not quirky:
-            raise
-        raise BadInputError(
-            f"{', '.join(quirky)}: a CA gate is applied along the other spatial axis (no "
-            f"transpose back after the split), so the model runs on square inputs only, "
-            f"not {h}x{w}; use a square --input-shape"
-        ) from None
+def _square_only(model: nn.Module, input_shape: tuple[int, ...]) -> BadInputError | None:
+    """When a non-square trace failed: the error naming the square-only CA blocks, if any."""
+    n, c, h, w = input_shape
+    if h == w:
+        return None
+    square = trace(model, (n, c, h, h), dynamic=False)
+    quirky = [b.module for b in find(square.program.graph)[0] if b.square_only]
+    if not quirky:
+        return None
+    return BadInputError(
+        f"{', '.join(quirky)}: a CA gate is applied along the other spatial axis (no "
+        f"transpose back after the split), so the model runs on square inputs only, "
+        f"not {h}x{w}; use a square --input-shape"
+    )
 
 
 @dataclass(frozen=True)
@@ -180,7 +171,7 @@ class Found:
     """The find stage's result: the CA blocks, and the pooled concats that are not CA."""
 
     captured: Captured
-    blocks: tuple[CABlock, ...]
+    blocks: tuple[AtenBlock, ...]
     rejected: tuple[Rejection, ...]
 
 
@@ -205,12 +196,17 @@ def load(front: Front) -> Loaded:
 
 
 def capture(loaded: Loaded) -> Captured:
-    """Trace the model as ``front`` asks."""
+    """Trace the model as ``front`` asks; when a non-square size fails, name a square-only
+    CA block if that is the cause."""
     front = loaded.front
     bounded = front.form == "xnnpack"
-    traced = trace_or_explain(
-        loaded.module, front.input_shape, front.dynamic, bounded, front.decompose
-    )
+    try:
+        traced = trace(loaded.module, front.input_shape, front.dynamic, bounded, front.decompose)
+    except BadInputError:
+        explained = _square_only(loaded.module, front.input_shape)
+        if explained is None:
+            raise
+        raise explained from None
     return Captured(loaded, traced)
 
 
@@ -234,7 +230,7 @@ class Prepared:
 
     module: nn.Module
     traced: Traced
-    blocks: list[CABlock]
+    blocks: list[AtenBlock]
     program: ExportedProgram
     gates: GateOptions = field(default_factory=GateOptions)
     eval_set: EvalSet | None = None

@@ -247,7 +247,7 @@ def export_coreml(job: CoreMLJob, progress: Progress = quiet) -> ExportReport:
         if parity_ok and prepared.eval_set is not None:
             artifact = open_mil(temporary)
             name = f"Core ML {target.precision}" + (f" {job.compress}" if job.compress else "")
-            accuracy_stage(prepared, artifact.run, name, report, stage)
+            accuracy_stage(prepared, artifact.run, name, stage).record(report)
         if report.passed:
             with stage("write"):
                 report.artifact = _move(temporary, job.output)

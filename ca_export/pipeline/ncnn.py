@@ -10,6 +10,15 @@ become average pools spanning the traced axis (faster in ncnn, see
 the companion metadata file (``OUT.ncnn.json``) say so, and ``verify`` refuses other
 sizes.
 
+TorchScript and pnnx fix every size the program computes from the input's H and W. In the
+size-safe form an upsample to another map's size becomes an upsample by its whole ratio
+(``rewrites.size_to_scale``), exact where H and W are multiples of a number the metadata
+records (``hw_multiple``; the input size must be one, and ``verify`` refuses others). Any
+other op that takes such a size (a detection head's anchor grid: ``arange``, ``full``,
+``view``, ``expand`` of a feature map's size, ``export.ncnn.pinned_ops``) cannot stay
+size-safe through pnnx: the command exits 2 before converting, naming the ops and
+suggesting ``--fixed-size``.
+
 The program goes through TorchScript to pnnx (``export.ncnn.convert``) with fp32 weights,
 and ncnn runs it with fp16 storage off (``verify.ncnn_runtime``): the exact gate in fp32.
 Each rewritten block is gated in PyTorch as well. With ``precision="fp16"`` the gated fp32
@@ -41,7 +50,9 @@ from ca_export.pipeline.common import (
     with_block_gate,
 )
 from ca_export.report import Check, ExportReport
-from ca_export.report.figures import LossyFigures, NcnnFigures
+from ca_export.report.figures import LossyFigures, NcnnFigures, ValueFigures
+from ca_export.rewrites import scale_upsamples
+from ca_export.rewrites.size_to_scale import multiple as exact_multiple
 from ca_export.tracing import example_input
 from ca_export.verify.lossy import GATE_SEEDS, lossy_gate, torch_runner
 from ca_export.verify.ncnn_runtime import NcnnRunner
@@ -104,13 +115,14 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
         job.model, __version__, "ncnn", list(job.input_shape), job.dynamic, job.rewrite
     )
     prepared = job.prepare(stage, report, form=FORM)
+    multiple = keep_sizes(job, prepared, report) if job.dynamic else (1, 1)
     _, c, h, w = job.input_shape
     with stage("convert"):
         example = example_input((1, c, h, w))
         converted = ncnn.convert(prepared.program.module(), example)
         layers = ncnn.parse_param(converted.param)
     report.op_counts_after = ncnn.layer_counts(layers)
-    structure = structure_check(layers, job.fixed_size, tuple(job.input_shape))
+    structure = structure_check(layers, job.fixed_size, tuple(job.input_shape), multiple)
     report.structure = structure
     if job.fixed_size:
         report.warnings.append(fixed_size_note(job.input_shape))
@@ -140,7 +152,7 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
             with stage("write"):
                 publish(staged_param, param)
                 publish(staged_bin, weights)
-                write_text(json.dumps(metadata(job), indent=2) + "\n", meta)
+                write_text(json.dumps(metadata(job, multiple), indent=2) + "\n", meta)
                 report.artifact = {
                     "path": str(param),
                     "weights": str(weights),
@@ -150,6 +162,37 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
                 }
     report.stages = stage.times
     return report
+
+
+def keep_sizes(job: NcnnJob, prepared: Prepared, report: ExportReport) -> tuple[int, int]:
+    """Make the size-safe program's upsamples follow the input size (by scale factor); the
+    H and W multiples they are exact at. Exit 2 (``BadInputError``) where the input
+    size is not such a multiple, or where another op would hold the traced size in ncnn."""
+    scaled = scale_upsamples(prepared.program)
+    report.notices += [f"upsample {node}: {change}" for node, change in scaled.applied.items()]
+    pinned = list(dict.fromkeys(ncnn.pinned_ops(prepared.program)))
+    if pinned:
+        left = "".join(f" ({op}: {why})" for op, why in scaled.skipped.items())
+        raise BadInputError(
+            f"{job.model} cannot be size-safe in ncnn: TorchScript and pnnx would fix the "
+            f"traced size in {', '.join(pinned)}{left}; convert with --fixed-size at the size "
+            "you run"
+        )
+    mh, mw = exact_multiple(scaled)
+    if (mh, mw) == (1, 1):
+        return mh, mw
+    _, _, h, w = job.input_shape
+    if h % mh or w % mw:
+        raise BadInputError(
+            f"{job.model} is size-safe in ncnn only where H is a multiple of {mh} and W of "
+            f"{mw}; {h}x{w} is not (or convert with --fixed-size)"
+        )
+    report.add(Check.judged("flexible_sizes", True, ValueFigures({"multiple": [mh, mw]})))
+    report.warnings.append(
+        f"the model is exact where H is a multiple of {mh} and W of {mw} (recorded as "
+        "hw_multiple in the metadata; verify checks it); ncnn runs other sizes without an error"
+    )
+    return mh, mw
 
 
 def lower_fp16(
@@ -216,8 +259,9 @@ def fixed_size_note(input_shape: tuple[int, ...]) -> str:
     )
 
 
-def metadata(job: NcnnJob) -> dict[str, object]:
-    """The companion metadata: what the model is, and the one size it is valid at."""
+def metadata(job: NcnnJob, multiple: tuple[int, int] = (1, 1)) -> dict[str, object]:
+    """The companion metadata: what the model is, and the one size it is valid at (or the
+    H and W multiples it is exact at)."""
     return {
         "format": "ncnn",
         "ca_export": __version__,
@@ -225,16 +269,25 @@ def metadata(job: NcnnJob) -> dict[str, object]:
         "precision": job.precision,
         "input_shape": list(job.input_shape),
         "fixed_size": job.fixed_size,
-        "valid_sizes": [list(job.input_shape[2:])] if job.fixed_size else "any",
+        "valid_sizes": [list(job.input_shape[2:])] if job.fixed_size else valid_sizes(multiple),
+        "hw_multiple": list(multiple),
     }
 
 
+def valid_sizes(multiple: tuple[int, int]) -> str:
+    """The sizes a size-safe model is exact at, as the metadata says them."""
+    return "any" if multiple == (1, 1) else "H a multiple of {}, W of {}".format(*multiple)
+
+
 def structure_check(
-    layers: list[ncnn.Layer], fixed_size: bool, input_shape: tuple[int, ...]
+    layers: list[ncnn.Layer],
+    fixed_size: bool,
+    input_shape: tuple[int, ...],
+    multiple: tuple[int, int] = (1, 1),
 ) -> Check:
     """A size-safe model holds no layer with a baked traced size; a fixed-size one may."""
     baked = tuple(ncnn.baked_sizes(layers))
     if fixed_size:
         _, _, h, w = input_shape
         return Check.judged("structure", True, NcnnFigures(len(layers), baked, (h, w)))
-    return Check.judged("structure", not baked, NcnnFigures(len(layers), baked))
+    return Check.judged("structure", not baked, NcnnFigures(len(layers), baked, None, multiple))

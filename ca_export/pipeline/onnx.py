@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import onnx
 
 from ca_export import __version__
-from ca_export.errors import BadInputError, CheckFailedError
+from ca_export.errors import BadInputError
 from ca_export.export import onnx as onnx_export
 from ca_export.export import opset as opset_export
 from ca_export.export.ort_format import paths_for
@@ -27,7 +26,7 @@ from ca_export.report import Check, ExportReport
 from ca_export.report.figures import OpsetFigures, StructureFigures
 from ca_export.rewrites import DEFAULT_TARGET, form_of
 from ca_export.verify.parity import gate_inputs, onnx_gate
-from ca_export.verify.runtime import cpu_session
+from ca_export.verify.runtime import cpu_runner
 
 
 @dataclass
@@ -99,9 +98,10 @@ def emit(job: OnnxJob, prepared: Prepared, stage: Stages) -> Emitted:
     """Export the program, simplify it (as the job asks), convert it to the job's opset
     exactly and check it."""
     with stage("export"):
-        opset = opset_export.export_opset(job.opset)
-        raw = onnx_export.emit(prepared.program, prepared.traced, opset)
-    model, warnings = raw, []
+        exported_at = opset_export.export_opset(job.opset)
+        raw = onnx_export.emit(prepared.program, prepared.traced, exported_at)
+    model = raw
+    warnings: list[str] = []
     if job.simplify:
         with stage("simplify"):
             model, warnings = onnx_export.simplify(raw)
@@ -152,21 +152,14 @@ def export_onnx(job: OnnxJob, progress: Progress = quiet) -> ExportReport:
         if passed:
             lowering = Lowering.of_pytorch(job.precision, prepared, model, samples, job.input_shape)
             lowered = lower(lowering, stage)
+            lowered.record(report)
             model = lowered.model
-            report.add(lowered.check)
-            report.warnings += lowered.warnings
-            report.op_counts_after = lowered.op_counts
         else:
             report.add(not_run(job.precision))
     traced = prepared.traced
     if report.parity is not None and report.parity.ok and prepared.eval_set is not None:
-        session = cpu_session(model, "the model", error=CheckFailedError)
-        names = traced.output_names
-
-        def run(x: np.ndarray) -> list[np.ndarray]:
-            return session.run(names, {traced.input_names[0]: x})
-
-        accuracy_stage(prepared, run, f"ONNX {job.precision.precision}", report, stage)
+        run = cpu_runner(model, "the model", traced.input_names[0], traced.output_names)
+        accuracy_stage(prepared, run, f"ONNX {job.precision.precision}", stage).record(report)
     onnx_export.set_metadata(model, _metadata(job, traced.dynamic, report))
     with ort_format.scratch(job.output, job.ort_format) as folder:
         staged = None

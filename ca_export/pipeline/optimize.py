@@ -33,7 +33,7 @@ from ca_export.export import onnx as onnx_export
 from ca_export.export.precision import calibration_files
 from ca_export.files import Output, guard, write_atomic
 from ca_export.onnx_graph import make_dynamic, normalize, owners
-from ca_export.patterns import CABlock
+from ca_export.patterns import OnnxBlock
 from ca_export.patterns.coordatt import CA_ONLY_OPS
 from ca_export.pipeline.common import Progress, Stages, quiet
 from ca_export.pipeline.precision import Lowering, PrecisionRequest, lower
@@ -73,6 +73,16 @@ class OptimizeJob:
     def writes(self) -> list[Output]:
         """The files this job writes (the output may replace the source in place)."""
         return [Output(self.output, "onnx")]
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """The load stage's result: IN as read, its input shapes, and the calibration samples a
+    lossy precision asks for (none for fp32)."""
+
+    model: onnx.ModelProto
+    shapes: dict[str, list[int]]
+    samples: tuple[tuple[str, np.ndarray], ...] = ()
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:
@@ -208,7 +218,7 @@ def dynamic_check(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> dict[
     return {"passed": finite, "output_shapes": [list(o.shape) for o in outs]}
 
 
-def ca_only_left(model: onnx.ModelProto | ir.Graph, block: CABlock) -> dict[str, int]:
+def ca_only_left(model: onnx.ModelProto | ir.Graph, block: OnnxBlock) -> dict[str, int]:
     """Transpose/Concat/Split/Slice/Shape/Gather nodes of a block still in ``model``: the
     block's own that survived, any the rewrite added (named after the block), and the
     shape arithmetic only they read (``onnx_graph.owners``)."""
@@ -224,7 +234,7 @@ def ca_only_left(model: onnx.ModelProto | ir.Graph, block: CABlock) -> dict[str,
     return owners.counts(owner, 0, CA_ONLY_OPS)
 
 
-def _block_report(block: CABlock, model: ir.Graph) -> BlockReport:
+def _block_report(block: OnnxBlock, model: ir.Graph) -> BlockReport:
     """The report entry of a rewritten block."""
     entry = BlockReport.of(block)
     entry.rewritten = True
@@ -242,7 +252,7 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
         source = load_onnx(job.source)
         shapes = input_shapes(source)
         cpu_session(source.SerializeToString(), job.source.name)
-        samples = _calibration(job.precision, shapes)
+        read = SourceFile(source, shapes, tuple(_calibration(job.precision, shapes)))
     opset = next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 0)
     report = OptimizeReport(str(job.source), __version__, opset, shapes)
     report.dynamic = {"requested": job.dynamic}
@@ -277,7 +287,7 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
             report.dynamic |= {"applied": False, "reason": reason}
         if job.force_write:
             model = _dynamic_copy(source, shapes, report, stage) if job.dynamic else source
-            written = _lower(job.lowering, model, source, shapes, samples, report, stage)
+            written = _lower(job.lowering, model, read, report, stage)
             if report.passed:
                 with stage("write"):
                     report.artifact = write_atomic(written.SerializeToString(), job.output)
@@ -307,7 +317,7 @@ def optimize_onnx(job: OptimizeJob, progress: Progress = quiet) -> OptimizeRepor
             ran = dynamic_check(model, second)
             report.dynamic |= {"ran_at": second, **ran}
     if report.passed:
-        model = _lower(job.lowering, model, source, shapes, samples, report, stage)
+        model = _lower(job.lowering, model, read, report, stage)
     entries = {p.key: p.value for p in source.metadata_props}
     entries |= _metadata(job, report)
     onnx_export.set_metadata(model, entries)
@@ -353,20 +363,18 @@ def _calibration(
 def _lower(
     request: PrecisionRequest,
     model: onnx.ModelProto,
-    source: onnx.ModelProto,
-    shapes: dict[str, list[int]],
-    samples: list[tuple[str, np.ndarray]],
+    source: SourceFile,
     report: OptimizeReport,
     stage: Stages,
 ) -> onnx.ModelProto:
-    """``model`` lowered to the requested precision and gated against ``source`` (fp32: as is)."""
+    """``model`` lowered to the requested precision and gated against IN as read, its
+    check in ``report`` (fp32: ``model`` as is)."""
     if request.precision == "fp32":
         return model
-    shape = tuple(next(iter(shapes.values())))
-    lowered = lower(Lowering.of_file(request, model, source, shape, samples), stage)
-    report.add(lowered.check)
-    report.warnings += lowered.warnings
-    report.op_counts_after = lowered.op_counts
+    shape = tuple(next(iter(source.shapes.values())))
+    samples = list(source.samples)
+    lowered = lower(Lowering.of_file(request, model, source.model, shape, samples), stage)
+    lowered.record(report)
     return lowered.model
 
 

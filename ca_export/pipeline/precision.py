@@ -23,24 +23,19 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ca_export.errors import BadInputError, CheckFailedError
+from ca_export.errors import BadInputError
 from ca_export.export import onnx as onnx_export
 from ca_export.export import precision as convert
 from ca_export.pipeline import keep_auto
 from ca_export.pipeline.common import Prepared, Stages
-from ca_export.report import Check, Verdict
+from ca_export.report import Check, ExportReport, OptimizeReport, Verdict
 from ca_export.report.figures import Calibration, KeptFp32, LossyFigures
 from ca_export.tracing import example_input
 from ca_export.verify.accuracy import DEFAULT_MAX_DROP, EvalSet, measure
-from ca_export.verify.lossy import (
-    GATE_SEEDS,
-    Runner,
-    lossy_gate,
-    torch_runner,
-)
+from ca_export.verify.lossy import GATE_SEEDS, lossy_gate, torch_runner
 from ca_export.verify.lossy import judge as judge_outputs
 from ca_export.verify.parity import SEEDS, gate_inputs
-from ca_export.verify.runtime import cpu_session
+from ca_export.verify.runtime import Runner, cpu_runner
 from ca_export.verify.tolerances import Tolerance, tolerance, user_tolerance
 
 AUTO = "auto"
@@ -161,11 +156,7 @@ class Lowering:
         inits = {i.name for i in source.graph.initializer}
         (name,) = [i.name for i in source.graph.input if i.name not in inits]
         outputs = [o.name for o in source.graph.output]
-        session = cpu_session(source, "the fp32 model", error=CheckFailedError)
-
-        def reference(x: np.ndarray) -> list[np.ndarray]:
-            return session.run(outputs, {name: x})
-
+        reference = cpu_runner(source, "the fp32 model", name, outputs)
         return cls(
             request=request,
             model=model,
@@ -187,6 +178,12 @@ class Lowered:
     check: Check
     warnings: tuple[str, ...]
     op_counts: dict[str, int]
+
+    def record(self, report: ExportReport | OptimizeReport) -> None:
+        """Put the ``precision`` check, the warnings and the op counts in ``report``."""
+        report.add(self.check)
+        report.warnings += self.warnings
+        report.op_counts_after = self.op_counts
 
 
 def lower(lowering: Lowering, stage: Stages) -> Lowered:
@@ -227,7 +224,7 @@ def lower(lowering: Lowering, stage: Stages) -> Lowered:
             lowered = quantize(keep)
         onnx_export.check(lowered)
     with stage("lossy gate"):
-        run = _ort_runner(lowered, input_name, output_names)
+        run = cpu_runner(lowered, "the lowered model", input_name, output_names)
         reference = lowering.reference
         gate = lossy_gate(reference, run, output_names, inputs, request.precision, BACKEND, tol)
     figures |= {"fp32_bytes": model.ByteSize(), "bytes": lowered.ByteSize()}
@@ -236,16 +233,6 @@ def lower(lowering: Lowering, stage: Stages) -> Lowered:
         lossy = dataclasses.replace(lossy, failures=(*lossy.failures, SEARCH_FAILED))
     verdict = Check.judged("precision", gate.passed and searched, lossy)
     return Lowered(lowered, verdict, tuple(warnings), onnx_export.op_counts(lowered))
-
-
-def _ort_runner(model: onnx.ModelProto, input_name: str, output_names: list[str]) -> Runner:
-    """``model`` in ONNX Runtime as a runner of its input and outputs."""
-    session = cpu_session(model, "the lowered model", error=CheckFailedError)
-
-    def run(x: np.ndarray) -> list[np.ndarray]:
-        return session.run(output_names, {input_name: x})
-
-    return run
 
 
 def _judge(
@@ -261,7 +248,7 @@ def _judge(
     eval_set = lowering.eval_set
 
     def judge(lowered: onnx.ModelProto) -> keep_auto.Score:
-        run = _ort_runner(lowered, lowering.input_name, output_names)
+        run = cpu_runner(lowered, "the lowered model", lowering.input_name, output_names)
         actuals = [run(x) for _, x in inputs]
         gate = judge_outputs(references, actuals, output_names, labels, "int8", BACKEND, tol)
         cosine = min(o.min_cosine for o in gate.outputs)

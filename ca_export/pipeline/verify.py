@@ -200,13 +200,11 @@ def _verify_one(
                 raise CheckFailedError(why)
     if isinstance(artifact, OnnxArtifact | NcnnArtifact) and artifact.lossy:
         return _verify_lossy(job, model, artifact, user_inputs)
-    coreml = isinstance(artifact, MilArtifact)
-    pte = isinstance(artifact, PteArtifact | NcnnArtifact)
-    backend = "coreml" if coreml else artifact.backend if pte else "onnxruntime-cpu"
+    mil = artifact if isinstance(artifact, MilArtifact) else None
+    coreml = mil is not None
+    backend = "coreml" if coreml else artifact.backend
     tol = user_tolerance(tolerance(artifact.dtype, backend), job.rtol, job.atol)
-    result = ArtifactResult(
-        str(artifact.path), artifact.dtype, tol, artifact.backend if coreml else backend
-    )
+    result = ArtifactResult(str(artifact.path), artifact.dtype, tol, artifact.backend)
     result.allow_unverified = job.allow_unverified
     image = _preprocessing(job, artifact, report)
     make = example_input if image is None else coreml_export.pixels
@@ -214,9 +212,9 @@ def _verify_one(
     failing: tuple[np.ndarray, torch.Tensor, float] | None = None
     noise_dtype = artifact.dtype if coreml else "float32"
     weights = None
-    if coreml and isinstance(artifact.program, MilProgram) and artifact.unverifiable is None:
+    if mil and isinstance(mil.program, MilProgram) and mil.unverifiable is None:
         shape = tuple(seeded[0][1].shape) if seeded else job.input_shape
-        weights = compressed_copy(artifact.program, model, shape)
+        weights = compressed_copy(mil.program, model, shape)
     # A compressed package is checked against the copy holding its weights, localised too.
     original, model = model, weights.model if weights else model
     reference = reference_copy(model, noise_dtype)
@@ -224,7 +222,7 @@ def _verify_one(
         case = VerifyCase(label, tuple(x.shape))
         result.cases.append(case)
         case.skipped = artifact.refuses(tuple(x.shape))
-        if case.skipped is None and coreml and artifact.image:
+        if case.skipped is None and mil and mil.image:
             case.skipped = _refuses_image(image, None if i < len(seeded) else label)
         if case.skipped:
             continue
@@ -258,9 +256,9 @@ def _verify_one(
         report.ca_blocks = ca_modules(model, job.input_shape)
     if isinstance(artifact, OnnxArtifact):
         result.localization = localize(model, artifact, torch_x, bound, set(report.ca_blocks))
-    elif coreml and isinstance(artifact.program, MilProgram) and not coreml_export.CAN_PREDICT:
+    elif mil and isinstance(mil.program, MilProgram) and not coreml_export.CAN_PREDICT:
         result.localization = localize_mil(
-            model, artifact.program, x, torch_x, bound, set(report.ca_blocks)
+            model, mil.program, x, torch_x, bound, set(report.ca_blocks)
         )
     else:
         result.localization = Localization(
@@ -315,7 +313,7 @@ def _verify_lossy(
 ) -> ArtifactResult:
     """The lossy gate of an fp16 or int8 file over every seeded and user input it takes; at
     each shape the export gate's 8 seeds, not the exact gate's 3."""
-    backend = artifact.backend if isinstance(artifact, NcnnArtifact) else "onnxruntime-cpu"
+    backend = artifact.backend
     tol = user_tolerance(tolerance(artifact.precision, backend), job.rtol, job.atol)
     result = ArtifactResult(str(artifact.path), artifact.precision, tol, backend)
     seeded = _seeded(job, artifact, GATE_SEEDS, example_input)

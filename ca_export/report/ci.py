@@ -25,57 +25,44 @@ def junit_xml(report: VerifyReport) -> str:
     suites = ET.Element("testsuites", name="ca-export verify")
     for artifact in report.artifacts:
         name = Path(artifact.path).name
-        suite = ET.SubElement(suites, "testsuite", name=name)
-        counts = {"tests": 0, "failures": 0, "skipped": 0}
-        for case in artifact.cases:
-            if case.skipped:
-                counts["tests"] += 1
-                counts["skipped"] += 1
-                test = ET.SubElement(
-                    suite,
-                    "testcase",
-                    classname=name,
-                    name=f"{_shape(case.input_shape)} {case.input}",
-                )
-                ET.SubElement(test, "skipped", message=case.skipped)
-                continue
-            for c in case.comparisons:
-                counts["tests"] += 1
-                test = ET.SubElement(
-                    suite,
-                    "testcase",
-                    classname=name,
-                    name=f"{_shape(case.input_shape)} {case.input} {c.name}",
-                )
-                if not c.passed:
-                    counts["failures"] += 1
-                    message = c.describe()
-                    failure = ET.SubElement(test, "failure", message=message, type="ParityMismatch")
-                    failure.text = _where(artifact)
-        for out in artifact.lossy.outputs if artifact.lossy else []:
-            counts["tests"] += 1
-            test = ET.SubElement(
-                suite, "testcase", classname=name, name=f"lossy gate {artifact.dtype} {out.name}"
-            )
-            if not out.passed:
-                counts["failures"] += 1
-                message = "; ".join(out.failures)
-                failure = ET.SubElement(test, "failure", message=message, type="LossyGateFailed")
-                failure.text = _where(artifact)
-        accuracy = artifact.accuracy
-        if accuracy is not None:
-            counts["tests"] += 1
-            test = ET.SubElement(suite, "testcase", classname=name, name="accuracy")
-            if not accuracy.ok:
-                counts["failures"] += 1
-                figures = accuracy.figures
-                why = getattr(figures, "failures", ()) or (accuracy.reason,)
-                message = "; ".join(why)
-                ET.SubElement(test, "failure", message=message, type="AccuracyDropped")
-        for key, value in counts.items():
-            suite.set(key, str(value))
-        suite.set("errors", "0")
+        _fill(ET.SubElement(suites, "testsuite", name=name), name, artifact)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)
+
+
+def _fill(suite: ET.Element, name: str, artifact: ArtifactResult) -> None:
+    """The artifact's test cases in ``suite`` (class ``name``), then the suite's counts."""
+
+    def case_named(title: str) -> ET.Element:
+        return ET.SubElement(suite, "testcase", classname=name, name=title)
+
+    def fail(test: ET.Element, message: str, kind: str) -> None:
+        failure = ET.SubElement(test, "failure", message=message, type=kind)
+        failure.text = _where(artifact)
+
+    for case in artifact.cases:
+        where = f"{_shape(case.input_shape)} {case.input}"
+        if case.skipped:
+            ET.SubElement(case_named(where), "skipped", message=case.skipped)
+            continue
+        for c in case.comparisons:
+            test = case_named(f"{where} {c.name}")
+            if not c.passed:
+                fail(test, c.describe(), "ParityMismatch")
+    for out in artifact.lossy.outputs if artifact.lossy else []:
+        test = case_named(f"lossy gate {artifact.dtype} {out.name}")
+        if not out.passed:
+            fail(test, "; ".join(out.failures), "LossyGateFailed")
+    accuracy = artifact.accuracy
+    if accuracy is not None:
+        test = case_named("accuracy")
+        if not accuracy.ok:
+            why = getattr(accuracy.figures, "failures", ()) or (accuracy.reason,)
+            ET.SubElement(test, "failure", message="; ".join(why), type="AccuracyDropped")
+    cases = suite.findall("testcase")
+    suite.set("tests", str(len(cases)))
+    suite.set("failures", str(sum(c.find("failure") is not None for c in cases)))
+    suite.set("skipped", str(sum(c.find("skipped") is not None for c in cases)))
+    suite.set("errors", "0")
 
 
 def _where(artifact: ArtifactResult) -> str:

@@ -144,12 +144,21 @@ class StructureFigures:
 class NcnnFigures:
     """An ncnn model's layers, the layers in which pnnx baked the traced size
     (``export.ncnn.baked_sizes``) and, for a ``--fixed-size`` model, the one H x W it is
-    valid at (None: every size)."""
+    valid at (None: every size, or every multiple of ``multiple``)."""
 
     kind: ClassVar[str] = "ncnn"
     layers: int
     baked_sizes: tuple[str, ...] = ()
     valid_size: tuple[int, int] | None = None
+    multiple: tuple[int, int] = (1, 1)
+
+    def valid(self) -> str:
+        """The sizes the model is valid at, in words."""
+        if self.valid_size is not None:
+            return "{}x{} only (--fixed-size)".format(*self.valid_size)
+        if self.multiple != (1, 1):
+            return "every H a multiple of {} and W of {}".format(*self.multiple)
+        return "every size"
 
 
 @dataclass(frozen=True)

@@ -458,9 +458,7 @@ def _ncnn_part(report: Report) -> str:
     structure = report.structure.figures
     if not isinstance(structure, NcnnFigures):
         return ""
-    size = structure.valid_size
-    valid = "every size" if size is None else f"{size[0]}x{size[1]} only (--fixed-size)"
-    head = f"<p>{structure.layers} layers; valid at {escape(valid)}</p>"
+    head = f"<p>{structure.layers} layers; valid at {escape(structure.valid())}</p>"
     baked = [[escape(finding)] for finding in structure.baked_sizes]
     parts = [head, _table(["layer with a baked size"], baked, "baked") if baked else ""]
     gate = report.parity.figures if report.parity is not None else None

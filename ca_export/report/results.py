@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ca_export.patterns import CABlock, Rejection
+from ca_export.patterns.view import OpT, ValueT
 from ca_export.report.checks import Check
 from ca_export.report.figures import CONVERTER, GateFigures
 from ca_export.rewrites.passes import PassResult
@@ -43,7 +44,7 @@ class BlockReport:
     ca_only_nodes_after: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, block: CABlock) -> BlockReport:
+    def of(cls, block: CABlock[OpT, ValueT]) -> BlockReport:
         """The report entry of a matched block."""
         return cls(
             block.id, block.module, block.channels, block.mip, dict(block.variant), block.findings

@@ -186,8 +186,7 @@ def _dims(shape: Sequence[int]) -> str:
 def _ncnn_lines(structure: NcnnFigures, parity: GateFigures | None) -> list[str]:
     """An ncnn model's layers, the sizes it is valid at, the layers with a baked size, and
     the parity gate at each size it ran at."""
-    valid = "every size" if structure.valid_size is None else _dims(structure.valid_size)
-    lines = [f"ncnn layers: {structure.layers}; valid at {valid}"]
+    lines = [f"ncnn layers: {structure.layers}; valid at {structure.valid()}"]
     lines += [f"  baked size: {finding}" for finding in structure.baked_sizes]
     if parity is not None:
         gated = ", ".join(

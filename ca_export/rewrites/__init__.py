@@ -22,9 +22,9 @@ is the ``xnnpack`` list without ``global_strip_pool`` (a dynamic strip pool stay
 maps each ONNX runtime to the form measured fastest there (``benchmarks/target_forms.py``):
 ``ort-x86`` (blocked NCHWc layout, the default) to ``resize_pad`` (``pad_mip`` and
 ``resize_gate``: nothing leaves the blocked layout), ``ort-plain`` (plain NCHW) to
-``matmul_pool`` (strip pools as MatMul). ``resize`` is trial A, for benchmarks. ``skip``
-leaves named passes out (ablations); the results say per pass and per block what changed
-and why the rest was skipped.
+``matmul_pool`` (strip pools as MatMul). ``resize`` (``resize_pad`` without ``pad_mip``)
+serves the benchmarks only. ``skip`` leaves named passes out (ablations); the results say
+per pass and per block what changed and why the rest was skipped.
 
 ``rewrite`` edits a copy of an `ExportedProgram`, ``rewrite_model`` a copy of an ONNX
 model; the input is untouched. Both are idempotent: a rewritten graph has no concat left
@@ -36,15 +36,18 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic
 
 import onnx
+import onnx_ir as ir
 from torch.export import ExportedProgram
+from torch.fx import Node
 
 from ca_export.errors import BadInputError
 from ca_export.patterns import CABlock, Rejection, find
 from ca_export.patterns.aten import AtenView
 from ca_export.patterns.onnx_proto import OnnxView
-from ca_export.patterns.view import GraphView
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.broadcast_gate import broadcast_gate
 from ca_export.rewrites.distribute_stem import distribute_stem
 from ca_export.rewrites.drop_expand import drop_expand
@@ -91,16 +94,19 @@ SIZE_TO_SCALE = GraphPass(
 SQUARE_POW = GraphPass("square_pow", square_pow, "x ** 2 as x * x")
 """Not a CA rewrite: litert-torch cannot legalize ``tfl.pow`` (``square_pows``)."""
 COMMON = ("pool_to_reduce", "distribute_stem", "hardswish", "drop_expand")
+XNNPACK = (
+    *COMMON,
+    "global_strip_pool",
+    "swap_as_view",
+    "swap_as_permute",
+    "broadcast_gate",
+    "float_hardsigmoid",
+)
+"""The passes measured fastest for XNNPACK under ExecuTorch; LiteRT's ``litert`` form
+differs where litert-torch's conversion and XNNPACK's int8 coverage ask for it."""
 FORMS: dict[str, tuple[str, ...]] = {
     "onnx": (*COMMON, "gate_once"),
-    "xnnpack": (
-        *COMMON,
-        "global_strip_pool",
-        "swap_as_view",
-        "swap_as_permute",
-        "broadcast_gate",
-        "float_hardsigmoid",
-    ),
+    "xnnpack": XNNPACK,
     "litert": (
         "strip_mean",
         "distribute_stem",
@@ -147,10 +153,10 @@ def passes_for(form: str, skip: Sequence[str] = ()) -> list[Pass]:
 
 
 @dataclass
-class RewriteResult:
+class RewriteResult(Generic[OpT, ValueT]):
     """What the rewrite found, and what each pass did to it."""
 
-    blocks: list[CABlock]
+    blocks: list[CABlock[OpT, ValueT]]
     rejections: list[Rejection]
     passes: list[PassResult]
     removed: int
@@ -162,21 +168,23 @@ class RewriteResult:
 
 
 @dataclass
-class ProgramRewrite(RewriteResult):
+class ProgramRewrite(RewriteResult[Node, Node]):
     """``rewrite``'s result: the rewritten copy of the program."""
 
     program: ExportedProgram
 
 
 @dataclass
-class ModelRewrite(RewriteResult):
+class ModelRewrite(RewriteResult[ir.Node, ir.Value]):
     """``rewrite_model``'s result: the rewritten copy of the ONNX model."""
 
     model: onnx.ModelProto
     shape_error: str | None
 
 
-def _apply(view: GraphView, form: str, static: bool, skip: Sequence[str]) -> RewriteResult:
+def _apply(
+    view: GraphView[OpT, ValueT], form: str, static: bool, skip: Sequence[str]
+) -> RewriteResult[OpT, ValueT]:
     """Find the blocks and run the form's passes on them."""
     passes = passes_for(form, skip)
     blocks, rejections = find(view)

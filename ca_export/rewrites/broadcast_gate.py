@@ -25,11 +25,13 @@ After::
 from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock, leaf
-from ca_export.patterns.view import GraphView
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.passes import Change, Skip
 
 
-def broadcast_gate(view: GraphView, block: CABlock, static: bool) -> Change:
+def broadcast_gate(
+    view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT], static: bool
+) -> Change[OpT, ValueT]:
     """Make the block's output ``(x * a_h) * a_w``."""
     a_h, a_w = leaf(view, block.branch("h")), leaf(view, block.branch("w"))
     inner, outer_gate = view.operands(block.output)[:2]

@@ -26,11 +26,13 @@ After, where a piece is not transposed back (seed)::
 from __future__ import annotations
 
 from ca_export.patterns.coordatt import IDENTITY, CABlock
-from ca_export.patterns.view import GraphView
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.passes import Change
 
 
-def distribute_stem(view: GraphView, block: CABlock, static: bool) -> Change:
+def distribute_stem(
+    view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT], static: bool
+) -> Change[OpT, ValueT]:
     """Feed every gate conv from its own copy of the stem."""
     for branch in block.branches:
         base = f"{block.name}/ca_{branch.axis}"

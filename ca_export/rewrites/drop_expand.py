@@ -17,11 +17,13 @@ After::
 from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock
-from ca_export.patterns.view import GraphView
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.passes import Change, Skip
 
 
-def drop_expand(view: GraphView, block: CABlock, static: bool) -> Change:
+def drop_expand(
+    view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT], static: bool
+) -> Change[OpT, ValueT]:
     """Bypass each gate's expand whose shape broadcasts into x's: every multiply of the
     block's tree reads the gate itself."""
     if all(b.expand is None for b in block.branches):

@@ -25,11 +25,13 @@ After::
 from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock
-from ca_export.patterns.view import GraphView
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.passes import EXECUTORCH_ONLY, Change, Skip
 
 
-def float_hardsigmoid(view: GraphView, block: CABlock, static: bool) -> Change:
+def float_hardsigmoid(
+    view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT], static: bool
+) -> Change[OpT, ValueT]:
     """Give every hard-sigmoid gate of the block float constants; the returned block names
     a replaced gate's new ops."""
     if not view.supports("float_scalars"):

@@ -26,11 +26,11 @@ After::
 from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock, leaf
-from ca_export.patterns.view import GraphView
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.passes import Change, Skip
 
 
-def _strips(view: GraphView, a_h: object, a_w: object) -> bool:
+def _strips(view: GraphView[OpT, ValueT], a_h: ValueT, a_w: ValueT) -> bool:
     """Whether the gates are ``[B, C, H, 1]`` and ``[B, C, 1, W]``."""
     h, w = view.shape(a_h), view.shape(a_w)
     if h is None or w is None or not len(h) == len(w) == 4:
@@ -38,7 +38,9 @@ def _strips(view: GraphView, a_h: object, a_w: object) -> bool:
     return view.same_size(h[3], 1) and view.same_size(w[2], 1)
 
 
-def gate_once(view: GraphView, block: CABlock, static: bool) -> Change:
+def gate_once(
+    view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT], static: bool
+) -> Change[OpT, ValueT]:
     """Make the block's output ``x * (a_h @ a_w)``."""
     a_h, a_w = leaf(view, block.branch("h")), leaf(view, block.branch("w"))
     kind = "matmul" if _strips(view, a_h, a_w) else "mul"

@@ -29,14 +29,14 @@ After::
 from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock
-from ca_export.patterns.view import GraphView, Op, Value
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.passes import EXECUTORCH_ONLY, Change, Skip
 
 PERMUTES = {3: ([1, 2, 3, 0], [3, 0, 1, 2]), 2: ([1, 3, 2, 0], [2, 0, 3, 1])}
 """By the axis a strip pool averages: the permute in, and the permute back out."""
 
 
-def _strip_mean(view: GraphView, pool: Op) -> tuple[Value, int] | None:
+def _strip_mean(view: GraphView[OpT, ValueT], pool: OpT) -> tuple[ValueT, int] | None:
     """(source, averaged axis) if ``pool`` is a keepdim ``mean`` over axis 2 or 3 of a
     batch-1 4-D tensor, else None."""
     found = view.strip_pool(pool)
@@ -49,7 +49,9 @@ def _strip_mean(view: GraphView, pool: Op) -> tuple[Value, int] | None:
     return source, 5 - kept
 
 
-def global_strip_pool(view: GraphView, block: CABlock, static: bool) -> Change:
+def global_strip_pool(
+    view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT], static: bool
+) -> Change[OpT, ValueT]:
     """Replace each branch's batch-1 ``mean`` pool by permute / global mean / permute; the
     returned block names the last permute as its pool."""
     if not (view.supports("permute") and view.supports("global_mean")):

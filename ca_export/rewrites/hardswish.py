@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock
 from ca_export.patterns.hswish import h_swish
-from ca_export.patterns.view import GraphView, Op
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.passes import Change, Skip
 
 
-def stem_ends(view: GraphView, block: CABlock) -> list[Op]:
+def stem_ends(view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT]) -> list[OpT]:
     """The ops from each gate conv's input back to its pool: where a stem copy ends."""
     ends = []
     for branch in block.branches:
@@ -42,7 +42,7 @@ def stem_ends(view: GraphView, block: CABlock) -> list[Op]:
     return ends
 
 
-def fuse_ends(view: GraphView, ops: list[Op], name: str) -> int:
+def fuse_ends(view: GraphView[OpT, ValueT], ops: list[OpT], name: str) -> int:
     """Replace each written-out h_swish ending at one of ``ops`` by one hardswish; return
     how many."""
     found = [(op, x) for op in ops if (x := h_swish(view, op)) is not None]
@@ -51,7 +51,9 @@ def fuse_ends(view: GraphView, ops: list[Op], name: str) -> int:
     return len(found)
 
 
-def fuse_hardswish(view: GraphView, block: CABlock, static: bool) -> Change:
+def fuse_hardswish(
+    view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT], static: bool
+) -> Change[OpT, ValueT]:
     """Replace each written-out h_swish on the block's stem copies by one hardswish."""
     ends = stem_ends(view, block)
     if not any(h_swish(view, op) is not None for op in ends):

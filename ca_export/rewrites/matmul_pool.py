@@ -24,11 +24,13 @@ After::
 from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock
-from ca_export.patterns.view import GraphView
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.passes import Change, Skip
 
 
-def matmul_pool(view: GraphView, block: CABlock, static: bool) -> Change:
+def matmul_pool(
+    view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT], static: bool
+) -> Change[OpT, ValueT]:
     """Replace each branch's pool by a MatMul with an averaging vector; the returned block
     names the MatMuls as its pools."""
     height, width = block.spatial

@@ -24,17 +24,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ca_export.patterns.coordatt import Branch, CABlock
-from ca_export.patterns.view import GraphView, Op, Value
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.passes import Change, Skip
 
 BLOCK = 16
 """The channel multiple padded to (ORT's widest blocked layout, AVX-512)."""
 
 
-def _chain(view: GraphView, branch: Branch) -> list[Op]:
+def _chain(view: GraphView[OpT, ValueT], branch: Branch[OpT, ValueT]) -> list[OpT]:
     """The branch's ops from its pool to its gate conv (exclusive), in order."""
     start = view.output(branch.pool)
-    chain: list[Op] = []
+    chain: list[OpT] = []
     value = view.data(branch.gate_conv)
     while value != start:
         op = view.producer(value)
@@ -45,7 +45,9 @@ def _chain(view: GraphView, branch: Branch) -> list[Op]:
     return chain[::-1]
 
 
-def pad_mip(view: GraphView, block: CABlock, static: bool) -> Change:
+def pad_mip(
+    view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT], static: bool
+) -> Change[OpT, ValueT]:
     """Give each branch's stem and gate conv ``mip`` rounded up to a multiple of 16; the
     returned block names the new gate convs and the padded ``mip``."""
     size = -(-block.mip // BLOCK) * BLOCK
@@ -62,11 +64,12 @@ def pad_mip(view: GraphView, block: CABlock, static: bool) -> Change:
     # forward computes first.
     order = {op: i for i, op in enumerate(view.ops())}
     first = min((b.gate_conv for b in block.branches), key=order.__getitem__)
-    padded: dict[Value, Value] = {}
+    padded: dict[ValueT, ValueT] = {}
+    padded_gate: dict[ValueT, ValueT] = {}
     after = block
     for branch, chain in zip(block.branches, chains, strict=True):
         base = f"{block.name}/ca_{branch.axis}/pad"
-        env: dict[Value, Value] = {}
+        env: dict[ValueT, ValueT] = {}
         for op in chain:
             for value, axis in view.channel_params(op) or []:
                 if value not in padded:
@@ -74,10 +77,9 @@ def pad_mip(view: GraphView, block: CABlock, static: bool) -> Change:
                 env[value] = padded[value]
             view.clone(op, env, branch.gate_conv, base)
         weight = view.operands(branch.gate_conv)[1]
-        key = ("gate", weight)
-        if key not in padded:
-            padded[key] = view.pad(weight, 1, size, branch.gate_conv, f"{base}_gate")
-        env[weight] = padded[key]
+        if weight not in padded_gate:
+            padded_gate[weight] = view.pad(weight, 1, size, branch.gate_conv, f"{base}_gate")
+        env[weight] = padded_gate[weight]
         old = view.output(branch.gate_conv)
         new_conv = view.clone(branch.gate_conv, env, branch.gate_conv, base)
         view.replace_uses(old, view.output(new_conv))

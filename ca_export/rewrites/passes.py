@@ -14,24 +14,39 @@ it runs once on the whole view and returns its ``PassResult``, keyed by op name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol
 
 from ca_export.patterns.coordatt import CABlock
-from ca_export.patterns.view import GraphView
+from ca_export.patterns.view import GraphView, OpT, ValueT
 
 
 @dataclass(frozen=True)
-class Change:
+class Change(Generic[OpT, ValueT]):
     """What a rewrite did to one block, and the block as the graph now holds it."""
 
     summary: str
-    block: CABlock
+    block: CABlock[OpT, ValueT]
 
 
-Rewrite = Callable[[GraphView, CABlock, bool], Change]
-"""``(view, block, static) -> what it did``; raises ``Skip`` to leave the block alone."""
+class Rewrite(Protocol):
+    """A rewrite of one block, generic over the view it is given."""
+
+    def __call__(
+        self, view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT], static: bool, /
+    ) -> Change[OpT, ValueT]:
+        """``(view, block, static) -> what it did``; raises ``Skip`` to leave the block
+        alone."""
+        ...
+
+
+class ViewRewrite(Protocol):
+    """A rewrite of the whole view (``GraphPass``), generic over the view."""
+
+    def __call__(self, view: GraphView[OpT, ValueT], static: bool, /) -> PassResult:
+        """``(view, static) -> what it did``."""
+        ...
 
 
 EXECUTORCH_ONLY = "the ExecuTorch form rewrites ATen graphs only"
@@ -81,13 +96,16 @@ class GraphPass:
     """A named rewrite of the whole view, for ops outside CA blocks."""
 
     name: str
-    rewrite: Callable[[GraphView, bool], PassResult]
+    rewrite: ViewRewrite
     summary: str
 
 
 def run(
-    view: GraphView, blocks: Sequence[CABlock], passes: Sequence[Pass | GraphPass], static: bool
-) -> tuple[list[PassResult], list[CABlock]]:
+    view: GraphView[OpT, ValueT],
+    blocks: Sequence[CABlock[OpT, ValueT]],
+    passes: Sequence[Pass | GraphPass],
+    static: bool,
+) -> tuple[list[PassResult], list[CABlock[OpT, ValueT]]]:
     """Apply ``passes`` in order to every block (a ``GraphPass`` once to the view); the view
     is edited in place, ``blocks`` are not. Returns each pass's result and the blocks as the
     last pass left them."""

@@ -25,13 +25,15 @@ After (static)::
 from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock
-from ca_export.patterns.view import GraphView
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.passes import Change, Skip
 
 MEANS = ("mean", "ReduceMean")
 
 
-def pool_to_reduce(view: GraphView, block: CABlock, static: bool) -> Change:
+def pool_to_reduce(
+    view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT], static: bool
+) -> Change[OpT, ValueT]:
     """Replace each branch's pool by its exact form; the returned block names the new pools."""
     done = []
     after = block

@@ -27,11 +27,13 @@ After::
 from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock, leaf
-from ca_export.patterns.view import GraphView
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.passes import Change, Skip
 
 
-def resize_gate(view: GraphView, block: CABlock, static: bool) -> Change:
+def resize_gate(
+    view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT], static: bool
+) -> Change[OpT, ValueT]:
     """Make the block's output ``(x * up(a_h)) * up(a_w)`` with nearest upsamples."""
     height, width = block.spatial
     if not static or not isinstance(height, int) or not isinstance(width, int):

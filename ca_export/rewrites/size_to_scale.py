@@ -37,7 +37,7 @@ import math
 
 import torch
 
-from ca_export.patterns.view import Dim, GraphView, NoMatch
+from ca_export.patterns.view import Dim, GraphView, NoMatch, OpT, ValueT
 from ca_export.rewrites.passes import PassResult
 
 NAME = "size_to_scale"
@@ -65,7 +65,7 @@ def _axis(size_in: Dim, size_out: Dim) -> tuple[int, int] | str:
     return f"out = {ratio} x in holds at no multiple of up to {MULTIPLES[-1]}"
 
 
-def size_to_scale(view: GraphView, static: bool) -> PassResult:
+def size_to_scale(view: GraphView[OpT, ValueT], static: bool) -> PassResult:
     """Rewrite every size-driven integer-ratio upsample of the view in place."""
     result = PassResult(NAME)
     if not view.supports("scale_upsample"):

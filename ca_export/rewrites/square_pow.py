@@ -26,14 +26,14 @@ edit ``square_pow`` finds the powers and replaces them.
 
 from __future__ import annotations
 
-from ca_export.patterns.view import GraphView
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.passes import PassResult
 
 NAME = "square_pow"
 ATEN_ONLY = "square_pow rewrites ATen graphs only"
 
 
-def square_pow(view: GraphView, static: bool) -> PassResult:
+def square_pow(view: GraphView[OpT, ValueT], static: bool) -> PassResult:
     """Rewrite every power of the view by exponent 2 in place."""
     result = PassResult(NAME)
     if not view.supports("square_pow"):

@@ -21,11 +21,13 @@ After::
 from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock
-from ca_export.patterns.view import GraphView
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.passes import Change
 from ca_export.rewrites.pool_to_reduce import pool_to_reduce
 
 
-def strip_mean(view: GraphView, block: CABlock, static: bool) -> Change:
+def strip_mean(
+    view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT], static: bool
+) -> Change[OpT, ValueT]:
     """Replace each branch's pool by a mean over its axis, at any size."""
     return pool_to_reduce(view, block, static=False)

@@ -18,12 +18,14 @@ After::
 from __future__ import annotations
 
 from ca_export.patterns.coordatt import CABlock
-from ca_export.patterns.view import GraphView
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.passes import EXECUTORCH_ONLY, Change, Skip
 from ca_export.rewrites.swap_as_view import singleton_swaps
 
 
-def swap_as_permute(view: GraphView, block: CABlock, static: bool) -> Change:
+def swap_as_permute(
+    view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT], static: bool
+) -> Change[OpT, ValueT]:
     """Replace each gate conv's squeeze + unsqueeze input by one permute."""
     if not view.supports("permute"):
         raise Skip(EXECUTORCH_ONLY)

@@ -20,11 +20,13 @@ After::
 from __future__ import annotations
 
 from ca_export.patterns.coordatt import IDENTITY, CABlock
-from ca_export.patterns.view import GraphView, Op, Value
+from ca_export.patterns.view import GraphView, OpT, ValueT
 from ca_export.rewrites.passes import Change, Skip
 
 
-def singleton_swaps(view: GraphView, block: CABlock) -> list[tuple[Op, Value, Value]]:
+def singleton_swaps(
+    view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT]
+) -> list[tuple[OpT, ValueT, ValueT]]:
     """(gate conv, its unsqueezed input, the squeeze's source) where ``distribute_stem`` moved
     a singleton axis with squeeze + unsqueeze (the seed's quirk)."""
     found = []
@@ -42,7 +44,9 @@ def singleton_swaps(view: GraphView, block: CABlock) -> list[tuple[Op, Value, Va
     return found
 
 
-def swap_as_view(view: GraphView, block: CABlock, static: bool) -> Change:
+def swap_as_view(
+    view: GraphView[OpT, ValueT], block: CABlock[OpT, ValueT], static: bool
+) -> Change[OpT, ValueT]:
     """Replace each gate conv's squeeze + unsqueeze input by one reshape."""
     swapped = 0
     for conv, unsqueezed, source in singleton_swaps(view, block):

@@ -21,7 +21,7 @@ samples must go through the same reader as every other input.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from ca_export.errors import BadInputError
 from ca_export.inputs import IMAGE_SUFFIXES, load_inputs
 from ca_export.report import Check
 from ca_export.report.figures import AccuracyFigures
+from ca_export.verify.runtime import Runner
 
 DEFAULT_MAX_DROP = 1.0
 """Top-1 points an artifact may lose against the fp32 model by default."""
@@ -40,8 +41,6 @@ GATE_PICKS = 8
 
 BATCH = 64
 """Samples per run of the reference."""
-
-Runner = Callable[[np.ndarray], list[np.ndarray]]
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from ca_export.export.ncnn import BACKEND as NCNN_BACKEND
 from ca_export.export.ncnn import files_of, read_metadata, stem_of
 from ca_export.export.precision import PRECISIONS
 from ca_export.verify.ncnn_runtime import NcnnRunner
+from ca_export.verify.runtime import BACKEND as ORT_BACKEND
 from ca_export.verify.runtime import cpu_session
 
 DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
@@ -45,6 +46,11 @@ class OrtArtifact:
     def refuses(self, shape: tuple[int, ...]) -> str | None:
         """Why the artifact cannot take an input of ``shape``, or None if it can."""
         return _refuses(self.input_dims, shape)
+
+    @property
+    def backend(self) -> str:
+        """The runtime it runs in, as the tolerance table names it."""
+        return ORT_BACKEND
 
     @property
     def dynamic(self) -> bool:
@@ -76,7 +82,7 @@ class OnnxArtifact(OrtArtifact):
     ``precision`` is its ``ca_export.precision`` metadata: fp32, or a lossy fp16 or int8.
     """
 
-    model: onnx.ModelProto | None = None
+    model: onnx.ModelProto
     precision: str = "fp32"
 
     @property
@@ -217,13 +223,15 @@ def open_tflite(path: Path) -> TfliteArtifact:
 class NcnnArtifact:
     """An ncnn model in ncnn's runtime: fp32 with fp16 storage off, or (as its metadata
     says) fp16 with fp16 storage and arithmetic on, judged by the lossy gate. ``fixed`` is
-    the one input shape a ``--fixed-size`` model is valid at (None: any size)."""
+    the one input shape a ``--fixed-size`` model is valid at (None: any size), and
+    ``multiple`` the H and W multiples a size-safe one is exact at."""
 
     path: Path
     runner: NcnnRunner
     output_names: list[str]
     fixed: list[int] | None = None
     precision: str = "fp32"
+    multiple: tuple[int, int] = (1, 1)
     dtype: str = "float32"
     backend: str = NCNN_BACKEND
 
@@ -247,8 +255,17 @@ class NcnnArtifact:
         return None if len(shape) == 4 else "artifact takes rank-4 input"
 
     def invalid_at(self, shape: tuple[int, ...]) -> str | None:
-        """Why a fixed-size model's output at ``shape`` means nothing, or None."""
-        if self.fixed is None or list(shape[1:]) == self.fixed[1:]:
+        """Why a fixed-size model's output at ``shape`` means nothing (or a size-safe one's
+        at sizes off its multiples), or None."""
+        if self.fixed is None:
+            mh, mw = self.multiple
+            if len(shape) != 4 or not (shape[2] % mh or shape[3] % mw):
+                return None
+            return (
+                f"{self.path.name} is exact only where H is a multiple of {mh} and W of {mw}, "
+                f"not at {shape[2]}x{shape[3]}: ncnn would run it and give wrong outputs"
+            )
+        if list(shape[1:]) == self.fixed[1:]:
             return None
         valid = "x".join(map(str, self.fixed[1:]))
         return (
@@ -277,4 +294,5 @@ def open_ncnn(path: Path) -> NcnnArtifact:
     count = len(runner.outputs)
     names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
     fixed = recorded.get("input_shape") if recorded.get("fixed_size") else None
-    return NcnnArtifact(param, runner, names, fixed, precision)
+    mh, mw = recorded.get("hw_multiple", [1, 1])
+    return NcnnArtifact(param, runner, names, fixed, precision, multiple=(int(mh), int(mw)))

@@ -15,7 +15,7 @@ model cannot take).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +24,7 @@ from torch import nn
 
 from ca_export.tracing import output_arrays
 from ca_export.verify.metrics import relative_error, top_k_agreement
+from ca_export.verify.runtime import Runner
 from ca_export.verify.tolerances import Tolerance
 
 GATE_SEEDS = tuple(range(1, 9))
@@ -83,10 +84,6 @@ class LossyGate:
     def failures(self) -> list[str]:
         """One line per broken bound, naming the output."""
         return [f"{o.name}: {line}" for o in self.outputs for line in o.failures]
-
-
-Runner = Callable[[np.ndarray], list[np.ndarray]]
-"""Runs a model on one input array and returns its output arrays."""
 
 
 def torch_runner(model: nn.Module) -> Runner:
@@ -166,6 +163,8 @@ def _agreement(
         return _equality(result, refs, gots, tol)
     if not finite:
         result.failures.append("non-finite values")
+    if tol.cosine is None:
+        raise ValueError(f"the lossy gate needs a tolerance row with a cosine bound, not {tol}")
     if result.min_cosine < tol.cosine:
         result.failures.append(f"cosine {result.min_cosine:.4f} < {tol.cosine}")
     if result.max_rel_err > tol.rel:

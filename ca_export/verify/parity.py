@@ -22,7 +22,8 @@ from torch.export import ExportedProgram
 from ca_export.errors import CheckFailedError
 from ca_export.tracing import Traced, example_input, output_arrays
 from ca_export.verify.metrics import Comparison, compare
-from ca_export.verify.runtime import cpu_session
+from ca_export.verify.runtime import BACKEND as ORT_BACKEND
+from ca_export.verify.runtime import cpu_runner
 from ca_export.verify.tolerances import Tolerance, tolerance, user_tolerance
 
 SEEDS = (1, 2, 3)
@@ -100,12 +101,8 @@ def onnx_gate(
     tolerances: tuple[float | None, float | None] = (None, None),
 ) -> GateResult:
     """Compare ONNX Runtime (CPU) with the original PyTorch model, output by output."""
-    session = cpu_session(onnx_model, "the exported model", error=CheckFailedError)
-
-    def run(x: np.ndarray) -> list[np.ndarray]:
-        return list(session.run(traced.output_names, {traced.input_names[0]: x}))
-
-    return runner_gate(model, run, traced.output_names, inputs, "onnxruntime-cpu", tolerances)
+    run = cpu_runner(onnx_model, "the exported model", traced.input_names[0], traced.output_names)
+    return runner_gate(model, run, traced.output_names, inputs, ORT_BACKEND, tolerances)
 
 
 def runner_gate(

@@ -125,21 +125,16 @@ def _describe(
     inputs = spec.description.input
     if not inputs or not spec.description.output:
         raise BadInputError(f"{str(path)!r} is not a usable Core ML model (no inputs or outputs)")
+    artifact = MilArtifact(path, [], _compared_outputs(spec), dtype, program, unverifiable=reason)
     kind = inputs[0].type.WhichOneof("Type") if len(inputs) == 1 else None
     if kind == "imageType":
-        return _describe_image(path, spec, program, dtype, reason)
+        _size_image(artifact, spec)
+        return artifact
     if kind != "multiArrayType":
-        reason = reason or "not verified: verify feeds one tensor or image input"
+        artifact.unverifiable = reason or "not verified: verify feeds one tensor or image input"
     array = inputs[0].type.multiArrayType
+    artifact.input_dims = [int(d) for d in array.shape]
     flexible = array.WhichOneof("ShapeFlexibility")
-    artifact = MilArtifact(
-        path,
-        [int(d) for d in array.shape],
-        _compared_outputs(spec),
-        dtype,
-        program,
-        unverifiable=reason,
-    )
     if flexible == "enumeratedShapes":
         artifact.allowed = [tuple(s.shape) for s in array.enumeratedShapes.shapes]
     elif flexible == "shapeRange":
@@ -147,34 +142,22 @@ def _describe(
     return artifact
 
 
-def _describe_image(
-    path: Path,
-    spec: Any,
-    program: MilProgram | NetworkProgram | None,
-    dtype: str,
-    reason: str | None,
-) -> MilArtifact:
-    """An artifact whose one input is an RGB image, sized as its description says."""
+def _size_image(artifact: MilArtifact, spec: Any) -> None:
+    """Describe ``artifact``'s one input as the RGB image its description says."""
     image = spec.description.input[0].type.imageType
     if image.colorSpace != image.RGB:
-        reason = reason or "not verified: verify feeds RGB images only"
-    artifact = MilArtifact(
-        path,
-        [1, 3, int(image.height), int(image.width)],
-        _compared_outputs(spec),
-        dtype,
-        program,
-        unverifiable=reason,
-        image=True,
-        recorded=ImageInput.from_metadata(spec.description.metadata.userDefined),
-    )
+        artifact.unverifiable = (
+            artifact.unverifiable or "not verified: verify feeds RGB images only"
+        )
+    artifact.input_dims = [1, 3, int(image.height), int(image.width)]
+    artifact.image = True
+    artifact.recorded = ImageInput.from_metadata(spec.description.metadata.userDefined)
     flexible = image.WhichOneof("SizeFlexibility")
     if flexible == "enumeratedSizes":
         artifact.allowed = [(1, 3, s.height, s.width) for s in image.enumeratedSizes.sizes]
     elif flexible == "imageSizeRange":
         ranges = (image.imageSizeRange.heightRange, image.imageSizeRange.widthRange)
         artifact.ranges = [(1, 1), (3, 3)] + [_bounds(r) for r in ranges]
-    return artifact
 
 
 def _bounds(size_range: Any) -> tuple[int, int]:

@@ -15,9 +15,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-Array = np.ndarray
+Array = npt.NDArray[Any]
+"""An op's value, of the dtype its program declares: floats arrive as float32, ints and
+bools as they are (shape arithmetic, indices, masks)."""
 
 
 class Unsupported(Exception):
@@ -43,7 +46,7 @@ def relu6(x: Array) -> Array:
 
 def clip(x: Array, alpha: Any, beta: Any) -> Array:
     """min(max(x, alpha), beta)."""
-    return np.minimum(np.maximum(x, alpha), beta)
+    return np.asarray(np.minimum(np.maximum(x, alpha), beta))
 
 
 def sigmoid(x: Array) -> Array:
@@ -53,7 +56,7 @@ def sigmoid(x: Array) -> Array:
 
 def sigmoid_hard(x: Array, alpha: Any = 0.2, beta: Any = 0.5) -> Array:
     """min(max(alpha * x + beta, 0), 1)."""
-    return np.clip(alpha * x + beta, 0, 1)
+    return np.asarray(np.clip(alpha * x + beta, 0, 1))
 
 
 def silu(x: Array) -> Array:
@@ -88,16 +91,16 @@ def sqrt(x: Array) -> Array:
 
 def rsqrt(x: Array, epsilon: Any = 1e-12) -> Array:
     """1 / sqrt(x + epsilon)."""
-    return 1 / np.sqrt(x + epsilon)
+    return np.asarray(1 / np.sqrt(x + epsilon))
 
 
 def gelu(x: Array, mode: str = "EXACT") -> Array:
     """GELU, exact (erf) or with the tanh or sigmoid approximation."""
     if mode == "EXACT":
         erf = np.vectorize(math.erf, otypes=[np.float64])(x / math.sqrt(2))
-        return (0.5 * x * (1 + erf)).astype(x.dtype)
+        return np.asarray(0.5 * x * (1 + erf), dtype=x.dtype)
     if mode == "TANH_APPROXIMATION":
-        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+        return np.asarray(0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))))
     if mode == "SIGMOID_APPROXIMATION":
         return x * sigmoid(1.702 * x)
     raise Unsupported(f"gelu mode {mode}")
@@ -106,7 +109,7 @@ def gelu(x: Array, mode: str = "EXACT") -> Array:
 def softmax(x: Array, axis: int = -1) -> Array:
     """exp(x) / sum(exp(x)) along ``axis``."""
     shifted = np.exp(x - np.max(x, axis=int(axis), keepdims=True))
-    return shifted / np.sum(shifted, axis=int(axis), keepdims=True)
+    return np.asarray(shifted / np.sum(shifted, axis=int(axis), keepdims=True))
 
 
 def add(x: Array, y: Array) -> Array:
@@ -160,7 +163,7 @@ def identity(x: Array) -> Array:
 def linear(x: Array, weight: Array, bias: Array | None = None) -> Array:
     """x @ weight.T + bias."""
     out = np.matmul(x, np.swapaxes(weight, -1, -2))
-    return out if bias is None else out + bias
+    return np.asarray(out if bias is None else out + bias)
 
 
 def matmul(x: Array, y: Array, transpose_x: bool = False, transpose_y: bool = False) -> Array:
@@ -169,7 +172,7 @@ def matmul(x: Array, y: Array, transpose_x: bool = False, transpose_y: bool = Fa
         x = np.swapaxes(x, -1, -2)
     if transpose_y:
         y = np.swapaxes(y, -1, -2)
-    return np.matmul(x, y)
+    return np.asarray(np.matmul(x, y))
 
 
 def _pads(
@@ -232,7 +235,7 @@ def conv(
         weight.reshape(g, weight.shape[0] // g, *weight.shape[1:]),
         optimize=True,
     ).reshape(n, weight.shape[0], ho, wo)
-    return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+    return np.asarray(out if bias is None else out + bias.reshape(1, -1, 1, 1))
 
 
 def batch_norm(
@@ -248,7 +251,7 @@ def batch_norm(
     out = (x - mean.reshape(shape)) / np.sqrt(variance.reshape(shape) + epsilon)
     if gamma is not None:
         out = out * gamma.reshape(shape)
-    return out if beta is None else out + beta.reshape(shape)
+    return np.asarray(out if beta is None else out + beta.reshape(shape))
 
 
 def layer_norm(
@@ -264,7 +267,7 @@ def layer_norm(
     out = (x - mean) / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + epsilon)
     if gamma is not None:
         out = out * gamma
-    return out if beta is None else out + beta
+    return np.asarray(out if beta is None else out + beta)
 
 
 # Pooling and reductions ----------------------------------------------------------------
@@ -304,10 +307,10 @@ def avg_pool(
     windows, pads = _pool(x, kernel_sizes, strides, pad_type, pad, bool(ceil_mode), 0.0)
     total = windows.sum(axis=(-2, -1))
     if not exclude_padding_from_average:
-        return total / (windows.shape[-1] * windows.shape[-2])
+        return np.asarray(total / (windows.shape[-1] * windows.shape[-2]))
     ones = np.ones((1, 1, *x.shape[2:]), dtype=x.dtype)
     counts, _ = _pool(ones, kernel_sizes, strides, "custom", _flat(pads), False, 0.0)
-    return total / counts.sum(axis=(-2, -1))
+    return np.asarray(total / counts.sum(axis=(-2, -1)))
 
 
 def _flat(pads: list[tuple[int, int]]) -> list[int]:
@@ -324,7 +327,7 @@ def max_pool(
 ) -> Array:
     """Max over each window; padding never wins."""
     windows, _ = _pool(x, kernel_sizes, strides, pad_type, pad, bool(ceil_mode), -np.inf)
-    return windows.max(axis=(-2, -1))
+    return np.asarray(windows.max(axis=(-2, -1)))
 
 
 def _axes(axes: Any) -> tuple[int, ...] | None:
@@ -333,7 +336,7 @@ def _axes(axes: Any) -> tuple[int, ...] | None:
 
 def reduce_mean(x: Array, axes: Any = None, keep_dims: bool = False) -> Array:
     """Mean over ``axes`` (all if None)."""
-    return np.mean(x, axis=_axes(axes), keepdims=bool(keep_dims))
+    return np.asarray(np.mean(x, axis=_axes(axes), keepdims=bool(keep_dims)))
 
 
 def reduce_sum(x: Array, axes: Any = None, keep_dims: bool = False) -> Array:
@@ -343,7 +346,7 @@ def reduce_sum(x: Array, axes: Any = None, keep_dims: bool = False) -> Array:
 
 def reduce_max(x: Array, axes: Any = None, keep_dims: bool = False) -> Array:
     """Max over ``axes`` (all if None)."""
-    return np.max(x, axis=_axes(axes), keepdims=bool(keep_dims))
+    return np.asarray(np.max(x, axis=_axes(axes), keepdims=bool(keep_dims)))
 
 
 # Shapes ----------------------------------------------------------------------------------
@@ -388,7 +391,7 @@ def slice_by_index(
             index.append(
                 slice(None if no_begin[i] else begins[i], None if no_end[i] else ends[i], steps[i])
             )
-    return x[tuple(index)]
+    return np.asarray(x[tuple(index)])
 
 
 def slice_by_size(x: Array, begin: Any, size: Any) -> Array:
@@ -464,7 +467,7 @@ def _grid(size_in: int, size_out: int, mode: str) -> Array:
         points = i * size_in / size_out
     else:
         raise Unsupported(f"bilinear sampling mode {mode}")
-    return np.clip(points, 0, size_in - 1)
+    return np.asarray(np.clip(points, 0, size_in - 1))
 
 
 def _interpolate(x: Array, axis: int, points: Array) -> Array:
@@ -475,7 +478,7 @@ def _interpolate(x: Array, axis: int, points: Array) -> Array:
     shape = [1] * x.ndim
     shape[axis] = -1
     frac = frac.reshape(shape)
-    return np.take(x, low, axis=axis) * (1 - frac) + np.take(x, high, axis=axis) * frac
+    return np.asarray(np.take(x, low, axis=axis) * (1 - frac) + np.take(x, high, axis=axis) * frac)
 
 
 def _bilinear(x: Array, height: int, width: int, mode: str) -> Array:
@@ -513,7 +516,7 @@ def resize_bilinear(
 def _nearest(x: Array, height: int, width: int) -> Array:
     rows = np.floor(np.arange(height) * x.shape[-2] / height).astype(int)
     cols = np.floor(np.arange(width) * x.shape[-1] / width).astype(int)
-    return np.take(np.take(x, rows, axis=-2), cols, axis=-1)
+    return np.asarray(np.take(np.take(x, rows, axis=-2), cols, axis=-1))
 
 
 def upsample_nearest_neighbor(
@@ -600,8 +603,8 @@ def constexpr_lut_to_dense(
         raise Unsupported(f"lookup table of shape {table.shape} over indices {index.shape}")
     blocks = _blocks(index.shape, table.shape[: index.ndim], "lookup table")
     groups = np.ix_(*(np.arange(n) // b for n, b in zip(index.shape, blocks, strict=True)))
-    key = (*groups, index, 0)
-    return table[key]
+    key = (*groups, index)
+    return np.asarray(table[..., 0][key])
 
 
 # Classifier output ---------------------------------------------------------------------------
