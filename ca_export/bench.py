@@ -221,7 +221,9 @@ def time_interleaved(
     progress: BenchProgress = no_progress,
     label: str = "",
 ) -> dict[str, list[float]]:
-    """Per-run wall times (s) of each session, run round-robin.
+    """Per-run wall times (s) of each session, run round-robin; each round starts one
+    session further on, so no session always follows the same one (caches and clocks
+    favour some places in a fixed order).
 
     After the warm-up rounds, the number of rounds is ``config.runs`` or enough for
     ``config.min_time`` seconds at the warm-up pace, whichever is larger.
@@ -229,9 +231,9 @@ def time_interleaved(
     names = list(sessions)
     samples: dict[str, list[float]] = {name: [] for name in names}
 
-    def one_round() -> float:
+    def one_round(first: int) -> float:
         start_round = time.perf_counter()
-        for name in names:
+        for name in names[first:] + names[:first]:
             start = time.perf_counter()
             sessions[name].run(None, feeds[name])
             samples[name].append(time.perf_counter() - start)
@@ -240,14 +242,14 @@ def time_interleaved(
     warm = max(config.warmup, 1)
     spent = 0.0
     for i in range(warm):
-        spent += one_round()
+        spent += one_round(i % len(names))
         progress(f"warmup{label}", i + 1, warm)
     pace = spent / warm
     rounds = max(config.runs, math.ceil(config.min_time / pace) if pace > 0 else 0, 1)
     for values in samples.values():
         values.clear()
     for i in range(rounds):
-        one_round()
+        one_round(i % len(names))
         progress(f"time{label}", i + 1, rounds)
     return samples
 

@@ -114,11 +114,14 @@ def test_rounds_interleave_models_and_min_time_extends_them(tiny: dict[str, Path
         def run(self, *_: object) -> None:
             calls.append(self.name)
 
-    sessions = {"a": Session("a"), "b": Session("b")}
+    sessions = {"a": Session("a"), "b": Session("b"), "c": Session("c")}
     config = BenchConfig(warmup=1, runs=3, min_time=0.0)
-    samples = time_interleaved(sessions, {"a": {}, "b": {}}, config)  # type: ignore[arg-type]
-    assert calls == ["a", "b"] * 4
-    assert [len(s) for s in samples.values()] == [3, 3]
+    feeds: dict[str, dict[str, object]] = {"a": {}, "b": {}, "c": {}}
+    samples = time_interleaved(sessions, feeds, config)  # type: ignore[arg-type]
+    warmup, rounds = calls[:3], [calls[3:6], calls[6:9], calls[9:]]
+    assert warmup == ["a", "b", "c"]
+    assert rounds == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
+    assert [len(s) for s in samples.values()] == [3, 3, 3]
 
 
 def test_bad_inputs_are_bad_input_errors(tiny: dict[str, Path], tmp_path: Path) -> None:
