@@ -26,7 +26,7 @@ Not CA (the floor, what the block's unavoidable ops cost):
 - ``floor outer mean``: the same as MEAN strips, their outer product, one multiply;
 - ``muls``: the two multiplies by constant gates (not uniform), no pools.
 
-Each file starts the round in an equal share of the rounds (``rotated``). Columns over the
+Each file starts the round in an equal share of the rounds (``ca_export.bench``). Columns over the
 no-CA net: ``x no-CA`` (p50 over p50), ``paired`` (the median over rounds of each round's
 ratio, robust to load that comes and goes between rounds) and ``min`` (fastest over
 fastest).
@@ -200,20 +200,14 @@ def convert(name: str, folder: Path, size: int) -> tuple[Path, dict[str, Any]]:
     return path, described
 
 
-def rotated(paths: dict[str, Path], runs: int) -> dict[str, np.ndarray]:
-    """Per-round times (ms) of every file over ``runs`` rounds, in one interleaved run per
-    file that starts each round at that file (``ca_export.bench`` runs a round in a fixed
-    order, and a file's place in it shows in its times: the same file measured 1.21x and
-    1.09x the no-CA net's p50 second and last in one run)."""
-    names = list(paths)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for k in range(len(names)):
-        order = names[k:] + names[:k]
-        config = BenchConfig(20, max(runs // len(names), 1), 0.0, (1,), profile_runs=0)
-        report = bench({name: paths[name] for name in order}, None, config)
-        for name in names:
-            samples[name] += report.timing(name, 1).samples_ms
-    return {name: np.asarray(times) for name, times in samples.items()}
+def interleaved(paths: dict[str, Path], runs: int) -> dict[str, np.ndarray]:
+    """Per-round times (ms) of every file over ``runs`` rounds, in one interleaved run
+    (``ca_export.bench`` starts each round one file further on, so no file keeps one place
+    in the order: in a fixed order the same file measured 1.21x and 1.09x the no-CA net's
+    p50 second and last in one run)."""
+    config = BenchConfig(20, runs, 0.0, (1,), profile_runs=0)
+    report = bench(dict(paths), None, config)
+    return {name: np.asarray(report.timing(name, 1).samples_ms) for name in paths}
 
 
 def arguments() -> Namespace:
@@ -241,7 +235,7 @@ def main() -> None:
         files = {name: convert(name, folder, args.size) for name in names}
         files[AGAIN] = files["litert"]
         paths = {name: path for name, (path, _) in files.items()}
-        samples = rotated(paths, args.runs)
+        samples = interleaved(paths, args.runs)
     base = samples["no-CA"]
     rounds = len(base)
     print(

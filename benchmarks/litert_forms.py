@@ -6,14 +6,13 @@ each form with litert-torch to .tflite files (``--channels-last-io`` variants wi
 input beside them), gates each against PyTorch (max abs error over max |ref|, one seeded
 input), lowers the no-CA net and the ``xnnpack`` form to ExecuTorch .pte programs when the
 executorch extra is there, then times all of them interleaved on one thread
-(``ca_export.bench``, each file starting the round in an equal share of the rounds:
-``litert_floor.rotated``). Per file: ops, TRANSPOSE (from CA blocks), XNNPACK partitions, ops
-outside XNNPACK, exactness, and p50 over the no-CA net's (of the same runtime and layout)
-and over stock's. Ratios are the result; absolute milliseconds depend on the machine and
-its load.
+(``ca_export.bench``, each file starting the round in an equal share of the rounds). Per
+file: ops, TRANSPOSE (from CA blocks), XNNPACK partitions, ops outside XNNPACK, exactness,
+and p50 over the no-CA net's (of the same runtime and layout) and over stock's. Ratios are
+the result; absolute milliseconds depend on the machine and its load.
 
-    python -m benchmarks.litert_forms --cache /tmp/litert-bench
-    python -m benchmarks.litert_forms --cache /tmp/litert-bench --forms litert
+python -m benchmarks.litert_forms --cache /tmp/litert-bench
+python -m benchmarks.litert_forms --cache /tmp/litert-bench --forms litert
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.litert_floor import rotated
+from benchmarks.litert_floor import interleaved
 from ca_export.export import executorch as et
 from ca_export.export import litert as lt
 from ca_export.loading import load_model
@@ -130,7 +129,7 @@ def main() -> None:
         paths = {name: path for name, (path, _) in files.items()}
         if et.EXTRA.available():
             paths |= {name: lower(name, folder, args.size) for name in EXECUTORCH}
-        samples = rotated(paths, args.runs)
+        samples = interleaved(paths, args.runs)
     p50 = {name: float(np.median(times)) for name, times in samples.items()}
     rounds = len(samples["no-CA"])
     print(f"{MODEL} at {args.size}x{args.size}, XNNPACK, 1 thread, {rounds} rounds interleaved")
