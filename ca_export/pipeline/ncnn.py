@@ -52,6 +52,9 @@ from ca_export.pipeline.common import (
 from ca_export.report import Check, ExportReport
 from ca_export.report.figures import LossyFigures, NcnnFigures, ValueFigures
 from ca_export.rewrites import scale_upsamples
+from ca_export.rewrites.fill_from_map import fill_from_map
+from ca_export.rewrites.grid_from_map import grid_from_map
+from ca_export.rewrites.reshape_minus_one import reshape_minus_one
 from ca_export.rewrites.size_to_scale import multiple as exact_multiple
 from ca_export.tracing import example_input
 from ca_export.verify.lossy import GATE_SEEDS, lossy_gate, torch_runner
@@ -119,7 +122,7 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
     _, c, h, w = job.input_shape
     with stage("convert"):
         example = example_input((1, c, h, w))
-        converted = ncnn.convert(prepared.program.module(), example)
+        converted = ncnn.convert(prepared.program.module(), example, second=second_shape(job))
         layers = ncnn.parse_param(converted.param)
     report.op_counts_after = ncnn.layer_counts(layers)
     structure = structure_check(layers, job.fixed_size, tuple(job.input_shape), multiple)
@@ -170,7 +173,10 @@ def keep_sizes(job: NcnnJob, prepared: Prepared, report: ExportReport) -> tuple[
     size is not such a multiple, or where another op would hold the traced size in ncnn."""
     scaled = scale_upsamples(prepared.program)
     report.notices += [f"upsample {node}: {change}" for node, change in scaled.applied.items()]
-    pinned = list(dict.fromkeys(ncnn.pinned_ops(prepared.program)))
+    for head_pass in (grid_from_map, fill_from_map, reshape_minus_one):
+        done = head_pass(prepared.program)
+        report.notices += [f"{done.name} {node}: {change}" for node, change in done.applied.items()]
+    pinned = list(dict.fromkeys(ncnn.pinned_ops(prepared.program, second=True)))
     if pinned:
         left = "".join(f" ({op}: {why})" for op, why in scaled.skipped.items())
         raise BadInputError(
@@ -195,6 +201,16 @@ def keep_sizes(job: NcnnJob, prepared: Prepared, report: ExportReport) -> tuple[
     return mh, mw
 
 
+def second_shape(job: NcnnJob) -> tuple[int, ...] | None:
+    """The second input shape pnnx is given for a size-safe model (twice the height and
+    three times the width, multiples of whatever H and W are): its reshapes' ``-1`` then
+    follow the input size. None for a ``--fixed-size`` model."""
+    if job.fixed_size:
+        return None
+    _, c, h, w = job.input_shape
+    return (1, c, 2 * h, 3 * w)
+
+
 def lower_fp16(
     job: NcnnJob,
     prepared: Prepared,
@@ -207,7 +223,8 @@ def lower_fp16(
     gate of it, run with fp16 storage and arithmetic, as the ``precision`` check."""
     _, c, h, w = job.input_shape
     with stage("fp16"):
-        converted = ncnn.convert(prepared.program.module(), example_input((1, c, h, w)), True)
+        example = example_input((1, c, h, w))
+        converted = ncnn.convert(prepared.program.module(), example, True, second_shape(job))
         param.write_text(converted.param)
         weights.write_bytes(converted.weights)
     with stage("lossy gate"):
