@@ -21,7 +21,9 @@ The TorchScript trace itself fixes every size the program computes from the inpu
 W (the exported module reads them with ``sym_size`` as plain integers): an ``arange`` of
 a feature map's height, a ``full`` of its area, a ``view`` to it, an ``interpolate`` to
 another map's size. ``pinned_ops`` names such ops before converting, so a size-safe model
-that would be right at the traced size only is refused rather than written.
+that would be right at the traced size only is refused rather than written. Given a
+second input shape (``inputshape2``), pnnx writes a reshape's ``-1`` as a size expression
+of the input's H and W; without one it resolves the ``-1`` at the traced size.
 
 pnnx and ncnn are an optional extra (``pip install -e ".[ncnn]"``), imported on first
 use; their absence is one clear error.

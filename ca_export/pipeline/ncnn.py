@@ -13,11 +13,13 @@ sizes.
 TorchScript and pnnx fix every size the program computes from the input's H and W. In the
 size-safe form an upsample to another map's size becomes an upsample by its whole ratio
 (``rewrites.size_to_scale``), exact where H and W are multiples of a number the metadata
-records (``hw_multiple``; the input size must be one, and ``verify`` refuses others). Any
-other op that takes such a size (a detection head's anchor grid: ``arange``, ``full``,
-``view``, ``expand`` of a feature map's size, ``export.ncnn.pinned_ops``) cannot stay
-size-safe through pnnx: the command exits 2 before converting, naming the ops and
-suggesting ``--fixed-size``.
+records (``hw_multiple``; the input size must be one, and ``verify`` refuses others). An
+anchor-free head's grid, stride fill and flattening views are read from the feature maps
+(``rewrites.grid_from_map``, ``fill_from_map``, ``reshape_minus_one``), and pnnx is given
+a second input shape, with which it writes a ``-1`` reshape as a size expression. Any
+other op that takes such a size (an ``expand`` to a feature map's size, a reshape holding
+both H and W, ``export.ncnn.pinned_ops``) cannot stay size-safe through pnnx: the command
+exits 2 before converting, naming the ops and suggesting ``--fixed-size``.
 
 The program goes through TorchScript to pnnx (``export.ncnn.convert``) with fp32 weights,
 and ncnn runs it with fp16 storage off (``verify.ncnn_runtime``): the exact gate in fp32.
