@@ -124,7 +124,9 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
     _, c, h, w = job.input_shape
     with stage("convert"):
         example = example_input((1, c, h, w))
-        converted = ncnn.convert(prepared.program.module(), example, second=second_shape(job))
+        converted = ncnn.convert(
+            prepared.program.module(), example, second=second_shape(job, prepared)
+        )
         layers = ncnn.parse_param(converted.param)
     report.op_counts_after = ncnn.layer_counts(layers)
     structure = structure_check(layers, job.fixed_size, tuple(job.input_shape), multiple)
@@ -203,14 +205,16 @@ def keep_sizes(job: NcnnJob, prepared: Prepared, report: ExportReport) -> tuple[
     return mh, mw
 
 
-def second_shape(job: NcnnJob) -> tuple[int, ...] | None:
-    """The second input shape pnnx is given for a size-safe model (twice the height and
-    three times the width, multiples of whatever H and W are): its reshapes' ``-1`` then
-    follow the input size. None for a ``--fixed-size`` model."""
-    if job.fixed_size:
+def second_shape(job: NcnnJob, prepared: Prepared) -> tuple[int, ...] | None:
+    """The second input shape pnnx is given for a size-safe model with a reshape whose
+    output holds the input's H or W (twice the height and three times the width, or twice
+    both for a model of square inputs: multiples of whatever H and W are): its ``-1`` then
+    follows the input size. None for a ``--fixed-size`` model or one without such a
+    reshape (converted as it always was)."""
+    if job.fixed_size or not ncnn.pinned_ops(prepared.program):
         return None
     _, c, h, w = job.input_shape
-    return (1, c, 2 * h, 3 * w)
+    return (1, c, 2 * h, (2 if prepared.square_only else 3) * w)
 
 
 def lower_fp16(
@@ -226,7 +230,9 @@ def lower_fp16(
     _, c, h, w = job.input_shape
     with stage("fp16"):
         example = example_input((1, c, h, w))
-        converted = ncnn.convert(prepared.program.module(), example, True, second_shape(job))
+        converted = ncnn.convert(
+            prepared.program.module(), example, True, second_shape(job, prepared)
+        )
         param.write_text(converted.param)
         weights.write_bytes(converted.weights)
     with stage("lossy gate"):
