@@ -21,7 +21,9 @@ The TorchScript trace itself fixes every size the program computes from the inpu
 W (the exported module reads them with ``sym_size`` as plain integers): an ``arange`` of
 a feature map's height, a ``full`` of its area, a ``view`` to it, an ``interpolate`` to
 another map's size. ``pinned_ops`` names such ops before converting, so a size-safe model
-that would be right at the traced size only is refused rather than written.
+that would be right at the traced size only is refused rather than written. Given a
+second input shape (``inputshape2``), pnnx writes a reshape's ``-1`` as a size expression
+of the input's H and W; without one it resolves the ``-1`` at the traced size.
 
 pnnx and ncnn are an optional extra (``pip install -e ".[ncnn]"``), imported on first
 use; their absence is one clear error.
@@ -104,9 +106,16 @@ class Converted:
     weights: bytes
 
 
-def convert(module: nn.Module, example: torch.Tensor, fp16: bool = False) -> Converted:
+def convert(
+    module: nn.Module,
+    example: torch.Tensor,
+    fp16: bool = False,
+    second: tuple[int, ...] | None = None,
+) -> Converted:
     """Trace ``module`` on ``example`` with TorchScript and convert it with pnnx; fp32
-    weights unless ``fp16``. A module or op pnnx cannot convert is one clear error."""
+    weights unless ``fp16``. With a ``second`` input shape (pnnx's ``inputshape2``), pnnx
+    writes a reshape's ``-1`` as a size expression of the input's H and W instead of the
+    traced number. A module or op pnnx cannot convert is one clear error."""
     EXTRA.require()
     import pnnx
 
@@ -131,6 +140,7 @@ def convert(module: nn.Module, example: torch.Tensor, fp16: bool = False) -> Con
             pnnx.EXEC_PATH,
             str(script),
             f"inputshape=[{shape}]f32",
+            *([f"inputshape2=[{','.join(map(str, second))}]f32"] if second else []),
             "device=cpu",
             f"fp16={int(fp16)}",
             f"ncnnparam={param}",
@@ -273,12 +283,14 @@ def _symbols(value: object) -> set[Any]:
     return set()
 
 
-def pinned_ops(program: ExportedProgram) -> list[str]:
+def pinned_ops(program: ExportedProgram, second: bool = False) -> list[str]:
     """The ops of ``program`` that take a size computed from the input's H or W, one line
     each (``aten.arange.default in detect``): TorchScript traces them with the traced size
-    fixed, so the converted model is right at that size only; and the reshapes whose
-    output's shape holds such a size (pnnx resolves even a ``-1`` at the traced size).
-    Sizes of the batch axis alone are not listed (ncnn runs one sample at a time)."""
+    fixed, so the converted model is right at that size only; and, unless ``second``
+    (pnnx given a second input shape, which writes a ``-1`` as a size expression), the
+    reshapes whose output's shape holds such a size (pnnx resolves even a ``-1`` at the
+    traced size). Sizes of the batch axis alone are not listed (ncnn runs one sample at a
+    time)."""
     graph = program.graph
     user = set(program.graph_signature.user_inputs)
     spatial: set[Any] = set()
@@ -293,7 +305,7 @@ def pinned_ops(program: ExportedProgram) -> list[str]:
         if node.target in _SIZE_READERS:
             continue
         operands = [*node.args, *node.kwargs.values()]
-        if node.target in _RESHAPES:
+        if node.target in _RESHAPES and not second:
             operands.append(list(getattr(node.meta.get("val"), "shape", ())))
         if spatial & set().union(*(_symbols(a) for a in operands)):
             stack = node.meta.get("nn_module_stack") or {}

@@ -13,11 +13,13 @@ sizes.
 TorchScript and pnnx fix every size the program computes from the input's H and W. In the
 size-safe form an upsample to another map's size becomes an upsample by its whole ratio
 (``rewrites.size_to_scale``), exact where H and W are multiples of a number the metadata
-records (``hw_multiple``; the input size must be one, and ``verify`` refuses others). Any
-other op that takes such a size (a detection head's anchor grid: ``arange``, ``full``,
-``view``, ``expand`` of a feature map's size, ``export.ncnn.pinned_ops``) cannot stay
-size-safe through pnnx: the command exits 2 before converting, naming the ops and
-suggesting ``--fixed-size``.
+records (``hw_multiple``; the input size must be one, and ``verify`` refuses others). An
+anchor-free head's grid, stride fill and flattening views are read from the feature maps
+(``rewrites.grid_from_map``, ``fill_from_map``, ``reshape_minus_one``), and pnnx is given
+a second input shape, with which it writes a ``-1`` reshape as a size expression. Any
+other op that takes such a size (an ``expand`` to a feature map's size, a reshape holding
+both H and W, ``export.ncnn.pinned_ops``) cannot stay size-safe through pnnx: the command
+exits 2 before converting, naming the ops and suggesting ``--fixed-size``.
 
 The program goes through TorchScript to pnnx (``export.ncnn.convert``) with fp32 weights,
 and ncnn runs it with fp16 storage off (``verify.ncnn_runtime``): the exact gate in fp32.
@@ -52,6 +54,9 @@ from ca_export.pipeline.common import (
 from ca_export.report import Check, ExportReport
 from ca_export.report.figures import LossyFigures, NcnnFigures, ValueFigures
 from ca_export.rewrites import scale_upsamples
+from ca_export.rewrites.fill_from_map import fill_from_map
+from ca_export.rewrites.grid_from_map import grid_from_map
+from ca_export.rewrites.reshape_minus_one import reshape_minus_one
 from ca_export.rewrites.size_to_scale import multiple as exact_multiple
 from ca_export.tracing import example_input
 from ca_export.verify.lossy import GATE_SEEDS, lossy_gate, torch_runner
@@ -119,7 +124,9 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
     _, c, h, w = job.input_shape
     with stage("convert"):
         example = example_input((1, c, h, w))
-        converted = ncnn.convert(prepared.program.module(), example)
+        converted = ncnn.convert(
+            prepared.program.module(), example, second=second_shape(job, prepared)
+        )
         layers = ncnn.parse_param(converted.param)
     report.op_counts_after = ncnn.layer_counts(layers)
     structure = structure_check(layers, job.fixed_size, tuple(job.input_shape), multiple)
@@ -170,7 +177,10 @@ def keep_sizes(job: NcnnJob, prepared: Prepared, report: ExportReport) -> tuple[
     size is not such a multiple, or where another op would hold the traced size in ncnn."""
     scaled = scale_upsamples(prepared.program)
     report.notices += [f"upsample {node}: {change}" for node, change in scaled.applied.items()]
-    pinned = list(dict.fromkeys(ncnn.pinned_ops(prepared.program)))
+    for head_pass in (grid_from_map, fill_from_map, reshape_minus_one):
+        done = head_pass(prepared.program)
+        report.notices += [f"{done.name} {node}: {change}" for node, change in done.applied.items()]
+    pinned = list(dict.fromkeys(ncnn.pinned_ops(prepared.program, second=True)))
     if pinned:
         left = "".join(f" ({op}: {why})" for op, why in scaled.skipped.items())
         raise BadInputError(
@@ -195,6 +205,18 @@ def keep_sizes(job: NcnnJob, prepared: Prepared, report: ExportReport) -> tuple[
     return mh, mw
 
 
+def second_shape(job: NcnnJob, prepared: Prepared) -> tuple[int, ...] | None:
+    """The second input shape pnnx is given for a size-safe model with a reshape whose
+    output holds the input's H or W (twice the height and three times the width, or twice
+    both for a model of square inputs: multiples of whatever H and W are): its ``-1`` then
+    follows the input size. None for a ``--fixed-size`` model or one without such a
+    reshape (converted as it always was)."""
+    if job.fixed_size or not ncnn.pinned_ops(prepared.program):
+        return None
+    _, c, h, w = job.input_shape
+    return (1, c, 2 * h, (2 if prepared.square_only else 3) * w)
+
+
 def lower_fp16(
     job: NcnnJob,
     prepared: Prepared,
@@ -207,7 +229,10 @@ def lower_fp16(
     gate of it, run with fp16 storage and arithmetic, as the ``precision`` check."""
     _, c, h, w = job.input_shape
     with stage("fp16"):
-        converted = ncnn.convert(prepared.program.module(), example_input((1, c, h, w)), True)
+        example = example_input((1, c, h, w))
+        converted = ncnn.convert(
+            prepared.program.module(), example, True, second_shape(job, prepared)
+        )
         param.write_text(converted.param)
         weights.write_bytes(converted.weights)
     with stage("lossy gate"):
