@@ -141,7 +141,7 @@ class NcnnSession(RunnerSession):
         param, weights = files_of(stem)
         recorded = read_metadata(stem) or {}
         fp16 = recorded.get("precision") == "fp16"
-        runner = NcnnRunner(param, weights, fp16=fp16, threads=threads)
+        runner = NcnnRunner(param, weights, fp16=fp16, threads=threads, winograd=True)
         super().__init__(runner.run, [PteInput("in0", ["N", "C", "H", "W"])])
 
 

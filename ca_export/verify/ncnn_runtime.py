@@ -4,8 +4,12 @@ ncnn's blobs have no batch axis: each sample of an ``[N, C, H, W]`` input is fed
 (``in0``, ``[C, H, W]``) and every output blob (``out0``, ``out1``, ...) gets its batch
 axis back, the samples stacked. On x86 ncnn stores activations in fp16 by default
 (measured on ``mobilenetv2_ca``: 5.4e-4 of the logits' scale); an fp32 model runs with
-fp16 storage, packing and arithmetic off, so its gate sees fp32 arithmetic only. An fp16
-model runs with them on, as a phone would run it.
+fp16 storage, packing and arithmetic off, and with Winograd convolutions off, so its gate
+sees plain fp32 arithmetic only: ncnn's Winograd 3x3 kernels put the YOLO samples' box
+columns 3.5 to 4.5 times PyTorch fp32's own error from float64 (``yolo_ca`` at 224, 160x96;
+``yolov5_ca`` at 320), a correct conversion's noise that would hide a wrong one; without them
+the same files are within 1.85 times. An fp16 model runs with all of them on, as a phone
+would run it; ``bench`` times fp32 models with Winograd on too.
 """
 
 from __future__ import annotations
@@ -21,7 +25,15 @@ from ca_export.export.ncnn import EXTRA, INPUT, input_blobs, output_blobs, parse
 class NcnnRunner:
     """An ncnn param file and its weights, loaded and ready to run."""
 
-    def __init__(self, param: Path, weights: Path, fp16: bool = False, threads: int = 1) -> None:
+    def __init__(
+        self,
+        param: Path,
+        weights: Path,
+        fp16: bool = False,
+        threads: int = 1,
+        winograd: bool | None = None,
+    ) -> None:
+        """``winograd`` None: on for an fp16 model only (the gate's choice)."""
         EXTRA.require()
         import ncnn
 
@@ -35,6 +47,7 @@ class NcnnRunner:
         net.opt.use_fp16_storage = fp16
         net.opt.use_fp16_packed = fp16
         net.opt.use_fp16_arithmetic = fp16
+        net.opt.use_winograd_convolution = fp16 if winograd is None else winograd
         net.opt.num_threads = threads
         if net.load_param(str(param)) != 0 or net.load_model(str(weights)) != 0:
             raise BadInputError(f"ncnn cannot load {str(param)!r} with {str(weights)!r}")

@@ -1,4 +1,4 @@
-"""The ncnn gate (its row widened for ncnn's Winograd convolutions) still fails every
+"""The ncnn gate (fp32 arithmetic, Winograd off) fails every
 mutant of one CA block and passes the correct conversion, on ``yolov5_ca`` and
 ``mobilenetv2_ca`` at 64x64 (``benchmarks.mutants``; needs the ncnn extra)."""
 
