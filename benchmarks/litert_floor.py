@@ -26,7 +26,7 @@ Not CA (the floor, what the block's unavoidable ops cost):
 - ``floor outer mean``: the same as MEAN strips, their outer product, one multiply;
 - ``muls``: the two multiplies by constant gates (not uniform), no pools.
 
-Each file starts the round in an equal share of the rounds (``ca_export.bench``). Columns over the
+Each round runs the files in a new order (``ca_export.bench``). Columns over the
 no-CA net: ``x no-CA`` (p50 over p50), ``paired`` (the median over rounds of each round's
 ratio, robust to load that comes and goes between rounds) and ``min`` (fastest over
 fastest).
@@ -202,9 +202,7 @@ def convert(name: str, folder: Path, size: int) -> tuple[Path, dict[str, Any]]:
 
 def interleaved(paths: dict[str, Path], runs: int) -> dict[str, np.ndarray]:
     """Per-round times (ms) of every file over ``runs`` rounds, in one interleaved run
-    (``ca_export.bench`` starts each round one file further on, so no file keeps one place
-    in the order: in a fixed order the same file measured 1.21x and 1.09x the no-CA net's
-    p50 second and last in one run)."""
+    (``ca_export.bench`` runs each round in a new order)."""
     config = BenchConfig(20, runs, 0.0, (1,), profile_runs=0)
     report = bench(dict(paths), None, config)
     return {name: np.asarray(report.timing(name, 1).samples_ms) for name in paths}
@@ -240,7 +238,7 @@ def main() -> None:
     rounds = len(base)
     print(
         f"{MODEL} at {args.size}x{args.size}, XNNPACK, 1 thread, {rounds} rounds interleaved, "
-        f"each file first in {rounds // len(paths)} of them"
+        "each in a new order"
     )
     print(
         f"  {'file':17}{'ops':>4}{'parts':>6}{'error':>9}{'p50 ms':>8}{'x no-CA':>8}"

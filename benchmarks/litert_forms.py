@@ -6,7 +6,7 @@ each form with litert-torch to .tflite files (``--channels-last-io`` variants wi
 input beside them), gates each against PyTorch (max abs error over max |ref|, one seeded
 input), lowers the no-CA net and the ``xnnpack`` form to ExecuTorch .pte programs when the
 executorch extra is there, then times all of them interleaved on one thread
-(``ca_export.bench``, each file starting the round in an equal share of the rounds). Per
+(``ca_export.bench``, each round in a new order). Per
 file: ops, TRANSPOSE (from CA blocks), XNNPACK partitions, ops outside XNNPACK, exactness,
 and p50 over the no-CA net's (of the same runtime and layout) and over stock's. Ratios are
 the result; absolute milliseconds depend on the machine and its load.
