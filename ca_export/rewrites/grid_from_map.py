@@ -115,12 +115,12 @@ def _replace_outputs(graph: Graph, grid: Node, planes: list[Node]) -> None:
     items = {u: int(cast(int, u.args[1])) for u in grid.users if u.target is operator.getitem}
     for item, index in items.items():
         for user in list(item.users):
-            tensors = user.args[0] if user.target is aten.stack.default else ()
+            stacked = user.args[0] if user.target is aten.stack.default else ()
             dim = user.args[1] if len(user.args) > 1 else 0
-            stacked = isinstance(tensors, (list, tuple)) and bool(tensors) and dim == 0
-            if stacked and all(isinstance(t, Node) and t in items for t in tensors):  # type: ignore[union-attr]
+            tensors = list(stacked) if isinstance(stacked, (list, tuple)) and dim == 0 else []
+            if tensors and all(isinstance(t, Node) and t in items for t in tensors):
                 with graph.inserting_before(user):
-                    joined = [planes[items[cast(Node, t)]] for t in tensors]  # type: ignore[union-attr]
+                    joined = [planes[items[cast(Node, t)]] for t in tensors]
                     user.replace_all_uses_with(add_op(graph, aten.cat.default, joined, 0))
         if item.users:
             with graph.inserting_before(item):

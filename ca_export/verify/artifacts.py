@@ -199,7 +199,7 @@ class TfliteArtifact(PteArtifact):
     """A LiteRT model (.tflite) in LiteRT's interpreter (XNNPACK, one thread), fed NCHW; a
     channels-last file (``ca-export litert --channels-last-io``) is fed NHWC by its runner."""
 
-    runner: lt.LiteRunner  # type: ignore[assignment]
+    runner: lt.LiteRunner  # type: ignore[assignment]  # a narrower runner, same interface
 
 
 def open_tflite(path: Path) -> TfliteArtifact:
