@@ -4,6 +4,7 @@ ExecuTorch)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from ca_export.report.results import BenchConfig, default_threads
 from ca_export.rewrites import TARGETS
 from cli.common import handle_errors, progress
 from cli.options import (
+    F,
     NameList,
     ThreadList,
     dynamic_option,
@@ -38,6 +40,17 @@ Examples:
   ca-export bench mobilenetv2_ca --baseline mobilenetv2 --litert --threads 1 --targets ort-x86
   ca-export bench mobilenetv2_ca --baseline mobilenetv2 --ncnn --targets ort-x86 --threads 1
 """
+
+
+def files_option(flag: str, dest: str, what: str) -> Callable[[F], F]:
+    """A repeatable option naming existing model files of one kind."""
+    return click.option(
+        flag,
+        dest,
+        type=click.Path(path_type=Path, dir_okay=False),
+        multiple=True,
+        help=f"{what} (repeat for several).",
+    )
 
 
 class ProgressBar:
@@ -67,33 +80,13 @@ class ProgressBar:
 @click.argument("model", metavar="[MODEL]", required=False)
 @weights_option
 @input_shape_option
-@click.option(
-    "--onnx",
-    "onnx_files",
-    type=click.Path(path_type=Path, dir_okay=False),
-    multiple=True,
-    help="Time this ONNX file instead of exporting MODEL (repeat for several).",
-)
-@click.option(
-    "--pte",
-    "pte_files",
-    type=click.Path(path_type=Path, dir_okay=False),
-    multiple=True,
-    help="Also time this ExecuTorch program (repeat for several).",
-)
-@click.option(
-    "--tflite",
-    "tflite_files",
-    type=click.Path(path_type=Path, dir_okay=False),
-    multiple=True,
-    help="Also time this LiteRT model (repeat for several).",
-)
-@click.option(
+@files_option("--onnx", "onnx_files", "Time this ONNX file instead of exporting MODEL")
+@files_option("--pte", "pte_files", "Also time this ExecuTorch program")
+@files_option("--tflite", "tflite_files", "Also time this LiteRT model")
+@files_option(
     "--ncnn-param",
     "ncnn_files",
-    type=click.Path(path_type=Path, dir_okay=False),
-    multiple=True,
-    help="Also time this ncnn model (.ncnn.param, its .ncnn.bin beside it; repeat for several).",
+    "Also time this ncnn model (.ncnn.param, with its .ncnn.bin beside it)",
 )
 @click.option("--baseline", metavar="SPEC", help="Also export and time this model as reference.")
 @click.option(
@@ -209,7 +202,7 @@ def bench_cmd(
         targets=targets,
     )
     if html_path is not None:
-        guard([*onnx_files, *pte_files], [Output(html_path, "html")])
+        guard([*onnx_files, *pte_files, *tflite_files, *ncnn_files], [Output(html_path, "html")])
     bar = ProgressBar()
     try:
         report = run_bench(job, progress=progress, timing=bar)

@@ -156,6 +156,16 @@ def test_cli_times_onnx_files_as_json_and_html(tiny: dict[str, Path], tmp_path: 
     assert all(f"<td>{t['name']}@{t['layout']}</td>" in text for t in data["timings"])
 
 
+@pytest.mark.parametrize("flag", ["--onnx", "--pte", "--tflite", "--ncnn-param"])
+def test_cli_refuses_html_over_a_timed_file(flag: str, tmp_path: Path) -> None:
+    timed = tmp_path / "model.bin"
+    timed.write_bytes(b"model")
+    result = CliRunner().invoke(cli, ["bench", flag, str(timed), "--html", str(timed)])
+    assert result.exit_code == 2, result.output
+    assert "also an input of this run" in result.output
+    assert timed.read_bytes() == b"model"
+
+
 def _fake_export(passed: bool) -> Callable[..., SimpleNamespace]:
     """Stands in for the export pipeline: writes a tiny model where the job asks."""
 
