@@ -18,6 +18,8 @@ from ca_export.bench import BenchConfig, bench, time_interleaved
 from ca_export.errors import BadInputError
 from ca_export.pipeline import OnnxJob
 from ca_export.pipeline import bench as bench_pipeline
+from ca_export.pipeline.bench import BenchJob
+from ca_export.pipeline.ncnn import NcnnJob
 from ca_export.report import render_bench
 from cli.main import cli
 
@@ -178,7 +180,7 @@ def _fake_export(passed: bool) -> Callable[..., SimpleNamespace]:
 
 
 def test_cli_exports_stock_rewritten_and_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench_pipeline, "export_onnx", _fake_export(passed=True))
+    monkeypatch.setattr(OnnxJob, "run", _fake_export(passed=True))
     args = ["bench", "seed_ca", "--baseline", "mobilenetv2", "--input-shape", "1,8,16,16"]
     result = CliRunner().invoke(cli, [*args, "--threads", "1", "--runs", "3", "--warmup", "1"])
     assert result.exit_code == 0, result.output
@@ -189,10 +191,45 @@ def test_cli_exports_stock_rewritten_and_baseline(monkeypatch: pytest.MonkeyPatc
 
 
 def test_cli_failed_export_gate_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench_pipeline, "export_onnx", _fake_export(passed=False))
+    monkeypatch.setattr(OnnxJob, "run", _fake_export(passed=False))
     result = CliRunner().invoke(cli, ["bench", "seed_ca", "--threads", "1"])
     assert result.exit_code == 1, result.output
     assert "did not pass" in result.output
+
+
+def _fake_ncnn(refuse: str) -> Callable[..., SimpleNamespace]:
+    """Stands in for the ncnn pipeline: refuses the size-safe or the fixed-size form."""
+
+    def export_ncnn(job: NcnnJob, progress: object = None) -> SimpleNamespace:
+        if (job.dynamic and job.rewrite) == (refuse == "size-safe"):
+            raise BadInputError(f"no {refuse} form")
+        job.files[0].write_text("7767517")
+        return SimpleNamespace(passed=True, artifact={}, ca_blocks=[], passes=[])
+
+    return export_ncnn
+
+
+@pytest.mark.parametrize("refuse", ["size-safe", "fixed-size"])
+def test_ncnn_form_refused(refuse: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model that cannot be size-safe in ncnn is timed in its other forms, with a warning;
+    any other refused ncnn export fails the run."""
+    monkeypatch.setattr(OnnxJob, "run", _fake_export(passed=True))
+    monkeypatch.setattr(NcnnJob, "run", _fake_ncnn(refuse))
+    timed: list[str] = []
+
+    def fake_bench(models: dict[str, Path], *args: object, **kwargs: object) -> SimpleNamespace:
+        timed.extend(models)
+        return SimpleNamespace()
+
+    monkeypatch.setattr(bench_pipeline, "bench", fake_bench)
+    job = BenchJob("seed_ca", (1, 8, 16, 16), FAST, ncnn=True, targets=())
+    if refuse == "fixed-size":
+        with pytest.raises(BadInputError, match="no fixed-size form"):
+            bench_pipeline.run_bench(job)
+        return
+    bench_pipeline.run_bench(job)
+    assert timed == ["stock", "stock.ncnn", "fixed-size.ncnn"]
+    assert job.warnings == ["not timing the size-safe ncnn form: no size-safe form"]
 
 
 @pytest.mark.parametrize(

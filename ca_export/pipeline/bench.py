@@ -8,8 +8,8 @@ report says which passes each CA block of each export got; with ``executorch`` t
 the ``litert`` form, the baseline); with ``ncnn`` as ncnn models: stock (the pnnx
 conversion without the rewrite, gated at the traced size only, where it is right), the
 size-safe default, the ``--fixed-size`` form, and the baseline. Files the user names are
-timed as they are. A stock export that cannot be made dynamic is left out with a warning;
-every other failed export fails the run.
+timed as they are. A stock ONNX export that cannot be made dynamic, and a model that cannot
+be size-safe in ncnn, are left out with a warning; every other failed export fails the run.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 
 from ca_export.bench import BenchProgress, bench, no_progress
 from ca_export.errors import BadInputError, CheckFailedError
-from ca_export.pipeline.common import Progress, quiet
-from ca_export.pipeline.executorch import ExecutorchJob, export_executorch
-from ca_export.pipeline.litert import LiteRTJob, export_litert
-from ca_export.pipeline.ncnn import NcnnJob, export_ncnn
-from ca_export.pipeline.onnx import OnnxJob, export_onnx
+from ca_export.pipeline.common import ModelJob, Progress, quiet
+from ca_export.pipeline.executorch import ExecutorchJob
+from ca_export.pipeline.litert import LiteRTJob
+from ca_export.pipeline.ncnn import NcnnJob
+from ca_export.pipeline.onnx import OnnxJob
 from ca_export.report import ExportReport
 from ca_export.report.results import BenchConfig, BenchReport
 from ca_export.rewrites import TARGETS
@@ -66,18 +66,11 @@ class BenchJob:
             raise BadInputError("--ncnn needs MODEL")
 
 
-def _export(job: OnnxJob | ExecutorchJob | LiteRTJob | NcnnJob, progress: Progress) -> ExportReport:
-    """Export through the pipeline; a failed gate is a failed check."""
+def _export(job: ModelJob, progress: Progress) -> ExportReport:
+    """Export through the job's pipeline; a failed gate is a failed check."""
     kind = "stock" if not job.rewrite else getattr(job, "target", "rewritten")
     progress(f"export {job.model} ({kind}, {job.output.suffix or 'ncnn'})")
-    if isinstance(job, NcnnJob):
-        report = export_ncnn(job)
-    elif isinstance(job, LiteRTJob):
-        report = export_litert(job)
-    elif isinstance(job, ExecutorchJob):
-        report = export_executorch(job)
-    else:
-        report = export_onnx(job)
+    report = job.run()
     if not report.passed or report.artifact is None:
         raise CheckFailedError(f"the export of {job.model!r} did not pass its gates")
     return report
@@ -167,7 +160,13 @@ def _exports(job: BenchJob, folder: Path, progress: Progress) -> dict[str, Path]
                     rewrite=rewrite,
                     skip_passes=job.skip_passes,
                 )
-                _export(ncnn_job, progress)
+                try:
+                    _export(ncnn_job, progress)
+                except BadInputError as err:
+                    if not dynamic:
+                        raise
+                    job.warnings.append(f"not timing the size-safe ncnn form: {err}")
+                    continue
                 models[name] = ncnn_job.files[0]
     return models
 
