@@ -28,7 +28,13 @@ from ca_export.verify.metrics import Comparison, compare
 from ca_export.verify.mil.compressed import CompressedCopy, compressed_copy
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.program import MilProgram, load_program, run_program, uncovered
-from ca_export.verify.parity import CaseResult, GateResult, float64_copy, run_float64
+from ca_export.verify.parity import (
+    CaseResult,
+    GateResult,
+    float64_copy,
+    fp32_runs,
+    run_float64,
+)
 from ca_export.verify.tolerances import tolerance, user_tolerance
 
 BACKEND = "coreml-mil-numpy"
@@ -53,7 +59,7 @@ def reference_runs(
     """The reference outputs on ``x``, and per output the model's run alike the artifact.
 
     ``other`` is ``reference_copy(model, dtype)``. For fp32 the reference is the float64
-    copy's run and the alike run is the model's own; for fp16 the reference is the
+    copy's run and the alike runs are the model's own (``fp32_runs``); for fp16 the reference is the
     model's run and the alike run the fp16 copy's. Where ``other`` cannot run, the
     reference is the model's run and nothing is alike (no noise).
     """
@@ -67,7 +73,7 @@ def reference_runs(
         exact = run_float64(other, x)
     if exact is None:
         return own, [[] for _ in own]
-    return exact, [[a] for a in own]
+    return exact, fp32_runs(model, x, own)
 
 
 def reference_copy(model: nn.Module, dtype: str) -> nn.Module | None:
