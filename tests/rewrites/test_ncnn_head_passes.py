@@ -100,6 +100,15 @@ def _targets(traced: Traced) -> set[object]:
     return {n.target for n in traced.program.graph.nodes}
 
 
+def assert_same_at_every_size(program: torch.export.ExportedProgram, model: nn.Module) -> None:
+    """The rewritten program's output is bit for bit the model's at each of ``SIZES``."""
+    rewritten = program.module()
+    for size in SIZES:
+        x = example_input((1, 3, *size))
+        with torch.no_grad():
+            assert torch.equal(rewritten(x)[0], model(x)), size
+
+
 def _held(program: torch.export.ExportedProgram) -> list[str]:
     """The pinned ops a second input shape does not free."""
     return [p.op for p in ncnn.pinned_ops(program) if not p.by_shape]
@@ -118,11 +127,7 @@ def test_the_passes_rewrite_the_head_exactly_at_every_size(head: tuple[Head, Tra
     # Without a second shape pnnx resolves the views' -1 at the traced size.
     pinned = ncnn.pinned_ops(program)
     assert pinned and all(p.by_shape and p.op.startswith("aten.view") for p in pinned)
-    rewritten = program.module()
-    for size in SIZES:
-        x = example_input((1, 3, *size))
-        with torch.no_grad():
-            assert torch.equal(rewritten(x)[0], model(x)), size
+    assert_same_at_every_size(program, model)
 
 
 def test_the_passes_rewrite_the_anchor_head_exactly_at_every_size() -> None:
@@ -145,11 +150,7 @@ def test_the_passes_rewrite_the_anchor_head_exactly_at_every_size() -> None:
     targets = {n.target for n in program.graph.nodes}
     assert not targets & {aten.expand.default, aten.stack.default, aten.arange.default}
     assert _held(program) == []
-    rewritten = program.module()
-    for size in SIZES:
-        x = example_input((1, 3, *size))
-        with torch.no_grad():
-            assert torch.equal(rewritten(x)[0], model(x)), size
+    assert_same_at_every_size(program, model)
 
 
 class Stacked(nn.Module):
@@ -174,11 +175,7 @@ def test_a_stack_of_the_grids_along_the_last_axis_becomes_a_cat(dim: int) -> Non
     assert len(grid_from_map(program).applied) == 1
     targets = [n.target for n in program.graph.nodes]
     assert (aten.stack.default in targets) == (dim == 1)
-    rewritten = program.module()
-    for size in SIZES:
-        x = example_input((1, 3, *size))
-        with torch.no_grad():
-            assert torch.equal(rewritten(x)[0], model(x)), size
+    assert_same_at_every_size(program, model)
 
 
 def test_what_does_not_match_is_left_alone_with_the_reason() -> None:
