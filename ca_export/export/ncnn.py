@@ -283,13 +283,23 @@ def _symbols(value: object) -> set[Any]:
     return set()
 
 
-def pinned_ops(program: ExportedProgram, second: bool = False) -> list[str]:
-    """The ops of ``program`` that take a size computed from the input's H or W, one line
-    each (``aten.arange.default in detect``): TorchScript traces them with the traced size
-    fixed, so the converted model is right at that size only; and, unless ``second``
-    (pnnx given a second input shape, which writes a ``-1`` as a size expression), the
-    reshapes whose output's shape holds such a size (pnnx resolves even a ``-1`` at the
-    traced size). Sizes of the batch axis alone are not listed (ncnn runs one sample at a
+@dataclass(frozen=True)
+class Pinned:
+    """An op that takes a size computed from the input's H or W (``pinned_ops``)."""
+
+    op: str
+    """The op and where it is (``aten.arange.default in detect``)."""
+    by_shape: bool
+    """A reshape that holds such a size only in its output's shape: pnnx given a second
+    input shape writes its ``-1`` as a size expression."""
+
+
+def pinned_ops(program: ExportedProgram) -> list[Pinned]:
+    """The ops of ``program`` that take a size computed from the input's H or W, one
+    each: TorchScript traces them with the traced size fixed, so the converted model is
+    right at that size only; and the reshapes whose output's shape holds such a size
+    (``by_shape``; pnnx resolves even a ``-1`` at the traced size unless given a second
+    input shape). Sizes of the batch axis alone are not listed (ncnn runs one sample at a
     time)."""
     graph = program.graph
     user = set(program.graph_signature.user_inputs)
@@ -304,11 +314,13 @@ def pinned_ops(program: ExportedProgram, second: bool = False) -> list[str]:
             continue
         if node.target in _SIZE_READERS:
             continue
-        operands = [*node.args, *node.kwargs.values()]
-        if node.target in _RESHAPES and not second:
-            operands.append(list(getattr(node.meta.get("val"), "shape", ())))
-        if spatial & set().union(*(_symbols(a) for a in operands)):
+        operands = spatial & set().union(
+            *(_symbols(a) for a in [*node.args, *node.kwargs.values()])
+        )
+        shape = list(getattr(node.meta.get("val"), "shape", ())) if node.target in _RESHAPES else []
+        if operands or spatial & _symbols(shape):
             stack = node.meta.get("nn_module_stack") or {}
             where = next(reversed(stack.values()))[0] if stack else ""
-            found.append(f"{node.target}" + (f" in {where}" if where else ""))
+            op = f"{node.target}" + (f" in {where}" if where else "")
+            found.append(Pinned(op, by_shape=not operands))
     return found

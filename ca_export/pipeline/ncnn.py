@@ -13,13 +13,16 @@ sizes.
 TorchScript and pnnx fix every size the program computes from the input's H and W. In the
 size-safe form an upsample to another map's size becomes an upsample by its whole ratio
 (``rewrites.size_to_scale``), exact where H and W are multiples of a number the metadata
-records (``hw_multiple``; the input size must be one, and ``verify`` refuses others). An
-anchor-free head's grid, stride fill and flattening views are read from the feature maps
-(``rewrites.grid_from_map``, ``fill_from_map``, ``reshape_minus_one``), and pnnx is given
-a second input shape, with which it writes a ``-1`` reshape as a size expression. Any
-other op that takes such a size (an ``expand`` to a feature map's size, a reshape holding
-both H and W, ``export.ncnn.pinned_ops``) cannot stay size-safe through pnnx: the command
-exits 2 before converting, naming the ops and suggesting ``--fixed-size``.
+records (``hw_multiple``; the input size must be one, and ``verify`` refuses others). A
+detection head's grid, stride fill and flattening views are read from the feature maps,
+its per-anchor view of the channels becomes a channel split and its expands to a map's
+size are dropped where their readers broadcast anyway (``HEAD_PASSES``: ``rewrites.grid_from_map``,
+``fill_from_map``, ``split_view``, ``broadcast_expand``, ``reshape_minus_one``), and pnnx
+is given a second input shape, with which it writes a ``-1`` reshape as a size
+expression. Any other op that takes such a size (``export.ncnn.pinned_ops``: an
+``expand`` read by another op, a reshape holding both H and W that splits no channels)
+cannot stay size-safe through pnnx: the command exits 2 before converting, naming the
+ops and suggesting ``--fixed-size``.
 
 The program goes through TorchScript to pnnx (``export.ncnn.convert``) with fp32 weights,
 and ncnn runs it with fp16 storage off (``verify.ncnn_runtime``): the exact gate in fp32.
@@ -54,10 +57,12 @@ from ca_export.pipeline.common import (
 from ca_export.report import Check, ExportReport
 from ca_export.report.figures import LossyFigures, NcnnFigures, ValueFigures
 from ca_export.rewrites import scale_upsamples
+from ca_export.rewrites.broadcast_expand import broadcast_expand
 from ca_export.rewrites.fill_from_map import fill_from_map
 from ca_export.rewrites.grid_from_map import grid_from_map
 from ca_export.rewrites.reshape_minus_one import reshape_minus_one
 from ca_export.rewrites.size_to_scale import multiple as exact_multiple
+from ca_export.rewrites.split_view import split_view
 from ca_export.tracing import example_input
 from ca_export.verify.lossy import GATE_SEEDS, lossy_gate, torch_runner
 from ca_export.verify.ncnn_runtime import NcnnRunner
@@ -65,6 +70,9 @@ from ca_export.verify.parity import GateResult, gate_inputs, runner_gate
 from ca_export.verify.tolerances import tolerance, user_tolerance
 
 FORM = "ncnn"
+HEAD_PASSES = (grid_from_map, fill_from_map, split_view, broadcast_expand, reshape_minus_one)
+"""The size-safe passes outside CA blocks, in order: ``split_view`` takes the views
+``reshape_minus_one`` cannot, ``broadcast_expand`` the expands of the grids."""
 PRECISIONS = ("fp32", "fp16")
 FP16_METHOD = "fp16 weights (pnnx), fp16 storage and arithmetic in ncnn, fp32 inputs and outputs"
 
@@ -120,13 +128,12 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
         job.model, __version__, "ncnn", list(job.input_shape), job.dynamic, job.rewrite
     )
     prepared = job.prepare(stage, report, form=FORM)
-    multiple = keep_sizes(job, prepared, report) if job.dynamic else (1, 1)
+    sizes = keep_sizes(job, prepared, report) if job.dynamic else SizeSafe()
+    multiple = sizes.multiple
     _, c, h, w = job.input_shape
     with stage("convert"):
         example = example_input((1, c, h, w))
-        converted = ncnn.convert(
-            prepared.program.module(), example, second=second_shape(job, prepared)
-        )
+        converted = ncnn.convert(prepared.program.module(), example, second=sizes.second)
         layers = ncnn.parse_param(converted.param)
     report.op_counts_after = ncnn.layer_counts(layers)
     structure = structure_check(layers, job.fixed_size, tuple(job.input_shape), multiple)
@@ -154,7 +161,8 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
             if pinned is not None:
                 report.warnings.append(pinned)
         if job.precision == "fp16" and report.passed:
-            converted = lower_fp16(job, prepared, staged_param, staged_bin, stage, report)
+            files = (staged_param, staged_bin)
+            converted = lower_fp16(job, prepared, sizes.second, files, stage, report)
         if report.passed:
             with stage("write"):
                 publish(staged_param, param)
@@ -171,16 +179,31 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
     return report
 
 
-def keep_sizes(job: NcnnJob, prepared: Prepared, report: ExportReport) -> tuple[int, int]:
-    """Make the size-safe program's upsamples follow the input size (by scale factor); the
-    H and W multiples they are exact at. Exit 2 (``BadInputError``) where the input
-    size is not such a multiple, or where another op would hold the traced size in ncnn."""
+@dataclass(frozen=True)
+class SizeSafe:
+    """How a converted model follows the input size: the H and W multiples it is exact at,
+    and the second input shape pnnx is given (None: none needed, or ``--fixed-size``)."""
+
+    multiple: tuple[int, int] = (1, 1)
+    second: tuple[int, ...] | None = None
+
+
+def keep_sizes(job: NcnnJob, prepared: Prepared, report: ExportReport) -> SizeSafe:
+    """Make the size-safe program's upsamples follow the input size (by scale factor) and
+    its head read its sizes from the maps (``HEAD_PASSES``). Exit 2 (``BadInputError``)
+    where the input size is not a multiple the upsamples are exact at, or where another op
+    would hold the traced size in ncnn.
+
+    pnnx is given a second input shape where a reshape's output holds the input's H or W
+    (twice the height and three times the width, or twice both for a model of square
+    inputs: multiples of whatever H and W are): its ``-1`` then follows the input size."""
     scaled = scale_upsamples(prepared.program)
     report.notices += [f"upsample {node}: {change}" for node, change in scaled.applied.items()]
-    for head_pass in (grid_from_map, fill_from_map, reshape_minus_one):
+    for head_pass in HEAD_PASSES:
         done = head_pass(prepared.program)
         report.notices += [f"{done.name} {node}: {change}" for node, change in done.applied.items()]
-    pinned = list(dict.fromkeys(ncnn.pinned_ops(prepared.program, second=True)))
+    found = ncnn.pinned_ops(prepared.program)
+    pinned = list(dict.fromkeys(p.op for p in found if not p.by_shape))
     if pinned:
         left = "".join(f" ({op}: {why})" for op, why in scaled.skipped.items())
         raise BadInputError(
@@ -188,10 +211,11 @@ def keep_sizes(job: NcnnJob, prepared: Prepared, report: ExportReport) -> tuple[
             f"traced size in {', '.join(pinned)}{left}; convert with --fixed-size at the size "
             "you run"
         )
+    _, c, h, w = job.input_shape
+    second = (1, c, 2 * h, (2 if prepared.square_only else 3) * w) if found else None
     mh, mw = exact_multiple(scaled)
     if (mh, mw) == (1, 1):
-        return mh, mw
-    _, _, h, w = job.input_shape
+        return SizeSafe(second=second)
     if h % mh or w % mw:
         raise BadInputError(
             f"{job.model} is size-safe in ncnn only where H is a multiple of {mh} and W of "
@@ -202,37 +226,25 @@ def keep_sizes(job: NcnnJob, prepared: Prepared, report: ExportReport) -> tuple[
         f"the model is exact where H is a multiple of {mh} and W of {mw} (recorded as "
         "hw_multiple in the metadata; verify checks it); ncnn runs other sizes without an error"
     )
-    return mh, mw
-
-
-def second_shape(job: NcnnJob, prepared: Prepared) -> tuple[int, ...] | None:
-    """The second input shape pnnx is given for a size-safe model with a reshape whose
-    output holds the input's H or W (twice the height and three times the width, or twice
-    both for a model of square inputs: multiples of whatever H and W are): its ``-1`` then
-    follows the input size. None for a ``--fixed-size`` model or one without such a
-    reshape (converted as it always was)."""
-    if job.fixed_size or not ncnn.pinned_ops(prepared.program):
-        return None
-    _, c, h, w = job.input_shape
-    return (1, c, 2 * h, (2 if prepared.square_only else 3) * w)
+    return SizeSafe((mh, mw), second)
 
 
 def lower_fp16(
     job: NcnnJob,
     prepared: Prepared,
-    param: Path,
-    weights: Path,
+    second: tuple[int, ...] | None,
+    files: tuple[Path, Path],
     stage: Stages,
     report: ExportReport,
 ) -> ncnn.Converted:
-    """Convert again with fp16 weights into ``param``/``weights`` and record the lossy
-    gate of it, run with fp16 storage and arithmetic, as the ``precision`` check."""
+    """Convert again with fp16 weights (and pnnx's ``second`` input shape) into ``files``
+    (param, weights) and record the lossy gate of it, run with fp16 storage and
+    arithmetic, as the ``precision`` check."""
     _, c, h, w = job.input_shape
+    param, weights = files
     with stage("fp16"):
         example = example_input((1, c, h, w))
-        converted = ncnn.convert(
-            prepared.program.module(), example, True, second_shape(job, prepared)
-        )
+        converted = ncnn.convert(prepared.program.module(), example, True, second)
         param.write_text(converted.param)
         weights.write_bytes(converted.weights)
     with stage("lossy gate"):

@@ -11,7 +11,9 @@ the grid instead, element for element the same values. The ones map is
 ``fmap[0, :1] * 0 + 1`` (``[1, h, w]``): a non-finite value in ``fmap``'s first channel
 turns the rest of its row or column of the grid non-finite. A ``stack`` of the two
 meshgrid outputs along dim 0 becomes a ``cat`` of the ``[1, h, w]`` planes (pnnx cannot
-write that stack of 2-D maps for ncnn); any other reader reads the plane squeezed.
+write that stack of 2-D maps for ncnn); one along their last axis (an anchor-based
+head's ``[h, w, 2]`` grid) a ``cat`` of the planes given a last axis, ``[1, h, w, 2]``,
+squeezed to ``[h, w, 2]``. Any other reader reads the plane squeezed.
 
 Before::
 
@@ -24,6 +26,11 @@ After::
       ┌─────────────────────────────────────────────────────────────┘
       ├── cumsum(·, 1) ── sub(·, 1) ── add(·, 0.5) ──┐
       └── cumsum(·, 2) ── sub(·, 1) ── add(·, 0.5) ──┴── cat(dim 0)
+
+A stack along the last axis (``stack(dim 2)`` of the two outputs), after::
+
+    plane y ── unsqueeze(·, 3) ──┐
+    plane x ── unsqueeze(·, 3) ──┴── cat(dim 3) ── squeeze(·, 0)
 
 Match rules: ``aten.meshgrid`` with ``ij`` indexing of two 1-D float inputs, each an
 ``arange(n)`` of a symbolic size followed by ``add``/``sub``/``mul``/``div`` with a
@@ -109,19 +116,34 @@ def _chain(node: Node) -> tuple[Node, list[tuple[Any, object]]]:
     return node, ops[::-1]
 
 
+def _stacked(graph: Graph, planes: list[Node], axis: int) -> Node:
+    """The stack of the ``[h, w]`` grids along dim 0 (``axis`` 0) or their last (``axis``
+    3), as a ``cat`` of their ``[1, h, w]`` planes."""
+    if axis == 0:
+        return add_op(graph, aten.cat.default, planes, 0)
+    columns = [add_op(graph, aten.unsqueeze.default, p, axis) for p in planes]
+    return add_op(graph, aten.squeeze.dim, add_op(graph, aten.cat.default, columns, axis), 0)
+
+
 def _replace_outputs(graph: Graph, grid: Node, planes: list[Node]) -> None:
     """Let the meshgrid's readers read the ``[1, h, w]`` planes: a ``stack`` of its
-    outputs along dim 0 becomes a ``cat`` of the planes, any other reader a ``squeeze``."""
+    outputs along dim 0 or their last becomes a ``cat`` of the planes (``_stacked``), any
+    other reader a ``squeeze``."""
     items = {u: int(cast(int, u.args[1])) for u in grid.users if u.target is operator.getitem}
     for item, index in items.items():
         for user in list(item.users):
             stacked = user.args[0] if user.target is aten.stack.default else ()
             dim = user.args[1] if len(user.args) > 1 else 0
-            tensors = list(stacked) if isinstance(stacked, (list, tuple)) and dim == 0 else []
-            if tensors and all(isinstance(t, Node) and t in items for t in tensors):
+            axis = {0: 0, 2: 3, -1: 3}.get(cast(int, dim))
+            tensors = list(stacked) if isinstance(stacked, (list, tuple)) else []
+            if (
+                axis is not None
+                and tensors
+                and all(isinstance(t, Node) and t in items for t in tensors)
+            ):
                 with graph.inserting_before(user):
                     joined = [planes[items[cast(Node, t)]] for t in tensors]
-                    user.replace_all_uses_with(add_op(graph, aten.cat.default, joined, 0))
+                    user.replace_all_uses_with(_stacked(graph, joined, axis))
         if item.users:
             with graph.inserting_before(item):
                 item.replace_all_uses_with(add_op(graph, aten.squeeze.dim, planes[index], 0))

@@ -48,7 +48,7 @@ def spatial_symbols(program: ExportedProgram) -> set[Any]:
     return found
 
 
-def _depends(size: object, spatial: set[Any]) -> bool:
+def depends(size: object, spatial: set[Any]) -> bool:
     """Whether a size operand (a node holding a SymInt, or a SymInt) uses ``spatial``."""
     val = size.meta.get("val") if isinstance(size, torch.fx.Node) else size
     return isinstance(val, torch.SymInt) and bool(val.node.expr.free_symbols & spatial)
@@ -63,7 +63,7 @@ def reshape_minus_one(program: ExportedProgram) -> PassResult:
         if node.target not in RESHAPES or len(node.args) != 2:
             continue
         sizes = list(node.args[1])
-        held = [i for i, s in enumerate(sizes) if _depends(s, spatial)]
+        held = [i for i, s in enumerate(sizes) if depends(s, spatial)]
         if not held:
             continue
         if len(held) > 1 or -1 in sizes:
