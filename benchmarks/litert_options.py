@@ -9,7 +9,7 @@ if it applies to the no-CA net as well, so each is reported as the ratio over th
 under the same option. The file is what ships; options are the app's, so this only notes
 them.
 
-    python -m benchmarks.litert_options --cache /tmp/litert-bench --runs 1000
+    python -m benchmarks.litert_options --cache /tmp/litert-bench --runs 2500
 """
 
 from __future__ import annotations
