@@ -16,6 +16,9 @@ same CA, written another way; gated: max abs error over max |ref| against PyTorc
 - ``cat stem``: MEAN strips, the W strip reshaped to ``[B, C, W, 1]``, conv1 + BN + h_swish
   once on their concat, split, the W part reshaped back (the official block's shared stem
   without its permutes): one conv1 per block instead of two;
+- ``grouped stem``: both strips side by side on channels (square maps only), conv1 + BN
+  + h_swish as one grouped conv (the weights twice), the gate convs as one grouped conv,
+  one sigmoid, split: two convs per block instead of four;
 - ``xnnpack form``: ca-export's ``xnnpack`` form (AVERAGE_POOL_2D strips, HARD_SWISH).
 
 Static int8 (``int8``): the no-CA net, the ``litert`` form and the ``xnnpack`` form
@@ -135,6 +138,23 @@ def cat_stem(ca: CoordAtt, x: torch.Tensor) -> torch.Tensor:
     return x * (a_h * a_w)
 
 
+def grouped_stem(ca: CoordAtt, x: torch.Tensor) -> torch.Tensor:
+    c, w = x.shape[1], x.shape[3]
+    x_w = x.mean(2, keepdim=True).reshape(1, c, w, 1)
+    pair = torch.cat([x.mean(3, keepdim=True), x_w], 1)
+    bn = ca.bn1
+    stats = [torch.cat([t, t]) for t in (bn.running_mean, bn.running_var, bn.weight, bn.bias)]
+    conv1 = torch.cat([ca.conv1.weight, ca.conv1.weight]), torch.cat([ca.conv1.bias] * 2)
+    y = F.batch_norm(F.conv2d(pair, *conv1, groups=2), *stats, False, 0.0, bn.eps)
+    y = ca.act(y)
+    gates = (
+        torch.cat([ca.conv_h.weight, ca.conv_w.weight]),
+        torch.cat([ca.conv_h.bias, ca.conv_w.bias]),
+    )
+    a_h, a_w = torch.split(F.conv2d(y, *gates, groups=2).sigmoid(), [c, c], 1)
+    return x * (a_h * a_w.reshape(1, c, 1, w))
+
+
 def identity(ca: CoordAtt, x: torch.Tensor) -> torch.Tensor:
     return x
 
@@ -184,6 +204,7 @@ BODIES: dict[str, tuple[Callable[[CoordAtt, torch.Tensor], torch.Tensor], bool]]
     "mean pools": (mean_pools, True),
     "outer mean": (outer_mean, True),
     "cat stem": (cat_stem, True),
+    "grouped stem": (grouped_stem, True),
     "identity": (identity, False),
     "muls": (muls, False),
     "floor": (floor, False),
