@@ -7,6 +7,7 @@ import importlib
 from dataclasses import dataclass
 
 from ca_export.errors import BadInputError
+from ca_export.silence import silenced
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,12 @@ class Extra:
         return f'{self.what} not installed; install the extra: pip install -e ".[{self.name}]"'
 
     def available(self) -> bool:
-        """Whether every module of the extra imports."""
+        """Whether every module of the extra imports (what they print on import is
+        dropped)."""
         try:
-            for module in self.modules:
-                importlib.import_module(module)
+            with silenced():
+                for module in self.modules:
+                    importlib.import_module(module)
         except ImportError:
             return False
         return True

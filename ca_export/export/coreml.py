@@ -31,6 +31,7 @@ from ca_export import interrupts
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.files import space_note
 from ca_export.fx import owning_block
+from ca_export.silence import silenced
 
 EXTENSIONS = {"mlprogram": ".mlpackage", "neuralnetwork": ".mlmodel"}
 PRECISIONS = {"fp16": "float16", "fp32": "float32"}
@@ -128,9 +129,11 @@ class InputSpec:
 
 
 def coremltools() -> Any:
-    """coremltools, imported on first use with its import-time warnings silenced."""
+    """coremltools, imported on first use with its import-time warnings and what it
+    prints on import (torchao's, where the LiteRT extra installed it) silenced."""
     logging.getLogger("coremltools").setLevel(logging.ERROR)
-    import coremltools as ct
+    with silenced():
+        import coremltools as ct
 
     return ct
 

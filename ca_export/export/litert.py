@@ -20,10 +20,6 @@ and its absence is one clear error.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +31,7 @@ from torch.export import ExportedProgram
 
 from ca_export.errors import BadInputError
 from ca_export.extras import Extra
+from ca_export.silence import silenced
 
 BACKEND = "litert-xnnpack"
 EXTRA = Extra("litert", "LiteRT is", ("ai_edge_litert.interpreter", "litert_torch"))
@@ -51,12 +48,12 @@ def convert(
     """``program`` as a .tflite flatbuffer; with ``channels_last_io``, NHWC input and 4-D
     outputs (``example`` stays NCHW)."""
     EXTRA.require()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import litert_torch
 
     litert_torch.config.show_progress = False
-    logging.getLogger("litert_torch").setLevel(logging.ERROR)
     module: torch.nn.Module = program.module()
+    for part in module.modules():
+        part.training = False  # the program was exported from the model in eval mode
     sample = example
     if channels_last_io:
         with torch.no_grad():
@@ -66,7 +63,7 @@ def convert(
         module = litert_torch.to_channel_last_io(module, args=[0], outputs=maps)
         sample = example.permute(0, 2, 3, 1).contiguous()
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with silenced():
             return bytes(litert_torch.convert(module, (sample,)).model_content())
     except Exception as err:
         raise BadInputError(
@@ -95,7 +92,7 @@ def quantize(
 
     ops = qtyping.TFLOperationName.ALL_SUPPORTED
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with silenced():
             tool = quantizer.Quantizer(buffer)
             if kind == "fp16":
                 tool.add_weight_only_config(
@@ -178,7 +175,7 @@ def _interpreter(buffer: bytes, threads: int = 1) -> Any:
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        with contextlib.redirect_stderr(io.StringIO()):
+        with silenced():
             interpreter = Interpreter(model_content=buffer, num_threads=threads)
             interpreter.allocate_tensors()
     except Exception as err:

@@ -16,7 +16,6 @@ values its fp16 constants were rounded from; see ``verify.mil.fp32_arithmetic``)
 from __future__ import annotations
 
 import inspect
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ca_export.errors import BadInputError
+from ca_export.export.coreml import coremltools
 from ca_export.verify.mil.network import KINDS as NETWORK_KINDS
 from ca_export.verify.mil.network import NetworkProgram
 from ca_export.verify.mil.ops import OPS, Unsupported
@@ -76,8 +76,7 @@ class MilProgram:
 
 def load_program(path: Path) -> MilProgram | NetworkProgram:
     """Load a saved ``.mlpackage`` back as MIL; a neural network is read as its layers."""
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
-    import coremltools as ct
+    ct = coremltools()
     from coremltools.converters.mil.frontend.milproto.load import load
 
     if not path.exists():
