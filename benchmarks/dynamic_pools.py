@@ -46,9 +46,7 @@ ONNX Runtime's per-op time in the blocked layout.
 from __future__ import annotations
 
 import sys
-import tempfile
 import warnings
-from argparse import ArgumentParser
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +55,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
+from benchmarks import harness
 from ca_export.bench import BenchConfig, bench
 from ca_export.pipeline import OnnxJob, export_onnx
 from ca_export.report import render_bench
@@ -397,16 +396,11 @@ def check(reference: Path, candidate: Path, sizes: tuple[tuple[int, ...], ...] =
 
 
 def main() -> None:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, help="reuse/keep exports in this folder")
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--runs", type=int, default=200)
+    parser = harness.parser(__doc__, runs=200, what="exports")
     parser.add_argument("--profile-runs", type=int, default=0, help="ORT per-op profile runs")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    with tempfile.TemporaryDirectory() as temp:
-        folder = args.cache or Path(temp)
-        folder.mkdir(parents=True, exist_ok=True)
+    with harness.work_folder(args.cache) as folder:
         paths: dict[str, Path] = {}
         for name, spec in (("no-CA", BASELINE), ("reducemean", MODEL)):
             path = folder / f"{name}-dyn.onnx"

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import warnings
-from argparse import ArgumentParser, Namespace
+from argparse import Namespace
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from benchmarks import harness
 from ca_export.bench import BenchConfig, BenchReport, bench
 from ca_export.export import executorch as et
 from ca_export.loading import load_model
@@ -72,11 +72,8 @@ def cached(folder: Path, stem: str, make: Callable[[], Any]) -> tuple[Path, dict
 
 def arguments(doc: str) -> Namespace:
     """The options both ExecuTorch benchmarks take."""
-    parser = ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, help="reuse/keep the .pte programs in this folder")
-    parser.add_argument("--size", type=int, default=224)
+    parser = harness.parser(doc, runs=200, what="the .pte programs")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--min-time", type=float, default=0.0)
     return parser.parse_args()
 
@@ -87,9 +84,7 @@ def lower_and_time(
     """Lower every program (into ``--cache`` or a temporary folder), then time them all in
     ExecuTorch, interleaved, at ``--size``."""
     warnings.filterwarnings("ignore")
-    with tempfile.TemporaryDirectory() as temp:
-        folder = args.cache or Path(temp)
-        folder.mkdir(parents=True, exist_ok=True)
+    with harness.work_folder(args.cache) as folder:
         lowered = {name: lower(name, folder) for name in names}
         config = BenchConfig(20, args.runs, args.min_time, (args.threads,), profile_runs=0)
         paths = {name: path for name, (path, _) in lowered.items()}

@@ -15,9 +15,7 @@ one's p50 over the opset-14 file's:
 from __future__ import annotations
 
 import sys
-import tempfile
 import warnings
-from argparse import ArgumentParser
 from pathlib import Path
 from unittest import mock
 
@@ -26,6 +24,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+from benchmarks import harness
 from ca_export.bench import BenchConfig, bench
 from ca_export.export import opset
 from ca_export.pipeline import OnnxJob, export_onnx
@@ -88,16 +87,11 @@ def same_outputs(paths: dict[str, Path], size: int) -> float:
 
 
 def main() -> None:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, help="reuse/keep the export in this folder")
-    parser.add_argument("--size", type=int, default=224)
+    parser = harness.parser(__doc__, runs=200, what="the export")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    with tempfile.TemporaryDirectory() as temp:
-        folder = args.cache or Path(temp)
-        folder.mkdir(parents=True, exist_ok=True)
+    with harness.work_folder(args.cache) as folder:
         source = folder / f"{MODEL}-{args.size}-op18.onnx"
         if not source.is_file():
             print(f"exporting {MODEL} ...", file=sys.stderr, flush=True)

@@ -55,9 +55,8 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import warnings
-from argparse import ArgumentParser, Namespace
+from argparse import Namespace
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks import harness
 from ca_export.bench import BenchConfig, bench
 from ca_export.export import litert as lt
 from ca_export.loading import load_model
@@ -301,10 +301,7 @@ def interleaved(paths: dict[str, Path], runs: int) -> dict[str, np.ndarray]:
 
 
 def arguments() -> Namespace:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, help="reuse/keep the files in this folder")
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--runs", type=int, default=300)
+    parser = harness.parser(__doc__, runs=300)
     parser.add_argument(
         "--forms",
         default=",".join([*BODIES, "int8"]),
@@ -316,9 +313,7 @@ def arguments() -> Namespace:
 def main() -> None:
     args = arguments()
     warnings.filterwarnings("ignore")
-    with tempfile.TemporaryDirectory() as temp:
-        folder = args.cache or Path(temp)
-        folder.mkdir(parents=True, exist_ok=True)
+    with harness.work_folder(args.cache) as folder:
         chosen = args.forms.split(",")
         names = ["no-CA", "litert", "xnnpack form", *(n for n in BODIES if n in chosen)]
         names += [n for n in INT8 if "int8" in chosen]

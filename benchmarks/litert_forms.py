@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import warnings
-from argparse import ArgumentParser, Namespace
+from argparse import Namespace
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks import harness
 from benchmarks.litert_floor import interleaved
 from ca_export.export import executorch as et
 from ca_export.export import litert as lt
@@ -105,10 +105,7 @@ def lower(name: str, folder: Path, size: int) -> Path:
 
 
 def arguments() -> Namespace:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, help="reuse/keep the files in this folder")
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--runs", type=int, default=200)
+    parser = harness.parser(__doc__, runs=200)
     parser.add_argument(
         "--forms",
         default=",".join(VARIANTS),
@@ -121,9 +118,7 @@ def arguments() -> Namespace:
 def main() -> None:
     args = arguments()
     warnings.filterwarnings("ignore")
-    with tempfile.TemporaryDirectory() as temp:
-        folder = args.cache or Path(temp)
-        folder.mkdir(parents=True, exist_ok=True)
+    with harness.work_folder(args.cache) as folder:
         chosen = set(args.forms.split(",")) | set(ALWAYS)
         files = {name: convert(name, folder, args.size) for name in VARIANTS if name in chosen}
         paths = {name: path for name, (path, _) in files.items()}

@@ -14,13 +14,13 @@ them.
 
 from __future__ import annotations
 
-import tempfile
 import warnings
-from argparse import ArgumentParser, Namespace
+from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks import harness
 from benchmarks.litert_forms import convert
 from ca_export.bench import PteInput, RunnerSession, time_interleaved
 from ca_export.report.results import BenchConfig
@@ -51,19 +51,14 @@ def session(path: Path, options: dict[str, bool]) -> RunnerSession:
 
 
 def arguments() -> Namespace:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, help="reuse/keep the files in this folder")
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--runs", type=int, default=500)
+    parser = harness.parser(__doc__, runs=500)
     return parser.parse_args()
 
 
 def main() -> None:
     args = arguments()
     warnings.filterwarnings("ignore")
-    with tempfile.TemporaryDirectory() as temp:
-        folder = args.cache or Path(temp)
-        folder.mkdir(parents=True, exist_ok=True)
+    with harness.work_folder(args.cache) as folder:
         paths = {name: convert(name, folder, args.size)[0] for name in FILES}
         sessions = {
             (name, option): session(path, OPTIONS[option])

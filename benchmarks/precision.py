@@ -14,15 +14,14 @@ It times formats; whether each passes the lossy gate is ``ca-export onnx``'s bus
 from __future__ import annotations
 
 import sys
-import tempfile
 import warnings
-from argparse import ArgumentParser
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from benchmarks import harness
 from ca_export.bench import BenchConfig, Timing, time_interleaved
 from ca_export.export.precision import seeded_calibration, to_fp16, to_int8
 from ca_export.pipeline import OnnxJob, export_onnx
@@ -71,11 +70,8 @@ def session(path: Path, level: ort.GraphOptimizationLevel, threads: int) -> ort.
 
 
 def main() -> None:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, help="reuse/keep the models in this folder")
-    parser.add_argument("--size", type=int, default=224)
+    parser = harness.parser(__doc__, runs=200, what="the models")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--min-time", type=float, default=0.0)
     parser.add_argument(
         "--keep-fp32", default=",".join(f"features.{i}" for i in range(6)), help="modules, comma"
@@ -83,9 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     keep = [m for m in args.keep_fp32.split(",") if m]
-    with tempfile.TemporaryDirectory() as temp:
-        folder = args.cache or Path(temp)
-        folder.mkdir(parents=True, exist_ok=True)
+    with harness.work_folder(args.cache) as folder:
         paths = variants(folder, args.size, keep)
         sessions = {
             f"{name}/{level}": session(path, opt, args.threads)

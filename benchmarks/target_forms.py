@@ -16,11 +16,11 @@ layout's target to. Ratios are the result; absolute milliseconds depend on the m
 from __future__ import annotations
 
 import sys
-import tempfile
 import warnings
-from argparse import ArgumentParser, Namespace
+from argparse import Namespace
 from pathlib import Path
 
+from benchmarks import harness
 from ca_export.bench import BenchConfig, bench
 from ca_export.pipeline import OnnxJob, export_onnx
 from ca_export.report import render_bench
@@ -67,11 +67,8 @@ def export(name: str, spec: Variant, folder: Path, args: Namespace) -> Path:
 
 
 def main() -> None:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, help="reuse/keep exports in this folder")
-    parser.add_argument("--size", type=int, default=224)
+    parser = harness.parser(__doc__, runs=200, what="exports")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--min-time", type=float, default=0.0)
     parser.add_argument("--dynamic", action="store_true", help="dynamic H/W exports")
     parser.add_argument("--ablations", action="store_true", help="also the onnx form less a pass")
@@ -80,9 +77,7 @@ def main() -> None:
     variants = VARIANTS | (ABLATIONS if args.ablations else {})
     if args.dynamic:
         variants.pop("stock")  # the stock dynamic export fails (adaptive pools)
-    with tempfile.TemporaryDirectory() as temp:
-        folder = args.cache or Path(temp)
-        folder.mkdir(parents=True, exist_ok=True)
+    with harness.work_folder(args.cache) as folder:
         paths = {name: export(name, spec, folder, args) for name, spec in variants.items()}
         config = BenchConfig(20, args.runs, args.min_time, (args.threads,), profile_runs=0)
         report = bench(paths, (1, 3, args.size, args.size), config)

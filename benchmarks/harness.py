@@ -1,0 +1,28 @@
+"""What the benchmark scripts share: the ``--cache``, ``--size`` and ``--runs`` options
+and the folder their files go to."""
+
+from __future__ import annotations
+
+import tempfile
+from argparse import ArgumentParser
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def parser(doc: str | None, runs: int, what: str = "the files") -> ArgumentParser:
+    """A parser described by ``doc``'s first paragraph, with the shared options."""
+    made = ArgumentParser(description=(doc or "").split("\n\n")[0])
+    made.add_argument("--cache", type=Path, help=f"reuse/keep {what} in this folder")
+    made.add_argument("--size", type=int, default=224)
+    made.add_argument("--runs", type=int, default=runs)
+    return made
+
+
+@contextmanager
+def work_folder(cache: Path | None) -> Iterator[Path]:
+    """``cache``, made if missing and kept, or a temporary folder removed after the block."""
+    with tempfile.TemporaryDirectory() as temp:
+        folder = cache or Path(temp)
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
