@@ -12,10 +12,13 @@ multiplies read, in ncnn's packed layout, as the full run leaves it) and timed u
 - ``out``: the block's output (the gates and both broadcasting multiplies).
 
 ``convs`` is gates minus strips, ``multiplies`` out minus gates. All jobs and the full
-no-CA net run in one interleaved run (``ca_export.bench.time_interleaved``, one thread,
-fp32, Winograd on, as ``bench`` runs ncnn); each stage's sum over the blocks is printed as
-a share of the no-CA net's p50, next to the full forms' own ratios. A block fed alone runs
-with warmer caches than inside the net, so sums are a little under the full-run figures.
+nets run in one interleaved run (``ca_export.bench.time_interleaved``, one thread, fp32,
+Winograd on, as ``bench`` runs ncnn; ``--clock thread`` for CPU time); each stage's sum
+over the blocks is printed as a share of the no-CA net's p50, next to the full forms' own
+ratios. Each block job runs
+``REPEAT`` times per timed call, so that ``x`` is mostly as warm as the net leaves it (the
+dwconv before the block has just written it); the stage sums still come out above the
+whole-net ratios (per-call extractor overhead, and ``x`` colder on the first of the runs).
 
     python -m benchmarks.ncnn_blocks --cache /tmp/ncnn-forms --runs 300
 """
@@ -33,7 +36,7 @@ import ncnn as ncnn_runtime
 import numpy as np
 
 from benchmarks.ncnn_forms import convert
-from ca_export.bench import PteInput, time_interleaved
+from ca_export.bench import CLOCKS, PteInput, time_interleaved
 from ca_export.export import ncnn
 from ca_export.export.ncnn import Layer, parse_param
 from ca_export.report.results import BenchConfig
@@ -42,24 +45,30 @@ from ca_export.verify.ncnn_runtime import NcnnRunner
 
 FORMS = {"default": "ncnn (default, dynamic)", "fixed": "ncnn --fixed-size"}
 STAGES = ("strips", "convs", "multiplies")
+REPEAT = 4
+"""Runs per timed call: after the first, ``x`` is as warm as the net leaves it."""
 
 
 class Job:
     """One block's blobs extracted from its input; ``run`` has the call an ORT session has."""
 
-    def __init__(self, runner: NcnnRunner, x: str, x_mat: Any, blobs: list[str]) -> None:
+    def __init__(
+        self, runner: NcnnRunner, x: str, x_mat: Any, blobs: list[str], repeat: int = 1
+    ) -> None:
         self.net, self.x, self.x_mat, self.blobs = runner.net, x, x_mat, blobs
+        self.repeat = repeat
 
     def get_inputs(self) -> list[PteInput]:
         """No input of its own: the block's input is held."""
         return [PteInput("unused", [1])]
 
     def run(self, _: None, feeds: dict[str, np.ndarray], /) -> list[np.ndarray]:
-        """Feed the block's input, extract its blobs (raw, no unpacking)."""
-        extractor = self.net.create_extractor()
-        extractor.input(self.x, self.x_mat)
-        for blob in self.blobs:
-            extractor.extract(blob, 1)
+        """``repeat`` times: feed the block's input, extract its blobs (raw, no unpacking)."""
+        for _ in range(self.repeat):
+            extractor = self.net.create_extractor()
+            extractor.input(self.x, self.x_mat)
+            for blob in self.blobs:
+                extractor.extract(blob, 1)
         return []
 
 
@@ -88,6 +97,12 @@ def main() -> None:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", type=Path, help="reuse/keep the ncnn files in this folder")
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="thread: CPU time of the timing thread (ncnn on one thread; steadier under load)",
+    )
     parser.add_argument("--runs", type=int, default=300)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -107,13 +122,15 @@ def main() -> None:
             _, x_mat = extractor.extract(block["x"][0], 1)
             shapes[f"{name} {k}"] = [str(x_mat.c * x_mat.elempack), str(x_mat.h), str(x_mat.w)]
             for stage, blobs in block.items():
-                sessions[f"{name} {k} {stage}"] = Job(runner, block["x"][0], x_mat.clone(), blobs)
+                job = Job(runner, block["x"][0], x_mat.clone(), blobs, REPEAT)
+                sessions[f"{name} {k} {stage}"] = job
     feeds = {name: {"unused": np.zeros(1, np.float32)} for name in sessions}
     config = BenchConfig(runs=args.runs, threads=(1,), profile_runs=0)
-    times = time_interleaved(sessions, feeds, config)
-    p50 = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
+    times = time_interleaved(sessions, feeds, config, clock=CLOCKS[args.clock])
+    p50 = {name: float(np.median(t)) * 1e3 / sessions[name].repeat for name, t in times.items()}
     base = p50["no-CA"]
-    print(f"MobileNetV2-CA in ncnn at {s}x{s}, 1 thread, {args.runs} interleaved runs")
+    runs = f"{args.runs} interleaved runs, {args.clock} clock"
+    print(f"MobileNetV2-CA in ncnn at {s}x{s}, 1 thread, {runs}")
     print(f"no-CA net p50 {base:.2f} ms; stages in us per block (x alone subtracted)\n")
     for name in FORMS:
         print(f"{name} form, whole net {p50[name] / base - 1:+.1%} over no-CA:\n")
