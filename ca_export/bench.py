@@ -52,6 +52,9 @@ DTYPES = {
 }
 
 
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "thread": time.thread_time}
+"""Timers by name (``time_interleaved``): wall time, or CPU time of the timing thread."""
+
 LAYOUTS = {
     "blocked": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     "plain": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -220,14 +223,20 @@ def time_interleaved(
     config: BenchConfig,
     progress: BenchProgress = no_progress,
     label: str = "",
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
-    """Per-run wall times (s) of each session, run round-robin, each round in a new order
+    """Per-run times (s, by ``clock``: wall time unless given) of each session, run
+    round-robin, each round in a new order
     (seeded, so runs repeat): in any fixed or rotated order a session's place and the one
     before it showed in its times (one file measured 1.20x and 1.11x the no-CA net as two
     sessions of one rotated run).
 
     After the warm-up rounds, the number of rounds is ``config.runs`` or enough for
     ``config.min_time`` seconds at the warm-up pace, whichever is larger.
+
+    ``time.thread_time`` (CPU time of this thread) leaves out the time the thread waits
+    while other processes run: on a shared machine, for a runtime that computes in the
+    calling thread (ncnn on one thread), its ratios move less with the load than wall time's.
     """
     names = list(sessions)
     samples: dict[str, list[float]] = {name: [] for name in names}
@@ -238,9 +247,9 @@ def time_interleaved(
         start_round = time.perf_counter()
         for index in orders.permutation(len(names)):
             name = names[index]
-            start = time.perf_counter()
+            start = clock()
             sessions[name].run(None, feeds[name])
-            samples[name].append(time.perf_counter() - start)
+            samples[name].append(clock() - start)
         return time.perf_counter() - start_round
 
     warm = max(config.warmup, 1)
@@ -295,9 +304,11 @@ def bench(
     input_shape: tuple[int, ...] | None = None,
     config: BenchConfig | None = None,
     progress: BenchProgress = no_progress,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> BenchReport:
     """Time every model at every thread count in every layout (a ``.pte`` in one), all
-    interleaved; profile each ONNX file at the first count in the first layout."""
+    interleaved, by ``clock`` (``time_interleaved``); profile each ONNX file at the first
+    count in the first layout."""
     config = config or BenchConfig()
     if not models:
         raise BadInputError("nothing to time")
@@ -327,7 +338,7 @@ def bench(
             first = next(iter(feeds.values()))
             report.input_shape = list(next(iter(first.values())).shape)
         run_feeds = {key: feeds[name] for key, (name, _) in zip(sessions, runs, strict=True)}
-        samples = time_interleaved(sessions, run_feeds, config, progress, f"@{threads}")
+        samples = time_interleaved(sessions, run_feeds, config, progress, f"@{threads}", clock)
         batch = report.input_shape[0] if report.input_shape else 1
         report.timings += [
             Timing.of(name, threads, layout, s, batch)

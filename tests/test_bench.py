@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from ca_export.bench import BenchConfig, bench, time_interleaved
+from ca_export.bench import CLOCKS, BenchConfig, bench, time_interleaved
 from ca_export.errors import BadInputError
 from ca_export.pipeline import OnnxJob
 from ca_export.pipeline import bench as bench_pipeline
@@ -124,6 +124,21 @@ def test_rounds_interleave_models_and_min_time_extends_them(tiny: dict[str, Path
     assert len(rounds) == 4 and all(sorted(r) == ["a", "b", "c"] for r in rounds)
     assert len({tuple(r) for r in rounds}) > 1
     assert [len(s) for s in samples.values()] == [3, 3, 3]
+
+
+def test_runs_are_timed_by_the_clock_given() -> None:
+    ticks = iter(range(1000))
+
+    class Session:
+        def run(self, *_: object) -> None:
+            next(ticks)
+
+    config = BenchConfig(warmup=1, runs=4, min_time=0.0)
+    feeds: dict[str, dict[str, object]] = {"a": {}}
+    clock = lambda: float(next(ticks))  # noqa: E731
+    samples = time_interleaved({"a": Session()}, feeds, config, clock=clock)  # type: ignore[arg-type]
+    assert samples == {"a": [2.0, 2.0, 2.0, 2.0]}
+    assert set(CLOCKS) == {"wall", "thread"}
 
 
 def test_bad_inputs_are_bad_input_errors(tiny: dict[str, Path], tmp_path: Path) -> None:

@@ -18,7 +18,9 @@ and HARD_SWISH are not delegated in int8; ``global_strip_pool`` would add TRANSP
 ``resize_gate``'s RESIZE_NEAREST_NEIGHBOR is not delegated; ``matmul_pool`` and
 ``gate_once`` leave TRANSPOSE pairs). ``ncnn``
 is the ``xnnpack`` list without ``global_strip_pool`` (a dynamic strip pool stays a ``mean``, ncnn's
-``Reduction``; measured fastest for ncnn by ``benchmarks/ncnn_forms.py``). ``TARGETS``
+``Reduction``) and with ``stem_before_pool`` (dynamic traces: the stem's 1x1 conv and batch
+norm run on ``x`` once and both means read their ``mip`` channels, not ``x``'s ``C``);
+measured fastest for ncnn by ``benchmarks/ncnn_forms.py``. ``TARGETS``
 maps each ONNX runtime to the form measured fastest there (``benchmarks/target_forms.py``):
 ``ort-x86`` (blocked NCHWc layout, the default) to ``resize_pad`` (``pad_mip`` and
 ``resize_gate``: nothing leaves the blocked layout), ``ort-plain`` (plain NCHW) to
@@ -63,6 +65,7 @@ from ca_export.rewrites.relu6_hswish import relu6_hswish
 from ca_export.rewrites.resize_gate import resize_gate
 from ca_export.rewrites.size_to_scale import size_to_scale
 from ca_export.rewrites.square_pow import square_pow
+from ca_export.rewrites.stem_before_pool import stem_before_pool
 from ca_export.rewrites.strip_mean import strip_mean
 from ca_export.rewrites.swap_as_permute import swap_as_permute
 from ca_export.rewrites.swap_as_view import swap_as_view
@@ -85,6 +88,7 @@ PASSES = {
         Pass("float_hardsigmoid", float_hardsigmoid, "hard-sigmoid gates with float constants"),
         Pass("strip_mean", strip_mean, "strip pools as means over their axis at every size"),
         Pass("relu6_hswish", relu6_hswish, "a written-out h_swish as (relu6(x + 3) * x) / 6"),
+        Pass("stem_before_pool", stem_before_pool, "the stem's conv/bn on x, strip means after"),
     )
 }
 SIZE_TO_SCALE = GraphPass(
@@ -117,7 +121,14 @@ FORMS: dict[str, tuple[str, ...]] = {
         "float_hardsigmoid",
         "relu6_hswish",
     ),
-    "ncnn": (*COMMON, "swap_as_view", "swap_as_permute", "broadcast_gate", "float_hardsigmoid"),
+    "ncnn": (
+        *COMMON,
+        "stem_before_pool",
+        "swap_as_view",
+        "swap_as_permute",
+        "broadcast_gate",
+        "float_hardsigmoid",
+    ),
     "resize": (*COMMON, "gate_once", "resize_gate"),
     "resize_pad": (*COMMON, "pad_mip", "gate_once", "resize_gate"),
     "matmul_pool": ("pool_to_reduce", "matmul_pool", *COMMON[1:], "gate_once"),
