@@ -25,16 +25,14 @@ whole-net ratios (per-call extractor overhead, and ``x`` colder on the first of 
 
 from __future__ import annotations
 
-import tempfile
 import warnings
-from argparse import ArgumentParser
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import ncnn as ncnn_runtime
 import numpy as np
 
+from benchmarks import harness
 from benchmarks.ncnn_forms import convert
 from ca_export.bench import CLOCKS, PteInput, time_interleaved
 from ca_export.export import ncnn
@@ -94,66 +92,64 @@ def blocks(layers: list[Layer]) -> list[dict[str, list[str]]]:
 
 
 def main() -> None:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, help="reuse/keep the ncnn files in this folder")
-    parser.add_argument("--size", type=int, default=224)
+    parser = harness.parser(__doc__, runs=300, what="the ncnn files")
     parser.add_argument(
         "--clock",
         choices=sorted(CLOCKS),
         default="wall",
         help="thread: CPU time of the timing thread (ncnn on one thread; steadier under load)",
     )
-    parser.add_argument("--runs", type=int, default=300)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    folder = args.cache or Path(tempfile.mkdtemp(prefix="ncnn-forms-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    s = args.size
-    x_in = example_input((1, 3, s, s)).numpy()
-    sessions: dict[str, Any] = {}
-    shapes: dict[str, list[str]] = {}
-    for name in ("no-CA", *FORMS):
-        param = convert(FORMS.get(name, name), folder, s)
-        runner = NcnnRunner(param, ncnn.files_of(ncnn.stem_of(param))[1], winograd=True)
-        sessions[name] = Job(runner, "in0", _mat(x_in[0]), ["out0"])
-        for k, block in enumerate(blocks(parse_param(param.read_text()))):
-            extractor = runner.net.create_extractor()
-            extractor.input("in0", _mat(x_in[0]))
-            _, x_mat = extractor.extract(block["x"][0], 1)
-            shapes[f"{name} {k}"] = [str(x_mat.c * x_mat.elempack), str(x_mat.h), str(x_mat.w)]
-            for stage, blobs in block.items():
-                job = Job(runner, block["x"][0], x_mat.clone(), blobs, REPEAT)
-                sessions[f"{name} {k} {stage}"] = job
-    feeds = {name: {"unused": np.zeros(1, np.float32)} for name in sessions}
-    config = BenchConfig(runs=args.runs, threads=(1,), profile_runs=0)
-    times = time_interleaved(sessions, feeds, config, clock=CLOCKS[args.clock])
-    p50 = {name: float(np.median(t)) * 1e3 / sessions[name].repeat for name, t in times.items()}
-    base = p50["no-CA"]
-    runs = f"{args.runs} interleaved runs, {args.clock} clock"
-    print(f"MobileNetV2-CA in ncnn at {s}x{s}, 1 thread, {runs}")
-    print(f"no-CA net p50 {base:.2f} ms; stages in us per block (x alone subtracted)\n")
-    for name in FORMS:
-        print(f"{name} form, whole net {p50[name] / base - 1:+.1%} over no-CA:\n")
-        print(f"| block | C x H x W | {' | '.join(STAGES)} | total |")
-        print("|---|---|---|---|---|---|")
-        sums = np.zeros(4)
-        k = 0
-        while f"{name} {k} x" in p50:
-            at = {stage: p50[f"{name} {k} {stage}"] for stage in ("x", "strips", "gates", "out")}
-            row = np.array(
-                [
-                    at["strips"] - at["x"],
-                    at["gates"] - at["strips"],
-                    at["out"] - at["gates"],
-                    at["out"] - at["x"],
-                ]
-            )
-            sums += row
-            cells = " | ".join(f"{1e3 * v:.0f}" for v in row)
-            print(f"| {k} | {' x '.join(shapes[f'{name} {k}'])} | {cells} |")
-            k += 1
-        shares = " | ".join(f"**{v / base:+.1%}**" for v in sums)
-        print(f"| sum, share of no-CA | | {shares} |\n")
+    with harness.work_folder(args.cache) as folder:
+        s = args.size
+        x_in = example_input((1, 3, s, s)).numpy()
+        sessions: dict[str, Any] = {}
+        shapes: dict[str, list[str]] = {}
+        for name in ("no-CA", *FORMS):
+            param = convert(FORMS.get(name, name), folder, s)
+            runner = NcnnRunner(param, ncnn.files_of(ncnn.stem_of(param))[1], winograd=True)
+            sessions[name] = Job(runner, "in0", _mat(x_in[0]), ["out0"])
+            for k, block in enumerate(blocks(parse_param(param.read_text()))):
+                extractor = runner.net.create_extractor()
+                extractor.input("in0", _mat(x_in[0]))
+                _, x_mat = extractor.extract(block["x"][0], 1)
+                shapes[f"{name} {k}"] = [str(x_mat.c * x_mat.elempack), str(x_mat.h), str(x_mat.w)]
+                for stage, blobs in block.items():
+                    job = Job(runner, block["x"][0], x_mat.clone(), blobs, REPEAT)
+                    sessions[f"{name} {k} {stage}"] = job
+        feeds = {name: {"unused": np.zeros(1, np.float32)} for name in sessions}
+        config = BenchConfig(runs=args.runs, threads=(1,), profile_runs=0)
+        times = time_interleaved(sessions, feeds, config, clock=CLOCKS[args.clock])
+        p50 = {name: float(np.median(t)) * 1e3 / sessions[name].repeat for name, t in times.items()}
+        base = p50["no-CA"]
+        runs = f"{args.runs} interleaved runs, {args.clock} clock"
+        print(f"MobileNetV2-CA in ncnn at {s}x{s}, 1 thread, {runs}")
+        print(f"no-CA net p50 {base:.2f} ms; stages in us per block (x alone subtracted)\n")
+        for name in FORMS:
+            print(f"{name} form, whole net {p50[name] / base - 1:+.1%} over no-CA:\n")
+            print(f"| block | C x H x W | {' | '.join(STAGES)} | total |")
+            print("|---|---|---|---|---|---|")
+            sums = np.zeros(4)
+            k = 0
+            while f"{name} {k} x" in p50:
+                at = {
+                    stage: p50[f"{name} {k} {stage}"] for stage in ("x", "strips", "gates", "out")
+                }
+                row = np.array(
+                    [
+                        at["strips"] - at["x"],
+                        at["gates"] - at["strips"],
+                        at["out"] - at["gates"],
+                        at["out"] - at["x"],
+                    ]
+                )
+                sums += row
+                cells = " | ".join(f"{1e3 * v:.0f}" for v in row)
+                print(f"| {k} | {' x '.join(shapes[f'{name} {k}'])} | {cells} |")
+                k += 1
+            shares = " | ".join(f"**{v / base:+.1%}**" for v in sums)
+            print(f"| sum, share of no-CA | | {shares} |\n")
 
 
 def _mat(sample: np.ndarray) -> Any:

@@ -23,14 +23,13 @@ shared machine where wall time moves with the others' load.
 from __future__ import annotations
 
 import sys
-import tempfile
 import warnings
-from argparse import ArgumentParser
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks import harness
 from ca_export.bench import CLOCKS, BenchConfig, bench
 from ca_export.export import ncnn
 from ca_export.loading import load_model
@@ -88,9 +87,7 @@ def errors(name: str, param: Path, sizes: list[tuple[int, int]]) -> list[float]:
 
 
 def main() -> None:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, help="reuse/keep the ncnn files in this folder")
-    parser.add_argument("--size", type=int, default=224)
+    parser = harness.parser(__doc__, runs=100, what="the ncnn files")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--clock",
@@ -98,31 +95,31 @@ def main() -> None:
         default="wall",
         help="thread: CPU time of the timing thread (ncnn on one thread; steadier under load)",
     )
-    parser.add_argument("--runs", type=int, default=100)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    folder = args.cache or Path(tempfile.mkdtemp(prefix="ncnn-forms-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    params = {name: convert(name, folder, args.size) for name in VARIANTS}
-    s = args.size
-    sizes = [(s, s), (s - 64, s + 32), (s + 64, s + 64)]
-    config = BenchConfig(runs=args.runs, threads=(args.threads,), profile_runs=0)
-    report = bench(params, (1, 3, s, s), config, clock=CLOCKS[args.clock])
-    p50 = {t.name: t.p50_ms for t in report.timings}
-    sized = ", ".join(f"{h}x{w}" for h, w in sizes)
-    runs = f"{args.runs} interleaved runs, {args.clock} clock"
-    print(f"\nMobileNetV2-CA in ncnn, {args.threads} thread(s), {runs}")
-    print(f"errors: max abs err / max |ref| at {sized}\n")
-    print(f"| form | p50 ms | vs no-CA | vs stock | {' | '.join(f'{h}x{w}' for h, w in sizes)} |")
-    print("|---|---|---|---|" + "---|" * len(sizes))
-    for name, param in params.items():
-        found = errors(name, param, sizes)
-        ms = p50[name]
-        cells = " | ".join(f"{e:.1e}" for e in found)
+    with harness.work_folder(args.cache) as folder:
+        params = {name: convert(name, folder, args.size) for name in VARIANTS}
+        s = args.size
+        sizes = [(s, s), (s - 64, s + 32), (s + 64, s + 64)]
+        config = BenchConfig(runs=args.runs, threads=(args.threads,), profile_runs=0)
+        report = bench(params, (1, 3, s, s), config, clock=CLOCKS[args.clock])
+        p50 = {t.name: t.p50_ms for t in report.timings}
+        sized = ", ".join(f"{h}x{w}" for h, w in sizes)
+        runs = f"{args.runs} interleaved runs, {args.clock} clock"
+        print(f"\nMobileNetV2-CA in ncnn, {args.threads} thread(s), {runs}")
+        print(f"errors: max abs err / max |ref| at {sized}\n")
         print(
-            f"| {name} | {ms:.2f} | {ms / p50['no-CA'] - 1:+.0%} | "
-            f"{p50['stock'] / ms:.2f}x | {cells} |"
+            f"| form | p50 ms | vs no-CA | vs stock | {' | '.join(f'{h}x{w}' for h, w in sizes)} |"
         )
+        print("|---|---|---|---|" + "---|" * len(sizes))
+        for name, param in params.items():
+            found = errors(name, param, sizes)
+            ms = p50[name]
+            cells = " | ".join(f"{e:.1e}" for e in found)
+            print(
+                f"| {name} | {ms:.2f} | {ms / p50['no-CA'] - 1:+.0%} | "
+                f"{p50['stock'] / ms:.2f}x | {cells} |"
+            )
 
 
 if __name__ == "__main__":

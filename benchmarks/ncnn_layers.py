@@ -19,14 +19,13 @@ run (``ca_export.bench``), relative to the no-CA net. Ratios are the result.
 from __future__ import annotations
 
 import re
-import tempfile
 import warnings
-from argparse import ArgumentParser
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks import harness
 from benchmarks.ncnn_forms import convert
 from ca_export.bench import BenchConfig, bench
 from ca_export.export import ncnn
@@ -97,38 +96,34 @@ def _output(param: Path, h: int, w: int) -> np.ndarray:
 
 
 def main() -> None:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, help="reuse/keep the ncnn files in this folder")
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--runs", type=int, default=100)
+    parser = harness.parser(__doc__, runs=100, what="the ncnn files")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    folder = args.cache or Path(tempfile.mkdtemp(prefix="ncnn-forms-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    s = args.size
-    params = {"no-CA": convert("no-CA", folder, s)}
-    params |= {short: convert(name, folder, s) for short, name in SOURCES.items()}
-    for name, (source, edit) in EDITS.items():
-        stem = folder / f"layers-{name.replace(' + ', '-').replace(' ', '-')}"
-        param, weights = ncnn.files_of(stem)
-        param.write_text(edit(params[source].read_text()))
-        weights.write_bytes(ncnn.files_of(ncnn.stem_of(params[source]))[1].read_bytes())
-        params[name] = param
-    print(f"MobileNetV2-CA in ncnn at {s}x{s}, 1 thread, {args.runs} interleaved runs\n")
-    for name, (source, _) in EDITS.items():
-        sizes = [(s, s)] + ([(s - 64, s + 32)] if source == "default" else [])
-        diffs = [
-            float(np.abs(_output(params[name], h, w) - _output(params[source], h, w)).max())
-            for h, w in sizes
-        ]
-        cells = ", ".join(f"{h}x{w} {d:.1e}" for (h, w), d in zip(sizes, diffs, strict=True))
-        print(f"{name}: max abs difference from {source}: {cells}")
-    config = BenchConfig(runs=args.runs, threads=(1,), profile_runs=0)
-    report = bench(params, (1, 3, s, s), config)
-    p50 = {t.name: t.p50_ms for t in report.timings}
-    print("\n| form | p50 ms | vs no-CA |\n|---|---|---|")
-    for name in params:
-        print(f"| {name} | {p50[name]:.2f} | {p50[name] / p50['no-CA'] - 1:+.0%} |")
+    with harness.work_folder(args.cache) as folder:
+        s = args.size
+        params = {"no-CA": convert("no-CA", folder, s)}
+        params |= {short: convert(name, folder, s) for short, name in SOURCES.items()}
+        for name, (source, edit) in EDITS.items():
+            stem = folder / f"layers-{name.replace(' + ', '-').replace(' ', '-')}"
+            param, weights = ncnn.files_of(stem)
+            param.write_text(edit(params[source].read_text()))
+            weights.write_bytes(ncnn.files_of(ncnn.stem_of(params[source]))[1].read_bytes())
+            params[name] = param
+        print(f"MobileNetV2-CA in ncnn at {s}x{s}, 1 thread, {args.runs} interleaved runs\n")
+        for name, (source, _) in EDITS.items():
+            sizes = [(s, s)] + ([(s - 64, s + 32)] if source == "default" else [])
+            diffs = [
+                float(np.abs(_output(params[name], h, w) - _output(params[source], h, w)).max())
+                for h, w in sizes
+            ]
+            cells = ", ".join(f"{h}x{w} {d:.1e}" for (h, w), d in zip(sizes, diffs, strict=True))
+            print(f"{name}: max abs difference from {source}: {cells}")
+        config = BenchConfig(runs=args.runs, threads=(1,), profile_runs=0)
+        report = bench(params, (1, 3, s, s), config)
+        p50 = {t.name: t.p50_ms for t in report.timings}
+        print("\n| form | p50 ms | vs no-CA |\n|---|---|---|")
+        for name in params:
+            print(f"| {name} | {p50[name]:.2f} | {p50[name] / p50['no-CA'] - 1:+.0%} |")
 
 
 if __name__ == "__main__":
