@@ -114,7 +114,7 @@ def test_keyboard_interrupt_raised_by_the_model_is_not_called_a_signal(models: P
 # ------------------------------------------------------- 6: boolean and integer outputs
 
 
-@pytest.mark.parametrize("command", ["onnx", "executorch"])
+@pytest.mark.parametrize("command", ["onnx", pytest.param("executorch", marks=pytest.mark.slow)])
 def test_boolean_and_integer_outputs_export_and_verify(command: str, models: Path) -> None:
     """``(logits, logits > 0, argmax)``: the gate judges the bool and int64 outputs by
     equality, and ``verify`` of the written file passes the same way."""

@@ -87,9 +87,7 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> str:
         pytest.param(
             model,
             precision,
-            marks=pytest.mark.slow
-            if precision == "fp16" and model in {"mobilenetv2_ca", "mobilenext_ca"}
-            else (),
+            marks=pytest.mark.slow if model in {"mobilenetv2_ca", "mobilenext_ca"} else (),
         )
         for model in SMALL
         for precision in ["fp16", "fp32"]
