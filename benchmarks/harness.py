@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ca_export.bench import CLOCKS
+
 
 def parser(doc: str | None, runs: int, what: str = "the files") -> ArgumentParser:
     """A parser described by ``doc``'s first paragraph, with the shared options."""
@@ -17,6 +19,16 @@ def parser(doc: str | None, runs: int, what: str = "the files") -> ArgumentParse
     made.add_argument("--size", type=int, default=224)
     made.add_argument("--runs", type=int, default=runs)
     return made
+
+
+def add_clock(parser: ArgumentParser) -> None:
+    """``--clock``: wall time, or the timing thread's CPU time (``ca_export.bench.CLOCKS``)."""
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="thread: CPU time of the timing thread (ncnn on one thread; steadier under load)",
+    )
 
 
 @contextmanager

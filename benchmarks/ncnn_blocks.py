@@ -93,12 +93,7 @@ def blocks(layers: list[Layer]) -> list[dict[str, list[str]]]:
 
 def main() -> None:
     parser = harness.parser(__doc__, runs=300, what="the ncnn files")
-    parser.add_argument(
-        "--clock",
-        choices=sorted(CLOCKS),
-        default="wall",
-        help="thread: CPU time of the timing thread (ncnn on one thread; steadier under load)",
-    )
+    harness.add_clock(parser)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     with harness.work_folder(args.cache) as folder:

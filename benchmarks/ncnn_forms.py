@@ -89,12 +89,7 @@ def errors(name: str, param: Path, sizes: list[tuple[int, int]]) -> list[float]:
 def main() -> None:
     parser = harness.parser(__doc__, runs=100, what="the ncnn files")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument(
-        "--clock",
-        choices=sorted(CLOCKS),
-        default="wall",
-        help="thread: CPU time of the timing thread (ncnn on one thread; steadier under load)",
-    )
+    harness.add_clock(parser)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     with harness.work_folder(args.cache) as folder:
