@@ -33,7 +33,7 @@ import torch
 from torch.export import ExportedProgram
 from torch.fx import Node
 
-from ca_export.rewrites.grid_from_map import same_size, value
+from ca_export.rewrites.grid_from_map import finished, same_size, value
 from ca_export.rewrites.passes import PassResult
 
 NAME = "broadcast_expand"
@@ -77,8 +77,4 @@ def broadcast_expand(program: ExportedProgram) -> PassResult:
             continue
         result.applied[expand.name] = f"{len(expand.users)} reader(s) broadcast {source.name}"
         expand.replace_all_uses_with(source)
-    if result.modified:
-        graph.eliminate_dead_code()
-        graph.lint()
-        program.graph_module.recompile()
-    return result
+    return finished(program, result)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch.export import ExportedProgram
 
-from ca_export.rewrites.grid_from_map import add_op, same_size, value
+from ca_export.rewrites.grid_from_map import add_op, finished, same_size, value
 from ca_export.rewrites.passes import PassResult
 
 NAME = "fill_from_map"
@@ -74,8 +74,4 @@ def fill_from_map(program: ExportedProgram) -> PassResult:
             out = add_op(graph, aten.view.default, filled, target)
         fill.replace_all_uses_with(out)
         result.applied[fill.name] = f"fill over {fmap.name}'s H x W"
-    if result.modified:
-        graph.eliminate_dead_code()
-        graph.lint()
-        program.graph_module.recompile()
-    return result
+    return finished(program, result)

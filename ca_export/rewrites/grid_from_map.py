@@ -59,6 +59,16 @@ aten = torch.ops.aten
 _SCALAR_OPS = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
 
 
+def finished(program: ExportedProgram, result: PassResult) -> PassResult:
+    """``result``, after dropping the ops a pass that changed ``program`` left unused and
+    recompiling its module."""
+    if result.modified:
+        program.graph.eliminate_dead_code()
+        program.graph.lint()
+        program.graph_module.recompile()
+    return result
+
+
 def same_size(a: object, b: object) -> bool:
     """Whether two sizes (ints or SymInts) are equal at every input size."""
     if not isinstance(a, (int, torch.SymInt)) or not isinstance(b, (int, torch.SymInt)):
@@ -182,8 +192,4 @@ def grid_from_map(program: ExportedProgram) -> PassResult:
                 planes.append(out)
         _replace_outputs(graph, grid, planes)
         result.applied[grid.name] = f"grid of {fmap.name}'s H and W by cumsum"
-    if result.modified:
-        graph.eliminate_dead_code()
-        graph.lint()
-        program.graph_module.recompile()
-    return result
+    return finished(program, result)

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch.export import ExportedProgram
 
+from ca_export.rewrites.grid_from_map import finished
 from ca_export.rewrites.passes import PassResult
 
 NAME = "reshape_minus_one"
@@ -72,8 +73,4 @@ def reshape_minus_one(program: ExportedProgram) -> PassResult:
         sizes[held[0]] = -1
         node.args = (node.args[0], sizes)
         result.applied[node.name] = f"size {held[0]} as -1"
-    if result.modified:
-        graph.eliminate_dead_code()
-        graph.lint()
-        program.graph_module.recompile()
-    return result
+    return finished(program, result)

@@ -35,7 +35,7 @@ import operator
 import torch
 from torch.export import ExportedProgram
 
-from ca_export.rewrites.grid_from_map import add_op, same_size, value
+from ca_export.rewrites.grid_from_map import add_op, finished, same_size, value
 from ca_export.rewrites.passes import PassResult
 from ca_export.rewrites.reshape_minus_one import RESHAPES, depends, spatial_symbols
 
@@ -83,8 +83,4 @@ def split_view(program: ExportedProgram) -> PassResult:
             ]
             node.replace_all_uses_with(add_op(graph, aten.cat.default, pieces, axis))
         result.applied[node.name] = f"axis {axis} split in {parts} x {size}"
-    if result.modified:
-        graph.eliminate_dead_code()
-        graph.lint()
-        program.graph_module.recompile()
-    return result
+    return finished(program, result)
