@@ -104,10 +104,10 @@ def main() -> None:
         for name in ("no-CA", *FORMS):
             param = convert(FORMS.get(name, name), folder, s)
             runner = NcnnRunner(param, ncnn.files_of(ncnn.stem_of(param))[1], winograd=True)
-            sessions[name] = Job(runner, "in0", _mat(x_in[0]), ["out0"])
+            sessions[name] = Job(runner, "in0", held_mat(x_in[0]), ["out0"])
             for k, block in enumerate(blocks(parse_param(param.read_text()))):
                 extractor = runner.net.create_extractor()
-                extractor.input("in0", _mat(x_in[0]))
+                extractor.input("in0", held_mat(x_in[0]))
                 _, x_mat = extractor.extract(block["x"][0], 1)
                 shapes[f"{name} {k}"] = [str(x_mat.c * x_mat.elempack), str(x_mat.h), str(x_mat.w)]
                 for stage, blobs in block.items():
@@ -147,7 +147,7 @@ def main() -> None:
             print(f"| sum, share of no-CA | | {shares} |\n")
 
 
-def _mat(sample: np.ndarray) -> Any:
+def held_mat(sample: np.ndarray) -> Any:
     """An ncnn Mat holding its own copy of ``sample`` (an in-place first layer needs one)."""
     return ncnn_runtime.Mat(np.ascontiguousarray(sample)).clone()
 

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import harness
-from benchmarks.ncnn_blocks import REPEAT, Job, _mat, blocks
+from benchmarks.ncnn_blocks import REPEAT, Job, blocks, held_mat
 from benchmarks.ncnn_forms import convert, errors
 from benchmarks.ncnn_layers import adaptive_pools
 from ca_export.bench import CLOCKS, bench, time_interleaved
@@ -174,7 +174,7 @@ def block_gates(params: dict[str, Path], size: int, runs: int, clock: str) -> No
         runner = NcnnRunner(param, ncnn.files_of(ncnn.stem_of(param))[1], winograd=True)
         for k, block in enumerate(blocks(ncnn.parse_param(params[structure].read_text()))):
             extractor = runner.net.create_extractor()
-            extractor.input("in0", _mat(x_in[0]))
+            extractor.input("in0", held_mat(x_in[0]))
             _, x_mat = extractor.extract(block["x"][0], 1)
             if short == "default":
                 shapes.append(f"{x_mat.c * x_mat.elempack} x {x_mat.h} x {x_mat.w}")
