@@ -203,6 +203,59 @@ def layer_counts(layers: list[Layer]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
+@dataclass(frozen=True)
+class BlockBlobs:
+    """Where a CA block sits in an ncnn model: the blob it reads and the blob it writes."""
+
+    source: str
+    output: str
+
+
+def ca_blocks(layers: list[Layer]) -> list[BlockBlobs]:
+    """Every CA block of an ncnn model, in file order: a two-input multiply ``x * a`` read
+    by a second one, ``(x * a) * b``, where both gates ``a`` and ``b`` are computed from
+    ``x``. ``source`` is ``x`` before ncnn's ``Split`` copies of it, so that an extractor
+    fed it runs the whole block and nothing before it."""
+    producer = {blob: layer for layer in layers for blob in layer.outputs}
+
+    def root(blob: str) -> str:
+        while (layer := producer.get(blob)) is not None and layer.type == "Split":
+            blob = layer.inputs[0]
+        return blob
+
+    def computed_from(blob: str, source: str) -> bool:
+        stack, seen = [blob], set()
+        while stack:
+            at = stack.pop()
+            if at == source:
+                return True
+            if at not in seen and (layer := producer.get(at)) is not None:
+                seen.add(at)
+                stack.extend(layer.inputs)
+        return False
+
+    found = []
+    for second in filter(_is_mul, layers):
+        for inner, b in (second.inputs, second.inputs[::-1]):
+            first = producer.get(inner)
+            if first is None or not _is_mul(first):
+                continue
+            for identity, a in (first.inputs, first.inputs[::-1]):
+                x = root(identity)
+                if x != root(a) and computed_from(a, x) and computed_from(b, x):
+                    found.append(BlockBlobs(x, second.outputs[0]))
+                    break
+            else:
+                continue
+            break
+    return found
+
+
+def _is_mul(layer: Layer) -> bool:
+    """Whether a layer multiplies two blobs."""
+    return layer.type == "BinaryOp" and layer.params.get("0") == "2" and len(layer.inputs) == 2
+
+
 def _ints(value: str) -> list[int]:
     """An array parameter (``-23300=2,56,56``) without its count; a scalar as one item."""
     items = [float(v) for v in value.split(",")]

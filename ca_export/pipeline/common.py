@@ -32,7 +32,7 @@ from ca_export.rewrites import DEFAULT_TARGET, form_of, rewrite
 from ca_export.rewrites.passes import PassResult
 from ca_export.tracing import Traced, guard_memory, trace
 from ca_export.verify.accuracy import DEFAULT_MAX_DROP, EvalSet, read_eval_set
-from ca_export.verify.parity import GateResult, block_gate
+from ca_export.verify.parity import GateResult, block_gate, one_per_size
 
 Progress = Callable[[str], None]
 
@@ -391,23 +391,25 @@ class ModelJob(ABC):
 
 
 def with_block_gate(
-    prepared: Prepared, gate: GateResult, inputs: list[tuple[int, torch.Tensor]]
+    prepared: Prepared,
+    gate: GateResult,
+    inputs: list[tuple[int, torch.Tensor]],
+    runtime: GateResult | None = None,
 ) -> Check:
-    """The parity check: the artifact gate, and, for a rewritten program, each block's own gate.
+    """The parity check: the artifact gate, for a rewritten program each block's own gate
+    in PyTorch, and the ``runtime`` gate of each block inside the artifact where one ran.
 
-    The block gate runs both whole programs per input; it takes the first input of each
-    size (a block's rewrite is exact or wrong at a size whatever the seed), while the
+    The block gates take the first input of each size (``one_per_size``), while the
     artifact gate takes them all.
     """
     blocks = None
-    passed = gate.passed
+    passed = gate.passed and (runtime is None or runtime.passed)
+    per_size = one_per_size(inputs)
     if prepared.rewritten:
         pairs = [(b.module, b.source.name, b.output.name) for b in prepared.blocks]
-        sizes: dict[tuple[int, ...], tuple[int, torch.Tensor]] = {}
-        for seed, x in inputs:
-            sizes.setdefault(tuple(x.shape), (seed, x))
-        per_size = list(sizes.values())
         per_block = block_gate(prepared.traced.program, prepared.program, pairs, per_size)
         blocks = GateFigures.of(per_block, len(per_size))
-        passed = gate.passed and per_block.passed
-    return Check.judged("parity", passed, GateFigures.of(gate, len(inputs), blocks))
+        passed = passed and per_block.passed
+    inside = None if runtime is None else GateFigures.of(runtime, len(per_size))
+    figures = GateFigures.of(gate, len(inputs), blocks, runtime_blocks=inside)
+    return Check.judged("parity", passed, figures)

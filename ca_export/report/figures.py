@@ -33,6 +33,8 @@ class GateFigures:
 
     ``max_margin`` is the worst error over its bound (1 = at the bound). ``blocks`` is the
     per-block gate of a rewritten program: each comparison there is one CA block.
+    ``runtime_blocks`` is the per-block gate inside the runtime (ncnn): each CA block of
+    the artifact fed PyTorch's input to it, one comparison per block.
     """
 
     kind: ClassVar[str] = "gate"
@@ -46,6 +48,7 @@ class GateFigures:
     failures: tuple[str, ...] = ()
     cases: tuple[CaseResult, ...] = ()
     blocks: GateFigures | None = None
+    runtime_blocks: GateFigures | None = None
 
     @classmethod
     def of(

@@ -171,11 +171,16 @@ def _parity_part(report: Report) -> str:
     if isinstance(report, (ExportReport, OptimizeReport)) and report.parity is not None:
         gate = report.parity.figures
         if isinstance(gate, GateFigures):
-            source = gate.blocks if gate.blocks is not None else gate
-            what = "per CA block (torch), then per output" if gate.blocks else "per output"
-            bars = _worst_margins(source)
-            if gate.blocks is not None:
-                bars += [(f"output {n}", m) for n, m in _worst_margins(gate)]
+            for where, blocks, prefix in (
+                ("torch", gate.blocks, ""),
+                (gate.backend, gate.runtime_blocks, f"{gate.backend}: "),
+            ):
+                if blocks is not None:
+                    what += f"per CA block ({where}), then "
+                    bars += [(prefix + n, m) for n, m in _worst_margins(blocks)]
+            outputs = _worst_margins(gate)
+            bars += [(f"output {n}", m) for n, m in outputs] if bars else outputs
+            what += "per output"
     if isinstance(report, VerifyReport):
         what = "per artifact and output"
         for artifact in report.artifacts:

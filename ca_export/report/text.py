@@ -214,12 +214,13 @@ def render_export(report: ExportReport) -> str:
         lines += _check_lines(check)
     if isinstance(parity, GateFigures):
         lines.append(_gate_line("parity vs PyTorch", parity))
-        blocks = parity.blocks
-        if blocks is not None:
-            verdict = "FAILED" if blocks.failures else "passed"
-            lines.append(f"per-block parity (torch): {verdict}; rel err {blocks.max_rel_err:.3g}")
         lines += [f"  failed: {line}" for line in parity.failures]
-        lines += [f"  failed: {line}" for line in (blocks.failures if blocks else ())]
+        for where, blocks in (("torch", parity.blocks), (parity.backend, parity.runtime_blocks)):
+            if blocks is not None:
+                verdict = "FAILED" if blocks.failures else "passed"
+                worst = f"rel err {blocks.max_rel_err:.3g}, margin {blocks.max_margin:.3g}"
+                lines.append(f"per-block parity ({where}): {verdict}; {worst}")
+                lines += [f"  failed: {line}" for line in blocks.failures]
     if report.artifact:
         size = report.artifact["bytes"] / 1e6
         lines.append(f"wrote {report.artifact['path']} ({size:.2f} MB)")

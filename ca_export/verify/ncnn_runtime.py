@@ -17,9 +17,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.export import ExportedProgram
 
 from ca_export.errors import BadInputError, CheckFailedError
-from ca_export.export.ncnn import EXTRA, INPUT, input_blobs, output_blobs, parse_param
+from ca_export.export.ncnn import (
+    EXTRA,
+    INPUT,
+    BlockBlobs,
+    input_blobs,
+    output_blobs,
+    parse_param,
+)
+from ca_export.verify.parity import block_values
 
 
 class NcnnRunner:
@@ -53,15 +63,18 @@ class NcnnRunner:
             raise BadInputError(f"ncnn cannot load {str(param)!r} with {str(weights)!r}")
         self.net = net
 
-    def run_sample(self, sample: np.ndarray) -> list[np.ndarray]:
-        """Every output for one ``[C, H, W]`` sample, without a batch axis."""
+    def run_sample(
+        self, sample: np.ndarray, source: str = INPUT, blobs: list[str] | None = None
+    ) -> list[np.ndarray]:
+        """The ``blobs`` (default: every output) computed from one ``[C, H, W]`` sample fed
+        to the blob ``source`` (default: the input), without a batch axis."""
         import ncnn
 
         extractor = self.net.create_extractor()
-        held = np.ascontiguousarray(sample, np.float32)
-        extractor.input(INPUT, ncnn.Mat(held))
+        held = ncnn.Mat(np.ascontiguousarray(sample, np.float32)).clone()
+        extractor.input(source, held)
         found = []
-        for blob in self.outputs:
+        for blob in self.outputs if blobs is None else blobs:
             status, mat = extractor.extract(blob)
             if status != 0:
                 shape = "x".join(map(str, sample.shape))
@@ -73,3 +86,32 @@ class NcnnRunner:
         """Every output for an ``[N, C, H, W]`` input, the batch axis put back."""
         per_sample = [self.run_sample(sample) for sample in x]
         return [np.stack(outs) for outs in zip(*per_sample, strict=True)]
+
+    def run_block(self, block: BlockBlobs, x: np.ndarray) -> np.ndarray:
+        """A block's output for its ``[N, C, H, W]`` input, computed from it alone."""
+        return np.stack([self.run_sample(s, block.source, [block.output])[0] for s in x])
+
+    def locate_blocks(
+        self, found: list[BlockBlobs], program: ExportedProgram, sources: list[str], x: torch.Tensor
+    ) -> list[BlockBlobs] | str:
+        """The block of ``found`` for each block of ``program`` (named by its input node,
+        in ``sources``' order): the one whose input holds, on ``x``'s first sample, the
+        values nearest the program's input to that block, of those of its shape; or why
+        the blocks do not match one to one."""
+        if len(found) != len(sources):
+            return f"{len(found)} CA blocks found in the param file, {len(sources)} in the model"
+        expected = block_values(program, set(sources), x[:1])
+        held = self.run_sample(x[0].numpy(), blobs=[b.source for b in found])
+        located = []
+        for name in sources:
+            want = expected[name][0].numpy()
+            same = [k for k, got in enumerate(held) if got.shape == want.shape]
+            if not same:
+                return f"no block in the param file reads a {'x'.join(map(str, want.shape))} input"
+            scale = float(np.abs(want).max()) or 1.0
+            located.append(
+                found[min(same, key=lambda k: float(np.abs(held[k] - want).max()) / scale)]
+            )
+        if len(set(located)) != len(located):
+            return "two blocks of the model match one block of the param file"
+        return located

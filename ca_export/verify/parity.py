@@ -124,22 +124,33 @@ def runner_gate(
     """
     tol = user_tolerance(tolerance("float32", backend), *tolerances)
     result = GateResult(backend, tolerance=tol)
-    precise: list[nn.Module | None] = []
-
-    def exact(x: torch.Tensor, own: list[np.ndarray]) -> Judged | None:
-        if not precise:
-            precise.append(float64_copy(model))
-        with torch.no_grad():
-            ref64 = run_float64(precise[0], x)
-        return None if ref64 is None else (ref64, fp32_runs(model, x, own))
-
+    reference = Reference(model)
     for seed, x in inputs:
         with torch.no_grad():
             expected = output_arrays(model(x))
         got = run(x.numpy())
-        comparisons = judge(output_names, expected, got, tol, functools.partial(exact, x, expected))
+        precise = functools.partial(reference.judged, x, expected)
+        comparisons = judge(output_names, expected, got, tol, precise)
         result.cases.append(CaseResult(tuple(x.shape), seed, comparisons))
     return result
+
+
+class Reference:
+    """A model's precise answers for ``judge``: a float64 copy (made once, when first
+    needed) and the fp32 runs whose distance from it is the noise."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.precise: list[nn.Module | None] = []
+
+    def judged(self, x: torch.Tensor, own: list[np.ndarray]) -> Judged | None:
+        """The float64 outputs for ``x`` and the fp32 runs (``own`` the first), or None
+        where the model cannot run in float64."""
+        if not self.precise:
+            self.precise.append(float64_copy(self.model))
+        with torch.no_grad():
+            ref64 = run_float64(self.precise[0], x)
+        return None if ref64 is None else (ref64, fp32_runs(self.model, x, own))
 
 
 Judged = tuple[list[np.ndarray], list[list[np.ndarray]]]
@@ -270,5 +281,76 @@ def block_gate(
             compare(f"block {module}", before.seen[out].numpy(), after.seen[out].numpy(), tol)
             for module, _, out in blocks
         ]
+        result.cases.append(CaseResult(tuple(x.shape), seed, comparisons))
+    return result
+
+
+class BlockModel(nn.Module):
+    """One block of a program as a model of its own: its input in, its output out (the
+    program's ``input`` only fixes the sizes the block may read from it)."""
+
+    def __init__(
+        self, module: torch.fx.GraphModule, source: str, output: str, input: torch.Tensor
+    ) -> None:
+        super().__init__()
+        self.module, self.source, self.output = module, source, output
+        self.input = input
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        recorder = _Recorder(self.module, {self.output}, {self.source: x})
+        recorder.run(self.input)
+        return recorder.seen[self.output]
+
+
+def one_per_size(inputs: Sequence[tuple[int, torch.Tensor]]) -> list[tuple[int, torch.Tensor]]:
+    """The first input of each size: a block is exact or wrong at a size whatever the seed."""
+    sizes: dict[tuple[int, ...], tuple[int, torch.Tensor]] = {}
+    for seed, x in inputs:
+        sizes.setdefault(tuple(x.shape), (seed, x))
+    return list(sizes.values())
+
+
+def block_values(
+    program: ExportedProgram, nodes: set[str], x: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The values of ``nodes`` when ``program`` runs on ``x``."""
+    with torch.no_grad():
+        recorder = _Recorder(program.module(), nodes)
+        recorder.run(x)
+    return recorder.seen
+
+
+def runtime_block_gate(
+    program: ExportedProgram,
+    blocks: Sequence[tuple[str, str, str]],
+    run: Callable[[int, np.ndarray], np.ndarray],
+    inputs: Sequence[tuple[int, torch.Tensor]],
+    backend: str,
+    tolerances: tuple[float | None, float | None] = (None, None),
+) -> GateResult:
+    """Compare each block (module, source node, output node) of ``program`` as the
+    artifact runs it, ``run(k, x)`` computing block ``k`` from its input ``x`` alone.
+
+    Each block is fed the program's own input to it, so each comparison shows that
+    block's error in the artifact, not what earlier layers accumulated; it is judged as
+    ``runner_gate`` judges an output (``rel`` of PyTorch fp32, else float64 with two fp32
+    runs as the noise, under the artifact's row of the table)."""
+    tol = user_tolerance(tolerance("float32", backend), *tolerances)
+    module = program.module()
+    sources = {source for _, source, _ in blocks}
+    outputs = {output for _, _, output in blocks}
+    result = GateResult(backend, tolerance=tol)
+    for seed, x in inputs:
+        with torch.no_grad():
+            recorder = _Recorder(module, sources | outputs)
+            recorder.run(x)
+        comparisons = []
+        for k, (name, source, output) in enumerate(blocks):
+            given = recorder.seen[source]
+            expected = [recorder.seen[output].numpy()]
+            got = [run(k, given.numpy())]
+            reference = Reference(BlockModel(module, source, output, x))
+            precise = functools.partial(reference.judged, given, expected)
+            comparisons += judge([f"block {name}"], expected, got, tol, precise)
         result.cases.append(CaseResult(tuple(x.shape), seed, comparisons))
     return result

@@ -99,3 +99,25 @@ def test_stem_and_files() -> None:
     assert ncnn.stem_of(Path("a/m.ncnn.bin")) == Path("a/m")
     assert ncnn.stem_of(Path("a/m")) == Path("a/m")
     assert ncnn.files_of(Path("a/m")) == (Path("a/m.ncnn.param"), Path("a/m.ncnn.bin"))
+
+
+# Two chained multiplies by constants, not by gates computed from x.
+SCALED_TWICE = """7767517
+5 5
+Input                    in0                      0 1 in0
+MemoryData               scale_0                  0 1 1 0=1 1=1 2=8
+MemoryData               scale_1                  0 1 2 0=1 1=1 2=8
+BinaryOp                 mul_0                    2 1 in0 1 3 0=2
+BinaryOp                 mul_1                    2 1 3 2 out0 0=2
+"""
+
+
+def test_ca_blocks_reads_the_block_before_its_split_copies() -> None:
+    assert ncnn.ca_blocks(ncnn.parse_param(STOCK)) == [ncnn.BlockBlobs("in0", "out0")]
+
+
+def test_ca_blocks_skips_multiplies_by_other_blobs_and_lone_ones() -> None:
+    assert ncnn.ca_blocks(ncnn.parse_param(SCALED_TWICE)) == []
+    assert ncnn.ca_blocks(ncnn.parse_param(SAFE)) == []
+    added = STOCK.replace("out0 0=2", "out0 0=0")
+    assert ncnn.ca_blocks(ncnn.parse_param(added)) == []

@@ -42,6 +42,13 @@ def test_default_is_exact_at_three_sizes(model: str, tmp_path: Path) -> None:
     assert len(sizes) == 3
     assert model == "seed_ca" or any(h != w for h, w in sizes)
     assert list(structure.multiple) == MULTIPLE.get(model, [1, 1])
+    assert blocks_gated_in_ncnn(parity) == ([CA_BLOCKS[model]] * 3 if CA_BLOCKS[model] else [])
+
+
+def blocks_gated_in_ncnn(parity: GateFigures) -> list[int]:
+    """How many CA blocks the per-block gate inside ncnn judged at each size."""
+    inside = parity.runtime_blocks
+    return [] if inside is None else [len(case.comparisons) for case in inside.cases]
 
 
 @pytest.mark.parametrize("model", sorted(CA_BLOCKS))
@@ -52,6 +59,7 @@ def test_fixed_size_is_exact_at_its_size(model: str, tmp_path: Path) -> None:
     parity = report.parity.figures
     assert isinstance(parity, GateFigures)
     assert {tuple(case.input_shape) for case in parity.cases} == {shape}
+    assert blocks_gated_in_ncnn(parity) == [CA_BLOCKS[model]] if CA_BLOCKS[model] else []
 
 
 def test_an_op_holding_the_traced_size_is_refused(tmp_path: Path) -> None:

@@ -13,10 +13,13 @@ pytest.importorskip("ncnn", reason='needs the ncnn extra: pip install -e ".[ncnn
 pytest.importorskip("pnnx", reason='needs the ncnn extra: pip install -e ".[ncnn]"')
 
 from ca_export.export import ncnn
-from ca_export.pipeline.ncnn import NcnnJob, export_ncnn
+from ca_export.pipeline.common import Stages, quiet
+from ca_export.pipeline.ncnn import FORM, NcnnJob, export_ncnn, ncnn_block_gate
 from ca_export.report import ExportReport, load, render_export, to_json
 from ca_export.report.figures import GateFigures, LossyFigures, NcnnFigures
 from ca_export.report.html import Run, render_html
+from ca_export.verify.ncnn_runtime import NcnnRunner
+from ca_export.verify.parity import GateResult, gate_inputs
 from cli.main import cli
 from sample_models import CA_BLOCKS
 
@@ -60,6 +63,11 @@ def test_default_is_size_safe_and_gated_at_other_sizes(exported: dict) -> None:
     pools = report.op_counts_after.get("Reduction")
     assert pools == 2 * CA_BLOCKS["seed_ca"]  # two mean strip pools per block
     assert "Slice" not in report.op_counts_after
+    inside = parity.runtime_blocks
+    assert inside is not None and inside.backend == "ncnn" and not inside.failures
+    assert [len(case.comparisons) for case in inside.cases] == [CA_BLOCKS["seed_ca"]] * 3
+    assert "per-block parity (ncnn): passed" in render_export(report)
+    assert "ncnn: block" in page
     meta = json.loads(ncnn.metadata_path(exported["safe"]).read_text())
     assert meta["fixed_size"] is False and meta["valid_sizes"] == "any"
 
@@ -115,3 +123,23 @@ def test_fp16_passes_the_lossy_gate_and_verify_runs_it(tmp_path: Path) -> None:
     done = CliRunner().invoke(cli, ["verify", "seed_ca", str(param), "--input-shape", "1,3,32,32"])
     assert done.exit_code == 0, done.output
     assert "fp16" in done.output
+
+
+def test_the_per_block_gate_in_ncnn_fails_the_wrong_block_only(exported: dict) -> None:
+    """The second block's first gate conv without its sigmoid: that block fails inside
+    ncnn, and the blocks around it, each fed PyTorch's input to it, pass."""
+    param, weights = ncnn.files_of(exported["safe"])
+    text = param.read_text()
+    at = [i for i in range(len(text)) if text.startswith(" 9=4\n", i)][2]
+    wrong = param.with_name("wrong.ncnn.param")
+    wrong.write_text(text[:at] + " 9=0\n" + text[at + 5 :])
+    job = NcnnJob("seed_ca", exported["safe"].parent / "unused", input_shape=SHAPE)
+    report = ExportReport("seed_ca", "0", "ncnn", list(SHAPE), True, True)
+    prepared = job.prepare(Stages(quiet), report, form=FORM)
+    inputs = gate_inputs(prepared.traced, SHAPE, prepared.square_only)
+    for path, failing in ((param, []), (wrong, [1])):
+        runner = NcnnRunner(path, weights)
+        gate = ncnn_block_gate(prepared, runner, ncnn.parse_param(path.read_text()), inputs)
+        assert isinstance(gate, GateResult)
+        for case in gate.cases:
+            assert [k for k, c in enumerate(case.comparisons) if not c.passed] == failing
