@@ -60,7 +60,7 @@ from ca_export.verify.artifacts import (
     open_pte,
     open_tflite,
 )
-from ca_export.verify.localize import Localization, localize
+from ca_export.verify.localize import Localization, localize, localize_ncnn
 from ca_export.verify.lossy import GATE_SEEDS, judge, torch_runner
 from ca_export.verify.metrics import compare
 from ca_export.verify.mil.artifact import SUFFIXES, MilArtifact, open_mil
@@ -260,9 +260,12 @@ def _verify_one(
         result.localization = localize_mil(
             model, mil.program, x, torch_x, bound, set(report.ca_blocks)
         )
+    elif isinstance(artifact, NcnnArtifact):
+        result.localization = localize_ncnn(model, artifact.runner, torch_x, bound)
     else:
         result.localization = Localization(
-            note="localisation covers ONNX files and, off macOS, Core ML ML programs"
+            note="localisation covers ONNX files, ncnn models' CA blocks and, off macOS, "
+            "Core ML ML programs"
         )
     return result
 

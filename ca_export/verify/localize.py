@@ -4,6 +4,10 @@ PyTorch side: a forward hook on every module records its output. ONNX side: each
 node carries the module scopes it was exported under; a module's output is the one
 value that leaves the set of nodes in its scope. Both are compared in the order the
 modules ran; the first module whose error passes the bound is where it starts.
+
+ncnn keeps no module names: its CA blocks are found in the param file and matched to the
+model's (``NcnnRunner.locate_blocks``), and each is fed the model's own input to it, so
+each block's error is its own (``localize_ncnn``).
 """
 
 from __future__ import annotations
@@ -17,10 +21,15 @@ import onnx
 import torch
 from torch import nn
 
-from ca_export.errors import CheckFailedError
+from ca_export.errors import BadInputError, CheckFailedError
+from ca_export.export.ncnn import ca_blocks
 from ca_export.export.onnx import SCOPE_KEY
+from ca_export.patterns import find
+from ca_export.tracing import trace
 from ca_export.verify.artifacts import OnnxArtifact
 from ca_export.verify.metrics import relative_error
+from ca_export.verify.ncnn_runtime import NcnnRunner
+from ca_export.verify.parity import block_values
 from ca_export.verify.runtime import cpu_session
 
 
@@ -150,4 +159,34 @@ def compare_layers(
             result.first_divergence = name
     if not result.layers:
         result.note = f"no module output could be matched between PyTorch and {what}"
+    return result
+
+
+def localize_ncnn(
+    model: nn.Module, runner: NcnnRunner, x: torch.Tensor, bound: float
+) -> Localization:
+    """Each CA block of an ncnn model on ``x``'s first sample, fed the model's input to the
+    block; the first whose output is past ``bound`` is where the model goes wrong."""
+    try:
+        program = trace(model, tuple(x.shape), dynamic=False).program
+    except BadInputError as err:
+        return Localization(note=f"the model cannot be traced to find its CA blocks: {err}")
+    blocks = find(program.graph)[0]
+    if not blocks:
+        return Localization(note="the model has no CA blocks to look in")
+    sources = [b.source.name for b in blocks]
+    located = runner.locate_blocks(ca_blocks(runner.layers), program, sources, x)
+    if isinstance(located, str):
+        return Localization(note=f"the CA blocks of the param file: {located}")
+    values = block_values(program, set(sources) | {b.output.name for b in blocks}, x[:1])
+    pairs = [
+        (
+            b.module,
+            values[b.output.name].numpy(),
+            runner.run_block(at, values[b.source.name].numpy()),
+        )
+        for b, at in zip(blocks, located, strict=True)
+    ]
+    result = compare_layers(pairs, bound, {b.module for b in blocks}, "the param file")
+    result.note = "CA blocks only, each fed the model's input to it (ncnn keeps no module names)"
     return result

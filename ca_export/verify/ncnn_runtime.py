@@ -95,23 +95,27 @@ class NcnnRunner:
         self, found: list[BlockBlobs], program: ExportedProgram, sources: list[str], x: torch.Tensor
     ) -> list[BlockBlobs] | str:
         """The block of ``found`` for each block of ``program`` (named by its input node,
-        in ``sources``' order): the one whose input holds, on ``x``'s first sample, the
-        values nearest the program's input to that block, of those of its shape; or why
-        the blocks do not match one to one."""
+        in ``sources``' order), or why they do not match one to one.
+
+        On ``x``'s first sample each block is matched to the one whose input holds the
+        values nearest the program's input to it, of those of its shape. Where a model
+        wrong before its blocks leaves that ambiguous, they are matched in file order
+        (pnnx writes layers in the order the program runs them), if the channels agree."""
         if len(found) != len(sources):
             return f"{len(found)} CA blocks found in the param file, {len(sources)} in the model"
         expected = block_values(program, set(sources), x[:1])
+        wanted = [expected[name][0].numpy() for name in sources]
         held = self.run_sample(x[0].numpy(), blobs=[b.source for b in found])
         located = []
-        for name in sources:
-            want = expected[name][0].numpy()
+        for want in wanted:
             same = [k for k, got in enumerate(held) if got.shape == want.shape]
-            if not same:
-                return f"no block in the param file reads a {'x'.join(map(str, want.shape))} input"
             scale = float(np.abs(want).max()) or 1.0
-            located.append(
-                found[min(same, key=lambda k: float(np.abs(held[k] - want).max()) / scale)]
+            nearest = min(
+                same, key=lambda k: float(np.abs(held[k] - want).max()) / scale, default=None
             )
-        if len(set(located)) != len(located):
-            return "two blocks of the model match one block of the param file"
-        return located
+            located.append(None if nearest is None else found[nearest])
+        if None not in located and len(set(located)) == len(located):
+            return [b for b in located if b is not None]
+        if all(got.shape[0] == want.shape[0] for got, want in zip(held, wanted, strict=True)):
+            return found
+        return "their inputs match neither by value nor, in file order, by channels"

@@ -96,7 +96,7 @@ def test_verify_takes_both_and_refuses_other_sizes_for_fixed(exported: dict) -> 
 
 def test_verify_fails_the_stock_conversion_at_another_size(exported: dict, tmp_path: Path) -> None:
     """The stock pnnx conversion pins the strip pools' lengths: right at 32, silently wrong
-    at 48, which verify shows."""
+    at 48, which verify shows, naming the first CA block (each fed PyTorch's input to it)."""
     from ca_export.loading import load_model
     from ca_export.tracing import example_input
 
@@ -109,6 +109,7 @@ def test_verify_fails_the_stock_conversion_at_another_size(exported: dict, tmp_p
     assert done.exit_code == 0, done.output
     done = runner.invoke(cli, ["verify", "seed_ca", str(param), "--shapes", "1x3x48x48"])
     assert done.exit_code == 1, done.output
+    assert "first divergence: module stages.1 (inside a CA block)" in done.output
 
 
 def test_fp16_passes_the_lossy_gate_and_verify_runs_it(tmp_path: Path) -> None:
