@@ -38,3 +38,9 @@ def work_folder(cache: Path | None) -> Iterator[Path]:
         folder = cache or Path(temp)
         folder.mkdir(parents=True, exist_ok=True)
         yield folder
+
+
+def table(heads: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table of ``rows`` under ``heads``."""
+    lines = [heads, ["---"] * len(heads), *rows]
+    return "\n".join(f"| {' | '.join(cells)} |" for cells in lines)

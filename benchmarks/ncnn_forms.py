@@ -103,18 +103,14 @@ def main() -> None:
         runs = f"{args.runs} interleaved runs, {args.clock} clock"
         print(f"\nMobileNetV2-CA in ncnn, {args.threads} thread(s), {runs}")
         print(f"errors: max abs err / max |ref| at {sized}\n")
-        print(
-            f"| form | p50 ms | vs no-CA | vs stock | {' | '.join(f'{h}x{w}' for h, w in sizes)} |"
-        )
-        print("|---|---|---|---|" + "---|" * len(sizes))
+        rows = []
         for name, param in params.items():
-            found = errors(name, param, sizes)
             ms = p50[name]
-            cells = " | ".join(f"{e:.1e}" for e in found)
-            print(
-                f"| {name} | {ms:.2f} | {ms / p50['no-CA'] - 1:+.0%} | "
-                f"{p50['stock'] / ms:.2f}x | {cells} |"
-            )
+            cells = [f"{e:.1e}" for e in errors(name, param, sizes)]
+            ratios = [f"{ms / p50['no-CA'] - 1:+.0%}", f"{p50['stock'] / ms:.2f}x"]
+            rows.append([name, f"{ms:.2f}", *ratios, *cells])
+        heads = ["form", "p50 ms", "vs no-CA", "vs stock", *(f"{h}x{w}" for h, w in sizes)]
+        print(harness.table(heads, rows))
 
 
 if __name__ == "__main__":

@@ -212,18 +212,16 @@ def main() -> None:
         runs = f"{args.runs} interleaved runs, {args.clock} clock"
         print(f"\nMobileNetV2-CA in ncnn at {s}x{s}, 1 thread, {runs}")
         print(f"errors: max abs err / max |ref| at {', '.join(f'{h}x{w}' for h, w in sizes)}\n")
-        heads = " | ".join(f"{h}x{w}" for h, w in sizes)
-        print(f"| form | p50 ms | vs no-CA | vs default | {heads} | baked sizes |")
-        print("|---|---|---|---|" + "---|" * (len(sizes) + 1))
+        rows = []
         for name, param in params.items():
             found = errors(BASELINE if name == BASELINE else DEFAULT, param, sizes)
             baked = len(ncnn.baked_sizes(ncnn.parse_param(param.read_text())))
             ms = p50[name]
-            cells = " | ".join(f"{e:.1e}" for e in found)
-            print(
-                f"| {name} | {ms:.2f} | {ms / p50[BASELINE] - 1:+.1%} | "
-                f"{ms / p50[DEFAULT] - 1:+.1%} | {cells} | {baked} |"
-            )
+            ratios = [f"{ms / p50[BASELINE] - 1:+.1%}", f"{ms / p50[DEFAULT] - 1:+.1%}"]
+            rows.append([name, f"{ms:.2f}", *ratios, *(f"{e:.1e}" for e in found), str(baked)])
+        sized = [f"{h}x{w}" for h, w in sizes]
+        heads = ["form", "p50 ms", "vs no-CA", "vs default", *sized, "baked sizes"]
+        print(harness.table(heads, rows))
 
 
 if __name__ == "__main__":
