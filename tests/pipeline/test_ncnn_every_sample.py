@@ -59,7 +59,7 @@ def test_fixed_size_is_exact_at_its_size(model: str, tmp_path: Path) -> None:
     parity = report.parity.figures
     assert isinstance(parity, GateFigures)
     assert {tuple(case.input_shape) for case in parity.cases} == {shape}
-    assert blocks_gated_in_ncnn(parity) == [CA_BLOCKS[model]] if CA_BLOCKS[model] else []
+    assert blocks_gated_in_ncnn(parity) == ([CA_BLOCKS[model]] if CA_BLOCKS[model] else [])
 
 
 def test_an_op_holding_the_traced_size_is_refused(tmp_path: Path) -> None:
