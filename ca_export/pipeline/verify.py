@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.export import ExportedProgram
 
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import coreml as coreml_export
@@ -42,7 +43,7 @@ from ca_export.export.coreml import ImageInput
 from ca_export.files import Output
 from ca_export.inputs import is_image, load_inputs
 from ca_export.loading import load_model, model_files
-from ca_export.patterns import find
+from ca_export.patterns import AtenBlock, find
 from ca_export.pipeline.common import GateOptions, Progress, Stages, quiet
 from ca_export.report import ArtifactResult, Check, Verdict, VerifyCase, VerifyReport
 from ca_export.report.ci import write_summaries
@@ -127,12 +128,16 @@ def default_shapes(artifact: Artifact, input_shape: tuple[int, ...]) -> list[tup
     return [tuple(input_shape), (max(2, n), c, h + 32, w + 64), (max(2, n), c, h + 64, w + 32)]
 
 
-def ca_modules(model: torch.nn.Module, input_shape: tuple[int, int, int, int]) -> list[str]:
-    """The owning modules of the model's CA blocks, to flag them in a localisation."""
+def traced_blocks(
+    model: torch.nn.Module, input_shape: tuple[int, ...]
+) -> tuple[ExportedProgram | None, list[AtenBlock]]:
+    """The model's static trace at ``input_shape`` and its CA blocks, to find them in a
+    localisation (None and none where it cannot be traced)."""
     try:
-        return [b.module for b in find(trace(model, input_shape, dynamic=False).program.graph)[0]]
+        program = trace(model, input_shape, dynamic=False).program
     except BadInputError:
-        return []
+        return None, []
+    return program, find(program.graph)[0]
 
 
 def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
@@ -252,8 +257,11 @@ def _verify_one(
     if failing is None:
         return result
     x, torch_x, bound = failing
-    if not report.ca_blocks:
-        report.ca_blocks = ca_modules(model, job.input_shape)
+    program: ExportedProgram | None = None
+    blocks: list[AtenBlock] = []
+    if isinstance(artifact, NcnnArtifact) or not report.ca_blocks:
+        program, blocks = traced_blocks(model, tuple(torch_x.shape))
+        report.ca_blocks = report.ca_blocks or [b.module for b in blocks]
     if isinstance(artifact, OnnxArtifact):
         result.localization = localize(model, artifact, torch_x, bound, set(report.ca_blocks))
     elif mil and isinstance(mil.program, MilProgram) and not coreml_export.CAN_PREDICT:
@@ -261,7 +269,7 @@ def _verify_one(
             model, mil.program, x, torch_x, bound, set(report.ca_blocks)
         )
     elif isinstance(artifact, NcnnArtifact):
-        result.localization = localize_ncnn(model, artifact.runner, torch_x, bound)
+        result.localization = localize_ncnn(program, blocks, artifact.runner, torch_x, bound)
     else:
         result.localization = Localization(
             note="localisation covers ONNX files, ncnn models' CA blocks and, off macOS, "

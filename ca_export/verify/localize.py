@@ -20,12 +20,12 @@ import numpy as np
 import onnx
 import torch
 from torch import nn
+from torch.export import ExportedProgram
 
-from ca_export.errors import BadInputError, CheckFailedError
+from ca_export.errors import CheckFailedError
 from ca_export.export.ncnn import ca_blocks
 from ca_export.export.onnx import SCOPE_KEY
-from ca_export.patterns import find
-from ca_export.tracing import trace
+from ca_export.patterns import AtenBlock
 from ca_export.verify.artifacts import OnnxArtifact
 from ca_export.verify.metrics import relative_error
 from ca_export.verify.ncnn_runtime import NcnnRunner
@@ -163,15 +163,17 @@ def compare_layers(
 
 
 def localize_ncnn(
-    model: nn.Module, runner: NcnnRunner, x: torch.Tensor, bound: float
+    program: ExportedProgram | None,
+    blocks: list[AtenBlock],
+    runner: NcnnRunner,
+    x: torch.Tensor,
+    bound: float,
 ) -> Localization:
-    """Each CA block of an ncnn model on ``x``'s first sample, fed the model's input to the
-    block; the first whose output is past ``bound`` is where the model goes wrong."""
-    try:
-        program = trace(model, tuple(x.shape), dynamic=False).program
-    except BadInputError as err:
-        return Localization(note=f"the model cannot be traced to find its CA blocks: {err}")
-    blocks = find(program.graph)[0]
+    """Each CA block of an ncnn model on ``x``'s first sample, fed the input to the block
+    of ``program`` (the model's static trace at ``x``'s shape, with its ``blocks``); the
+    first whose output is past ``bound`` is where the model goes wrong."""
+    if program is None:
+        return Localization(note="the model cannot be traced to find its CA blocks")
     if not blocks:
         return Localization(note="the model has no CA blocks to look in")
     sources = [b.source.name for b in blocks]
@@ -179,14 +181,12 @@ def localize_ncnn(
     if isinstance(located, str):
         return Localization(note=f"the CA blocks of the param file: {located}")
     values = block_values(program, set(sources) | {b.output.name for b in blocks}, x[:1])
-    pairs = [
-        (
-            b.module,
-            values[b.output.name].numpy(),
-            runner.run_block(at, values[b.source.name].numpy()),
-        )
-        for b, at in zip(blocks, located, strict=True)
-    ]
-    result = compare_layers(pairs, bound, {b.module for b in blocks}, "the param file")
-    result.note = "CA blocks only, each fed the model's input to it (ncnn keeps no module names)"
+    result = Localization(note="CA blocks only, each fed the model's input to it")
+    for block, at in zip(blocks, located, strict=True):
+        want = values[block.output.name].numpy()
+        got = runner.run_block(at, values[block.source.name].numpy())
+        error = relative_error(want, got) if got.shape == want.shape else float("inf")
+        result.layers.append(LayerError(block.module, error, error > bound, True))
+        if error > bound and result.first_divergence is None:
+            result.first_divergence = block.module
     return result

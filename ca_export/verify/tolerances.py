@@ -60,6 +60,11 @@ mutant of ``tests/verify/test_ncnn_mutants.py`` fails the ncnn gate. With one fp
 the noise, ``yolov5_ca`` at 224 (fixed size) failed at margin 1.04 (a class column 4.55
 times that run's noise; the stock pnnx conversion sat at 0.94): one run is one sample of
 the noise. With the larger of two (``fp32_runs``) it passes at 0.75, and 320 at 0.44.
+The per-block gate inside ncnn (each CA block fed PyTorch's input to it) judges under
+the same row: its worst block margin over every sample, in both forms and the stock
+conversion, is 0.125 (``mobilenext_ca``, fixed size), and a block whose gate conv lost
+its sigmoid fails. Core ML's macOS prediction gate takes the two runs' noise as the
+other exact gates do; it cannot run here, so it has no figure of its own.
 The ``("fp16", "ncnn")`` row takes the ``fp16`` row's bounds unchanged.
 
 The fp32 Core ML row allows 1e-3 (three times ONNX Runtime's), as Core ML may run fp32

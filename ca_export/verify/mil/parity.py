@@ -59,9 +59,9 @@ def reference_runs(
     """The reference outputs on ``x``, and per output the model's run alike the artifact.
 
     ``other`` is ``reference_copy(model, dtype)``. For fp32 the reference is the float64
-    copy's run and the alike runs are the model's own (``fp32_runs``); for fp16 the reference is the
-    model's run and the alike run the fp16 copy's. Where ``other`` cannot run, the
-    reference is the model's run and nothing is alike (no noise).
+    copy's run and the alike runs are the model's own (``fp32_runs``); for fp16 the
+    reference is the model's run and the alike run the fp16 copy's. Where ``other`` cannot
+    run, the reference is the model's run and nothing is alike (no noise).
     """
     with torch.no_grad():
         own = output_arrays(model(x))
