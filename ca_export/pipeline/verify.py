@@ -40,6 +40,8 @@ from torch.export import ExportedProgram
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import coreml as coreml_export
 from ca_export.export.coreml import ImageInput
+from ca_export.export.ncnn import BACKEND as NCNN
+from ca_export.export.ncnn import ca_blocks
 from ca_export.files import Output
 from ca_export.inputs import is_image, load_inputs
 from ca_export.loading import load_model, model_files
@@ -63,14 +65,15 @@ from ca_export.verify.artifacts import (
 )
 from ca_export.verify.localize import Localization, localize, localize_ncnn
 from ca_export.verify.lossy import GATE_SEEDS, judge, torch_runner
-from ca_export.verify.metrics import compare
+from ca_export.verify.metrics import Comparison, compare
 from ca_export.verify.mil.artifact import SUFFIXES, MilArtifact, open_mil
 from ca_export.verify.mil.compressed import compressed_copy
 from ca_export.verify.mil.localize import localize_mil
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import reference_copy, reference_runs, subject, vacuous
 from ca_export.verify.mil.program import MilProgram
-from ca_export.verify.parity import SEEDS
+from ca_export.verify.ncnn_runtime import NcnnRunner
+from ca_export.verify.parity import SEEDS, runtime_block_gate
 from ca_export.verify.tolerances import tolerance, user_tolerance
 
 Artifact = OnnxArtifact | OrtArtifact | MilArtifact | PteArtifact | NcnnArtifact
@@ -138,6 +141,32 @@ def traced_blocks(
     except BadInputError:
         return None, []
     return program, find(program.graph)[0]
+
+
+def _ncnn_blocks(
+    program: ExportedProgram | None,
+    blocks: list[AtenBlock],
+    runner: NcnnRunner,
+    x: torch.Tensor,
+    job: VerifyJob,
+) -> list[Comparison]:
+    """Each CA block of an ncnn model judged inside ncnn on ``x``, fed the input to it of
+    ``program`` (the model's static trace at ``x``'s shape): a wrong block fails even where
+    the model's outputs would hide it. None where the blocks cannot be found or matched
+    in the param file (the outputs are judged all the same)."""
+    if program is None or not blocks:
+        return []
+    sources = [b.source.name for b in blocks]
+    located = runner.locate_blocks(ca_blocks(runner.layers), program, sources, x)
+    if isinstance(located, str):
+        return []
+    names = [(b.module, b.source.name, b.output.name) for b in blocks]
+
+    def run(k: int, block_input: np.ndarray) -> np.ndarray:
+        return runner.run_block(located[k], block_input)
+
+    gate = runtime_block_gate(program, names, run, [(0, x)], NCNN, (job.rtol, job.atol))
+    return gate.cases[0].comparisons
 
 
 def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
@@ -223,6 +252,13 @@ def _verify_one(
     # A compressed package is checked against the copy holding its weights, localised too.
     original, model = model, weights.model if weights else model
     reference = reference_copy(model, noise_dtype)
+    traces: dict[tuple[int, ...], tuple[ExportedProgram | None, list[AtenBlock]]] = {}
+
+    def traced(shape: tuple[int, ...]) -> tuple[ExportedProgram | None, list[AtenBlock]]:
+        if shape not in traces:
+            traces[shape] = traced_blocks(model, shape)
+        return traces[shape]
+
     for i, (label, x) in enumerate(seeded + user_inputs):
         case = VerifyCase(label, tuple(x.shape))
         result.cases.append(case)
@@ -252,6 +288,9 @@ def _verify_one(
             continue
         if weights is not None:
             case.comparisons += weights.loss(original, torch_x, artifact.output_names, expected)
+        if isinstance(artifact, NcnnArtifact) and shape not in traces:
+            found = traced(shape)
+            case.comparisons += _ncnn_blocks(*found, artifact.runner, torch_x, job)
         if failing is None and not all(c.passed for c in case.comparisons):
             failing = (x, torch_x, max([tol.rel] + [c.slack for c in case.comparisons]))
     if failing is None:
@@ -260,7 +299,7 @@ def _verify_one(
     program: ExportedProgram | None = None
     blocks: list[AtenBlock] = []
     if isinstance(artifact, NcnnArtifact) or not report.ca_blocks:
-        program, blocks = traced_blocks(model, tuple(torch_x.shape))
+        program, blocks = traced(tuple(torch_x.shape))
         report.ca_blocks = report.ca_blocks or [b.module for b in blocks]
     if isinstance(artifact, OnnxArtifact):
         result.localization = localize(model, artifact, torch_x, bound, set(report.ca_blocks))

@@ -144,3 +144,50 @@ def test_the_per_block_gate_in_ncnn_fails_the_wrong_block_only(exported: dict) -
         assert isinstance(gate, GateResult)
         for case in gate.cases:
             assert [k for k, c in enumerate(case.comparisons) if not c.passed] == failing
+
+
+HIDDEN = """
+import torch
+from torch import nn
+
+
+class CA(nn.Module):
+    def __init__(self, c, mip=8):
+        super().__init__()
+        self.pool_h, self.pool_w = nn.AdaptiveAvgPool2d((None, 1)), nn.AdaptiveAvgPool2d((1, None))
+        self.conv1, self.bn1, self.act = nn.Conv2d(c, mip, 1), nn.BatchNorm2d(mip), nn.Hardswish()
+        self.conv_h, self.conv_w = nn.Conv2d(mip, c, 1), nn.Conv2d(mip, c, 1)
+
+    def forward(self, x):
+        _, _, h, w = x.size()
+        x_h, x_w = self.pool_h(x), self.pool_w(x).permute(0, 1, 3, 2)
+        y = self.act(self.bn1(self.conv1(torch.cat([x_h, x_w], dim=2))))
+        x_h, x_w = torch.split(y, [h, w], dim=2)
+        return x * self.conv_h(x_h).sigmoid() * self.conv_w(x_w.permute(0, 1, 3, 2)).sigmoid()
+
+
+def build():
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), CA(16), nn.Conv2d(16, 16, 3, 2, 1), CA(16)]
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)]
+    return nn.Sequential(*layers, *head).eval()
+"""
+
+
+def test_verify_fails_wrong_blocks_the_outputs_hide(tmp_path: Path) -> None:
+    """A small random net's logits barely move with its CA gates: its stock pnnx file at
+    96x64 (slices baked at 64x64) is within the output bound, and its blocks, each fed
+    PyTorch's input to it, are not."""
+    from ca_export.loading import load_model
+    from ca_export.tracing import example_input
+
+    (tmp_path / "hidden.py").write_text(HIDDEN)
+    model = f"{tmp_path / 'hidden.py'}:build"
+    converted = ncnn.convert(load_model(model).module, example_input((1, 3, 64, 64)))
+    param, weights = ncnn.files_of(tmp_path / "stock")
+    param.write_text(converted.param)
+    weights.write_bytes(converted.weights)
+    done = CliRunner().invoke(cli, ["verify", model, str(param), "--shapes", "1x3x96x64"])
+    assert done.exit_code == 1, done.output
+    assert "ok   1x3x96x64 seed 1 output" in done.output
+    assert "FAIL 1x3x96x64 seed 1 block 2" in done.output
