@@ -27,7 +27,7 @@ ops and suggesting ``--fixed-size``.
 The program goes through TorchScript to pnnx (``export.ncnn.convert``) with fp32 weights,
 and ncnn runs it with fp16 storage off (``verify.ncnn_runtime``): the exact gate in fp32.
 Each rewritten block is gated in PyTorch as well, and each CA block inside ncnn,
-fed PyTorch's input to it (``ncnn_block_gate``). With ``precision="fp16"`` the gated fp32
+fed PyTorch's input to it (``NcnnRunner.block_gate``). With ``precision="fp16"`` the gated fp32
 model is converted again with pnnx's fp16 weights and run with ncnn's fp16 storage and
 arithmetic on, as phones run it, and judged by the lossy gate (``verify.lossy``, the
 ``("fp16", "ncnn")`` row) on 8 seeded inputs at the traced size; those files are
@@ -41,9 +41,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from ca_export import __version__
 from ca_export.errors import BadInputError
@@ -75,7 +72,6 @@ from ca_export.verify.parity import (
     gate_inputs,
     one_per_size,
     runner_gate,
-    runtime_block_gate,
 )
 from ca_export.verify.tolerances import tolerance, user_tolerance
 
@@ -166,7 +162,13 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
             gate = runner_gate(
                 prepared.module, runner.run, names, inputs, BACKEND, prepared.gates.bounds
             )
-            inside = ncnn_block_gate(prepared, runner, layers, inputs) if prepared.blocks else None
+            per_size = one_per_size(inputs)
+            program, blocks, bounds = (
+                prepared.traced.program,
+                prepared.blocks,
+                prepared.gates.bounds,
+            )
+            inside = runner.block_gate(program, blocks, per_size, bounds) if blocks else None
             if isinstance(inside, str):
                 report.warnings.append(f"the per-block gate in ncnn did not run: {inside}")
             runtime = inside if isinstance(inside, GateResult) else None
@@ -191,29 +193,6 @@ def export_ncnn(job: NcnnJob, progress: Progress = quiet) -> ExportReport:
                 }
     report.stages = stage.times
     return report
-
-
-def ncnn_block_gate(
-    prepared: Prepared,
-    runner: NcnnRunner,
-    layers: list[ncnn.Layer],
-    inputs: list[tuple[int, torch.Tensor]],
-) -> GateResult | str:
-    """Each CA block gated inside ncnn (``verify.parity.runtime_block_gate``), or why it
-    cannot be: the model's blocks found in the param file (``export.ncnn.ca_blocks``),
-    each matched to the PyTorch block whose input it holds at the traced size."""
-    sources = [b.source.name for b in prepared.blocks]
-    program = prepared.traced.program
-    located = runner.locate_blocks(ncnn.ca_blocks(layers), program, sources, inputs[0][1])
-    if isinstance(located, str):
-        return located
-    names = [(b.module, b.source.name, b.output.name) for b in prepared.blocks]
-
-    def run(k: int, x: np.ndarray) -> np.ndarray:
-        return runner.run_block(located[k], x)
-
-    per_size = one_per_size(inputs)
-    return runtime_block_gate(program, names, run, per_size, BACKEND, prepared.gates.bounds)
 
 
 @dataclass(frozen=True)

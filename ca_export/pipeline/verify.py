@@ -40,8 +40,6 @@ from torch.export import ExportedProgram
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export import coreml as coreml_export
 from ca_export.export.coreml import ImageInput
-from ca_export.export.ncnn import BACKEND as NCNN
-from ca_export.export.ncnn import ca_blocks
 from ca_export.files import Output
 from ca_export.inputs import is_image, load_inputs
 from ca_export.loading import load_model, model_files
@@ -65,15 +63,14 @@ from ca_export.verify.artifacts import (
 )
 from ca_export.verify.localize import Localization, localize, localize_ncnn
 from ca_export.verify.lossy import GATE_SEEDS, judge, torch_runner
-from ca_export.verify.metrics import Comparison, compare
+from ca_export.verify.metrics import compare
 from ca_export.verify.mil.artifact import SUFFIXES, MilArtifact, open_mil
 from ca_export.verify.mil.compressed import compressed_copy
 from ca_export.verify.mil.localize import localize_mil
 from ca_export.verify.mil.ops import Unsupported
 from ca_export.verify.mil.parity import reference_copy, reference_runs, subject, vacuous
 from ca_export.verify.mil.program import MilProgram
-from ca_export.verify.ncnn_runtime import NcnnRunner
-from ca_export.verify.parity import SEEDS, runtime_block_gate
+from ca_export.verify.parity import SEEDS
 from ca_export.verify.tolerances import tolerance, user_tolerance
 
 Artifact = OnnxArtifact | OrtArtifact | MilArtifact | PteArtifact | NcnnArtifact
@@ -141,32 +138,6 @@ def traced_blocks(
     except BadInputError:
         return None, []
     return program, find(program.graph)[0]
-
-
-def _ncnn_blocks(
-    program: ExportedProgram | None,
-    blocks: list[AtenBlock],
-    runner: NcnnRunner,
-    x: torch.Tensor,
-    job: VerifyJob,
-) -> list[Comparison]:
-    """Each CA block of an ncnn model judged inside ncnn on ``x``, fed the input to it of
-    ``program`` (the model's static trace at ``x``'s shape): a wrong block fails even where
-    the model's outputs would hide it. None where the blocks cannot be found or matched
-    in the param file (the outputs are judged all the same)."""
-    if program is None or not blocks:
-        return []
-    sources = [b.source.name for b in blocks]
-    located = runner.locate_blocks(ca_blocks(runner.layers), program, sources, x)
-    if isinstance(located, str):
-        return []
-    names = [(b.module, b.source.name, b.output.name) for b in blocks]
-
-    def run(k: int, block_input: np.ndarray) -> np.ndarray:
-        return runner.run_block(located[k], block_input)
-
-    gate = runtime_block_gate(program, names, run, [(0, x)], NCNN, (job.rtol, job.atol))
-    return gate.cases[0].comparisons
 
 
 def run_verify(job: VerifyJob, progress: Progress = quiet) -> VerifyReport:
@@ -237,7 +208,8 @@ def _verify_one(
     mil = artifact if isinstance(artifact, MilArtifact) else None
     coreml = mil is not None
     backend = "coreml" if coreml else artifact.backend
-    tol = user_tolerance(tolerance(artifact.dtype, backend), job.rtol, job.atol)
+    tolerances = (job.rtol, job.atol)
+    tol = user_tolerance(tolerance(artifact.dtype, backend), *tolerances)
     result = ArtifactResult(str(artifact.path), artifact.dtype, tol, artifact.backend)
     result.allow_unverified = job.allow_unverified
     image = _preprocessing(job, artifact, report)
@@ -289,8 +261,11 @@ def _verify_one(
         if weights is not None:
             case.comparisons += weights.loss(original, torch_x, artifact.output_names, expected)
         if isinstance(artifact, NcnnArtifact) and shape not in traces:
-            found = traced(shape)
-            case.comparisons += _ncnn_blocks(*found, artifact.runner, torch_x, job)
+            at_size, its_blocks = traced(shape)
+            if at_size is not None and its_blocks:
+                one = [(0, torch_x)]
+                inside = artifact.runner.block_gate(at_size, its_blocks, one, tolerances)
+                case.comparisons += [] if isinstance(inside, str) else inside.cases[0].comparisons
         if failing is None and not all(c.passed for c in case.comparisons):
             failing = (x, torch_x, max([tol.rel] + [c.slack for c in case.comparisons]))
     if failing is None:

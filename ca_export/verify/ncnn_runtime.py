@@ -14,6 +14,7 @@ would run it; ``bench`` times fp32 models with Winograd on too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +23,17 @@ from torch.export import ExportedProgram
 
 from ca_export.errors import BadInputError, CheckFailedError
 from ca_export.export.ncnn import (
+    BACKEND,
     EXTRA,
     INPUT,
     BlockBlobs,
+    ca_blocks,
     input_blobs,
     output_blobs,
     parse_param,
 )
-from ca_export.verify.parity import block_values
+from ca_export.patterns import AtenBlock
+from ca_export.verify.parity import GateResult, block_values, runtime_block_gate
 
 
 class NcnnRunner:
@@ -119,3 +123,25 @@ class NcnnRunner:
         if all(got.shape[0] == want.shape[0] for got, want in zip(held, wanted, strict=True)):
             return found
         return "their inputs match neither by value nor, in file order, by channels"
+
+    def block_gate(
+        self,
+        program: ExportedProgram,
+        blocks: Sequence[AtenBlock],
+        inputs: Sequence[tuple[int, torch.Tensor]],
+        tolerances: tuple[float | None, float | None] = (None, None),
+    ) -> GateResult | str:
+        """Each of ``program``'s CA ``blocks`` judged inside this model on ``inputs``, fed
+        the program's input to it (``parity.runtime_block_gate``), or why it cannot be: the
+        param file's blocks (``export.ncnn.ca_blocks``) do not match them one to one."""
+        sources = [b.source.name for b in blocks]
+        found = ca_blocks(self.layers)
+        located = self.locate_blocks(found, program, sources, inputs[0][1])
+        if isinstance(located, str):
+            return located
+        names = [(b.module, b.source.name, b.output.name) for b in blocks]
+
+        def run(k: int, x: np.ndarray) -> np.ndarray:
+            return self.run_block(located[k], x)
+
+        return runtime_block_gate(program, names, run, inputs, BACKEND, tolerances)

@@ -14,12 +14,12 @@ pytest.importorskip("pnnx", reason='needs the ncnn extra: pip install -e ".[ncnn
 
 from ca_export.export import ncnn
 from ca_export.pipeline.common import Stages, quiet
-from ca_export.pipeline.ncnn import FORM, NcnnJob, export_ncnn, ncnn_block_gate
+from ca_export.pipeline.ncnn import FORM, NcnnJob, export_ncnn
 from ca_export.report import ExportReport, load, render_export, to_json
 from ca_export.report.figures import GateFigures, LossyFigures, NcnnFigures
 from ca_export.report.html import Run, render_html
 from ca_export.verify.ncnn_runtime import NcnnRunner
-from ca_export.verify.parity import GateResult, gate_inputs
+from ca_export.verify.parity import GateResult, gate_inputs, one_per_size
 from cli.main import cli
 from sample_models import CA_BLOCKS
 
@@ -140,7 +140,7 @@ def test_the_per_block_gate_in_ncnn_fails_the_wrong_block_only(exported: dict) -
     inputs = gate_inputs(prepared.traced, SHAPE, prepared.square_only)
     for path, failing in ((param, []), (wrong, [1])):
         runner = NcnnRunner(path, weights)
-        gate = ncnn_block_gate(prepared, runner, ncnn.parse_param(path.read_text()), inputs)
+        gate = runner.block_gate(prepared.traced.program, prepared.blocks, one_per_size(inputs))
         assert isinstance(gate, GateResult)
         for case in gate.cases:
             assert [k for k, c in enumerate(case.comparisons) if not c.passed] == failing
